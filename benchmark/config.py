@@ -250,6 +250,8 @@ def _format_error(err: dict, data: Any) -> str:
     msg = err.get("msg", kind)
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    if isinstance(value, (dict, list)):
+        return f"{at}: {msg}."
     return f"{at}: {msg} (got {_describe(value)})."
 
 

