@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   the whole loop offline on the embedded Gemma 3 270M
+#   make test   the test suite
+# The first run builds llama-cpp-python from source (about 10 minutes on 2 cores); pip caches the
+# wheel, so later installs take seconds.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/shootout demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# the suite without the end-to-end subprocess tests (a quicker loop while editing)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q --deselect tests/test_demo.py --deselect tests/test_runner.py
+
+clean:
+	rm -rf $(VENV) demo .cache .pytest_cache

@@ -1,0 +1,48 @@
+"""`shootout demo` end to end (small), and the seed-format JSON export of its results."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from tests.conftest import shootout
+
+
+def test_demo_builds_ladder_runs_and_prints_table(tmp_path):
+    out = tmp_path / "demo"
+    res = shootout("demo", "--out", str(out), "--iterations", "2", "--articles", "2", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    for q in ("F16", "Q8_0", "Q5_K_M", "Q4_K_M"):
+        assert (out / "models" / f"gemma3-270m.{q}.gguf").stat().st_size > 100_000_000
+    # one row per (quant level, iteration, article), each with timings and token counts
+    con = sqlite3.connect(out / "results.sqlite")
+    rows = con.execute("SELECT quant, iteration, article_id, prompt_seconds, gen_seconds, wall_seconds,"
+                       " prompt_tokens, completion_tokens FROM calls").fetchall()
+    assert len(rows) == len({r[:3] for r in rows}) == 4 * 2 * 2
+    assert all(all(v is not None and v > 0 for v in r[3:]) for r in rows)
+    # sizes of the ladder shrink with the bits
+    sizes = [(out / "models" / f"gemma3-270m.{q}.gguf").stat().st_size for q in ("F16", "Q8_0", "Q5_K_M", "Q4_K_M")]
+    assert sizes == sorted(sizes, reverse=True)
+    # the per-model table
+    for header in ("valid JSON", "mean sentiment", "mean per-article var", "s / sample", "gen tok/s"):
+        assert header in res.stderr
+    for name in ("gemma3-270m-f16", "gemma3-270m-q4_k_m"):
+        assert name in res.stderr
+
+    # a second demo keeps the ladder and starts a new, complete run
+    again = shootout("demo", "--out", str(out), "--iterations", "1", "--articles", "2", "--no-progress")
+    assert again.returncode == 0 and "kept (already built)" in again.stderr
+
+    # seed-format export of the first run
+    exp = shootout("export-json", "-c", str(out / "config.yaml"), "--out", str(tmp_path / "sentiments"),
+                   "--run-id", con.execute("SELECT run_id FROM runs ORDER BY rowid LIMIT 1").fetchone()[0])
+    assert exp.returncode == 0, exp.stderr
+    files = sorted((tmp_path / "sentiments").rglob("*.json"))
+    assert {f.parent.name for f in files} == {"gemma3-270m-f16", "gemma3-270m-q8_0", "gemma3-270m-q5_k_m",
+                                              "gemma3-270m-q4_k_m"}
+    data = json.loads(files[0].read_text())
+    assert set(data) == {"average_sentiment", "time_taken", "sentiments"}
+    entry = next(iter(data["sentiments"].values()))
+    assert {"reasoning", "sentiment", "confidence", "valid", "url", "published", "time_taken"} <= set(entry)
+    ticker, it = files[0].stem.rsplit("_", 1)
+    assert ticker.isupper() and it in ("0", "1")

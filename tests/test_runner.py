@@ -1,0 +1,148 @@
+"""The measuring loop on the real engine: rows, timings, resume after SIGKILL, clean Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from benchmark.config import load_config
+from benchmark.runner import Runner, call_seed, iteration_order
+from benchmark.store import Store
+from benchmark.tasks.sentiment import EXAMPLES
+from tests.conftest import ROOT, shootout, write_config
+
+
+def _rows(db, sql="SELECT model, iteration, article_id FROM calls"):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+class Spy:
+    """Wraps the real engine and keeps the exact prompt text of every request."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = inner.name
+        self.prompts: list[str] = []
+
+    def load(self):
+        return self.inner.load()
+
+    def engine_info(self):
+        return self.inner.engine_info()
+
+    def close(self):
+        self.inner.close()
+
+    def chat(self, messages, **kw):
+        self.prompts.append(self.inner.render(messages))
+        return self.inner.chat(messages, **kw)
+
+
+def test_run_stores_one_row_per_call_with_timings_and_shows_few_shot_turns(tmp_path, embedded_gguf):
+    from benchmark.backends import make_backend
+
+    cfg = load_config(write_config(tmp_path, embedded_gguf, iterations=2, articles=3,
+                                   models=[("fs", "few_shot"), ("zs", "zero_shot")]))
+    spies = {}
+
+    def factory(entry, cfg_):
+        spies[entry.name] = Spy(make_backend(entry, cfg_))
+        return spies[entry.name]
+
+    with Store(tmp_path / "results.sqlite") as store:
+        result = Runner(cfg, store, run_id="r1", progress=False, backend_factory=factory).run()
+        assert result.stored == 2 * 2 * 3 and not result.stopped
+        rows = store.calls("r1")
+        run = store.run("r1")
+        loads = store.db.execute("SELECT * FROM model_loads").fetchall()
+    # one row per (model, iteration, article), each with timings and token counts
+    assert len({(r["model"], r["iteration"], r["article_id"]) for r in rows}) == len(rows) == 12
+    for r in rows:
+        assert r["prompt_tokens"] > 0 and r["completion_tokens"] > 0
+        assert r["prompt_seconds"] > 0 and r["gen_seconds"] > 0 and r["wall_seconds"] >= r["gen_seconds"]
+        assert r["raw_text"] and (r["valid"] == 1) == (r["error"] is None)
+        assert r["family"] == "gemma3-270m" and r["quant"] == "Q4_K_M" and r["backend"] == "llamacpp"
+    # load time is stored apart, with the uncounted warm-up
+    assert {l["model"] for l in loads} == {"fs", "zs"} and all(l["load_seconds"] > 0 for l in loads)
+    # the run row keeps config, versions and hardware
+    assert "prompt_style: zero_shot" in run["config_text"]
+    assert "llama-cpp-python" in run["versions_json"] and "cpu" in run["hardware_json"]
+    # every request of the few-shot model carries the five worked examples as model turns
+    fs, zs = spies["fs"].prompts, spies["zs"].prompts
+    assert len(fs) == len(zs) == 1 + 6  # warm-up + 2 iterations x 3 articles
+    for prompt in fs:
+        for user, reply in EXAMPLES:
+            assert f"<start_of_turn>user\n{user}" in prompt or user in prompt
+            assert f"<start_of_turn>model\n{reply}<end_of_turn>" in prompt
+    for prompt in zs:
+        assert not any(reply in prompt for _, reply in EXAMPLES)
+        assert prompt.count("<start_of_turn>user") == 1
+    # after the first call of the few-shot model the shared prefix comes from the cache
+    fs_rows = sorted((r for r in rows if r["model"] == "fs"), key=lambda r: r["id"])
+    assert all(r["cached_tokens"] > 600 for r in fs_rows)  # the warm-up already filled the cache
+
+
+def test_order_is_shuffled_per_iteration_and_shared_by_models():
+    ids = [f"a{i}" for i in range(20)]
+    o0, o1 = iteration_order(ids, 5, 0), iteration_order(ids, 5, 1)
+    assert sorted(o0) == ids and o0 != o1 and o0 == iteration_order(ids, 5, 0)
+    assert call_seed(5, 0, "a1") == call_seed(5, 0, "a1") != call_seed(5, 1, "a1")
+
+
+def _wait_for_rows(db, n, proc, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if len(_rows(db)) >= n:
+                return
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("run did not store rows in time")
+
+
+def _start(config, run_id):
+    return subprocess.Popen([sys.executable, "-m", "shootout.cli", "run", "-c", str(config), "--run-id", run_id,
+                             "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_midway_then_resume_gives_exactly_one_row_per_call(tmp_path, embedded_gguf):
+    config = write_config(tmp_path, embedded_gguf, iterations=2, articles=3, models=[("a", "few_shot"), ("b", "few_shot")])
+    db = tmp_path / "results.sqlite"
+    proc = _start(config, "k1")
+    _wait_for_rows(db, 4, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _rows(db)
+    assert 4 <= len(before) < 12
+    res = shootout("run", "-c", str(config), "--run-id", "k1", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "resuming run k1" in res.stderr
+    after = _rows(db)
+    assert len(after) == len(set(after)) == 12
+    assert set(before) <= set(after)
+    assert _rows(db, "SELECT finished_at IS NOT NULL FROM runs") == [(1,)]
+
+
+def test_ctrl_c_stops_between_calls_and_resumes(tmp_path, embedded_gguf):
+    config = write_config(tmp_path, embedded_gguf, iterations=2, articles=3)
+    db = tmp_path / "results.sqlite"
+    proc = _start(config, "c1")
+    _wait_for_rows(db, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--run-id c1" in err
+    stored = _rows(db)
+    assert 1 <= len(stored) < 6
+    res = shootout("run", "-c", str(config), "--run-id", "c1", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert len(set(_rows(db))) == len(_rows(db)) == 6
