@@ -108,9 +108,72 @@ def demo(out: Path = typer.Option(Path("demo"), "--out", help="folder for the la
     out.mkdir(parents=True, exist_ok=True)
     config_path = prepare(out, iterations, articles, log=console.print)
     console.print(f"demo config: {config_path}")
-    run_id = _run(load_config(config_path), None, True, None, progress)
+    cfg = load_config(config_path)
+    run_id = _run(cfg, None, True, None, progress)
+    from benchmark.store import Store
+
+    with Store(cfg.resolve(cfg.run.database)) as store:
+        _report(store, run_id, cfg.resolve(cfg.output.reports_dir), cfg.resolve(cfg.output.heatmaps_dir),
+                list(cfg.compare))
     console.print(f"results: {out / 'results.sqlite'} (run {run_id}); "
                   f"seed-format JSON: `shootout export-json --config {config_path}`")
+
+
+def _report(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | None, pairs=None) -> str:
+    from benchmark import report as rpt
+
+    console = _console()
+    rid = _pick_run(store, run_id)
+    with console.status(f"statistics for run {rid}"):
+        rep = rpt.build(store, rid, pairs)
+    xlsx = rpt.write_workbook(rep, reports_dir / f"{rid}.xlsx")
+    csvs = rpt.write_csvs(rep, reports_dir / rid)
+    console.print(f"report: {xlsx} and {len(csvs)} CSV files in {reports_dir / rid}/")
+    if heatmaps_dir is not None:
+        from benchmark.heatmaps import write_heatmaps
+
+        with console.status("heatmaps"):
+            pngs = write_heatmaps(rep, heatmaps_dir / rid)
+        console.print(f"heatmaps: {len(pngs)} PNG files in {heatmaps_dir / rid}/")
+    return rid
+
+
+def _output_dirs(config: Path, db: Path | None) -> tuple[Path, Path, list | None]:
+    if db is not None and not config.is_file():
+        return Path("reports"), Path("heatmaps"), None
+    from benchmark.config import load_config
+
+    cfg = load_config(config, check_files=False)
+    return cfg.resolve(cfg.output.reports_dir), cfg.resolve(cfg.output.heatmaps_dir), list(cfg.compare)
+
+
+@app.command()
+def report(config: Path = CONFIG_OPT,
+           db: Optional[Path] = typer.Option(None, "--db", help="results database (default: the config's)"),
+           run_id: Optional[str] = typer.Option(None, "--run-id", help="default: the latest run"),
+           out: Optional[Path] = typer.Option(None, "--out", help="folder for the workbook and CSVs"),
+           heatmaps: bool = typer.Option(False, "--heatmaps", help="also draw the heatmaps")):
+    """Metrics, paired tests and ANOVA: reports/<run>.xlsx plus one CSV per table."""
+    reports_dir, heatmaps_dir, pairs = _output_dirs(config, db)
+    with _store_for(config, db) as store:
+        _report(store, run_id, out or reports_dir, heatmaps_dir if heatmaps else None, pairs)
+
+
+@app.command("heatmaps")
+def heatmaps_cmd(config: Path = CONFIG_OPT,
+                 db: Optional[Path] = typer.Option(None, "--db", help="results database (default: the config's)"),
+                 run_id: Optional[str] = typer.Option(None, "--run-id", help="default: the latest run"),
+                 out: Optional[Path] = typer.Option(None, "--out", help="folder for the PNG files")):
+    """PNG heatmaps: the five seed metrics as articles x models, and family x quant grids."""
+    from benchmark import report as rpt
+    from benchmark.heatmaps import write_heatmaps
+
+    _, heatmaps_dir, pairs = _output_dirs(config, db)
+    with _store_for(config, db) as store:
+        rid = _pick_run(store, run_id)
+        rep = rpt.build(store, rid, pairs)
+    pngs = write_heatmaps(rep, (out or heatmaps_dir) / rid)
+    typer.echo(f"wrote {len(pngs)} heatmaps to {(out or heatmaps_dir) / rid}/")
 
 
 @app.command("export-json")

@@ -1,0 +1,122 @@
+"""Seaborn heatmaps: the seed's five metrics as articles x models (with a Mean row), and
+family x quant grids of the per-model metrics.
+
+Colour always reads the same way: green is better, red is worse. Mean sentiment has no better
+direction, so it gets a diverging blue-red scale centred on 0 (neutral). Figure size follows the
+table so 30+ models stay legible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark import stats
+
+FIVE = [  # (metric, title, higher is better, or None when there is no better direction)
+    ("s_per_sample", "Seconds per sample", False),
+    ("valid_rate", "Valid JSON rate", True),
+    ("sentiment_variance", "Sentiment variance across iterations (consistency)", False),
+    ("mean_sentiment", "Mean sentiment", None),
+    ("mean_confidence", "Mean confidence", True),
+]
+GRID_METRICS = [("s_per_sample", "Seconds per sample"), ("valid_rate", "Valid JSON rate"),
+                ("sentiment_variance", "Mean within-article sentiment variance"), ("mean_sentiment", "Mean sentiment"),
+                ("mean_confidence", "Mean confidence"), ("gen_tok_s", "Generated tokens/s"),
+                ("mae", "MAE vs expected sentiment"), ("kld_mean", "Mean KLD from F16")]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _cmap(higher: bool | None):
+    return "RdBu_r" if higher is None else ("RdYlGn" if higher else "RdYlGn_r")
+
+
+def _fmt(metric: str) -> str:
+    return ".0%" if metric.endswith("rate") else ".2f"
+
+
+def _short(label: str, n: int = 48) -> str:
+    return label if len(label) <= n else label[: n - 1] + "…"
+
+
+def article_heatmap(pa: pd.DataFrame, metric: str, title: str, higher: bool | None, run_id: str,
+                    path: Path, model_order: list[str] | None = None) -> Path:
+    import seaborn as sns
+
+    plt = _plt()
+    pa = pa.copy()
+    pa["label"] = (pa["ticker"].fillna("") + " · " + pa["title"].fillna(pa["article_id"])).map(_short) \
+        if "title" in pa else pa["article_id"]
+    table = pa.pivot_table(index="label", columns="model", values=metric, aggfunc="mean", sort=False)
+    if model_order:
+        table = table.reindex(columns=[m for m in model_order if m in table.columns])
+    table.loc["Mean"] = table.mean(axis=0)
+    n_rows, n_cols = table.shape
+    annotate = n_cols <= 16 and n_rows <= 60
+    fig_w = min(4 + 0.9 * n_cols + 0.09 * max(len(str(i)) for i in table.index), 60)
+    fig_h = min(2.5 + 0.32 * n_rows + 0.08 * max(len(str(c)) for c in table.columns), 60)
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h))
+    kw = {"center": 0.0, "vmin": -1, "vmax": 1} if higher is None else {}
+    if metric.endswith("rate"):
+        kw.update(vmin=0, vmax=1)
+    sns.heatmap(table, ax=ax, cmap=_cmap(higher), annot=annotate, fmt=_fmt(metric), linewidths=0.4,
+                linecolor="white", cbar_kws={"label": title}, **kw)
+    ax.axhline(n_rows - 1, color="black", linewidth=2)  # separates the Mean row
+    direction = "no better direction: blue negative, red positive" if higher is None else "green is better"
+    ax.set_title(f"{title} — articles x models, run {run_id}\n({direction}; last row: mean over articles)", fontsize=11)
+    ax.set_xlabel("model")
+    ax.set_ylabel("article")
+    ax.tick_params(axis="x", labelrotation=90 if n_cols > 6 else 30)
+    plt.setp(ax.get_xticklabels(), ha="right" if n_cols <= 6 else "center")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def grid_heatmap(details: pd.DataFrame, metric: str, title: str, run_id: str, path: Path) -> Path | None:
+    """family x quant grid of one per-model metric (None when the metric is missing)."""
+    if metric not in details or details[metric].isna().all():
+        return None
+    import seaborn as sns
+
+    plt = _plt()
+    table = details.pivot_table(index="family", columns="quant", values=metric, aggfunc="mean")
+    higher = stats.HIGHER_IS_BETTER.get(metric)
+    fig, ax = plt.subplots(figsize=(min(3 + 1.3 * table.shape[1], 40), min(2 + 0.6 * table.shape[0], 40)))
+    kw = {"center": 0.0} if higher is None else {}
+    sns.heatmap(table, ax=ax, cmap=_cmap(higher), annot=True, fmt=_fmt(metric), linewidths=0.4, linecolor="white",
+                cbar_kws={"label": title}, **kw)
+    direction = "no better direction" if higher is None else "green is better"
+    ax.set_title(f"{title} — family x quant, run {run_id} ({direction})", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_heatmaps(report, out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    order = list(report.details["model"])
+    paths = [article_heatmap(report.per_article, m, t, h, report.run_id, out_dir / f"{m}_heatmap.png", order)
+             for m, t, h in FIVE]
+    details = report.details
+    if report.quant_quality is not None and len(report.quant_quality):
+        details = details.merge(report.quant_quality, on="model", how="left", suffixes=("", "_qq"))
+    for m, t in GRID_METRICS:
+        p = grid_heatmap(details, m, t, report.run_id, out_dir / f"grid_{m}.png")
+        if p:
+            paths.append(p)
+    return paths
