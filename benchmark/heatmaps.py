@@ -58,6 +58,7 @@ def article_heatmap(pa: pd.DataFrame, metric: str, title: str, higher: bool | No
     pa["label"] = (pa["ticker"].fillna("") + " · " + pa["title"].fillna(pa["article_id"])).map(_short) \
         if "title" in pa else pa["article_id"]
     table = pa.pivot_table(index="label", columns="model", values=metric, aggfunc="mean", sort=False)
+    table = table.sort_index()  # by ticker, then headline
     if model_order:
         table = table.reindex(columns=[m for m in model_order if m in table.columns])
     table.loc["Mean"] = table.mean(axis=0)

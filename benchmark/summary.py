@@ -49,7 +49,7 @@ def render_table(rows: list[dict], title: str):
 
     table = Table(title=title)
     for key, label in COLUMNS:
-        table.add_column(label, justify="left" if key in ("model", "quant") else "right")
+        table.add_column(label, justify="left" if key in ("model", "quant") else "right", no_wrap=key == "model")
     for r in rows:
         cells = []
         for key, _ in COLUMNS:

@@ -17,9 +17,10 @@ CONFIG_OPT = typer.Option(Path("config.yaml"), "--config", "-c", help="the regis
 
 
 def _console():
+    """stderr console; when stderr is not a terminal, wide enough that tables do not wrap."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _store_for(config: Path | None, db: Path | None):

@@ -29,6 +29,19 @@ def test_demo_builds_ladder_runs_and_prints_table(tmp_path):
     for name in ("gemma3-270m-f16", "gemma3-270m-q4_k_m"):
         assert name in res.stderr
 
+    # the workbook and the heatmaps of the run
+    from openpyxl import load_workbook
+
+    run_id = con.execute("SELECT run_id FROM runs ORDER BY rowid LIMIT 1").fetchone()[0]
+    wb = load_workbook(out / "reports" / f"{run_id}.xlsx")
+    assert {"Summary", "Model Details", "Per Article", "Comparisons", "ANOVA", "Run Info"} <= set(wb.sheetnames)
+    ws = wb["Summary"]
+    numbers = [c for row in ws.iter_rows(min_row=4, min_col=4) for c in row if c.value is not None]
+    assert numbers and all(c.data_type == "n" for c in numbers)
+    assert (out / "reports" / run_id / "summary.csv").is_file()
+    pngs = sorted(p.name for p in (out / "heatmaps" / run_id).glob("*.png"))
+    assert "valid_rate_heatmap.png" in pngs and "mean_sentiment_heatmap.png" in pngs
+
     # a second demo keeps the ladder and starts a new, complete run
     again = shootout("demo", "--out", str(out), "--iterations", "1", "--articles", "2", "--no-progress")
     assert again.returncode == 0 and "kept (already built)" in again.stderr

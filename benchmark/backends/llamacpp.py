@@ -36,22 +36,11 @@ from shootout.errors import ShootoutError
 TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
 
 
-# A JSON string character: anything but a quote, a backslash or a control character, or an escape.
-# llama-cpp-python 0.3.36's converter emits `char ::= [^"\\] | ...`, which lets raw newlines and
-# other control characters into strings: replies that are not JSON. This is llama.cpp's own rule.
-JSON_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
-
-
 @functools.lru_cache(maxsize=8)
 def schema_to_gbnf(schema_json: str) -> str:
-    """GBNF for a JSON schema, keeping the schema's property order (reasoning before the score)."""
-    import re
+    from benchmark.backends.gbnf import schema_to_gbnf as convert
 
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    schema = json.loads(schema_json)
-    gbnf = json_schema_to_gbnf(schema_json, prop_order=list(schema.get("properties", {})))
-    return re.sub(r"(?m)^char ::= .*$", lambda _: JSON_CHAR_RULE, gbnf)
+    return convert(json.loads(schema_json))
 
 
 LOG_TAIL: list[str] = []  # llama.cpp's recent log lines, quoted in load errors

@@ -23,7 +23,7 @@ class SentimentReply(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    reasoning: str = Field(min_length=1)
+    reasoning: str = Field(min_length=1, max_length=400)
     sentiment: float = Field(ge=-1.0, le=1.0)
     confidence: float = Field(ge=0.0, le=1.0)
 
@@ -38,7 +38,7 @@ class SentimentReply(BaseModel):
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "reasoning": {"type": "string", "minLength": 1},
+        "reasoning": {"type": "string", "minLength": 1, "maxLength": 400},
         "sentiment": {"type": "number", "minimum": -1, "maximum": 1},
         "confidence": {"type": "number", "minimum": 0, "maximum": 1},
     },
