@@ -50,14 +50,17 @@ def _short(label: str, n: int = 48) -> str:
 
 
 def article_heatmap(pa: pd.DataFrame, metric: str, title: str, higher: bool | None, run_id: str,
-                    path: Path, model_order: list[str] | None = None) -> Path:
+                    path: Path, model_order: list[str] | None = None) -> Path | None:
+    """One heatmap; None when the metric has no value (variance needs two iterations)."""
+    if metric not in pa or pa[metric].isna().all():
+        return None
     import seaborn as sns
 
     plt = _plt()
     pa = pa.copy()
     pa["label"] = (pa["ticker"].fillna("") + " · " + pa["title"].fillna(pa["article_id"])).map(_short) \
         if "title" in pa else pa["article_id"]
-    table = pa.pivot_table(index="label", columns="model", values=metric, aggfunc="mean", sort=False)
+    table = pa.pivot_table(index="label", columns="model", values=metric, aggfunc="mean", sort=False, dropna=False)
     table = table.sort_index()  # by ticker, then headline
     if model_order:
         table = table.reindex(columns=[m for m in model_order if m in table.columns])
@@ -111,8 +114,8 @@ def grid_heatmap(details: pd.DataFrame, metric: str, title: str, run_id: str, pa
 def write_heatmaps(report, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     order = list(report.details["model"])
-    paths = [article_heatmap(report.per_article, m, t, h, report.run_id, out_dir / f"{m}_heatmap.png", order)
-             for m, t, h in FIVE]
+    paths = [p for m, t, h in FIVE
+             if (p := article_heatmap(report.per_article, m, t, h, report.run_id, out_dir / f"{m}_heatmap.png", order))]
     details = report.details
     if report.quant_quality is not None and len(report.quant_quality):
         details = details.merge(report.quant_quality, on="model", how="left", suffixes=("", "_qq"))
