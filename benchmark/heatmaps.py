@@ -97,6 +97,7 @@ def grid_heatmap(details: pd.DataFrame, metric: str, title: str, run_id: str, pa
 
     plt = _plt()
     table = details.pivot_table(index="family", columns="quant", values=metric, aggfunc="mean")
+    table = table.reindex(columns=sorted(table.columns, key=stats.quant_bits, reverse=True))
     higher = stats.HIGHER_IS_BETTER.get(metric)
     fig, ax = plt.subplots(figsize=(min(3 + 1.3 * table.shape[1], 40), min(2 + 0.6 * table.shape[0], 40)))
     kw = {"center": 0.0} if higher is None else {}

@@ -28,7 +28,7 @@ CALL_COLUMNS = ["model", "family", "quant", "backend", "prompt_style", "iteratio
 
 def load_frames(store, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(calls, articles, model_loads) of one run."""
-    calls = pd.read_sql_query(f"SELECT {', '.join(CALL_COLUMNS)} FROM calls WHERE run_id=?", store.db,
+    calls = pd.read_sql_query(f"SELECT {', '.join(CALL_COLUMNS)} FROM calls WHERE run_id=? ORDER BY id", store.db,
                               params=(run_id,))
     arts = pd.read_sql_query("SELECT article_id, ticker, company, title, url, published, expected_sentiment "
                              "FROM articles WHERE run_id=?", store.db, params=(run_id,))
@@ -38,8 +38,28 @@ def load_frames(store, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
     return calls, arts, loads
 
 
+def quant_bits(quant: str) -> float:
+    """Rough bits per weight of a llama.cpp type name, for ordering (F16 before Q8_0 before Q4_K_M)."""
+    import re
+
+    q = str(quant).upper()
+    if q in ("F32", "FP32"):
+        return 32.0
+    if q in ("F16", "FP16", "BF16"):
+        return 16.0
+    m = re.search(r"(\d+)", q)
+    if not m:
+        return 0.0
+    bits = float(m.group(1))
+    return bits + {"_L": 0.3, "_M": 0.2, "_S": 0.1}.get(q[-2:], 0.25 if "_0" in q or "_1" in q else 0.0)
+
+
 def _model_order(calls: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(calls["model"]))
+    """Models grouped by family (in order of appearance), widest quant first."""
+    first = calls.drop_duplicates("model")[["model", "family", "quant"]]
+    fam_rank = {f: i for i, f in enumerate(dict.fromkeys(first["family"]))}
+    ranked = sorted(first.itertuples(index=False), key=lambda r: (fam_rank[r.family], -quant_bits(r.quant)))
+    return [r.model for r in ranked]
 
 
 # --------------------------------------------------------------------------- metrics
