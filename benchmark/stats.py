@@ -143,13 +143,6 @@ def article_matrix(calls: pd.DataFrame, models: list[str] | None = None) -> pd.D
     return m.reindex(columns=models).dropna()
 
 
-def within_article_deviations(calls: pd.DataFrame, model: str) -> np.ndarray:
-    """|sentiment - its article's median| for every valid call of a model (Brown-Forsythe's input)."""
-    v = calls[(calls["model"] == model) & calls["valid"]]
-    med = v.groupby("article_id")["sentiment"].transform("median")
-    return (v["sentiment"] - med).to_numpy()
-
-
 def holm(pvalues) -> np.ndarray:
     """Holm-Bonferroni step-down adjusted p-values (NaNs stay NaN)."""
     p = np.asarray(pvalues, dtype=float)
@@ -169,13 +162,31 @@ def holm(pvalues) -> np.ndarray:
     return out
 
 
-def compare_pair(calls: pd.DataFrame, a: str, b: str) -> dict:
+class _PairData:
+    """What every pair comparison needs, computed once for all models."""
+
+    def __init__(self, calls: pd.DataFrame):
+        v = calls[calls["valid"]]
+        self.means = v.pivot_table(index="article_id", columns="model", values="sentiment", aggfunc="mean")
+        self.within_var = v.groupby(["model", "article_id"])["sentiment"].var(ddof=1).groupby("model").mean()
+        med = v.groupby(["model", "article_id"])["sentiment"].transform("median")
+        dev = (v["sentiment"] - med)
+        self.deviations = {m: d.to_numpy() for m, d in dev.groupby(v["model"])}
+        self.valid_sentiments = {m: d.to_numpy() for m, d in v["sentiment"].groupby(v["model"])}
+        self.by_call = v.pivot_table(index=["iteration", "article_id"], columns="model", values="sentiment",
+                                     aggfunc="first")
+        self.iterations = calls.groupby("model")["iteration"].nunique()
+
+
+def compare_pair(calls: pd.DataFrame, a: str, b: str, data: _PairData | None = None) -> dict:
     """Every figure for one comparison pair [a (reference), b (candidate)]."""
-    mat = article_matrix(calls, [a, b])
+    data = data or _PairData(calls)
+    empty = pd.Series(dtype=float)
+    mat = data.means.reindex(columns=[a, b]).dropna()
     d = (mat[b] - mat[a]).to_numpy()
     n = len(d)
     row: dict = {"model_a": a, "model_b": b, "articles": n,
-                 "iterations": int(calls[calls["model"].isin([a, b])]["iteration"].nunique()),
+                 "iterations": int(max(data.iterations.get(a, 0), data.iterations.get(b, 0))),
                  "mean_a": mat[a].mean() if n else np.nan, "mean_b": mat[b].mean() if n else np.nan}
     if n >= 2:
         mean_d, sd_d = d.mean(), d.std(ddof=1)
@@ -191,21 +202,19 @@ def compare_pair(calls: pd.DataFrame, a: str, b: str) -> dict:
             row["wilcoxon_w"], row["wilcoxon_p"] = float(w.statistic), float(w.pvalue)
         else:
             row["wilcoxon_w"], row["wilcoxon_p"] = np.nan, 1.0
-    va = calls[(calls["model"] == a) & calls["valid"]]["sentiment"]
-    vb = calls[(calls["model"] == b) & calls["valid"]]["sentiment"]
+    va, vb = data.valid_sentiments.get(a, empty.to_numpy()), data.valid_sentiments.get(b, empty.to_numpy())
     if len(va) >= 2 and len(vb) >= 2:
         w = ss.ttest_ind(vb, va, equal_var=False)
         row["welch_t"], row["welch_p"] = float(w.statistic), float(w.pvalue)
-    da, db = within_article_deviations(calls, a), within_article_deviations(calls, b)
-    row["within_var_a"] = calls[(calls["model"] == a)].pipe(lambda x: per_article(x)["sentiment_variance"].mean())
-    row["within_var_b"] = calls[(calls["model"] == b)].pipe(lambda x: per_article(x)["sentiment_variance"].mean())
+    row["within_var_a"] = data.within_var.get(a, np.nan)
+    row["within_var_b"] = data.within_var.get(b, np.nan)
     row["variance_ratio"] = row["within_var_b"] / row["within_var_a"] if row["within_var_a"] else np.nan
+    da, db = data.deviations.get(a, empty.to_numpy()), data.deviations.get(b, empty.to_numpy())
     if len(da) >= 2 and len(db) >= 2 and (np.any(da != 0) or np.any(db != 0)):
         lev = ss.levene(db, da, center="median")
         row["brown_forsythe_w"], row["brown_forsythe_p"] = float(lev.statistic), float(lev.pvalue)
     # sign flips: same (iteration, article), both valid, the sign of b differs from a's
-    both = calls[calls["model"].isin([a, b]) & calls["valid"]].pivot_table(
-        index=["iteration", "article_id"], columns="model", values="sentiment", aggfunc="first").dropna()
+    both = data.by_call.reindex(columns=[a, b]).dropna()
     row["paired_calls"] = len(both)
     row["sign_flip_rate"] = (np.sign(both[a]) != np.sign(both[b])).mean() if len(both) else np.nan
     return row
@@ -213,8 +222,8 @@ def compare_pair(calls: pd.DataFrame, a: str, b: str) -> dict:
 
 def compare_pairs(calls: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     """All configured pairs, with Holm-adjusted p-values across pairs for each test."""
-    rows = [compare_pair(calls, a, b) for a, b in pairs]
-    df = pd.DataFrame(rows)
+    data = _PairData(calls) if pairs else None
+    df = pd.DataFrame([compare_pair(calls, a, b, data) for a, b in pairs])
     if df.empty:
         return df
     for col in ("paired_p", "wilcoxon_p", "welch_p", "brown_forsythe_p"):
@@ -263,25 +272,42 @@ def friedman(calls: pd.DataFrame) -> dict:
 
 
 def family_quant_anova(calls: pd.DataFrame) -> pd.DataFrame | None:
-    """Two-way ANOVA family x quant (+ article as block) on per-article means, when the grid is complete."""
+    """Two-way ANOVA family x quant, with the article as block, on per-article means.
+
+    Only where the grid is complete: at least 2 families x 2 quants, exactly one model per cell.
+    The design is then balanced (every article in every cell), so the sums of squares follow from
+    means alone (types I, II and III agree)."""
     models = calls.groupby("model", sort=False)[["family", "quant"]].first()
-    fams, quants = models["family"].unique(), models["quant"].unique()
-    if len(fams) < 2 or len(quants) < 2:
+    fams, quants = list(dict.fromkeys(models["family"])), list(dict.fromkeys(models["quant"]))
+    if len(fams) < 2 or len(quants) < 2 or len(models) != len(fams) * len(quants):
         return None
-    grid = models.groupby(["family", "quant"]).size()
-    if len(grid) != len(fams) * len(quants):
+    if models.groupby(["family", "quant"]).size().max() != 1:
         return None
     mat = article_matrix(calls)
-    long = mat.reset_index().melt(id_vars="article_id", var_name="model", value_name="sentiment")
-    long = long.join(models, on="model")
-    import statsmodels.api as sm
-    from statsmodels.formula.api import ols
-
-    fit = ols("sentiment ~ C(family) * C(quant) + C(article_id)", data=long).fit()
-    table = sm.stats.anova_lm(fit, typ=2).reset_index().rename(columns={"index": "source", "PR(>F)": "p",
-                                                                       "sum_sq": "sum_sq", "df": "df"})
-    table["test"] = "two-way ANOVA family x quant, article as block (type II)"
-    table["articles"] = mat.shape[0]
+    n_a, n_f, n_q = len(mat), len(fams), len(quants)
+    if n_a < 2:
+        return None
+    x = np.empty((n_a, n_f, n_q))
+    for model, (fam, q) in models.iterrows():
+        x[:, fams.index(fam), quants.index(q)] = mat[model].to_numpy()
+    m = x.mean()
+    ss_art = n_f * n_q * ((x.mean(axis=(1, 2)) - m) ** 2).sum()
+    m_f, m_q, m_fq = x.mean(axis=(0, 2)), x.mean(axis=(0, 1)), x.mean(axis=0)
+    ss_f = n_a * n_q * ((m_f - m) ** 2).sum()
+    ss_q = n_a * n_f * ((m_q - m) ** 2).sum()
+    ss_fq = n_a * ((m_fq - m_f[:, None] - m_q[None, :] + m) ** 2).sum()
+    ss_err = ((x - m) ** 2).sum() - ss_art - ss_f - ss_q - ss_fq
+    df_err = (n_a - 1) * (n_f * n_q - 1)
+    rows = []
+    for source, ssv, dfv in [("C(family)", ss_f, n_f - 1), ("C(quant)", ss_q, n_q - 1),
+                             ("C(family):C(quant)", ss_fq, (n_f - 1) * (n_q - 1)), ("C(article_id)", ss_art, n_a - 1)]:
+        f = (ssv / dfv) / (ss_err / df_err) if ss_err > 0 else np.inf
+        rows.append({"source": source, "sum_sq": ssv, "df": dfv, "F": f, "p": float(ss.f.sf(f, dfv, df_err))})
+    rows.append({"source": "Residual", "sum_sq": ss_err, "df": df_err})
+    table = pd.DataFrame(rows)
+    table["test"] = "two-way ANOVA family x quant, article as block (balanced)"
+    table["articles"] = n_a
+    table["assumes"] = "per-article means; normal residuals; one model per family x quant cell"
     return table
 
 

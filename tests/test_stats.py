@@ -12,17 +12,17 @@ from benchmark import stats
 from benchmark.store import Store
 from benchmark.synthetic import SynthModel, calls_frame, write_db
 
-A, B, C = "base", "shifted", "noisy"
+BASE, SHIFTED, NOISY = "base", "shifted", "noisy"
 
 
 @pytest.fixture(scope="module")
 def effects_db(tmp_path_factory):
     path = tmp_path_factory.mktemp("stats") / "effects.sqlite"
-    models = [SynthModel(A, family="f1", quant="Q8_0", invalid_rate=0.05),
-              SynthModel(B, shift=0.2, family="f1", quant="Q4_K_M", invalid_rate=0.05),
-              SynthModel(C, sd=0.1 * np.sqrt(2), family="f2", quant="Q8_0", invalid_rate=0.05),
+    models = [SynthModel(BASE, family="f1", quant="Q8_0", invalid_rate=0.05),
+              SynthModel(SHIFTED, shift=0.2, family="f1", quant="Q4_K_M", invalid_rate=0.05),
+              SynthModel(NOISY, sd=0.1 * np.sqrt(2), family="f2", quant="Q8_0", invalid_rate=0.05),
               SynthModel("fourth", family="f2", quant="Q4_K_M")]
-    write_db(path, models, n_articles=40, n_iterations=6, seed=3, run_id="fx", pairs=[(A, B), (A, C)])
+    write_db(path, models, n_articles=40, n_iterations=6, seed=3, run_id="fx", pairs=[(BASE, SHIFTED), (BASE, NOISY)])
     return path
 
 
@@ -37,11 +37,11 @@ def effects(effects_db):
 def test_report_finds_the_shift_and_the_variance_difference(effects):
     rep, _ = effects
     cmp = rep.comparisons.set_index("model_b")
-    shift = cmp.loc[B]
+    shift = cmp.loc[SHIFTED]
     assert shift["paired_p_holm"] < 0.01
     assert shift["ci95_low"] < 0.2 < shift["ci95_high"] and abs(shift["mean_diff"] - 0.2) < 0.05
     assert shift["cohen_dz"] > 2
-    noisy = cmp.loc[C]
+    noisy = cmp.loc[NOISY]
     assert noisy["brown_forsythe_p"] < 0.01 and noisy["brown_forsythe_p_holm"] < 0.01
     assert 1.4 < noisy["variance_ratio"] < 2.8
     assert abs(noisy["mean_diff"]) < 0.05
@@ -64,28 +64,28 @@ def test_pair_figures_match_scipy_on_the_same_rows(effects):
     v = calls[calls["valid"]]
     means = v.pivot_table(index="article_id", columns="model", values="sentiment", aggfunc="mean")
     raw_p = {}
-    for b in (B, C):
+    for b in (SHIFTED, NOISY):
         row = rep.comparisons.set_index("model_b").loc[b]
-        m = means[[A, b]].dropna()
+        m = means[[BASE, b]].dropna()
         assert row["articles"] == len(m)
-        t = ss.ttest_rel(m[b], m[A])
+        t = ss.ttest_rel(m[b], m[BASE])
         assert row["paired_t"] == pytest.approx(t.statistic) and row["paired_p"] == pytest.approx(t.pvalue)
-        assert row["wilcoxon_p"] == pytest.approx(ss.wilcoxon(m[b], m[A]).pvalue)
-        w = ss.ttest_ind(v[v.model == b]["sentiment"], v[v.model == A]["sentiment"], equal_var=False)
+        assert row["wilcoxon_p"] == pytest.approx(ss.wilcoxon(m[b], m[BASE]).pvalue)
+        w = ss.ttest_ind(v[v.model == b]["sentiment"], v[v.model == BASE]["sentiment"], equal_var=False)
         assert row["welch_p"] == pytest.approx(w.pvalue)
         dev = {}
-        for name in (A, b):
+        for name in (BASE, b):
             s = v[v.model == name]
             dev[name] = s["sentiment"] - s.groupby("article_id")["sentiment"].transform("median")
-        assert row["brown_forsythe_p"] == pytest.approx(ss.levene(dev[b], dev[A], center="median").pvalue)
-        d = m[b] - m[A]
+        assert row["brown_forsythe_p"] == pytest.approx(ss.levene(dev[b], dev[BASE], center="median").pvalue)
+        d = m[b] - m[BASE]
         lo, hi = ss.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=ss.sem(d))
         assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((lo, hi))
         assert row["cohen_dz"] == pytest.approx(d.mean() / d.std(ddof=1))
         raw_p[b] = t.pvalue
     from statsmodels.stats.multitest import multipletests
 
-    holm = multipletests([raw_p[B], raw_p[C]], method="holm")[1]
+    holm = multipletests([raw_p[SHIFTED], raw_p[NOISY]], method="holm")[1]
     assert list(rep.comparisons["paired_p_holm"]) == pytest.approx(list(holm))
 
 
@@ -103,7 +103,16 @@ def test_anova_figures_match_statsmodels_and_scipy(effects):
     assert fr["p"] == pytest.approx(ss.friedmanchisquare(*[means[c] for c in means.columns]).pvalue)
     # the family x quant grid (2 x 2) is complete, so the two-way ANOVA is there
     assert rep.anova["test"].str.contains("family x quant").any()
-    assert "C(family):C(quant)" in set(rep.anova["source"].dropna())
+    import statsmodels.api as sm
+    from statsmodels.formula.api import ols
+
+    fams = calls.groupby("model")[["family", "quant"]].first()
+    long = long.join(fams, on="model")
+    ref2 = sm.stats.anova_lm(ols("s ~ C(family) * C(quant) + C(article_id)", data=long).fit(), typ=2)
+    ours = rep.anova.dropna(subset=["source"]).set_index("source")
+    for source in ("C(family)", "C(quant)", "C(family):C(quant)"):
+        assert ours.loc[source, "F"] == pytest.approx(ref2.loc[source, "F"])
+        assert ours.loc[source, "p"] == pytest.approx(ref2.loc[source, "PR(>F)"])
     tk = ss.tukey_hsd(*[means[c] for c in means.columns])
     cols = list(means.columns)
     row = rep.tukey[(rep.tukey.model_a == cols[0]) & (rep.tukey.model_b == cols[1])].iloc[0]
@@ -113,7 +122,7 @@ def test_anova_figures_match_statsmodels_and_scipy(effects):
 def test_model_metrics_match_direct_computation(effects):
     rep, calls = effects
     d = rep.details.set_index("model")
-    for name in (A, B, C):
+    for name in (BASE, SHIFTED, NOISY):
         c = calls[calls.model == name]
         v = c[c.valid]
         assert d.loc[name, "valid_rate"] == pytest.approx(c.valid.mean())
@@ -125,8 +134,8 @@ def test_model_metrics_match_direct_computation(effects):
         assert d.loc[name, "latency_p95"] == pytest.approx(np.percentile(c.wall_seconds, 95))
         assert d.loc[name, "gen_tok_s"] == pytest.approx(c.completion_tokens.sum() / c.gen_seconds.sum())
     # accuracy against the articles' expected sentiment: the unbiased models beat the shifted one
-    assert d.loc[A, "mae"] < d.loc[B, "mae"]
-    assert d.loc[A, "correlation"] > 0.9
+    assert d.loc[BASE, "mae"] < d.loc[SHIFTED, "mae"]
+    assert d.loc[BASE, "correlation"] > 0.9
 
 
 def test_holm_matches_statsmodels():
