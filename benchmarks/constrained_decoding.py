@@ -21,7 +21,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--n", type=int, default=30)
-    ap.add_argument("--max-tokens", type=int, default=160)
+    ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--gpu-layers", type=int, default=None)
     ap.add_argument("--temperature", type=float, default=0.0)
     args = ap.parse_args()
@@ -40,9 +40,13 @@ def main() -> None:
             r = eng.chat(m, schema=schema, temperature=args.temperature, seed=i, max_tokens=args.max_tokens)
             toks += r.completion_tokens
             secs += r.gen_seconds
-            valid += SENTIMENT.parse(r.text).valid
+            parsed = SENTIMENT.parse(r.text)
+            valid += parsed.valid
+            if schema and not parsed.valid:
+                print(f"invalid ({label}, {r.finish_reason}): {parsed.error}")
         results[label] = (toks / secs, valid, toks)
-    prompt_texts = [eng.render(m) for m in prompts]
+    # llama-cpp-python adds the BOS token itself
+    prompt_texts = [eng.render(m).removeprefix(eng.bos_text) for m in prompts]
     eng.close()
 
     # llama-cpp-python's own constrained path on the same rendered prompts and the same grammar

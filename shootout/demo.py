@@ -24,7 +24,7 @@ news:
   iterations: {iterations}             # each article is asked this many times per model
   temperature: 0.7          # > 0 so that consistency across iterations means something
   num_ctx: 2048
-  num_predict: 224          # a reply is about 40-80 tokens; reasoning is capped at 400 characters
+  num_predict: 256          # a reply is about 40-80 tokens; reasoning is capped at 200 characters
   seed: 1234
   structured_output: true   # JSON-schema-constrained decoding
   database: results.sqlite  # relative to this file

@@ -213,7 +213,7 @@ class LlamaCppBackend:
         return list(buf[:n])
 
     def detokenize(self, tokens: list[int]) -> str:
-        return b"".join(self._piece_bytes(t) for t in tokens).decode("utf-8", "replace")
+        return b"".join(self._piece_bytes(t, special=True) for t in tokens).decode("utf-8", "replace")
 
     def render(self, messages: list[dict[str, str]]) -> str:
         return templates.render(self.template, messages, bos_token=self.bos_text, eos_token=self.eos_text)

@@ -23,7 +23,7 @@ class SentimentReply(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    reasoning: str = Field(min_length=1, max_length=400)
+    reasoning: str = Field(min_length=1, max_length=200)
     sentiment: float = Field(ge=-1.0, le=1.0)
     confidence: float = Field(ge=0.0, le=1.0)
 
@@ -38,7 +38,7 @@ class SentimentReply(BaseModel):
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "reasoning": {"type": "string", "minLength": 1, "maxLength": 400},
+        "reasoning": {"type": "string", "minLength": 1, "maxLength": 200},
         "sentiment": {"type": "number", "minimum": -1, "maximum": 1},
         "confidence": {"type": "number", "minimum": 0, "maximum": 1},
     },
@@ -51,7 +51,8 @@ You analyse the sentiment of financial news articles for investors. For each art
 it is likely to affect the short-term stock value of the company it is about, and answer with one \
 JSON object and nothing else:
 {"reasoning": string, "sentiment": number, "confidence": number}
-- reasoning: one or two sentences naming the facts in the article that drive your score.
+- reasoning: one or two sentences (at most 200 characters) naming the facts in the article that drive \
+your score.
 - sentiment: from -1.0 (very negative for the stock) through 0.0 (neutral, or no conclusion \
 possible) to 1.0 (very positive), with two decimals.
 - confidence: from 0.0 (a guess) to 1.0 (certain), with two decimals.
