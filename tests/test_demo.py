@@ -8,7 +8,16 @@ import sqlite3
 from tests.conftest import shootout
 
 
-def test_demo_builds_ladder_runs_and_prints_table(tmp_path):
+def _few_shot_prefix_tokens(engine) -> int:
+    """Prompt tokens shared by two articles about different companies: the few-shot prefix."""
+    from benchmark.tasks.sentiment import SENTIMENT
+
+    a = engine.prompt_tokens(SENTIMENT.messages("Acme", "Acme rose.", "few_shot"))
+    b = engine.prompt_tokens(SENTIMENT.messages("Globex", "Globex fell.", "few_shot"))
+    return next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+
+
+def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
     out = tmp_path / "demo"
     res = shootout("demo", "--out", str(out), "--iterations", "2", "--articles", "2", "--no-progress")
     assert res.returncode == 0, res.stderr
@@ -20,6 +29,11 @@ def test_demo_builds_ladder_runs_and_prints_table(tmp_path):
                        " prompt_tokens, completion_tokens FROM calls").fetchall()
     assert len(rows) == len({r[:3] for r in rows}) == 4 * 2 * 2
     assert all(all(v is not None and v > 0 for v in r[3:]) for r in rows)
+    # the few-shot prefix is computed once per model: the warm-up fills the cache, every call reuses it
+    prefix = _few_shot_prefix_tokens(engine)
+    assert prefix > 500
+    cached = [r[0] for r in con.execute("SELECT cached_tokens FROM calls")]
+    assert min(cached) >= prefix
     # sizes of the ladder shrink with the bits
     sizes = [(out / "models" / f"gemma3-270m.{q}.gguf").stat().st_size for q in ("F16", "Q8_0", "Q5_K_M", "Q4_K_M")]
     assert sizes == sorted(sizes, reverse=True)
