@@ -159,8 +159,8 @@ class Runner:
                 result.per_model[entry.name] = stored
                 result.stored += stored
             result.stopped = stop.requested
-        if not result.stopped and self.store.count_calls(run_id) >= sum(
-                iterations * len(articles) for _ in self.models):
+        # finished once every model of the config has every call (a --model subset leaves it open)
+        if not result.stopped and self.store.count_calls(run_id) >= iterations * len(articles) * len(self.cfg.models):
             self.store.finish_run(run_id)
         return result
 
