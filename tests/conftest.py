@@ -32,7 +32,7 @@ def engine(embedded_gguf):
 
 def write_config(tmp_path: Path, gguf: Path, *, models=None, iterations=1, articles=2, extra="") -> Path:
     """A config.yaml in tmp_path over the snapshot; ``models`` is a list of (name, prompt_style)."""
-    models = models or [("m-q4", "few_shot")]
+    models = [("m-q4", "few_shot")] if models is None else models
     entries = "".join(
         f"  - name: {name}\n    backend: llamacpp\n    path: {gguf}\n    family: gemma3-270m\n"
         f"    quant: Q4_K_M\n    prompt_style: {style}\n    options: {{chat_template: gemma}}\n"

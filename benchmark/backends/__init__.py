@@ -20,6 +20,11 @@ def make_backend(entry, cfg) -> Backend:
             chat_template=entry.options.chat_template,
             name=entry.name,
         )
+    if entry.backend == "openai":
+        from benchmark.backends.openai_compat import OpenAICompatBackend
+
+        return OpenAICompatBackend(entry.base_url, entry.model or entry.name, name=entry.name,
+                                   api_key=entry.options.api_key)
     from shootout.errors import ShootoutError
 
     raise ShootoutError(f"model '{entry.name}': backend '{entry.backend}' is not available in this build",

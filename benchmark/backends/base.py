@@ -15,8 +15,10 @@ class Reply(BaseModel):
     prompt_tokens: int
     cached_tokens: int = Field(0, description="prompt tokens served from the engine's cache")
     completion_tokens: int
-    prompt_seconds: float = Field(description="evaluating the prompt tokens not served from cache")
-    gen_seconds: float = Field(description="generating the completion (decode + sampling)")
+    prompt_seconds: float | None = Field(description="evaluating the prompt tokens not served from cache "
+                                         "(None when the engine does not report it)")
+    gen_seconds: float | None = Field(description="generating the completion (decode + sampling; None when the "
+                                      "engine does not report it)")
     wall_seconds: float = Field(description="wall clock around the whole call")
 
 

@@ -1,0 +1,75 @@
+"""The OpenAI-compatible backend against a real `python -m llama_cpp.server` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import shootout, write_config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(embedded_gguf, tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log, "wb") as out:  # a file, not a pipe: the server logs a lot and would block on a full pipe
+        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf), "--host",
+                                 "127.0.0.1", "--port", str(port), "--chat_format", "gemma", "--n_ctx", "2048",
+                                 "--model_alias", "gemma3-270m"], stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 180
+    while True:
+        try:
+            urllib.request.urlopen(base + "/models", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("llama_cpp.server did not start:\n" + log.read_text()[-2000:])
+            time.sleep(0.2)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_run_against_a_real_openai_compatible_server(server, tmp_path, embedded_gguf):
+    extra = ("  - name: served\n    backend: openai\n"
+             f"    base_url: {server}\n    model: gemma3-270m\n    family: gemma3-270m\n    quant: Q4_K_M\n")
+    config = write_config(tmp_path, embedded_gguf, models=[], iterations=1, articles=3)
+    text = config.read_text().replace("models:\n", "models:\n" + extra)
+    config.write_text(text)
+    res = shootout("run", "-c", str(config), "--run-id", "o1", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    con = sqlite3.connect(tmp_path / "results.sqlite")
+    rows = con.execute("SELECT backend, prompt_tokens, completion_tokens, wall_seconds, raw_text, valid "
+                       "FROM calls").fetchall()
+    assert len(rows) == 3
+    for backend, pt, ct, wall, raw, valid in rows:
+        assert backend == "openai" and pt > 500 and ct > 0 and wall > 0 and raw
+    # the schema reached the server: its grammar keeps replies to JSON objects
+    assert sum(v for *_, v in rows) >= 2
+    engine = con.execute("SELECT engine_json FROM model_loads").fetchone()[0]
+    assert '"schema_style": "json_object"' in engine  # llama-cpp-python's server wants its own form
+
+
+def test_server_down_is_one_clear_error(tmp_path, embedded_gguf):
+    config = write_config(tmp_path, embedded_gguf, models=[], iterations=1, articles=1)
+    port = _free_port()
+    config.write_text(config.read_text().replace(
+        "models:\n", f"models:\n  - {{name: x, backend: openai, base_url: 'http://127.0.0.1:{port}/v1', "
+                     "family: f, quant: Q4_K_M}\n"))
+    res = shootout("run", "-c", str(config), "--no-progress")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"no OpenAI-compatible server answers at http://127.0.0.1:{port}/v1" in " ".join(res.stderr.split())
