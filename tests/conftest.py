@@ -45,8 +45,9 @@ def write_config(tmp_path: Path, gguf: Path, *, models=None, iterations=1, artic
     return path
 
 
-def shootout(*args: str, cwd: Path | None = None, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+def shootout(*args: str, cwd: Path | None = None, timeout: float = 600, env_extra: dict | None = None,
+             **kw) -> subprocess.CompletedProcess:
     """Run the real `shootout` command line in a subprocess."""
-    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "shootout.cli", *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env=env, **kw)

@@ -25,6 +25,11 @@ def make_backend(entry, cfg) -> Backend:
 
         return OpenAICompatBackend(entry.base_url, entry.model or entry.name, name=entry.name,
                                    api_key=entry.options.api_key)
+    if entry.backend == "ollama":
+        from benchmark.backends.ollama_backend import OllamaBackend
+
+        return OllamaBackend(entry.tag, name=entry.name, num_ctx=cfg.setting(entry, "num_ctx"),
+                             keep_alive=entry.options.keep_alive)
     from shootout.errors import ShootoutError
 
     raise ShootoutError(f"model '{entry.name}': backend '{entry.backend}' is not available in this build",
