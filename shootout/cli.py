@@ -177,6 +177,35 @@ def heatmaps_cmd(config: Path = CONFIG_OPT,
     typer.echo(f"wrote {len(pngs)} heatmaps to {(out or heatmaps_dir) / rid}/")
 
 
+@app.command()
+def register(target: str = typer.Argument(..., help="a GGUF file, a folder of GGUFs (a quant ladder), an Ollama "
+                                                    "tag, or a served model name"),
+             config: Path = CONFIG_OPT,
+             backend: str = typer.Option("llamacpp", help="llamacpp | ollama | openai"),
+             name: Optional[str] = typer.Option(None, help="model name (default: <family>-<quant>)"),
+             family: Optional[str] = typer.Option(None, help="model family (default: from the file name)"),
+             quant: Optional[str] = typer.Option(None, help="quant level (default: from the file name)"),
+             prompt_style: str = typer.Option("few_shot", help="few_shot | zero_shot"),
+             chat_template: Optional[str] = typer.Option(None, help="fallback chat template for GGUFs without one"),
+             system_prompt: Optional[str] = typer.Option(None, help="zero_shot: the fine-tune's system prompt"),
+             base_url: Optional[str] = typer.Option(None, help="openai: the server's base URL"),
+             dry_run: bool = typer.Option(False, "--dry-run", help="print the change, write nothing")):
+    """Add a model, or a whole quant ladder found in a folder, to config.yaml (comments kept)."""
+    from benchmark import registry
+
+    if backend not in ("llamacpp", "ollama", "openai"):
+        raise ShootoutError(f"unknown backend '{backend}'", "use llamacpp, ollama or openai")
+    if not config.is_file():
+        raise ShootoutError(f"config not found: {config}", "pass --config PATH")
+    entries = registry.entries_for(target, config_dir=config.parent, backend=backend, name=name, family=family,
+                                   quant=quant, prompt_style=prompt_style, chat_template=chat_template,
+                                   system_prompt=system_prompt, base_url=base_url)
+    diff = registry.register(config, entries, dry_run=dry_run)
+    typer.echo(diff, nl=False)
+    verb = "would add" if dry_run else "added"
+    typer.echo(f"{verb} {len(entries)} model(s): {', '.join(e['name'] for e in entries)}")
+
+
 @app.command("export-json")
 def export_json(config: Path = CONFIG_OPT,
                 db: Optional[Path] = typer.Option(None, "--db", help="results database (default: the config's)"),
