@@ -93,8 +93,8 @@ def register(config_path: Path, entries: list[dict], dry_run: bool = False) -> s
     out = io.StringIO()
     y.dump(data, out)
     new = out.getvalue()
-    try:  # the result must still be a valid config
-        parse_config(new, source=str(config_path), base_dir=config_path.parent)
+    try:  # the result must still be a valid config (files of other entries may not be built yet)
+        parse_config(new, source=str(config_path), base_dir=config_path.parent, check_files=False)
     except ConfigError as exc:
         raise ShootoutError(f"the entry would make {config_path} invalid:\n" + "\n".join(exc.problems)) from None
     diff = "".join(difflib.unified_diff(text.splitlines(True), new.splitlines(True), str(config_path),
