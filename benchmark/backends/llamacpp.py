@@ -8,7 +8,9 @@ sampler chain itself and decodes the way llama.cpp's own sampler does:
 1. sample a token from the unconstrained chain (top-k, top-p, min-p, temperature, seeded dist;
    greedy at temperature 0);
 2. ask the grammar about that single token;
-3. only when the grammar rejects it, apply the grammar to every candidate and sample again.
+3. only when the grammar rejects it, apply the grammar to the 256 most likely candidates (exact
+   when enough of them are allowed: one for greedy, top-k for sampling), and only failing that to
+   every candidate, then sample again.
 
 At temperature 0 the result equals applying the grammar first (the greedy choice among allowed
 tokens is the global argmax whenever that is allowed). ``grammar_mode="full"`` applies the
@@ -34,6 +36,7 @@ from benchmark.backends.base import Reply
 from shootout.errors import ShootoutError
 
 TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
+PARTIAL_PASS = 256  # candidates the grammar sees first when the sampled token is rejected
 
 
 @functools.lru_cache(maxsize=8)
@@ -89,7 +92,7 @@ class LlamaCppBackend:
         self.model = self.ctx = None
         self._kv: list[int] = []  # tokens whose keys/values are in the context now (sequence 0)
         self._grammars: dict[str, Any] = {}
-        self.stats = {"grammar_checks": 0, "grammar_full_passes": 0}
+        self.stats = {"grammar_checks": 0, "grammar_partial_passes": 0, "grammar_full_passes": 0}
 
     # ------------------------------------------------------------------ life cycle
     def load(self) -> float:
@@ -143,6 +146,10 @@ class LlamaCppBackend:
         self._cand_np = np.frombuffer(self._cand, dtype=np.dtype(
             [("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
         self._ids = np.arange(self.n_vocab, dtype=np.int32)
+        self._eog = np.array(sorted({t for t in (L.llama_vocab_eos(self.vocab), L.llama_vocab_eot(self.vocab))
+                                     if t >= 0 and L.llama_vocab_is_eog(self.vocab, t)}), dtype=np.int32)
+        self._part = (L.llama_token_data * (PARTIAL_PASS + len(self._eog)))()
+        self._part_np = np.frombuffer(self._part, dtype=self._cand_np.dtype)
         self._one = (L.llama_token_data * 1)()
         self._tok1 = (L.llama_token * 1)()
         self._kv = []
@@ -296,11 +303,42 @@ class LlamaCppBackend:
         L.llama_sampler_apply(grammar, ctypes.byref(arr))
         return not math.isinf(arr.data[0].logit)
 
+    def _sample_partial(self, chain, grammar, logits, need: int) -> int | None:
+        """The grammar on the PARTIAL_PASS most likely tokens (plus end-of-generation) only.
+
+        Exact whenever at least ``need`` of them are allowed: every allowed token outside this set
+        has a lower logit than all inside, so greedy (need 1) or top-k (need k) picks the same
+        tokens as a pass over the whole vocabulary. Otherwise None, and the caller does the full pass."""
+        L, np = self.L, self._np
+        top = np.argpartition(logits, -PARTIAL_PASS)[-PARTIAL_PASS:].astype(np.int32)
+        ids = np.union1d(top, self._eog) if len(self._eog) else top
+        n = len(ids)
+        c = self._part_np[:n]
+        c["id"] = ids
+        c["logit"] = logits[ids]
+        c["p"] = 0.0
+        arr = L.llama_token_data_array(self._part, n, -1, False)
+        L.llama_sampler_apply(grammar, ctypes.byref(arr))
+        allowed = int(np.count_nonzero(np.isfinite(c["logit"])))  # the grammar sets rejected logits to -inf
+        if allowed < need:
+            return None
+        L.llama_sampler_apply(chain, ctypes.byref(arr))
+        if arr.selected < 0:
+            return None
+        token = int(arr.data[arr.selected].id)
+        L.llama_sampler_accept(chain, token)
+        return token
+
     def _sample_full(self, chain, grammar) -> int:
         """Apply the grammar to every candidate, then the chain (llama.cpp's resampling step)."""
         L, np = self.L, self._np
-        self.stats["grammar_full_passes"] += 1
         logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
+        if self.grammar_mode == "fast" and self.n_vocab > 4 * PARTIAL_PASS:
+            token = self._sample_partial(chain, grammar, logits, 1 if self._greedy else TOP_K)
+            if token is not None:
+                self.stats["grammar_partial_passes"] += 1
+                return token
+        self.stats["grammar_full_passes"] += 1
         c = self._cand_np
         c["id"] = self._ids
         c["logit"] = logits
@@ -344,6 +382,7 @@ class LlamaCppBackend:
         prompt_s = time.perf_counter() - t0
 
         chain = self._chain(temperature, seed)
+        self._greedy = temperature <= 0
         grammar = self._grammar(schema) if schema else None
         out: list[int] = []
         finish = "length"
