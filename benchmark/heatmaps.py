@@ -25,7 +25,7 @@ FIVE = [  # (metric, title, higher is better, or None when there is no better di
 GRID_METRICS = [("s_per_sample", "Seconds per sample"), ("valid_rate", "Valid JSON rate"),
                 ("sentiment_variance", "Mean within-article sentiment variance"), ("mean_sentiment", "Mean sentiment"),
                 ("mean_confidence", "Mean confidence"), ("gen_tok_s", "Generated tokens/s"),
-                ("mae", "MAE vs expected sentiment"), ("kld_mean", "Mean KLD from F16")]
+                ("mae", "MAE vs expected sentiment")]
 
 
 def _plt():
@@ -117,11 +117,8 @@ def write_heatmaps(report, out_dir: Path) -> list[Path]:
     order = list(report.details["model"])
     paths = [p for m, t, h in FIVE
              if (p := article_heatmap(report.per_article, m, t, h, report.run_id, out_dir / f"{m}_heatmap.png", order))]
-    details = report.details
-    if report.quant_quality is not None and len(report.quant_quality):
-        details = details.merge(report.quant_quality, on="model", how="left", suffixes=("", "_qq"))
     for m, t in GRID_METRICS:
-        p = grid_heatmap(details, m, t, report.run_id, out_dir / f"grid_{m}.png")
+        p = grid_heatmap(report.details, m, t, report.run_id, out_dir / f"grid_{m}.png")
         if p:
             paths.append(p)
     return paths

@@ -1,7 +1,6 @@
 """The comparison workbook (openpyxl) and one CSV per table.
 
-Sheets: Summary, Model Details, Per Article, Comparisons, ANOVA, Run Info (and Quant Quality when
-the export stage left KLD figures). Every table says n, the test and what it assumes.
+Sheets: Summary, Model Details, Per Article, Comparisons, ANOVA, Run Info. Every table says n, the test and what it assumes.
 """
 
 from __future__ import annotations
@@ -40,21 +39,18 @@ class Report:
     anova: pd.DataFrame
     tukey: pd.DataFrame
     run_info: pd.DataFrame
-    quant_quality: pd.DataFrame | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         out = {"summary": self.summary, "model_details": self.details, "per_article": self.per_article,
                "comparisons": self.comparisons, "anova": self.anova, "tukey_hsd": self.tukey, "run_info": self.run_info}
-        if self.quant_quality is not None and len(self.quant_quality):
-            out["quant_quality"] = self.quant_quality
         return out
 
 
-def _anova_table(calls: pd.DataFrame) -> pd.DataFrame:
-    rows = [stats.rm_anova(calls), stats.friedman(calls)]
+def _anova_table(calls: pd.DataFrame, mat: pd.DataFrame) -> pd.DataFrame:
+    rows = [stats.rm_anova(calls, mat), stats.friedman(calls, mat)]
     df = pd.DataFrame(rows)
-    fq = stats.family_quant_anova(calls)
+    fq = stats.family_quant_anova(calls, mat)
     if fq is not None:
         df = pd.concat([df, fq.rename(columns={"F": "F", "p": "p"})], ignore_index=True)
     else:
@@ -80,6 +76,7 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None) -> Rep
     summary = details[[c for c in SUMMARY_COLUMNS if c in details]]
     pa = stats.per_article(calls, arts)
     comparisons = stats.compare_pairs(calls, pairs)
+    mat = stats.article_matrix(calls)  # articles x models, shared by the all-model tests
     versions, hardware = json.loads(run["versions_json"]), json.loads(run["hardware_json"])
     info = [("run id", run_id), ("created", run["created_at"]), ("finished", run["finished_at"] or "unfinished"),
             ("task", run["task"]), ("seed", run["seed"]), ("iterations", run["iterations"]),
@@ -89,7 +86,7 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None) -> Rep
     info += [("config text", run["config_text"])]
     run_info = pd.DataFrame(info, columns=["key", "value"])
     return Report(run_id=run_id, summary=summary, details=details, per_article=pa, comparisons=comparisons,
-                  anova=_anova_table(calls), tukey=stats.tukey(calls), run_info=run_info)
+                  anova=_anova_table(calls, mat), tukey=stats.tukey(calls, mat), run_info=run_info)
 
 
 # --------------------------------------------------------------------------- writing
@@ -106,7 +103,7 @@ def write_csvs(report: Report, out_dir: Path) -> list[Path]:
 
 
 def _fmt_for(col: str) -> str:
-    if col.endswith("_rate") or col in ("valid_rate", "sign_accuracy", "top1_agreement"):
+    if col.endswith("_rate") or col in ("valid_rate", "sign_accuracy"):
         return "0.0%"
     if col.endswith("_p") or col.endswith("_p_holm") or col in ("p", "p_adj"):
         return "0.0000"
@@ -226,9 +223,6 @@ def write_workbook(report: Report, path: Path) -> Path:
                 cell = ws.cell(row=i, column=j, value=v.item() if hasattr(v, "item") else v)
                 if isinstance(v, float):
                     cell.number_format = "0.0000"
-    if report.quant_quality is not None and len(report.quant_quality):
-        _write_sheet(wb, "Quant Quality", report.quant_quality, color_cols=["kld_mean", "top1_agreement"],
-                     note="From the export manifests: KL divergence of each level's next-token distribution from F16.")
     ws = _write_sheet(wb, "Run Info", report.run_info)
     for row in ws.iter_rows(min_row=2, min_col=2, max_col=2):
         for cell in row:

@@ -129,7 +129,7 @@ def per_model(calls: pd.DataFrame, articles: pd.DataFrame | None = None,
 HIGHER_IS_BETTER = {"valid_rate": True, "s_per_sample": False, "sentiment_variance": False, "mean_confidence": True,
                     "prompt_tok_s": True, "gen_tok_s": True, "latency_p50": False, "latency_p95": False,
                     "load_seconds": False, "mae": False, "sign_accuracy": True, "correlation": True,
-                    "truncated_rate": False, "kld_mean": False, "top1_agreement": True}
+                    "truncated_rate": False}
 
 
 # --------------------------------------------------------------------------- designs
@@ -233,12 +233,12 @@ def compare_pairs(calls: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataF
     return df
 
 
-def rm_anova(calls: pd.DataFrame) -> dict:
+def rm_anova(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> dict:
     """Repeated-measures ANOVA on per-article mean sentiment: model effect with article as block.
 
     Equivalent to a two-way ANOVA without interaction on the articles x models matrix of
     per-article means (articles that every model answered validly)."""
-    mat = article_matrix(calls)
+    mat = article_matrix(calls) if mat is None else mat
     n, k = mat.shape
     res = {"test": "repeated-measures ANOVA (article as block)", "articles": n, "models": k,
            "assumes": "per-article means; normal residuals; sphericity (check Friedman below when in doubt)"}
@@ -258,8 +258,8 @@ def rm_anova(calls: pd.DataFrame) -> dict:
     return res
 
 
-def friedman(calls: pd.DataFrame) -> dict:
-    mat = article_matrix(calls)
+def friedman(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> dict:
+    mat = article_matrix(calls) if mat is None else mat
     n, k = mat.shape
     res = {"test": "Friedman (non-parametric, article as block)", "articles": n, "models": k,
            "assumes": "per-article means; ranks within article"}
@@ -271,7 +271,7 @@ def friedman(calls: pd.DataFrame) -> dict:
     return res
 
 
-def family_quant_anova(calls: pd.DataFrame) -> pd.DataFrame | None:
+def family_quant_anova(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> pd.DataFrame | None:
     """Two-way ANOVA family x quant, with the article as block, on per-article means.
 
     Only where the grid is complete: at least 2 families x 2 quants, exactly one model per cell.
@@ -283,7 +283,7 @@ def family_quant_anova(calls: pd.DataFrame) -> pd.DataFrame | None:
         return None
     if models.groupby(["family", "quant"]).size().max() != 1:
         return None
-    mat = article_matrix(calls)
+    mat = article_matrix(calls) if mat is None else mat
     n_a, n_f, n_q = len(mat), len(fams), len(quants)
     if n_a < 2:
         return None
@@ -311,9 +311,9 @@ def family_quant_anova(calls: pd.DataFrame) -> pd.DataFrame | None:
     return table
 
 
-def tukey(calls: pd.DataFrame) -> pd.DataFrame:
+def tukey(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> pd.DataFrame:
     """Tukey HSD across all models on per-article means (an all-pairs view; it ignores the pairing)."""
-    mat = article_matrix(calls)
+    mat = article_matrix(calls) if mat is None else mat
     cols = list(mat.columns)
     if len(cols) < 2 or len(mat) < 2:
         return pd.DataFrame()

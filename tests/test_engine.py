@@ -70,7 +70,7 @@ def test_reply_carries_counts_and_timings(engine):
     assert r.wall_seconds >= r.prompt_seconds + r.gen_seconds
 
 
-def test_same_seed_same_text_different_seed_may_differ(engine):
+def test_same_seed_gives_the_same_text(engine):
     outs = []
     for seed in (11, 11):
         engine.clear_cache()
