@@ -206,6 +206,43 @@ def register(target: str = typer.Argument(..., help="a GGUF file, a folder of GG
     typer.echo(f"{verb} {len(entries)} model(s): {', '.join(e['name'] for e in entries)}")
 
 
+def _ollama_name(spec, prefix: str | None) -> str:
+    """Ollama model name for a ladder rung: ``<family>:<quant>`` in lower case."""
+    from benchmark.registry import QUANT_IN_NAME, quant_from_filename
+
+    fam = prefix or QUANT_IN_NAME.sub("", spec.gguf.name).rstrip(".-")
+    quant = quant_from_filename(spec.gguf) or "latest"
+    return f"{fam}:{quant}".lower()
+
+
+@app.command("modelfile")
+def modelfile_cmd(ggufs: List[Path] = typer.Argument(..., help="GGUF files (a Modelfile is written beside each)"),
+                  chat_format: Optional[str] = typer.Option(None, "--chat-format",
+                                                            help="llama3 | gemma | mistral | phi3 | chatml "
+                                                                 "(default: from the GGUF)"),
+                  system: Optional[str] = typer.Option(None, "--system", help="SYSTEM prompt (zero-shot fine-tunes)"),
+                  temperature: float = typer.Option(0.0, "--temperature"),
+                  num_ctx: int = typer.Option(4096, "--num-ctx"),
+                  ollama_create: bool = typer.Option(False, "--ollama-create",
+                                                     help="also create each model in Ollama (OLLAMA_HOST)"),
+                  ollama_name: Optional[str] = typer.Option(None, "--ollama-name",
+                                                            help="model name before ':<quant>' (default: from the file)")):
+    """Write an Ollama Modelfile for each GGUF (TEMPLATE, stop tokens, parameters), optionally create them."""
+    from export import modelfile
+    from export.ollama_create import create_all, sha256_file
+
+    specs = [modelfile.write(g, chat_format=chat_format, system=system, temperature=temperature, num_ctx=num_ctx)
+             for g in ggufs]
+    for spec in specs:
+        typer.echo(f"{spec.path}  chat format {spec.family} ({spec.family_source}); template check: "
+                   f"{spec.template_check}")
+    if ollama_create:
+        items = [(_ollama_name(s, ollama_name), s, sha256_file(s.gguf)) for s in specs]
+        done = create_all(items, console=_console())
+        typer.echo(f"created {', '.join(n for n, _, _ in items)} in Ollama at {done['host']} "
+                   f"({len(done['uploaded'])} uploaded, {len(done['skipped'])} already there)")
+
+
 @app.command("export-json")
 def export_json(config: Path = CONFIG_OPT,
                 db: Optional[Path] = typer.Option(None, "--db", help="results database (default: the config's)"),
