@@ -52,6 +52,8 @@ class ModelEntry(_Strict):
     prompt_style: Literal["few_shot", "zero_shot"] = "few_shot"
     system_prompt: str | None = Field(None, description="zero_shot: the system prompt the fine-tune was trained with")
     options: ModelOptions = Field(default_factory=ModelOptions)
+    manifest: str | None = Field(None, description="export manifest with this model's quant quality (default: "
+                                                   "the one beside its GGUF, if any)")
 
     @model_validator(mode="after")
     def _backend_fields(self) -> "ModelEntry":

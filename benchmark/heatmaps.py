@@ -42,6 +42,10 @@ def _cmap(higher: bool | None):
 
 
 def _fmt(metric: str) -> str:
+    if "kld" in metric:
+        return ".4f"
+    if metric.endswith("pct"):
+        return ".1f"
     return ".0%" if metric.endswith("rate") else ".2f"
 
 
@@ -121,4 +125,10 @@ def write_heatmaps(report, out_dir: Path) -> list[Path]:
         p = grid_heatmap(report.details, m, t, report.run_id, out_dir / f"grid_{m}.png")
         if p:
             paths.append(p)
+    qq = getattr(report, "quant_quality", None)
+    if qq is not None and len(qq) and "mean_kld" in qq:
+        for m, t in (("mean_kld", "Mean KLD from F16 (nats)"), ("same_top_pct", "Same top token as F16 (%)")):
+            p = grid_heatmap(qq, m, t, report.run_id, out_dir / f"quant_quality_{m}.png")
+            if p:
+                paths.append(p)
     return paths

@@ -39,12 +39,39 @@ class Report:
     anova: pd.DataFrame
     tukey: pd.DataFrame
     run_info: pd.DataFrame
+    quant_quality: pd.DataFrame = field(default_factory=pd.DataFrame)
     notes: dict[str, str] = field(default_factory=dict)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         out = {"summary": self.summary, "model_details": self.details, "per_article": self.per_article,
                "comparisons": self.comparisons, "anova": self.anova, "tukey_hsd": self.tukey, "run_info": self.run_info}
+        if len(self.quant_quality):
+            out["quant_quality"] = self.quant_quality
         return out
+
+
+def quant_quality(run, models_run: set[str]) -> pd.DataFrame:
+    """KLD and same-top-token figures from the export manifests of the run's models (a model's
+    ``manifest`` entry, else a manifest beside its GGUF); empty when none has one."""
+    from ruamel.yaml import YAML
+
+    from export.pipeline import quality_rows
+
+    try:
+        cfg = YAML(typ="safe").load(run["config_text"]) or {}
+    except Exception:
+        return pd.DataFrame()
+    base = Path(run["config_path"]).parent if run["config_path"] else Path(".")
+    models = []
+    for m in cfg.get("models") or []:
+        if not isinstance(m, dict) or m.get("name") not in models_run:
+            continue
+        m = dict(m)
+        for key in ("path", "manifest"):
+            if m.get(key) and not Path(m[key]).is_absolute():
+                m[key] = str(base / m[key])
+        models.append(m)
+    return pd.DataFrame(quality_rows(models))
 
 
 def _anova_table(calls: pd.DataFrame, mat: pd.DataFrame) -> pd.DataFrame:
@@ -86,7 +113,8 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None) -> Rep
     info += [("config text", run["config_text"])]
     run_info = pd.DataFrame(info, columns=["key", "value"])
     return Report(run_id=run_id, summary=summary, details=details, per_article=pa, comparisons=comparisons,
-                  anova=_anova_table(calls, mat), tukey=stats.tukey(calls, mat), run_info=run_info)
+                  anova=_anova_table(calls, mat), tukey=stats.tukey(calls, mat), run_info=run_info,
+                  quant_quality=quant_quality(run, known))
 
 
 # --------------------------------------------------------------------------- writing
@@ -223,6 +251,12 @@ def write_workbook(report: Report, path: Path) -> Path:
                 cell = ws.cell(row=i, column=j, value=v.item() if hasattr(v, "item") else v)
                 if isinstance(v, float):
                     cell.number_format = "0.0000"
+    if len(report.quant_quality):
+        _write_sheet(wb, "Quant Quality", report.quant_quality, best=True,
+                     color_cols=["mean_kld", "p99_kld", "same_top_pct"],
+                     note="From each model's export manifest: KL divergence of the level's next-token distribution "
+                          "from the F16 GGUF's (nats, per position of the task's prompts) and the share of positions "
+                          "with the same top token, as llama.cpp's perplexity tool reports them. F16 is the reference.")
     ws = _write_sheet(wb, "Run Info", report.run_info)
     for row in ws.iter_rows(min_row=2, min_col=2, max_col=2):
         for cell in row:

@@ -129,7 +129,8 @@ def per_model(calls: pd.DataFrame, articles: pd.DataFrame | None = None,
 HIGHER_IS_BETTER = {"valid_rate": True, "s_per_sample": False, "sentiment_variance": False, "mean_confidence": True,
                     "prompt_tok_s": True, "gen_tok_s": True, "latency_p50": False, "latency_p95": False,
                     "load_seconds": False, "mae": False, "sign_accuracy": True, "correlation": True,
-                    "truncated_rate": False}
+                    "truncated_rate": False, "mean_kld": False, "median_kld": False, "p99_kld": False,
+                    "max_kld": False, "same_top_pct": True}
 
 
 # --------------------------------------------------------------------------- designs

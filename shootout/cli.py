@@ -243,6 +243,107 @@ def modelfile_cmd(ggufs: List[Path] = typer.Argument(..., help="GGUF files (a Mo
                    f"({len(done['uploaded'])} uploaded, {len(done['skipped'])} already there)")
 
 
+@app.command("export")
+def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder or a GGUF file"),
+               name: Optional[str] = typer.Option(None, "--name", help="file prefix (default: from the source)"),
+               out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: exports/<name>)"),
+               quants: str = typer.Option(",".join(("Q8_0", "Q5_K_M", "Q4_K_M")), "--quants",
+                                          help="comma-separated llama.cpp types below F16"),
+               imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="importance-matrix file"),
+               chat_format: Optional[str] = typer.Option(None, "--chat-format",
+                                                         help="llama3 | gemma | mistral | phi3 | chatml "
+                                                              "(default: from the GGUF)"),
+               system: Optional[str] = typer.Option(None, "--system", help="SYSTEM prompt for the Modelfiles"),
+               num_ctx: int = typer.Option(4096, "--num-ctx"),
+               verify: bool = typer.Option(True, "--verify/--no-verify", help="parity, KLD and smoke checks"),
+               kld_prompts: int = typer.Option(6, "--kld-prompts", help="task prompts for the KLD check"),
+               ollama_create: bool = typer.Option(False, "--ollama-create", help="create every level in Ollama"),
+               register_: bool = typer.Option(False, "--register", help="add the ladder to config.yaml"),
+               config: Path = CONFIG_OPT,
+               prompt_style: str = typer.Option("few_shot", "--prompt-style", help="for --register")):
+    """Export a model to an F16 GGUF and a verified quant ladder with Modelfiles and a manifest."""
+    from export.pipeline import ExportOptions, relpath, run_export
+
+    if register_ and not config.is_file():
+        raise ShootoutError(f"config not found: {config}", "pass --config PATH (or leave out --register)")
+    console = _console()
+    opts = ExportOptions(name=name, out=out, quants=tuple(q for q in quants.split(",") if q.strip()),
+                         imatrix=imatrix, chat_format=chat_format, system=system, num_ctx=num_ctx,
+                         verify=verify, kld_prompts=kld_prompts)
+    res = run_export(src, opts, console=console)
+    m = res.manifest
+    _print_export(console, res)
+    specs = []
+    if ollama_create or register_:
+        from export import modelfile
+
+        specs = [(q, modelfile.plan(res.out / e["file"], chat_format=chat_format, system=system, num_ctx=num_ctx))
+                 for q, e in m["files"].items()]
+    tags = {}
+    if ollama_create:
+        from export.ollama_create import create_all
+
+        items = [(f"{res.name}:{q}".lower(), spec, m["files"][q]["sha256"]) for q, spec in specs]
+        done = create_all(items, console=console)
+        tags = {q: n for (q, _), (n, _, _) in zip(specs, items)}
+        typer.echo(f"created {', '.join(tags.values())} in Ollama at {done['host']} "
+                   f"({len(done['uploaded'])} uploaded, {len(done['skipped'])} already there)")
+    if register_:
+        from benchmark import registry
+
+        base = config.parent
+        entries = []
+        for q, spec in specs:
+            e = {"name": f"{res.name}-{q.lower()}", "backend": "ollama" if ollama_create else "llamacpp"}
+            if ollama_create:
+                e["tag"] = tags[q]
+            else:
+                e["path"] = relpath(spec.gguf, base)
+            e.update({"family": res.name, "quant": q, "prompt_style": prompt_style})
+            if system:
+                e["system_prompt"] = system
+            if not ollama_create and "GGUF has no template" in spec.family_source:
+                e["options"] = {"chat_template": spec.family}
+            e["manifest"] = relpath(res.manifest_path, base)
+            entries.append(e)
+        diff = registry.register(config, entries)
+        typer.echo(diff, nl=False)
+        typer.echo(f"registered {len(entries)} model(s) in {config}: {', '.join(e['name'] for e in entries)}")
+
+
+def _print_export(console, res) -> None:
+    from rich.table import Table
+
+    m = res.manifest
+    ver = m.get("verification", {})
+    t = Table(title=f"{res.name}: {res.out}  (built {', '.join(res.built) or 'nothing'}; "
+                    f"kept {', '.join(res.kept) or 'nothing'})")
+    for col in ("level", "size MB", "bits/weight", "mean KLD", "p99 KLD", "same top %", "smoke", "template"):
+        t.add_column(col, justify="right" if col not in ("level", "template", "smoke") else "left")
+    for q, e in m["files"].items():
+        qq = ver.get("quant_quality", {}).get(q, {})
+        sm = ver.get("smoke", {}).get(q)
+        t.add_row(q, f"{e['size'] / 1e6:.1f}", f"{e['bits_per_weight']:.2f}" if e.get("bits_per_weight") else "-",
+                  f"{qq['mean_kld']:.5f}" if qq else "-", f"{qq['p99_kld']:.4f}" if qq else "-",
+                  f"{qq['same_top_pct']:.1f}" if qq else "-",
+                  "-" if sm is None else ("ok" if sm["ok"] else f"FAILED ({sm['finish']}, valid={sm['valid']})"),
+                  e.get("template_check", "-"))
+    console.print(t)
+    p = ver.get("parity")
+    if p and "top1_agreement" in p:
+        console.print(f"parity with {p['reference']}: top-1 agreement {p['top1_agreement']:.1%}, max logit "
+                      f"difference {p['max_abs_logit_diff']:.4g} over {p['positions']} positions "
+                      f"({'passed' if p['passed'] else 'FAILED'})")
+    elif p:
+        console.print(f"parity with {p['reference']}: {p['tensors']} tensors, max relative weight difference "
+                      f"{p['max_rel_weight_diff']:.2g} ({'passed' if p['passed'] else 'FAILED'})")
+    failed = [q for q, s in ver.get("smoke", {}).items() if not s["ok"]]
+    if failed:
+        console.print(f"[yellow]warning:[/] smoke call did not end cleanly with a valid reply on {', '.join(failed)} "
+                      f"(details in {res.manifest_path})")
+    console.print(f"manifest: {res.manifest_path}")
+
+
 @app.command("export-json")
 def export_json(config: Path = CONFIG_OPT,
                 db: Optional[Path] = typer.Option(None, "--db", help="results database (default: the config's)"),

