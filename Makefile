@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo finetune-demo test test-fast clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/shootout demo
 
+# fine-tune the embedded model on the news snapshot (CPU), export it, benchmark base vs fine-tune
+finetune-demo: $(STAMP)
+	$(VENV)/bin/shootout finetune-demo
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
@@ -32,4 +36,4 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q --deselect tests/test_demo.py --deselect tests/test_runner.py
 
 clean:
-	rm -rf $(VENV) demo .cache .pytest_cache
+	rm -rf $(VENV) demo finetune-demo .cache .pytest_cache

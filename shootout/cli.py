@@ -120,6 +120,26 @@ def demo(out: Path = typer.Option(Path("demo"), "--out", help="folder for the la
                   f"seed-format JSON: `shootout export-json --config {config_path}`")
 
 
+@app.command("finetune-demo")
+def finetune_demo(out: Path = typer.Option(Path("finetune-demo"), "--out"),
+                  steps: int = typer.Option(30, "--steps", help="LoRA training steps"),
+                  iterations: int = typer.Option(2, "--iterations", min=1),
+                  progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """Fine-tune the embedded Gemma 3 270M on the news snapshot, export it, benchmark base vs fine-tune."""
+    from benchmark.config import load_config
+    from benchmark.store import Store
+    from shootout.finetune_demo import prepare
+
+    console = _console()
+    config_path = prepare(out, steps, iterations, console)
+    console.print(f"finetune-demo config: {config_path}")
+    cfg = load_config(config_path)
+    run_id = _run(cfg, None, True, None, progress)
+    with Store(cfg.resolve(cfg.run.database)) as store:
+        _report(store, run_id, cfg.resolve(cfg.output.reports_dir), cfg.resolve(cfg.output.heatmaps_dir),
+                list(cfg.compare))
+
+
 def _report(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | None, pairs=None) -> str:
     from benchmark import report as rpt
 
@@ -342,6 +362,154 @@ def _print_export(console, res) -> None:
         console.print(f"[yellow]warning:[/] smoke call did not end cleanly with a valid reply on {', '.join(failed)} "
                       f"(details in {res.manifest_path})")
     console.print(f"manifest: {res.manifest_path}")
+
+
+data_app = typer.Typer(help="Build a training set: public sets, labels from a larger model, join, export.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _scores(label_scores: Optional[str]) -> dict | None:
+    if not label_scores:
+        return None
+    try:
+        out = {k.strip().lower(): float(v) for k, v in (p.split("=") for p in label_scores.split(","))}
+    except ValueError:
+        raise ShootoutError(f"cannot read --label-scores '{label_scores}'",
+                            "write it as positive=0.6,neutral=0,negative=-0.6") from None
+    return out
+
+
+@data_app.command("tweets")
+def data_tweets(csv_file: Path = typer.Argument(..., help="the airline tweets CSV (Tweets.csv)"),
+                out: Path = typer.Option(Path("data/tweets.jsonl"), "--out"),
+                label_scores: Optional[str] = typer.Option(None, "--label-scores",
+                                                           help="e.g. positive=0.6,neutral=0,negative=-0.6")):
+    """Airline tweets (text, label, label confidence) to records."""
+    from finetune import data
+
+    n = data.write_records(data.from_airline_csv(csv_file, _scores(label_scores)), out)
+    typer.echo(f"wrote {n} records to {out}")
+
+
+@data_app.command("phrasebank")
+def data_phrasebank(txt_file: Path = typer.Argument(..., help="a Financial PhraseBank Sentences_*Agree.txt"),
+                    out: Path = typer.Option(Path("data/phrasebank.jsonl"), "--out"),
+                    agreement: Optional[float] = typer.Option(None, "--agreement",
+                                                              help="annotator agreement (default: from the file name)"),
+                    label_scores: Optional[str] = typer.Option(None, "--label-scores")):
+    """Financial PhraseBank sentences to records (annotator agreement -> confidence)."""
+    from finetune import data
+
+    n = data.write_records(data.from_phrasebank(txt_file, agreement, _scores(label_scores)), out)
+    typer.echo(f"wrote {n} records to {out}")
+
+
+@data_app.command("label")
+def data_label(config: Path = CONFIG_OPT,
+               model: str = typer.Option(..., "--model", "-m", help="the labelling model: a name in config.yaml"),
+               out: Path = typer.Option(Path("data/labelled.jsonl"), "--out"),
+               retries: int = typer.Option(2, "--retries", help="retries of an invalid reply"),
+               progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """Label the config's news articles with a larger model (any backend); resumable."""
+    from rich.progress import Progress
+
+    from benchmark.backends import make_backend
+    from benchmark.config import load_config
+    from benchmark.news import load_articles
+    from finetune import data
+
+    cfg = load_config(config)
+    entry = next((m for m in cfg.models if m.name == model), None)
+    if entry is None:
+        raise ShootoutError(f"no model '{model}' in {config}", f"models there: {', '.join(m.name for m in cfg.models)}")
+    articles = load_articles(cfg)
+    backend = make_backend(entry, cfg)
+    backend.load()
+    try:
+        with Progress(console=_console(), disable=not progress) as prog:
+            task = prog.add_task(f"labelling with {model}", total=None)
+            stats = data.label_articles(articles, backend, out, retries=retries, seed=cfg.run.seed,
+                                        progress=lambda k, n: prog.update(task, completed=k, total=n))
+    finally:
+        backend.close()
+    typer.echo(f"{out}: {stats['labelled']} labelled now, {stats['already']} already there, "
+               f"{stats['rejected']} rejected after retries ({stats['calls']} calls)")
+
+
+@data_app.command("join")
+def data_join(inputs: List[Path] = typer.Argument(..., help="record JSONL files"),
+              out: Path = typer.Option(Path("data/train.jsonl"), "--out")):
+    """Sanitize, validate and de-duplicate records from several files into one."""
+    from finetune import data
+
+    r = data.join(inputs, out)
+    typer.echo(f"{out}: kept {r['kept']} of {r['read']} ({r['invalid']} invalid, {r['duplicates']} duplicates)")
+    for p in r["problems"]:
+        typer.echo(f"  invalid: {p}")
+
+
+@data_app.command("export")
+def data_export(records: Path = typer.Argument(..., help="joined records (JSONL)"),
+                out: Path = typer.Option(..., "--out"),
+                fmt: str = typer.Option("sharegpt", "--format", help="sharegpt | alpaca"),
+                system: Optional[str] = typer.Option(None, "--system", help="system prompt (default: the task's)")):
+    """Write records as ShareGPT or Alpaca JSONL."""
+    from benchmark.tasks.sentiment import ZERO_SHOT_SYSTEM_PROMPT
+    from finetune import data
+
+    n = data.export(records, out, fmt, system or ZERO_SHOT_SYSTEM_PROMPT)
+    typer.echo(f"wrote {n} {fmt} records to {out}")
+
+
+@app.command("finetune")
+def finetune_cmd(base: str = typer.Argument(..., help="base model: a Hugging Face folder or a GGUF"),
+                 dataset: Path = typer.Argument(..., help="ShareGPT JSONL (`shootout data export`)"),
+                 out: Path = typer.Option(Path("finetuned"), "--out"),
+                 lora_r: int = typer.Option(16, "--lora-r"), lora_alpha: int = typer.Option(32, "--lora-alpha"),
+                 lora_dropout: float = typer.Option(0.05, "--lora-dropout"),
+                 target_modules: str = typer.Option(",".join(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                              "up_proj", "down_proj")), "--target-modules"),
+                 epochs: float = typer.Option(1.0, "--epochs"),
+                 max_steps: int = typer.Option(-1, "--max-steps", help="overrides --epochs when > 0"),
+                 learning_rate: float = typer.Option(2e-4, "--lr"),
+                 batch_size: int = typer.Option(4, "--batch-size"), grad_accum: int = typer.Option(1, "--grad-accum"),
+                 max_seq_len: int = typer.Option(1024, "--max-seq-len"),
+                 eval_fraction: float = typer.Option(0.1, "--eval-fraction"),
+                 eval_steps: int = typer.Option(10, "--eval-steps"),
+                 seed: int = typer.Option(42, "--seed"),
+                 engine: str = typer.Option("auto", "--engine", help="auto | unsloth | transformers"),
+                 load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="Unsloth: QLoRA"),
+                 chat_format: Optional[str] = typer.Option(None, "--chat-format",
+                                                           help="template when the base has none"),
+                 export: bool = typer.Option(False, "--export", help="export the merged model to a GGUF ladder"),
+                 quants: str = typer.Option("Q8_0,Q5_K_M,Q4_K_M", "--quants", help="with --export"),
+                 name: Optional[str] = typer.Option(None, "--name", help="with --export: file prefix")):
+    """LoRA fine-tune (Unsloth on CUDA, transformers + PEFT + TRL elsewhere) and save a merged model."""
+    from finetune.train import FinetuneOptions, finetune
+
+    console = _console()
+    opts = FinetuneOptions(base=base, dataset=str(dataset), out=str(out), lora_r=lora_r, lora_alpha=lora_alpha,
+                           lora_dropout=lora_dropout, target_modules=tuple(t for t in target_modules.split(",") if t),
+                           epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                           grad_accum=grad_accum, max_seq_len=max_seq_len, eval_fraction=eval_fraction,
+                           eval_steps=eval_steps, seed=seed, engine=engine, load_in_4bit=load_in_4bit,
+                           chat_format=chat_format)
+    rep = finetune(opts, console=console)
+    first = rep["train_loss_per_step"][0]["loss"] if rep["train_loss_per_step"] else float("nan")
+    last = rep["train_loss_per_step"][-1]["loss"] if rep["train_loss_per_step"] else float("nan")
+    evals = rep["eval_loss"]
+    console.print(f"{rep['global_steps']} steps in {rep['train_seconds']} s ({rep['seconds_per_step']} s/step, "
+                  f"{rep['engine']}); train loss {first:.4f} -> {last:.4f}"
+                  + (f"; eval loss {evals[0]['eval_loss']:.4f} -> {rep['final_eval_loss']:.4f}" if evals else ""))
+    console.print(f"merged model: {rep['outputs']['merged']}; report: {out / 'training_report.json'}")
+    if export:
+        from export.pipeline import ExportOptions, run_export
+
+        res = run_export(Path(rep["outputs"]["merged"]),
+                         ExportOptions(name=name or out.name, out=out / "gguf",
+                                       quants=tuple(q for q in quants.split(",") if q.strip())), console=console)
+        _print_export(console, res)
 
 
 @app.command("export-json")

@@ -1,0 +1,172 @@
+"""Fine-tune stage: dataset builders on fixture files, a resumable labelling run, EOS/pad checks,
+and a tiny Llama model fine-tuned on CPU (transformers + PEFT + TRL) whose merged folder exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark.tasks.sentiment import ZERO_SHOT_SYSTEM_PROMPT
+from tests.conftest import ROOT, shootout, write_config
+
+TWEETS = (
+    "tweet_id,airline_sentiment,airline_sentiment_confidence,airline,text\n"
+    '1,positive,1.0,Virgin America,"@VirginAmerica great flight, thanks!"\n'
+    "2,negative,0.6842,United,@united lost my bag &amp; no one answers <b>again</b>\n"
+    "3,neutral,0.35,Delta,@delta what time does the lounge open\n"
+    "4,positive,1.0,Virgin America,\"@VirginAmerica  great flight,   thanks!\"\n"  # duplicate of 1 once cleaned
+)
+PHRASEBANK = "Operating profit rose to EUR 13.1 mn .@positive\nThe café chain's sales fell 5 % .@negative\n"
+
+
+def _reply(reasoning, sentiment, confidence):
+    return json.dumps({"reasoning": reasoning, "sentiment": sentiment, "confidence": confidence})
+
+
+def test_builders_produce_the_expected_sharegpt_records(tmp_path):
+    (tmp_path / "Tweets.csv").write_text(TWEETS, encoding="utf-8")
+    (tmp_path / "Sentences_75Agree.txt").write_bytes(PHRASEBANK.encode("latin-1"))
+    steps = [("data", "tweets", "Tweets.csv", "--out", "tweets.jsonl"),
+             ("data", "phrasebank", "Sentences_75Agree.txt", "--out", "pb.jsonl"),
+             ("data", "join", "tweets.jsonl", "pb.jsonl", "--out", "train.jsonl"),
+             ("data", "export", "train.jsonl", "--format", "sharegpt", "--out", "train.sharegpt.jsonl"),
+             ("data", "export", "train.jsonl", "--format", "alpaca", "--out", "train.alpaca.jsonl")]
+    outs = []
+    for args in steps:
+        r = shootout(*args, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout)
+    assert "kept 5 of 6 (0 invalid, 1 duplicates)" in outs[2]
+    got = [json.loads(x) for x in (tmp_path / "train.sharegpt.jsonl").read_text().splitlines()]
+    expected = [
+        ("@VirginAmerica great flight, thanks!", _reply("The tweet reads as positive.", 0.6, 1.0)),
+        ("@united lost my bag & no one answers again", _reply("The tweet reads as negative.", -0.6, 0.684)),
+        ("@delta what time does the lounge open", _reply("The tweet reads as neutral.", 0.0, 0.35)),
+        ("Operating profit rose to EUR 13.1 mn .", _reply("The sentence reads as positive.", 0.6, 0.75)),
+        ("The café chain's sales fell 5 % .", _reply("The sentence reads as negative.", -0.6, 0.75)),
+    ]
+    assert [[(t["from"], t["value"]) for t in g["conversations"]] for g in got] == [
+        [("system", ZERO_SHOT_SYSTEM_PROMPT), ("human", text), ("gpt", reply)] for text, reply in expected]
+    alpaca = [json.loads(x) for x in (tmp_path / "train.alpaca.jsonl").read_text().splitlines()]
+    assert alpaca[3] == {"instruction": ZERO_SHOT_SYSTEM_PROMPT, "input": expected[3][0], "output": expected[3][1]}
+
+
+def test_join_drops_invalid_records_with_a_reason(tmp_path):
+    good = {"id": "a", "text": "Acme rose.", "reasoning": "Up.", "sentiment": 0.5, "confidence": 0.9, "source": "x"}
+    bad = {**good, "id": "b", "text": "Acme fell.", "sentiment": 3.0}
+    (tmp_path / "r.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    r = shootout("data", "join", "r.jsonl", "--out", "j.jsonl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "kept 1 of 2 (1 invalid" in r.stdout and "sentiment" in r.stdout
+
+
+def test_bad_builder_input_is_one_clear_error(tmp_path):
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    r = shootout("data", "tweets", "x.csv", cwd=tmp_path)
+    assert r.returncode == 2 and "expected the columns" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_labelling_killed_midway_resumes_without_relabelling(tmp_path, embedded_gguf):
+    config = write_config(tmp_path, embedded_gguf, models=[("teacher", "few_shot")], articles=4)
+    out = tmp_path / "labelled.jsonl"
+    cmd = [sys.executable, "-m", "shootout.cli", "data", "label", "-c", str(config), "-m", "teacher",
+           "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not out.is_file() or len(out.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+    assert 2 <= len(first) < 4
+    r = shootout("data", "label", "-c", str(config), "-m", "teacher", "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert f"{4 - len(first)} labelled now, {len(first)} already there" in r.stdout
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    ids = [x["id"] for x in recs]
+    assert len(ids) == len(set(ids)) == 4 and ids[:len(first)] == first
+    assert all(-1 <= x["sentiment"] <= 1 and x["source"] == "labelled:teacher" for x in recs)
+
+
+# ------------------------------------------------------------------ training on a tiny model
+
+def _synthetic(n: int, seed: int = 0) -> list[dict]:
+    from finetune.data import synthetic_sharegpt
+
+    return synthetic_sharegpt(n, seed)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    from tests.tiny_llama import build
+
+    return build(tmp_path_factory.mktemp("ft") / "tiny-base")
+
+
+def test_every_example_ends_with_eos_and_pad_differs(tiny_base):
+    from transformers import AutoTokenizer
+
+    from finetune.data import ROLE_FROM_SHAREGPT
+    from finetune.train import check_examples, ensure_pad, tokenize_conversations
+    from shootout.errors import ShootoutError
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    tok.pad_token = tok.eos_token  # the usual mistake: pad = EOS
+    assert "set to existing '<pad>'" == ensure_pad(tok)
+    assert tok.pad_token_id != tok.eos_token_id
+    convs = [[{"role": ROLE_FROM_SHAREGPT[t["from"]], "content": t["value"]} for t in r["conversations"]]
+             for r in _synthetic(6)]
+    examples, counts = tokenize_conversations(tok, convs, max_len=512)
+    assert counts["examples"] == 6 and counts["eos_appended"] == 6  # the template ends turns with <|eot_id|> only
+    for e in examples:
+        assert e["input_ids"][-1] == tok.eos_token_id
+        answer = tok.decode([t for t, lab in zip(e["input_ids"], e["labels"]) if lab != -100])
+        assert answer.startswith('{"reasoning"') and answer.endswith("<|eot_id|></s>")
+    assert check_examples(examples, tok)["all_end_with_eos"]
+    examples[0]["input_ids"] = examples[0]["input_ids"][:-1]
+    with pytest.raises(ShootoutError, match="training data check failed"):
+        check_examples(examples, tok)
+
+
+def test_tiny_model_finetunes_on_cpu_and_its_merged_folder_exports(tiny_base, tmp_path):
+    data = tmp_path / "train.sharegpt.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _synthetic(64)))
+    out = tmp_path / "ft"
+    r = shootout("finetune", str(tiny_base), str(data), "--out", str(out), "--max-steps", "40", "--lr", "3e-3",
+                 "--batch-size", "8", "--eval-fraction", "0.25", "--eval-steps", "20", "--lora-r", "8",
+                 "--engine", "transformers", "--max-seq-len", "512", timeout=900)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "training_report.json").read_text())
+    assert rep["engine"] == "transformers" and rep["global_steps"] == 40
+    assert rep["data"]["train"] == 48 and rep["data"]["eval"] == 16
+    assert rep["seeds"] == {"python": 42, "numpy": 42, "torch": 42}
+    assert rep["checks"]["all_end_with_eos"] and rep["checks"]["pad_differs_from_eos"]
+    assert len(rep["train_loss_per_step"]) == 40
+    assert rep["final_eval_loss"] < 0.5 * rep["initial_eval_loss"]  # it learned the task
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    merged = out / "merged"
+    cfg = json.loads((merged / "config.json").read_text())
+    assert cfg["dtype"] in ("float16", "bfloat16") or cfg.get("torch_dtype") in ("float16", "bfloat16")
+    e = shootout("export", str(merged), "--out", str(tmp_path / "gguf"), "--quants", "Q8_0", "--kld-prompts", "2")
+    assert e.returncode == 0, e.stderr
+    m = json.loads(next((tmp_path / "gguf").glob("*.manifest.json")).read_text())
+    assert m["verification"]["parity"]["passed"] and m["verification"]["parity"]["top1_agreement"] >= 0.99
+
+
+def test_unsloth_is_refused_without_cuda(tiny_base, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _synthetic(4)))
+    r = shootout("finetune", str(tiny_base), str(data), "--engine", "unsloth", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "CUDA" in r.stderr and "--engine transformers" in r.stderr
+    assert os.path.isdir(tmp_path) and "Traceback" not in r.stderr
