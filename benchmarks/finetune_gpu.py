@@ -46,6 +46,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--engines", default="unsloth,transformers")
+    ap.add_argument("--context-chars", type=int, default=0,
+                    help="prepend this many characters of snapshot news to each text (longer sequences)")
+    ap.add_argument("--max-seq-len", type=int, default=512)
     a = ap.parse_args()
     from finetune.data import synthetic_sharegpt
 
@@ -53,13 +56,21 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = build_model(Path(a.tokenizer), out / "base", a.hidden, a.layers)
     data = out / "train.sharegpt.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in synthetic_sharegpt(512)))
+    rows = synthetic_sharegpt(512)
+    if a.context_chars:
+        from benchmark.news import load_snapshot
+
+        news = " ".join(x.text for x in load_snapshot())
+        for i, r in enumerate(rows):
+            start = (i * 997) % max(1, len(news) - a.context_chars)
+            r["conversations"][1]["value"] = news[start:start + a.context_chars] + "\n\n" + r["conversations"][1]["value"]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     results = {}
     for engine in a.engines.split(","):
         run_dir = out / f"ft-{engine}"
         cmd = [sys.executable, "-m", "shootout.cli", "finetune", str(model), str(data), "--out", str(run_dir),
                "--engine", engine, "--max-steps", str(a.steps), "--batch-size", str(a.batch), "--lr", "1e-3",
-               "--eval-fraction", "0.05", "--eval-steps", str(a.steps), "--max-seq-len", "512"]
+               "--eval-fraction", "0.05", "--eval-steps", str(a.steps), "--max-seq-len", str(a.max_seq_len)]
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         (out / f"{engine}.log").write_text(r.stdout + r.stderr)
         if r.returncode != 0:

@@ -319,11 +319,16 @@ def _trainer(model, tok, train_ex, eval_ex, opts: FinetuneOptions, engine: str, 
 
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()
+    import math
+
+    total = opts.max_steps if opts.max_steps > 0 else \
+        math.ceil(len(train_ex) / (opts.batch_size * opts.grad_accum)) * opts.epochs
+    warmup = int(round(opts.warmup_ratio * total))
     args = SFTConfig(
         output_dir=str(out / "checkpoints"), num_train_epochs=opts.epochs, max_steps=opts.max_steps,
         learning_rate=opts.learning_rate, per_device_train_batch_size=opts.batch_size,
         per_device_eval_batch_size=opts.batch_size, gradient_accumulation_steps=opts.grad_accum,
-        warmup_ratio=opts.warmup_ratio, lr_scheduler_type="linear", logging_steps=1,
+        warmup_steps=warmup, lr_scheduler_type="linear", logging_steps=1,
         eval_strategy="steps" if eval_ex else "no", eval_steps=opts.eval_steps, save_strategy="no",
         report_to=[], seed=opts.seed, data_seed=opts.seed, max_length=opts.max_seq_len, bf16=bf16,
         fp16=cuda and not bf16, use_cpu=not cuda and not torch.backends.mps.is_available(),
