@@ -102,20 +102,13 @@ def demo(out: Path = typer.Option(Path("demo"), "--out", help="folder for the la
          articles: Optional[int] = typer.Option(None, min=1, help="use only the first N snapshot articles"),
          progress: bool = typer.Option(True, "--progress/--no-progress")):
     """The whole loop offline: embedded Gemma 3 270M -> F16/Q8_0/Q5_K_M/Q4_K_M -> run -> table."""
-    from benchmark.config import load_config
     from shootout.demo import prepare
 
     console = _console()
     out.mkdir(parents=True, exist_ok=True)
     config_path = prepare(out, iterations, articles, log=console.print)
     console.print(f"demo config: {config_path}")
-    cfg = load_config(config_path)
-    run_id = _run(cfg, None, True, None, progress)
-    from benchmark.store import Store
-
-    with Store(cfg.resolve(cfg.run.database)) as store:
-        _report(store, run_id, cfg.resolve(cfg.output.reports_dir), cfg.resolve(cfg.output.heatmaps_dir),
-                list(cfg.compare))
+    run_id = _run_and_report(config_path, progress)
     console.print(f"results: {out / 'results.sqlite'} (run {run_id}); "
                   f"seed-format JSON: `shootout export-json --config {config_path}`")
 
@@ -126,18 +119,25 @@ def finetune_demo(out: Path = typer.Option(Path("finetune-demo"), "--out"),
                   iterations: int = typer.Option(2, "--iterations", min=1),
                   progress: bool = typer.Option(True, "--progress/--no-progress")):
     """Fine-tune the embedded Gemma 3 270M on the news snapshot, export it, benchmark base vs fine-tune."""
-    from benchmark.config import load_config
-    from benchmark.store import Store
     from shootout.finetune_demo import prepare
 
     console = _console()
     config_path = prepare(out, steps, iterations, console)
     console.print(f"finetune-demo config: {config_path}")
+    _run_and_report(config_path, progress)
+
+
+def _run_and_report(config_path: Path, progress: bool) -> str:
+    """Run (resuming an unfinished run of the same config), then the workbook and heatmaps."""
+    from benchmark.config import load_config
+    from benchmark.store import Store
+
     cfg = load_config(config_path)
     run_id = _run(cfg, None, True, None, progress)
     with Store(cfg.resolve(cfg.run.database)) as store:
         _report(store, run_id, cfg.resolve(cfg.output.reports_dir), cfg.resolve(cfg.output.heatmaps_dir),
                 list(cfg.compare))
+    return run_id
 
 
 def _report(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | None, pairs=None) -> str:
