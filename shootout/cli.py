@@ -226,6 +226,18 @@ def register(target: str = typer.Argument(..., help="a GGUF file, a folder of GG
     typer.echo(f"{verb} {len(entries)} model(s): {', '.join(e['name'] for e in entries)}")
 
 
+def _declared_formats(config: Path) -> dict:
+    """GGUF path -> chat family, from config entries whose options.chat_template names a family."""
+    if not config.is_file():
+        return {}
+    from benchmark.config import load_config
+    from export.chat_formats import FORMATS
+
+    cfg = load_config(config, check_files=False)
+    return {Path(cfg.resolve(m.path)).resolve(): m.options.chat_template for m in cfg.models
+            if m.path and m.options.chat_template in FORMATS}
+
+
 def _ollama_name(spec, prefix: str | None) -> str:
     """Ollama model name for a ladder rung: ``<family>:<quant>`` in lower case."""
     from benchmark.registry import QUANT_IN_NAME, quant_from_filename
@@ -246,12 +258,17 @@ def modelfile_cmd(ggufs: List[Path] = typer.Argument(..., help="GGUF files (a Mo
                   ollama_create: bool = typer.Option(False, "--ollama-create",
                                                      help="also create each model in Ollama (OLLAMA_HOST)"),
                   ollama_name: Optional[str] = typer.Option(None, "--ollama-name",
-                                                            help="model name before ':<quant>' (default: from the file)")):
+                                                            help="model name before ':<quant>' (default: from the file)"),
+                  config: Path = typer.Option(Path("config.yaml"), "--config", "-c",
+                                              help="a model registered here with options.chat_template set to a "
+                                                   "family name takes that family")):
     """Write an Ollama Modelfile for each GGUF (TEMPLATE, stop tokens, parameters), optionally create them."""
     from export import modelfile
     from export.ollama_create import create_all, sha256_file
 
-    specs = [modelfile.write(g, chat_format=chat_format, system=system, temperature=temperature, num_ctx=num_ctx)
+    declared = _declared_formats(config) if chat_format is None else {}
+    specs = [modelfile.write(g, chat_format=chat_format or declared.get(g.resolve()), system=system,
+                             temperature=temperature, num_ctx=num_ctx)
              for g in ggufs]
     for spec in specs:
         typer.echo(f"{spec.path}  chat format {spec.family} ({spec.family_source}); template check: "

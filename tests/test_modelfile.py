@@ -141,3 +141,16 @@ def test_modelfile_command_on_the_embedded_gguf(tmp_path, embedded_gguf):
     assert "FROM ./gemma3-270m.Q4_K_M.gguf" in text
     assert 'PARAMETER stop "<end_of_turn>"' in text and "PARAMETER num_ctx 2048" in text
     assert "gemma" in r.stdout
+
+
+def test_config_chat_template_overrides_an_unknown_family(tmp_path):
+    gguf = make_gguf(tmp_path / "odd.Q8_0.gguf", template="{% for m in messages %}## {{ m['content'] }}{% endfor %}")
+    r = shootout("modelfile", str(gguf), "-c", str(tmp_path / "none.yaml"))
+    assert r.returncode == 2 and "--chat-format" in r.stderr
+    (tmp_path / "config.yaml").write_text(
+        "models:\n  - name: odd\n    path: odd.Q8_0.gguf\n    family: odd\n    quant: Q8_0\n"
+        "    options: {chat_template: phi3}\n")
+    r = shootout("modelfile", str(gguf), "-c", str(tmp_path / "config.yaml"))
+    assert r.returncode == 0, r.stderr
+    assert "chat format phi3 (named)" in r.stdout
+    assert 'PARAMETER stop "<|end|>"' in (tmp_path / "odd.Q8_0.Modelfile").read_text()
