@@ -150,18 +150,20 @@ def run_export(src: str | Path, opts: ExportOptions, console=None) -> ExportResu
     quants = tuple(q.strip().upper() for q in opts.quants if q.strip())
     for q in quants:
         ftype(q)  # an unknown type fails before any work
+    imatrix = None
     if opts.imatrix is not None:
-        raise ShootoutError("--imatrix is not available: llama-cpp-python's quantizer takes the importance "
-                            "matrix only as a C++ map, which cannot be built from Python",
-                            "quantize with llama.cpp's llama-quantize --imatrix, then `shootout export` that GGUF "
-                            "to get the Modelfiles, checks and manifest")
+        from export import imatrix as im
+
+        imatrix = im.load(opts.imatrix)
     name = opts.name or default_name(src, kind)
     out = Path(opts.out or Path("exports") / name)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / f"{name}.manifest.json"
     old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     fp = _fingerprint(src, kind)
+    im_sha = sha256_file(opts.imatrix) if opts.imatrix is not None else None
     same_source = old.get("source", {}).get("fingerprint") == fp
+    same_source = same_source and old.get("imatrix", {}).get("sha256") == im_sha
     old_files = old.get("files", {}) if same_source else {}
     old_checks = old.get("verification", {}) if same_source else {}
 
@@ -170,6 +172,7 @@ def run_export(src: str | Path, opts: ExportOptions, console=None) -> ExportResu
                 "source": {"path": str(src), "kind": kind, "fingerprint": fp}, "tools": _versions(),
                 "settings": {"quants": list(quants), "chat_format": opts.chat_format, "system": opts.system,
                              "temperature": opts.temperature, "num_ctx": opts.num_ctx},
+                "imatrix": {"file": str(opts.imatrix), "sha256": im_sha, "entries": len(imatrix)} if imatrix else {},
                 "files": {}, "timings_s": {}, "verification": {}}
     res = ExportResult(out=out, name=name, manifest_path=manifest_path, manifest=manifest)
 
@@ -194,7 +197,7 @@ def run_export(src: str | Path, opts: ExportOptions, console=None) -> ExportResu
                 if q == "F16":
                     t = convert_hf(src, path) if kind == "hf" else quantize(src, path, "F16")
                 else:
-                    t = quantize(paths["F16"], path, q)
+                    t = quantize(paths["F16"], path, q, imatrix=imatrix)
                 manifest["timings_s"][q] = round(t, 2)
                 res.built.append(q)
             spec = modelfile.write(path, chat_format=opts.chat_format, system=opts.system,

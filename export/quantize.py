@@ -6,6 +6,7 @@ Any llama.cpp file type by name (F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, IQ4_XS, 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from pathlib import Path
@@ -36,8 +37,9 @@ def ftype(name: str) -> int:
 
 
 def quantize(src: str | Path, dst: str | Path, qtype: str, *, allow_requantize: bool = True,
-             nthread: int | None = None) -> float:
-    """Write ``dst`` as ``qtype`` from ``src``; returns seconds. The file appears only when complete."""
+             nthread: int | None = None, imatrix: dict | None = None) -> float:
+    """Write ``dst`` as ``qtype`` from ``src``; returns seconds. The file appears only when complete.
+    ``imatrix``: {tensor name: importance values} (see export.imatrix) to weight the rounding."""
     import llama_cpp as L
 
     from benchmark.backends.llamacpp import _backend_ready
@@ -50,6 +52,13 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, *, allow_requantize: 
     params.ftype = ftype(qtype)
     params.allow_requantize = allow_requantize
     params.nthread = nthread or os.cpu_count() or 1
+    keep = None
+    if imatrix and qtype.upper() not in ("F16", "BF16", "F32"):
+        from export.imatrix import to_ctypes
+
+        arr, keep = to_ctypes(imatrix)
+        params.imatrix = ctypes.cast(arr, type(params.imatrix))
+        keep.append(arr)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".part")
     t0 = time.perf_counter()
@@ -59,6 +68,7 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, *, allow_requantize: 
         raise ShootoutError(f"llama.cpp failed to quantize {src} to {qtype} (code {rc})",
                             "check that the source is a complete GGUF; quantizing an already-quantized file "
                             "needs allow_requantize")
+    del keep
     tmp.replace(dst)
     return time.perf_counter() - t0
 

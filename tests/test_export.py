@@ -185,3 +185,30 @@ def test_embedded_gemma_gguf_to_hf_folder_and_back_with_parity(embedded_gguf, tm
     m = json.loads((tmp_path / "out" / "gemma3-270m-hf.manifest.json").read_text())
     p = m["verification"]["parity"]
     assert p["reference"] == "transformers (float32)" and p["passed"] and p["top1_agreement"] >= 0.99
+
+
+def test_importance_matrix_changes_the_rounding_and_is_recorded(tiny_hf, tiny_export, tmp_path):
+    import numpy as np
+
+    from export import gguf_meta, imatrix
+
+    out, r = tiny_export
+    assert r.returncode == 0, r.stderr
+    info = gguf_meta.read(out / "tiny-llama.F16.gguf")
+    rng = np.random.default_rng(0)
+    entries = {t.name: (rng.exponential(1.0, t.shape[0]) ** 3).astype(np.float32)
+               for t in info.tensors if len(t.shape) == 2 and t.name != "token_embd.weight"}
+    im = imatrix.write_legacy(tmp_path / "tiny.imatrix.dat", entries, ncall=8)
+    r = shootout("export", str(tiny_hf), "--out", str(tmp_path / "im"), "--quants", "Q4_K_M", "--imatrix", str(im),
+                 "--kld-prompts", "2")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "im" / "tiny-llama.manifest.json").read_text())
+    assert m["imatrix"]["entries"] == len(entries) and m["imatrix"]["sha256"] == _sha(im)
+    plain = json.loads((out / "tiny-llama.manifest.json").read_text())
+    assert m["files"]["F16"]["sha256"] == plain["files"]["F16"]["sha256"]  # F16 is not quantized
+    assert m["files"]["Q4_K_M"]["sha256"] != plain["files"]["Q4_K_M"]["sha256"]
+    assert m["verification"]["quant_quality"]["Q4_K_M"]["mean_kld"] > 0
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(b"\x00\x00\x00\x00")
+    r = shootout("export", str(tiny_hf), "--out", str(tmp_path / "bad"), "--imatrix", str(bad))
+    assert r.returncode == 2 and "not an importance matrix" in r.stderr and "Traceback" not in r.stderr
