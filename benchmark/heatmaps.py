@@ -103,12 +103,16 @@ def grid_heatmap(details: pd.DataFrame, metric: str, title: str, run_id: str, pa
     table = details.pivot_table(index="family", columns="quant", values=metric, aggfunc="mean")
     table = table.reindex(columns=sorted(table.columns, key=stats.quant_bits, reverse=True))
     higher = stats.HIGHER_IS_BETTER.get(metric)
-    fig, ax = plt.subplots(figsize=(min(3 + 1.3 * table.shape[1], 40), min(2 + 0.6 * table.shape[0], 40)))
+    width = min(max(6.0, 3 + 1.3 * table.shape[1]), 40)
+    fig, ax = plt.subplots(figsize=(width, min(2.4 + 0.6 * table.shape[0], 40)))
     kw = {"center": 0.0} if higher is None else {}
     sns.heatmap(table, ax=ax, cmap=_cmap(higher), annot=True, fmt=_fmt(metric), linewidths=0.4, linecolor="white",
                 cbar_kws={"label": title}, **kw)
     direction = "no better direction" if higher is None else "green is better"
-    ax.set_title(f"{title} — family x quant, run {run_id} ({direction})", fontsize=11)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(f"{title} — family x quant, run {run_id} ({direction})",
+                                         int(width * 9))), fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -16,6 +16,7 @@ Seeds for Python, NumPy and torch are set and recorded. Outputs in ``<out>/``: `
 from __future__ import annotations
 
 import json
+import os
 import platform
 import random
 import statistics
@@ -224,6 +225,7 @@ def finetune(opts: FinetuneOptions, console=None) -> dict:
 
     console = console or Console(stderr=True)
     t_start = time.perf_counter()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # bases are local folders or GGUFs: no hub lookups
     engine = pick_engine(opts.engine)
     set_seeds(opts.seed)
     out = Path(opts.out)
