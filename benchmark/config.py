@@ -327,7 +327,7 @@ def parse_config(text: str, source: str = "config.yaml", base_dir: Path | None =
 def load_config(path: str | Path, check_files: bool = True) -> Config:
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(str(p), [f"file not found. Pass --config PATH, or copy the config.yaml shipped with gguf-shootout."])
+        raise ConfigError(str(p), ["file not found. Pass --config PATH, or copy the config.yaml shipped with gguf-shootout."])
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -15,6 +15,11 @@ from shootout.errors import ShootoutError
 QUANT_IN_NAME = re.compile(r"[.-](F16|BF16|F32|I?Q\d[A-Z0-9_]*)\.gguf$", re.IGNORECASE)
 
 
+def relpath(path: Path, base: Path) -> str:
+    """``path`` relative to the folder ``base`` (a config's folder), in POSIX form."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+
+
 def quant_from_filename(path: Path) -> str | None:
     m = QUANT_IN_NAME.search(path.name)
     return m.group(1).upper() if m else None
@@ -56,8 +61,7 @@ def entries_for(target: str, *, config_dir: Path, backend: str, name: str | None
                 raise ShootoutError(f"cannot tell the quant level of {f.name}", "pass --quant (e.g. --quant Q4_K_M)")
             fam = family or QUANT_IN_NAME.sub("", f.name).rstrip(".-")
             n = name if (name and len(files) == 1) else f"{fam}-{q.lower()}"
-            rel = os.path.relpath(f.resolve(), config_dir.resolve())
-            e = entry(n, q, path=Path(rel).as_posix())
+            e = entry(n, q, path=relpath(f, config_dir))
             e["family"] = fam
             out.append(e)
         return out

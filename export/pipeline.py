@@ -14,7 +14,6 @@ and whose source is unchanged; it rebuilds the rest.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -58,6 +57,8 @@ class ExportResult:
     manifest: dict
     built: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    specs: dict[str, modelfile.ModelfileSpec] = field(default_factory=dict)  # the Modelfile per level
+    engine_template: str | None = None  # llama.cpp's fallback chat template when the GGUF has none
 
 
 def _versions() -> dict:
@@ -125,20 +126,19 @@ def convert_hf(folder: Path, dst: Path, progress=None) -> float:
     return time.perf_counter() - t0
 
 
-def _file_entry(path: Path, spec: modelfile.ModelfileSpec | None) -> dict:
-    info = gguf_meta.read(path)
-    e = {"file": path.name, "sha256": sha256_file(path), "size": path.stat().st_size,
-         "bits_per_weight": round(info.bits_per_weight, 4) if info.bits_per_weight else None,
-         "n_parameters": info.n_parameters}
-    if spec is not None:
-        e.update({"modelfile": spec.path.name, "chat_format": spec.family, "chat_format_source": spec.family_source,
-                  "template_check": spec.template_check})
-    return e
+def _file_entry(path: Path, info: gguf_meta.GGUFInfo, spec: modelfile.ModelfileSpec, digest: str) -> dict:
+    return {"file": path.name, "sha256": digest, "size": path.stat().st_size,
+            "bits_per_weight": round(info.bits_per_weight, 4) if info.bits_per_weight else None,
+            "n_parameters": info.n_parameters, "modelfile": spec.path.name, "chat_format": spec.family,
+            "chat_format_source": spec.family_source, "template_check": spec.template_check}
 
 
-def _matches(path: Path, entry: dict | None) -> bool:
-    return bool(entry) and path.is_file() and path.stat().st_size == entry.get("size") \
-        and sha256_file(path) == entry.get("sha256")
+def _unchanged_digest(path: Path, entry: dict | None) -> str | None:
+    """The file's sha256 when it is complete and matches its manifest entry, else None."""
+    if not entry or not path.is_file() or path.stat().st_size != entry.get("size"):
+        return None
+    digest = sha256_file(path)
+    return digest if digest == entry.get("sha256") else None
 
 
 def run_export(src: str | Path, opts: ExportOptions, console=None) -> ExportResult:
@@ -190,7 +190,8 @@ def run_export(src: str | Path, opts: ExportOptions, console=None) -> ExportResu
         task = prog.add_task("export", total=len(levels))
         for q in levels:
             path = paths[q]
-            if _matches(path, old_files.get(q)):
+            digest = _unchanged_digest(path, old_files.get(q))
+            if digest:
                 res.kept.append(q)
             else:
                 prog.update(task, description=f"export: {q}")
@@ -200,9 +201,13 @@ def run_export(src: str | Path, opts: ExportOptions, console=None) -> ExportResu
                     t = quantize(paths["F16"], path, q, imatrix=imatrix)
                 manifest["timings_s"][q] = round(t, 2)
                 res.built.append(q)
+            info = gguf_meta.read(path)
             spec = modelfile.write(path, chat_format=opts.chat_format, system=opts.system,
-                                   temperature=opts.temperature, num_ctx=opts.num_ctx)
-            manifest["files"][q] = _file_entry(path, spec)
+                                   temperature=opts.temperature, num_ctx=opts.num_ctx, info=info)
+            res.specs[q] = spec
+            if q == "F16":
+                res.engine_template = None if info.chat_template else spec.family
+            manifest["files"][q] = _file_entry(path, info, spec, digest or sha256_file(path))
             save()
             prog.advance(task)
 
@@ -214,23 +219,12 @@ def run_export(src: str | Path, opts: ExportOptions, console=None) -> ExportResu
     return res
 
 
-def _chat_template_for(path: Path, opts: ExportOptions) -> str | None:
-    """The engine's fallback template when the GGUF has none (its family, from the Modelfile)."""
-    info = gguf_meta.read(path)
-    if info.chat_template:
-        return None
-    from export import chat_formats
-
-    family, _ = chat_formats.detect(None, info.architecture, opts.chat_format)
-    return family
-
-
 def _verify(src: Path, kind: str, paths: dict[str, Path], opts: ExportOptions, old: dict, res: ExportResult,
             console) -> dict:
     from export import verify
 
     f16 = paths["F16"]
-    tmpl = _chat_template_for(f16, opts)
+    tmpl = res.engine_template
     rebuilt = set(res.built)
     out: dict = {}
     t0 = time.perf_counter()
@@ -337,5 +331,35 @@ def quality_rows(models: list[dict]) -> list[dict]:
     return rows
 
 
-def relpath(p: Path, base: Path) -> str:
-    return Path(os.path.relpath(p.resolve(), base.resolve())).as_posix()
+def print_summary(console, res: ExportResult) -> None:
+    """One table of the ladder (size, bits/weight, KLD, smoke, template check) and the parity line."""
+    from rich.table import Table
+
+    m = res.manifest
+    ver = m.get("verification", {})
+    t = Table(title=f"{res.name}: {res.out}  (built {', '.join(res.built) or 'nothing'}; "
+                    f"kept {', '.join(res.kept) or 'nothing'})")
+    for col in ("level", "size MB", "bits/weight", "mean KLD", "p99 KLD", "same top %", "smoke", "template"):
+        t.add_column(col, justify="right" if col not in ("level", "template", "smoke") else "left")
+    for q, e in m["files"].items():
+        qq = ver.get("quant_quality", {}).get(q, {})
+        sm = ver.get("smoke", {}).get(q)
+        t.add_row(q, f"{e['size'] / 1e6:.1f}", f"{e['bits_per_weight']:.2f}" if e.get("bits_per_weight") else "-",
+                  f"{qq['mean_kld']:.5f}" if qq else "-", f"{qq['p99_kld']:.4f}" if qq else "-",
+                  f"{qq['same_top_pct']:.1f}" if qq else "-",
+                  "-" if sm is None else ("ok" if sm["ok"] else f"FAILED ({sm['finish']}, valid={sm['valid']})"),
+                  e.get("template_check", "-"))
+    console.print(t)
+    p = ver.get("parity")
+    if p and "top1_agreement" in p:
+        console.print(f"parity with {p['reference']}: top-1 agreement {p['top1_agreement']:.1%}, max logit "
+                      f"difference {p['max_abs_logit_diff']:.4g} over {p['positions']} positions "
+                      f"({'passed' if p['passed'] else 'FAILED'})")
+    elif p:
+        console.print(f"parity with {p['reference']}: {p['tensors']} tensors, max relative weight difference "
+                      f"{p['max_rel_weight_diff']:.2g} ({'passed' if p['passed'] else 'FAILED'})")
+    failed = [q for q, s in ver.get("smoke", {}).items() if not s["ok"]]
+    if failed:
+        console.print(f"[yellow]warning:[/] smoke call did not end cleanly with a valid reply on {', '.join(failed)} "
+                      f"(details in {res.manifest_path})")
+    console.print(f"manifest: {res.manifest_path}")

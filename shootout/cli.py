@@ -299,7 +299,7 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
                config: Path = CONFIG_OPT,
                prompt_style: str = typer.Option("few_shot", "--prompt-style", help="for --register")):
     """Export a model to an F16 GGUF and a verified quant ladder with Modelfiles and a manifest."""
-    from export.pipeline import ExportOptions, relpath, run_export
+    from export.pipeline import ExportOptions, print_summary, run_export
 
     if register_ and not config.is_file():
         raise ShootoutError(f"config not found: {config}", "pass --config PATH (or leave out --register)")
@@ -309,76 +309,35 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
                          verify=verify, kld_prompts=kld_prompts)
     res = run_export(src, opts, console=console)
     m = res.manifest
-    _print_export(console, res)
-    specs = []
-    if ollama_create or register_:
-        from export import modelfile
-
-        specs = [(q, modelfile.plan(res.out / e["file"], chat_format=chat_format, system=system, num_ctx=num_ctx))
-                 for q, e in m["files"].items()]
-    tags = {}
+    print_summary(console, res)
+    tags = {q: f"{res.name}:{q}".lower() for q in res.specs}
     if ollama_create:
         from export.ollama_create import create_all
 
-        items = [(f"{res.name}:{q}".lower(), spec, m["files"][q]["sha256"]) for q, spec in specs]
-        done = create_all(items, console=console)
-        tags = {q: n for (q, _), (n, _, _) in zip(specs, items)}
+        done = create_all([(tags[q], spec, m["files"][q]["sha256"]) for q, spec in res.specs.items()],
+                          console=console)
         typer.echo(f"created {', '.join(tags.values())} in Ollama at {done['host']} "
                    f"({len(done['uploaded'])} uploaded, {len(done['skipped'])} already there)")
     if register_:
         from benchmark import registry
 
-        base = config.parent
         entries = []
-        for q, spec in specs:
+        for q, spec in res.specs.items():
             e = {"name": f"{res.name}-{q.lower()}", "backend": "ollama" if ollama_create else "llamacpp"}
             if ollama_create:
                 e["tag"] = tags[q]
             else:
-                e["path"] = relpath(spec.gguf, base)
+                e["path"] = registry.relpath(spec.gguf, config.parent)
             e.update({"family": res.name, "quant": q, "prompt_style": prompt_style})
             if system:
                 e["system_prompt"] = system
-            if not ollama_create and "GGUF has no template" in spec.family_source:
-                e["options"] = {"chat_template": spec.family}
-            e["manifest"] = relpath(res.manifest_path, base)
+            if not ollama_create and res.engine_template:  # the GGUF has no template: declare its family
+                e["options"] = {"chat_template": res.engine_template}
+            e["manifest"] = registry.relpath(res.manifest_path, config.parent)
             entries.append(e)
         diff = registry.register(config, entries)
         typer.echo(diff, nl=False)
         typer.echo(f"registered {len(entries)} model(s) in {config}: {', '.join(e['name'] for e in entries)}")
-
-
-def _print_export(console, res) -> None:
-    from rich.table import Table
-
-    m = res.manifest
-    ver = m.get("verification", {})
-    t = Table(title=f"{res.name}: {res.out}  (built {', '.join(res.built) or 'nothing'}; "
-                    f"kept {', '.join(res.kept) or 'nothing'})")
-    for col in ("level", "size MB", "bits/weight", "mean KLD", "p99 KLD", "same top %", "smoke", "template"):
-        t.add_column(col, justify="right" if col not in ("level", "template", "smoke") else "left")
-    for q, e in m["files"].items():
-        qq = ver.get("quant_quality", {}).get(q, {})
-        sm = ver.get("smoke", {}).get(q)
-        t.add_row(q, f"{e['size'] / 1e6:.1f}", f"{e['bits_per_weight']:.2f}" if e.get("bits_per_weight") else "-",
-                  f"{qq['mean_kld']:.5f}" if qq else "-", f"{qq['p99_kld']:.4f}" if qq else "-",
-                  f"{qq['same_top_pct']:.1f}" if qq else "-",
-                  "-" if sm is None else ("ok" if sm["ok"] else f"FAILED ({sm['finish']}, valid={sm['valid']})"),
-                  e.get("template_check", "-"))
-    console.print(t)
-    p = ver.get("parity")
-    if p and "top1_agreement" in p:
-        console.print(f"parity with {p['reference']}: top-1 agreement {p['top1_agreement']:.1%}, max logit "
-                      f"difference {p['max_abs_logit_diff']:.4g} over {p['positions']} positions "
-                      f"({'passed' if p['passed'] else 'FAILED'})")
-    elif p:
-        console.print(f"parity with {p['reference']}: {p['tensors']} tensors, max relative weight difference "
-                      f"{p['max_rel_weight_diff']:.2g} ({'passed' if p['passed'] else 'FAILED'})")
-    failed = [q for q, s in ver.get("smoke", {}).items() if not s["ok"]]
-    if failed:
-        console.print(f"[yellow]warning:[/] smoke call did not end cleanly with a valid reply on {', '.join(failed)} "
-                      f"(details in {res.manifest_path})")
-    console.print(f"manifest: {res.manifest_path}")
 
 
 data_app = typer.Typer(help="Build a training set: public sets, labels from a larger model, join, export.",
@@ -521,12 +480,12 @@ def finetune_cmd(base: str = typer.Argument(..., help="base model: a Hugging Fac
                   + (f"; eval loss {evals[0]['eval_loss']:.4f} -> {rep['final_eval_loss']:.4f}" if evals else ""))
     console.print(f"merged model: {rep['outputs']['merged']}; report: {out / 'training_report.json'}")
     if export:
-        from export.pipeline import ExportOptions, run_export
+        from export.pipeline import ExportOptions, print_summary, run_export
 
         res = run_export(Path(rep["outputs"]["merged"]),
                          ExportOptions(name=name or out.name, out=out / "gguf",
                                        quants=tuple(q for q in quants.split(",") if q.strip())), console=console)
-        _print_export(console, res)
+        print_summary(console, res)
 
 
 @app.command("export-json")

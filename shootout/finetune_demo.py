@@ -87,7 +87,7 @@ def write_config(out_dir: Path, base_ladder: dict[str, Path], ft_ladder: dict[st
 
 
 def prepare(out_dir: Path, steps: int, iterations: int, console) -> Path:
-    from export.pipeline import ExportOptions, run_export
+    from export.pipeline import ExportOptions, print_summary, run_export
     from export.quantize import build_ladder
     from finetune.train import FinetuneOptions, finetune
     from shootout.demo import embedded_source
@@ -110,9 +110,7 @@ def prepare(out_dir: Path, steps: int, iterations: int, console) -> Path:
                   f"{rep.get('initial_eval_loss') or float('nan'):.4f} -> {rep.get('final_eval_loss') or float('nan'):.4f}")
     res = run_export(ft_dir / "merged", ExportOptions(name=FT_NAME, out=out_dir / "ft-gguf", quants=LEVELS,
                                                       kld_prompts=4), console=console)
-    from shootout.cli import _print_export
-
-    _print_export(console, res)
+    print_summary(console, res)
     ft_ladder = {q: res.out / res.manifest["files"][q]["file"] for q in LEVELS}
     base_ladder = build_ladder(src, out_dir / "models", BASE, LEVELS)
     return write_config(out_dir, base_ladder, ft_ladder, iterations)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,15 @@ def shootout(*args: str, cwd: Path | None = None, timeout: float = 600, env_extr
     env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "shootout.cli", *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env=env, **kw)
+
+
+@contextlib.contextmanager
+def loopback_server(handler):
+    """A real HTTP server on 127.0.0.1 (an ephemeral port) serving ``handler``; yields its base URL."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -7,12 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CACHE, shootout, write_config
+from tests.conftest import shootout, write_config
 from tests.test_ollama_create import FakeOllamaCreate, fake_ollama_create  # noqa: F401 (fixture)
 
 

@@ -4,6 +4,7 @@ template; stop tokens per family; unknown families refused; `shootout modelfile`
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -73,8 +74,7 @@ def test_real_go_text_template_agrees(tmp_path, family):
     tmpl = chat_formats.FORMATS[family].template
     r = subprocess.run(["go", "run", str(ROOT / "tests" / "gotemplate" / "render.go")],
                        input=json.dumps({"template": tmpl, "data": data}), capture_output=True, text=True,
-                       timeout=300, env={**__import__("os").environ, "GOFLAGS": "-mod=mod",
-                                         "GOCACHE": str(ROOT / ".cache" / "go-build")})
+                       timeout=300, env={**os.environ, "GOCACHE": str(ROOT / ".cache" / "go-build")})
     assert r.returncode == 0, r.stderr
     assert r.stdout == gotemplate.render(tmpl, data)
     assert r.stdout == chat_formats.render_jinja((TEMPLATES / f"{family}.jinja").read_text(), TWO_TURNS,

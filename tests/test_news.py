@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from benchmark.news import NewsCache, article_id, fetch_rss, load_snapshot
+from tests.conftest import loopback_server
 
 NOW = time.time()
 
@@ -56,13 +56,9 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
     Handler.hits = []
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with loopback_server(Handler) as url:
+        yield url
 
 
 def test_rss_headlines_with_article_paragraphs_through_the_cache(server, tmp_path):

@@ -7,13 +7,12 @@ import json
 import os
 import socket
 import sqlite3
-import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from tests.conftest import shootout, write_config
+from tests.conftest import loopback_server, shootout, write_config
 
 VALID = json.dumps({"reasoning": "Orders rose.", "sentiment": 0.6, "confidence": 0.8})
 
@@ -56,13 +55,10 @@ class FakeOllama(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def fake_ollama():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeOllama)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     FakeOllama.requests = []
     FakeOllama.reply = VALID
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with loopback_server(FakeOllama) as url:
+        yield url
 
 
 def _config(tmp_path, embedded_gguf, tag="gemma3:270m", articles=2):

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from tests.conftest import shootout
+from tests.conftest import loopback_server, shootout
 from tests.test_ollama_backend import _live_host
 
 
@@ -77,11 +76,8 @@ class FakeOllamaCreate(BaseHTTPRequestHandler):
 @pytest.fixture()
 def fake_ollama_create():
     FakeOllamaCreate.blobs, FakeOllamaCreate.uploads, FakeOllamaCreate.creates = {}, [], []
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeOllamaCreate)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with loopback_server(FakeOllamaCreate) as url:
+        yield url
 
 
 def _ladder(tmp_path, embedded_gguf):
