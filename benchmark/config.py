@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shootout.errors import ConfigError
+from core.errors import ConfigError
 
 DEFAULT_RSS_URL = "https://feeds.finance.yahoo.com/rss/2.0/headline?s={ticker}&region=US&lang=en-US"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$"
@@ -333,8 +333,3 @@ def load_config(path: str | Path, check_files: bool = True) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), [f"cannot read the file: {exc}."]) from None
     return parse_config(text, source=str(p), base_dir=p.parent, check_files=check_files)
-
-
-def slug(name: str) -> str:
-    """A file-system-safe version of a model name (for folders and file names)."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name)

@@ -21,7 +21,7 @@ from typing import Callable
 
 from pydantic import BaseModel
 
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
 
 log = logging.getLogger(__name__)
 USER_AGENT = "gguf-shootout/0.1 (+news benchmark; respects caches)"

@@ -5,24 +5,11 @@ from __future__ import annotations
 
 import difflib
 import io
-import os
-import re
 from pathlib import Path
 
 from benchmark.config import ConfigError, parse_config
-from shootout.errors import ShootoutError
-
-QUANT_IN_NAME = re.compile(r"[.-](F16|BF16|F32|I?Q\d[A-Z0-9_]*)\.gguf$", re.IGNORECASE)
-
-
-def relpath(path: Path, base: Path) -> str:
-    """``path`` relative to the folder ``base`` (a config's folder), in POSIX form."""
-    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
-
-
-def quant_from_filename(path: Path) -> str | None:
-    m = QUANT_IN_NAME.search(path.name)
-    return m.group(1).upper() if m else None
+from core.errors import ShootoutError
+from core.naming import family_from_filename, quant_from_filename, relpath
 
 
 def _yaml():
@@ -59,7 +46,7 @@ def entries_for(target: str, *, config_dir: Path, backend: str, name: str | None
             q = quant if (quant and len(files) == 1) else quant_from_filename(f)
             if not q:
                 raise ShootoutError(f"cannot tell the quant level of {f.name}", "pass --quant (e.g. --quant Q4_K_M)")
-            fam = family or QUANT_IN_NAME.sub("", f.name).rstrip(".-")
+            fam = family or family_from_filename(f)
             n = name if (name and len(files) == 1) else f"{fam}-{q.lower()}"
             e = entry(n, q, path=relpath(f, config_dir))
             e["family"] = fam

@@ -90,7 +90,7 @@ def _anova_table(calls: pd.DataFrame, mat: pd.DataFrame) -> pd.DataFrame:
 def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None) -> Report:
     calls, arts, loads = stats.load_frames(store, run_id)
     if calls.empty:
-        from shootout.errors import ShootoutError
+        from core.errors import ShootoutError
 
         raise ShootoutError(f"run {run_id} has no stored calls", "run `shootout run` first")
     run = store.run(run_id)

@@ -25,8 +25,8 @@ from benchmark.config import Config
 from benchmark.news import Article, load_articles
 from benchmark.store import Store
 from benchmark.tasks import get_task
-from shootout import sysinfo
-from shootout.errors import ShootoutError
+from core import sysinfo
+from core.errors import ShootoutError
 
 
 def call_seed(run_seed: int, iteration: int, article_id: str) -> int:

@@ -15,7 +15,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from benchmark.config import slug
+from core.naming import slug
 from benchmark.store import Store
 
 

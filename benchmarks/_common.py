@@ -18,7 +18,7 @@ def embedded_model() -> Path:
 
 
 def machine() -> str:
-    from shootout.sysinfo import hardware
+    from core.sysinfo import hardware
 
     hw = hardware()
     gpus = ", ".join(hw["gpus"]) or "no GPU"

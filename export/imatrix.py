@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
 
 
 def load(path: str | Path) -> dict[str, np.ndarray]:

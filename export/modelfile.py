@@ -1,6 +1,6 @@
 """Write an Ollama Modelfile beside a GGUF: FROM, TEMPLATE, PARAMETER stop/temperature/num_ctx, SYSTEM.
 
-The TEMPLATE is the Go template of the GGUF's chat family (see :mod:`export.chat_formats`); when
+The TEMPLATE is the Go template of the GGUF's chat family (see :mod:`core.chat`); when
 the GGUF carries its own Jinja template, the two are rendered for a probe conversation and the
 result of that comparison is returned (and recorded by the export manifest).
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.backends import templates as jinja_templates
-from export import chat_formats, gguf_meta
-from shootout.errors import ShootoutError
+from core import chat
+from core.errors import ShootoutError
+from export import gguf_meta
 
 DEFAULT_TEMPERATURE = 0.0
 DEFAULT_NUM_CTX = 4096
@@ -61,15 +61,16 @@ def plan(gguf: str | Path, *, chat_format: str | None = None, system: str | None
     except gguf_meta.GGUFError as exc:
         raise ShootoutError(str(exc)) from None
     try:
-        family, source = chat_formats.detect(info.chat_template, info.architecture, chat_format)
-    except chat_formats.UnknownChatFormat as exc:
+        family, source = chat.detect(info.chat_template, info.architecture, chat_format)
+    except chat.TemplateError as exc:
         raise ShootoutError(f"{gguf.name}: {exc}") from None
-    fmt = chat_formats.FORMATS[family]
+    fmt = chat.FAMILIES[family]
     # compare with the GGUF's own template, else with the built-in Jinja template of the family
-    reference = info.chat_template or jinja_templates.FALLBACKS[family]
+    reference = info.chat_template or fmt.jinja
     eos = info.token_text("tokenizer.ggml.eos_token_id") or ""
+    bos = info.token_text("tokenizer.ggml.bos_token_id") or ""
     try:
-        equal, go, jj = chat_formats.check(family, reference, eos=eos)
+        equal, go, jj = chat.check(family, reference, bos=bos, eos=eos)
     except Exception as exc:  # a template our Jinja sandbox cannot render
         check = f"not compared ({type(exc).__name__}: {exc})"
     else:
@@ -85,8 +86,8 @@ def plan(gguf: str | Path, *, chat_format: str | None = None, system: str | None
         params["num_ctx"] = num_ctx
     stem = gguf.name[:-5] if gguf.name.endswith(".gguf") else gguf.name
     path = gguf.with_name(stem + ".Modelfile")
-    return ModelfileSpec(path=path, gguf=gguf, family=family, family_source=source, template=fmt.template,
-                         stop=fmt.stop, parameters=params, system=system, template_check=check)
+    return ModelfileSpec(path=path, gguf=gguf, family=family, family_source=source, template=fmt.go,
+                         stop=fmt.stops, parameters=params, system=system, template_check=check)
 
 
 def write(gguf: str | Path, **kw) -> ModelfileSpec:

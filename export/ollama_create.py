@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from export.modelfile import ModelfileSpec
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
 
 CHUNK = 1 << 20
 

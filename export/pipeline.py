@@ -25,7 +25,8 @@ from pathlib import Path
 from export import gguf_meta, modelfile
 from export.ollama_create import sha256_file
 from export.quantize import DEFAULT_LADDER, ftype, quantize
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
+from core.naming import family_from_filename
 
 MANIFEST_VERSION = 1
 F16_REL = 2.0 ** -10  # float16 keeps 10 mantissa bits: relative rounding error at most 2^-11 of the value
@@ -103,9 +104,7 @@ def default_name(src: Path, kind: str) -> str:
     if kind == "hf":
         return src.resolve().name
     stem = src.name[:-5] if src.name.endswith(".gguf") else src.name
-    from benchmark.registry import QUANT_IN_NAME
-
-    return QUANT_IN_NAME.sub("", src.name).rstrip(".-") or stem
+    return family_from_filename(src) or stem
 
 
 def convert_hf(folder: Path, dst: Path, progress=None) -> float:

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
 
 DEFAULT_LADDER = ("Q8_0", "Q5_K_M", "Q4_K_M")
 

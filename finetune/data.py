@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.tasks.sentiment import SENTIMENT, ZERO_SHOT_SYSTEM_PROMPT
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
 
 # categorical labels carry no strength: a moderate score each way (change with --label-scores)
 LABEL_SCORES = {"positive": 0.6, "neutral": 0.0, "negative": -0.6}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
 
 
 @contextlib.contextmanager
@@ -57,12 +57,12 @@ def load_gguf(gguf: str | Path, dtype=None):
         fresh.tie_weights()
     del loaded
     if not tok.chat_template:  # a base-model GGUF: give the folder its family's template
-        from benchmark.backends.templates import BY_ARCHITECTURE, FALLBACKS
+        from core.chat import BY_ARCHITECTURE, FAMILIES
         from export import gguf_meta
 
         family = BY_ARCHITECTURE.get(gguf_meta.read(gguf).architecture or "")
         if family:
-            tok.chat_template = FALLBACKS[family]
+            tok.chat_template = FAMILIES[family].jinja
     return fresh, tok
 
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -101,12 +101,12 @@ def ensure_pad(tok, model=None) -> str:
 
 
 def ensure_chat_template(tok, architecture: str | None, chat_format: str | None) -> str:
-    from benchmark.backends.templates import BY_ARCHITECTURE, FALLBACKS
+    from core.chat import BY_ARCHITECTURE, FAMILIES
 
     if chat_format:
-        if chat_format not in FALLBACKS:
-            raise ShootoutError(f"unknown chat format '{chat_format}'", f"use one of {', '.join(FALLBACKS)}")
-        tok.chat_template = FALLBACKS[chat_format]
+        if chat_format not in FAMILIES:
+            raise ShootoutError(f"unknown chat format '{chat_format}'", f"use one of {', '.join(FAMILIES)}")
+        tok.chat_template = FAMILIES[chat_format].jinja
         return f"built-in {chat_format} (named)"
     if tok.chat_template:
         return "the model's own"
@@ -114,7 +114,7 @@ def ensure_chat_template(tok, architecture: str | None, chat_format: str | None)
     if fam is None:
         raise ShootoutError("the base model has no chat template and its architecture names no default",
                             "pass --chat-format (chatml, llama3, gemma, mistral, phi3)")
-    tok.chat_template = FALLBACKS[fam]
+    tok.chat_template = FAMILIES[fam].jinja
     return f"built-in {fam} (architecture {architecture})"
 
 

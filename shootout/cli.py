@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
 
 app = typer.Typer(help="Fine-tune, export to a GGUF quant ladder, and benchmark local models with sound statistics.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -231,18 +231,18 @@ def _declared_formats(config: Path) -> dict:
     if not config.is_file():
         return {}
     from benchmark.config import load_config
-    from export.chat_formats import FORMATS
+    from core.chat import FAMILIES
 
     cfg = load_config(config, check_files=False)
     return {Path(cfg.resolve(m.path)).resolve(): m.options.chat_template for m in cfg.models
-            if m.path and m.options.chat_template in FORMATS}
+            if m.path and m.options.chat_template in FAMILIES}
 
 
 def _ollama_name(spec, prefix: str | None) -> str:
     """Ollama model name for a ladder rung: ``<family>:<quant>`` in lower case."""
-    from benchmark.registry import QUANT_IN_NAME, quant_from_filename
+    from core.naming import family_from_filename, quant_from_filename
 
-    fam = prefix or QUANT_IN_NAME.sub("", spec.gguf.name).rstrip(".-")
+    fam = prefix or family_from_filename(spec.gguf)
     quant = quant_from_filename(spec.gguf) or "latest"
     return f"{fam}:{quant}".lower()
 
@@ -320,6 +320,7 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
                    f"({len(done['uploaded'])} uploaded, {len(done['skipped'])} already there)")
     if register_:
         from benchmark import registry
+        from core.naming import relpath
 
         entries = []
         for q, spec in res.specs.items():
@@ -327,13 +328,13 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
             if ollama_create:
                 e["tag"] = tags[q]
             else:
-                e["path"] = registry.relpath(spec.gguf, config.parent)
+                e["path"] = relpath(spec.gguf, config.parent)
             e.update({"family": res.name, "quant": q, "prompt_style": prompt_style})
             if system:
                 e["system_prompt"] = system
             if not ollama_create and res.engine_template:  # the GGUF has no template: declare its family
                 e["options"] = {"chat_template": res.engine_template}
-            e["manifest"] = registry.relpath(res.manifest_path, config.parent)
+            e["manifest"] = relpath(res.manifest_path, config.parent)
             entries.append(e)
         diff = registry.register(config, entries)
         typer.echo(diff, nl=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.config import load_config, parse_config
-from shootout.errors import ConfigError
+from core.errors import ConfigError
 from tests.conftest import ROOT, shootout
 
 GOOD = """\

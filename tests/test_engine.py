@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from benchmark.backends import templates
+from core import chat
 from benchmark.backends.llamacpp import LlamaCppBackend
 from benchmark.news import load_snapshot
 from benchmark.tasks.sentiment import SENTIMENT
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
 
 ARTICLES = load_snapshot()[:5]
 
@@ -101,12 +101,12 @@ def test_gemma_fallback_template_renders_turns(engine):
 
 
 def test_missing_template_without_fallback_names_the_fix():
-    with pytest.raises(templates.TemplateError) as err:
-        templates.resolve(None, None, "some-new-arch")
+    with pytest.raises(chat.TemplateError) as err:
+        chat.resolve(None, None, "some-new-arch")
     assert "options.chat_template" in str(err.value)
-    src, origin = templates.resolve(None, None, "gemma3")
+    src, origin = chat.resolve(None, None, "gemma3")
     assert "gemma" in origin
-    assert templates.resolve("{{ x }}", "chatml")[1] == "built-in 'chatml'"
+    assert chat.resolve("{{ x }}", "chatml")[1] == "built-in 'chatml'"
 
 
 def test_constrained_replies_are_always_json_objects(engine):

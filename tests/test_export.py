@@ -82,7 +82,7 @@ def test_rerun_keeps_complete_levels_and_rebuilds_a_damaged_one(tiny_hf, tiny_ex
 
 def test_parity_beyond_tolerance_fails_loudly_and_keeps_the_figures(tiny_hf, tmp_path):
     from export.pipeline import ExportOptions, run_export
-    from shootout.errors import ShootoutError
+    from core.errors import ShootoutError
 
     opts = ExportOptions(out=tmp_path, quants=("Q8_0",), max_rel_logit_diff=1e-9)
     with pytest.raises(ShootoutError, match="parity check failed"):

@@ -114,7 +114,7 @@ def test_every_example_ends_with_eos_and_pad_differs(tiny_base):
 
     from finetune.data import ROLE_FROM_SHAREGPT
     from finetune.train import check_examples, ensure_pad, tokenize_conversations
-    from shootout.errors import ShootoutError
+    from core.errors import ShootoutError
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
     tok.pad_token = tok.eos_token  # the usual mistake: pad = EOS

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from export import chat_formats, gguf_meta, gotemplate, modelfile
-from shootout.errors import ShootoutError
+from core import chat, gotemplate
+from export import gguf_meta, modelfile
+from core.errors import ShootoutError
 from tests.conftest import ROOT, shootout
 
 TEMPLATES = ROOT / "tests" / "fixtures" / "chat_templates"
-EOS = {"llama3": "<|eot_id|>", "gemma": "<eos>", "mistral": "</s>", "phi3": "<|endoftext|>", "chatml": "<|im_end|>"}
-STOPS = {"llama3": "<|eot_id|>", "gemma": "<end_of_turn>", "phi3": "<|end|>", "chatml": "<|im_end|>",
+EOS = {"llama2": "</s>", "llama3": "<|eot_id|>", "gemma": "<eos>", "mistral": "</s>", "phi3": "<|endoftext|>", "chatml": "<|im_end|>"}
+STOPS = {"llama2": "[INST]", "llama3": "<|eot_id|>", "gemma": "<end_of_turn>", "phi3": "<|end|>", "chatml": "<|im_end|>",
          "mistral": "[INST]"}
 
 TWO_TURNS = [
@@ -48,7 +49,7 @@ def make_gguf(path: Path, *, template: str | None, arch: str = "llama", eos: str
     return path
 
 
-@pytest.mark.parametrize("family", sorted(chat_formats.FORMATS))
+@pytest.mark.parametrize("family", sorted(chat.FAMILIES))
 def test_go_template_renders_what_the_ggufs_own_template_renders(tmp_path, family):
     source = (TEMPLATES / f"{family}.jinja").read_text()
     gguf = make_gguf(tmp_path / f"m.{family}.Q4_K_M.gguf", template=source, eos=EOS[family])
@@ -57,7 +58,7 @@ def test_go_template_renders_what_the_ggufs_own_template_renders(tmp_path, famil
     assert spec.template_check == "equal"
     for conversation in (TWO_TURNS, ZERO_SHOT):
         ollama_prompt = gotemplate.render(spec.template, gotemplate.ollama_values(conversation))
-        hf_prompt = chat_formats.render_jinja(source, conversation, eos=EOS[family])
+        hf_prompt = chat.render_without_bos(source, conversation, bos="<s>", eos=EOS[family])
         assert ollama_prompt == hf_prompt
         assert ollama_prompt.count(conversation[-1]["content"]) == 1
     text = spec.path.read_text()
@@ -68,16 +69,16 @@ def test_go_template_renders_what_the_ggufs_own_template_renders(tmp_path, famil
 
 
 @pytest.mark.skipif(shutil.which("go") is None, reason="Go is not installed (the Python evaluator is used instead)")
-@pytest.mark.parametrize("family", sorted(chat_formats.FORMATS))
+@pytest.mark.parametrize("family", sorted(chat.FAMILIES))
 def test_real_go_text_template_agrees(tmp_path, family):
     data = gotemplate.ollama_values(TWO_TURNS)
-    tmpl = chat_formats.FORMATS[family].template
+    tmpl = chat.FAMILIES[family].go
     r = subprocess.run(["go", "run", str(ROOT / "tests" / "gotemplate" / "render.go")],
                        input=json.dumps({"template": tmpl, "data": data}), capture_output=True, text=True,
                        timeout=300, env={**os.environ, "GOCACHE": str(ROOT / ".cache" / "go-build")})
     assert r.returncode == 0, r.stderr
     assert r.stdout == gotemplate.render(tmpl, data)
-    assert r.stdout == chat_formats.render_jinja((TEMPLATES / f"{family}.jinja").read_text(), TWO_TURNS,
+    assert r.stdout == chat.render_without_bos((TEMPLATES / f"{family}.jinja").read_text(), TWO_TURNS,
                                                  eos=EOS[family])
 
 

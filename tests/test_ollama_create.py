@@ -114,7 +114,7 @@ def test_create_uploads_once_and_sends_the_modelfile(tmp_path, embedded_gguf, fa
 def test_create_error_from_the_server_is_one_clear_message(tmp_path, embedded_gguf, fake_ollama_create):
     from export import modelfile
     from export.ollama_create import OllamaCreator
-    from shootout.errors import ShootoutError
+    from core.errors import ShootoutError
 
     a, _ = _ladder(tmp_path, embedded_gguf)
     spec = modelfile.plan(a)

@@ -30,7 +30,7 @@ def make_backend(entry, cfg) -> Backend:
 
         return OllamaBackend(entry.tag, name=entry.name, num_ctx=cfg.setting(entry, "num_ctx"),
                              keep_alive=entry.options.keep_alive)
-    from shootout.errors import ShootoutError
+    from core.errors import ShootoutError
 
     raise ShootoutError(f"model '{entry.name}': backend '{entry.backend}' is not available in this build",
                         "use backend: llamacpp with a GGUF path")

@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmark.backends import templates
+from core import chat
 from benchmark.backends.base import Reply
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
 
 TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
 PARTIAL_PASS = 256  # candidates the grammar sees first when the sampled token is rejected
@@ -133,9 +133,9 @@ class LlamaCppBackend:
         raw = L.llama_model_chat_template(model, None)
         gguf_template = raw.decode("utf-8", "replace") if raw else None
         try:
-            self.template, self.template_source = templates.resolve(
+            self.template, self.template_source = chat.resolve(
                 gguf_template, self.template_override, _meta(L, model, "general.architecture"))
-        except templates.TemplateError as exc:
+        except chat.TemplateError as exc:
             self.close()
             raise ShootoutError(f"model '{self.name}': {exc}") from None
         # candidate buffers: the full vocabulary (for grammar passes) and a single token (for checks)
@@ -223,7 +223,7 @@ class LlamaCppBackend:
         return b"".join(self._piece_bytes(t, special=True) for t in tokens).decode("utf-8", "replace")
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        return templates.render(self.template, messages, bos_token=self.bos_text, eos_token=self.eos_text)
+        return chat.render(self.template, messages, bos_token=self.bos_text, eos_token=self.eos_text)
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         toks = self.tokenize(self.render(messages))

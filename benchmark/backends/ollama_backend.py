@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from benchmark.backends.base import Reply
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
 
 RETRIES = 3
 

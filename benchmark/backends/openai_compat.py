@@ -17,7 +17,7 @@ import urllib.request
 from typing import Any
 
 from benchmark.backends.base import Reply
-from shootout.errors import ShootoutError
+from core.errors import ShootoutError
 
 RETRIES = 3
 

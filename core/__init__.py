@@ -1,0 +1,1 @@
+"""What every stage shares: errors, system info, chat families, naming. Imports nothing heavy."""
