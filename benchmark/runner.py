@@ -1,9 +1,10 @@
-"""The iteration loop: ordering, warm-up, resume, progress, clean stop.
+"""The iteration loop: ordering, warm-up, resume, progress, clean stop. Task-agnostic: it asks the
+task for items, messages, the reply constraint and how to parse a reply, and stores what it gets.
 
-- Every model runs all of its calls in a row (one model in memory; the engine's prompt cache
-  keeps the shared few-shot prefix).
-- Each iteration shuffles the article order from the run's seed; every model sees the same order
-  and the same per-call sampling seed for a given (iteration, article).
+- Every arm (a model, or a model under one prompt variant) runs all of its calls in a row (one
+  model in memory; the engine's prompt cache keeps the shared few-shot prefix).
+- Each iteration shuffles the item order from the run's seed; every arm sees the same order and
+  the same per-call sampling seed for a given (iteration, item).
 - One uncounted warm-up call per model loads the weights and fills the prompt cache.
 - Every call is stored in its own transaction; re-running a run id skips stored calls.
 - Ctrl-C stops after the call in flight; a second Ctrl-C stops at once.
@@ -17,25 +18,25 @@ import signal
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from benchmark.backends import make_backend
-from benchmark.config import Config
-from benchmark.news import Article, load_articles
+from benchmark.config import Arm, Config
 from benchmark.store import Store
-from benchmark.tasks import get_task
+from benchmark.tasks import task_for
+from benchmark.tasks.base import Item, TaskInfo
 from core import sysinfo
 from core.errors import ShootoutError
 
 
-def call_seed(run_seed: int, iteration: int, article_id: str) -> int:
+def call_seed(run_seed: int, iteration: int, item_id: str) -> int:
     """The sampling seed of one call: the same for every model, different per iteration."""
-    return zlib.crc32(f"{run_seed}:{iteration}:{article_id}".encode()) & 0x7FFFFFFF
+    return zlib.crc32(f"{run_seed}:{iteration}:{item_id}".encode()) & 0x7FFFFFFF
 
 
-def iteration_order(article_ids: list[str], run_seed: int, iteration: int) -> list[str]:
-    order = list(article_ids)
+def iteration_order(item_ids: list[str], run_seed: int, iteration: int) -> list[str]:
+    order = list(item_ids)
     random.Random(f"{run_seed}:order:{iteration}").shuffle(order)
     return order
 
@@ -83,58 +84,64 @@ class Runner:
         self.cfg = cfg
         self.store = store
         self.run_id = run_id
-        self.task = get_task(cfg.task)
+        self.task = task_for(cfg)
         self.progress = progress
         self.backend_factory = backend_factory
-        self.models = [m for m in cfg.models if not models or m.name in models]
+        arms = cfg.arms(self.task.variants)
         if models:
-            unknown = set(models) - {m.name for m in cfg.models}
+            known = {a.entry.name for a in arms} | {a.name for a in arms}
+            unknown = set(models) - known
             if unknown:
                 raise ShootoutError(f"--model names unknown models: {', '.join(sorted(unknown))}",
                                     f"known: {', '.join(m.name for m in cfg.models)}")
+        self.all_arms = arms
+        self.arms = [a for a in arms if not models or a.entry.name in models or a.name in models]
         from rich.console import Console
 
         self.console = console or Console(stderr=True)
 
     # ------------------------------------------------------------------ setup
     def _warn(self, msg: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {msg}")
+        from rich.markup import escape
 
-    def prepare(self) -> tuple[str, int, int, list[Article]]:
-        """(run id, seed, iterations, articles) for a new run, or those stored for a resumed one."""
+        self.console.print(f"[yellow]warning:[/] {escape(msg)}")
+
+    def prepare(self) -> tuple[str, int, int, list[Item]]:
+        """(run id, seed, iterations, items) for a new run, or those stored for a resumed one."""
         run = self.store.run(self.run_id) if self.run_id else None
         if run is None:
             run_id = self.run_id or new_run_id()
-            articles = load_articles(self.cfg, warn=self._warn)
+            items = self.task.load_items(self.cfg, warn=self._warn)
+            if not items:
+                raise ShootoutError(f"task '{self.task.name}' has no items to ask about",
+                                    "check the task's data settings in config.yaml")
             settings = json.loads(self.cfg.model_dump_json())
-            self.store.create_run(run_id, task=self.cfg.task, seed=self.cfg.run.seed,
+            self.store.create_run(run_id, task=self.task.name, seed=self.cfg.run.seed,
                                   iterations=self.cfg.run.iterations, config_path=self.cfg.source,
                                   config_text=self.cfg.text, settings=settings, versions=sysinfo.versions(),
-                                  hardware=sysinfo.hardware(), articles=articles)
-            return run_id, self.cfg.run.seed, self.cfg.run.iterations, articles
+                                  hardware=sysinfo.hardware(), items=items,
+                                  task_info=asdict(TaskInfo.of(self.task)))
+            return run_id, self.cfg.run.seed, self.cfg.run.iterations, items
         if run["config_text"] != self.cfg.text:
             self._warn(f"config differs from the one run {self.run_id} started with; resuming with the stored "
-                       "articles, seed and iteration count, and the current model list")
-        if run["task"] != self.cfg.task:
-            raise ShootoutError(f"run {self.run_id} was a '{run['task']}' run; the config now says '{self.cfg.task}'",
+                       "items, seed and iteration count, and the current model list")
+        if run["task"] != self.task.name:
+            raise ShootoutError(f"run {self.run_id} was a '{run['task']}' run; the config now says '{self.task.name}'",
                                 "start a new run (omit --run-id) or restore the task in config.yaml")
-        articles = [Article(id=r["article_id"], ticker=r["ticker"], company=r["company"], title=r["title"],
-                            url=r["url"], published=r["published"], text=r["text"],
-                            expected_sentiment=r["expected_sentiment"]) for r in self.store.articles(self.run_id)]
-        return self.run_id, run["seed"], run["iterations"], articles
+        return self.run_id, run["seed"], run["iterations"], self.store.items(self.run_id)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> RunResult:
-        run_id, seed, iterations, articles = self.prepare()
+        run_id, seed, iterations, items = self.prepare()
         self.run_id = run_id
-        by_id = {a.id: a for a in articles}
-        orders = [iteration_order([a.id for a in articles], seed, it) for it in range(iterations)]
+        by_id = {i.id: i for i in items}
+        orders = [iteration_order([i.id for i in items], seed, it) for it in range(iterations)]
         plan = []
-        for entry in self.models:
-            done = self.store.done_keys(run_id, entry.name)
-            todo = [(it, pos, by_id[aid]) for it in range(iterations) for pos, aid in enumerate(orders[it])
-                    if (it, aid) not in done]
-            plan.append((entry, todo, len(done)))
+        for arm in self.arms:
+            done = self.store.done_keys(run_id, arm.name)
+            todo = [(it, pos, by_id[iid]) for it in range(iterations) for pos, iid in enumerate(orders[it])
+                    if (it, iid) not in done]
+            plan.append((arm, todo, len(done)))
         result = RunResult(run_id=run_id, skipped=sum(n for _, _, n in plan))
         total = sum(len(t) for _, t, _ in plan)
         if result.skipped:
@@ -150,60 +157,70 @@ class Runner:
                 _StopFlag(lambda: self.console.print(
                     "[yellow]stopping after the call in flight (Ctrl-C again to stop at once)[/]")) as stop:
             overall = bar.add_task("all models", total=total, valid="-")
-            for entry, todo, _ in plan:
+            for arm, todo, _ in plan:
                 if stop.requested:
                     break
                 if not todo:
                     continue
-                stored = self._run_model(entry, todo, seed, bar, overall, stop)
-                result.per_model[entry.name] = stored
+                stored = self._run_arm(arm, todo, seed, bar, overall, stop)
+                result.per_model[arm.name] = stored
                 result.stored += stored
             result.stopped = stop.requested
-        # finished once every model of the config has every call (a --model subset leaves it open)
-        if not result.stopped and self.store.count_calls(run_id) >= iterations * len(articles) * len(self.cfg.models):
+        # finished once every arm of the config has every call (a --model subset leaves it open)
+        if not result.stopped and self.store.count_calls(run_id) >= iterations * len(items) * len(self.all_arms):
             self.store.finish_run(run_id)
         return result
 
-    def _run_model(self, entry, todo, seed, bar, overall, stop) -> int:
-        cfg, task = self.cfg, self.task
-        temperature = cfg.setting(entry, "temperature")
+    def _ask(self, backend, arm: Arm, item: Item, *, seed: int, max_tokens: int):
+        """One call: (reply, answer). Generation constrained by the task, or label scoring."""
+        task, cfg = self.task, self.cfg
+        messages = task.messages(item, arm.entry.prompt_style, arm.variant, arm.entry.system_prompt)
+        if getattr(getattr(task, "spec", None), "decoding", "generate") == "logprob":
+            if not hasattr(backend, "score_choices"):
+                raise ShootoutError(f"model '{arm.entry.name}': task.decoding: logprob needs the llamacpp backend",
+                                    "use decoding: generate for Ollama and OpenAI-compatible servers")
+            scored = backend.score_choices(messages, task.choices())
+            return scored.reply, task.answer_from_probs(scored.probs)
+        constraint = task.constraint() if cfg.run.structured_output else None
+        reply = backend.chat(messages, schema=constraint.schema if constraint else None,
+                             grammar=constraint.grammar if constraint else None,
+                             temperature=cfg.setting(arm.entry, "temperature"), seed=seed, max_tokens=max_tokens)
+        return reply, task.parse(reply.text)
+
+    def _run_arm(self, arm: Arm, todo, seed, bar, overall, stop) -> int:
+        cfg, task, entry = self.cfg, self.task, arm.entry
         max_tokens = cfg.setting(entry, "num_predict")
-        schema = task.schema if cfg.run.structured_output else None
-        mtask = bar.add_task(entry.name, total=len(todo), valid="-")
+        mtask = bar.add_task(arm.name, total=len(todo), valid="-")
         backend = self.backend_factory(entry, cfg)
         stored = valid = 0
         try:
             load_s = backend.load()
             warm_s = warm_tokens = None
             if cfg.run.warmup:
-                w = task.warmup_article
-                reply = backend.chat(task.messages(w["company"], w["text"], entry.prompt_style, entry.system_prompt),
-                                     schema=schema, temperature=temperature, seed=seed, max_tokens=16)
+                reply, _ = self._ask(backend, arm, task.warmup_item(), seed=seed, max_tokens=16)
                 warm_s, warm_tokens = reply.wall_seconds, reply.prompt_tokens
-            self.store.add_model_load(self.run_id, entry.name, entry.backend, load_s, warm_s, warm_tokens,
+            self.store.add_model_load(self.run_id, arm.name, entry.backend, load_s, warm_s, warm_tokens,
                                       backend.engine_info())
-            for it, pos, art in todo:
+            for it, pos, item in todo:
                 if stop.requested:
                     break
                 t0 = time.perf_counter()
-                messages = task.messages(art.company, art.text, entry.prompt_style, entry.system_prompt)
-                cseed = call_seed(seed, it, art.id)
-                reply = backend.chat(messages, schema=schema, temperature=temperature, seed=cseed,
-                                     max_tokens=max_tokens)
-                parsed = task.parse(reply.text)
+                cseed = call_seed(seed, it, item.id)
+                reply, answer = self._ask(backend, arm, item, seed=cseed, max_tokens=max_tokens)
                 wall = time.perf_counter() - t0
-                row = {"run_id": self.run_id, "model": entry.name, "family": entry.family, "quant": entry.quant,
-                       "backend": entry.backend, "prompt_style": entry.prompt_style, "iteration": it,
-                       "article_id": art.id, "position": pos, "seed": cseed, "raw_text": reply.text,
-                       "valid": int(parsed.valid), "error": parsed.error, "reasoning": parsed.reasoning,
-                       "sentiment": parsed.sentiment, "confidence": parsed.confidence,
+                row = {"run_id": self.run_id, "model": arm.name, "family": entry.family, "quant": entry.quant,
+                       "backend": entry.backend, "prompt_style": entry.prompt_style, "variant": arm.variant,
+                       "iteration": it, "item_id": item.id, "position": pos, "seed": cseed, "raw_text": reply.text,
+                       "valid": int(answer.valid), "error": answer.error, "answer_json": answer.fields_json(),
+                       "label": answer.label, "value": answer.value, "confidence": answer.confidence,
+                       "label_probs_json": json.dumps(answer.label_probs) if answer.label_probs else None,
                        "finish_reason": reply.finish_reason, "prompt_tokens": reply.prompt_tokens,
                        "cached_tokens": reply.cached_tokens, "completion_tokens": reply.completion_tokens,
                        "prompt_seconds": reply.prompt_seconds, "gen_seconds": reply.gen_seconds,
                        "wall_seconds": wall}
                 if self.store.add_call(row):
                     stored += 1
-                    valid += parsed.valid
+                    valid += answer.valid
                 bar.update(mtask, advance=1, valid=f"{valid}/{stored}")
                 bar.update(overall, advance=1)
         finally:

@@ -1,7 +1,10 @@
 """SQLite results store: one row per model call, one transaction per call, WAL journal.
 
-A run row keeps the config text, package versions and hardware. The (run, model, iteration,
-article) key is unique, so a resumed run can never store a call twice.
+A run row keeps the config text, the task's description, package versions and hardware; the
+items a run asks about are stored with it, so a report never depends on files that may change.
+The (run, model, iteration, item) key is unique, so a resumed run can never store a call twice.
+Opening a database migrates it to the current layout (``benchmark.migrations``); a file that is
+not a gguf-shootout database is refused before anything is written to it.
 """
 
 from __future__ import annotations
@@ -12,68 +15,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-SCHEMA_VERSION = 1
+from benchmark import migrations
+from core.errors import ShootoutError
 
-DDL = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL,
-    finished_at TEXT,
-    task TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    iterations INTEGER NOT NULL,
-    config_path TEXT,
-    config_text TEXT NOT NULL,
-    settings_json TEXT NOT NULL,
-    versions_json TEXT NOT NULL,
-    hardware_json TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS articles (
-    run_id TEXT NOT NULL REFERENCES runs(run_id),
-    article_id TEXT NOT NULL,
-    ticker TEXT, company TEXT, title TEXT, url TEXT, published TEXT,
-    text TEXT NOT NULL,
-    expected_sentiment REAL,
-    PRIMARY KEY (run_id, article_id)
-);
-CREATE TABLE IF NOT EXISTS model_loads (
-    id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL REFERENCES runs(run_id),
-    model TEXT NOT NULL,
-    backend TEXT NOT NULL,
-    load_seconds REAL,
-    warmup_seconds REAL,
-    warmup_prompt_tokens INTEGER,
-    engine_json TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS calls (
-    id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL REFERENCES runs(run_id),
-    model TEXT NOT NULL,
-    family TEXT, quant TEXT, backend TEXT, prompt_style TEXT,
-    iteration INTEGER NOT NULL,
-    article_id TEXT NOT NULL,
-    position INTEGER,
-    seed INTEGER,
-    raw_text TEXT,
-    valid INTEGER NOT NULL,
-    error TEXT,
-    reasoning TEXT, sentiment REAL, confidence REAL,
-    finish_reason TEXT,
-    prompt_tokens INTEGER, cached_tokens INTEGER, completion_tokens INTEGER,
-    prompt_seconds REAL, gen_seconds REAL, wall_seconds REAL,
-    created_at TEXT NOT NULL,
-    UNIQUE (run_id, model, iteration, article_id)
-);
-CREATE INDEX IF NOT EXISTS calls_run_model ON calls(run_id, model);
-"""
-
-CALL_FIELDS = ("run_id", "model", "family", "quant", "backend", "prompt_style", "iteration", "article_id",
-               "position", "seed", "raw_text", "valid", "error", "reasoning", "sentiment", "confidence",
-               "finish_reason", "prompt_tokens", "cached_tokens", "completion_tokens", "prompt_seconds",
-               "gen_seconds", "wall_seconds", "created_at")
+CALL_FIELDS = ("run_id", "model", "family", "quant", "backend", "prompt_style", "variant", "iteration", "item_id",
+               "position", "seed", "raw_text", "valid", "error", "answer_json", "label", "value", "confidence",
+               "label_probs_json", "finish_reason", "prompt_tokens", "cached_tokens", "completion_tokens",
+               "prompt_seconds", "gen_seconds", "wall_seconds", "created_at")
 
 
 def now_iso() -> str:
@@ -81,16 +29,34 @@ def now_iso() -> str:
 
 
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, create: bool = True):
         self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise ShootoutError(f"results database not found: {self.path}", "pass the file a run wrote (run.database)")
+        if self.path.exists() and not self.path.is_file():
+            raise ShootoutError(f"results database {self.path} is a folder, not a file",
+                                "point run.database (or --db) at a file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
         self.db.row_factory = sqlite3.Row
+        try:
+            found = migrations.version(self.db)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise ShootoutError(f"{self.path} is not an SQLite database ({exc})",
+                                "pass the results file a run wrote (run.database), or a new file name") from None
+        if found is None:
+            self.db.close()
+            raise ShootoutError(f"{self.path} is an SQLite database of another program; gguf-shootout leaves it "
+                                "untouched", "name a new file (run.database or --db) for the results")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(DDL)
-        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        try:
+            migrations.migrate(self.db)
+        except ValueError as exc:
+            self.db.close()
+            raise ShootoutError(f"{self.path}: {exc}", "upgrade gguf-shootout, or name a new results file") from None
 
     def close(self) -> None:
         self.db.close()
@@ -103,22 +69,30 @@ class Store:
 
     # ----------------------------------------------------------------- runs
     def create_run(self, run_id: str, *, task: str, seed: int, iterations: int, config_path: str | None,
-                   config_text: str, settings: dict, versions: dict, hardware: dict,
-                   articles: Iterable[Any]) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
+                   config_text: str, settings: dict, versions: dict, hardware: dict, items: Iterable[Any],
+                   task_info: dict | None = None) -> None:
+        rows = [(run_id, it.id, pos, it.split, it.text, it.label, it.value, json.dumps(it.fields, ensure_ascii=False))
+                for pos, it in enumerate(items)]
+        self.db.execute("BEGIN")
+        try:
             self.db.execute(
                 "INSERT INTO runs (run_id, created_at, task, seed, iterations, config_path, config_text,"
-                " settings_json, versions_json, hardware_json) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " settings_json, versions_json, hardware_json, task_json) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, now_iso(), task, seed, iterations, config_path, config_text, json.dumps(settings),
-                 json.dumps(versions), json.dumps(hardware)))
-            self.db.executemany(
-                "INSERT INTO articles VALUES (?,?,?,?,?,?,?,?,?)",
-                [(run_id, a.id, a.ticker, a.company, a.title, a.url, a.published, a.text, a.expected_sentiment)
-                 for a in articles])
+                 json.dumps(versions), json.dumps(hardware), json.dumps(task_info or {})))
+            self.db.executemany("INSERT INTO items (run_id, item_id, position, split, text, target_label, "
+                                "target_value, fields_json) VALUES (?,?,?,?,?,?,?,?)", rows)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def run(self, run_id: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+
+    def task_info(self, run_id: str) -> dict:
+        row = self.run(run_id)
+        return json.loads(row["task_json"] or "{}") if row else {}
 
     def latest_run_id(self) -> str | None:
         row = self.db.execute("SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
@@ -130,13 +104,17 @@ class Store:
     def finish_run(self, run_id: str) -> None:
         self.db.execute("UPDATE runs SET finished_at=? WHERE run_id=?", (now_iso(), run_id))
 
-    def articles(self, run_id: str) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM articles WHERE run_id=? ORDER BY rowid", (run_id,)).fetchall()
+    def items(self, run_id: str) -> list:
+        """The run's items, in their stored order."""
+        from benchmark.tasks.base import Item
+
+        rows = self.db.execute("SELECT * FROM items WHERE run_id=? ORDER BY position", (run_id,)).fetchall()
+        return [Item(id=r["item_id"], text=r["text"], label=r["target_label"], value=r["target_value"],
+                     split=r["split"], fields=json.loads(r["fields_json"] or "{}")) for r in rows]
 
     # ----------------------------------------------------------------- calls
     def done_keys(self, run_id: str, model: str) -> set[tuple[int, str]]:
-        rows = self.db.execute("SELECT iteration, article_id FROM calls WHERE run_id=? AND model=?",
-                               (run_id, model))
+        rows = self.db.execute("SELECT iteration, item_id FROM calls WHERE run_id=? AND model=?", (run_id, model))
         return {(r[0], r[1]) for r in rows}
 
     def add_call(self, row: dict[str, Any]) -> bool:
@@ -147,6 +125,19 @@ class Store:
             f"INSERT OR IGNORE INTO calls ({', '.join(CALL_FIELDS)}) VALUES ({', '.join('?' * len(CALL_FIELDS))})",
             values)
         return cur.rowcount == 1
+
+    def add_calls(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Many calls in one transaction (synthetic results, merges)."""
+        stamp = now_iso()
+        values = [[{**r, "created_at": r.get("created_at") or stamp}.get(k) for k in CALL_FIELDS] for r in rows]
+        self.db.execute("BEGIN")
+        try:
+            self.db.executemany(f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) "
+                                f"VALUES ({', '.join('?' * len(CALL_FIELDS))})", values)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def add_model_load(self, run_id: str, model: str, backend: str, load_seconds: float | None,
                        warmup_seconds: float | None, warmup_prompt_tokens: int | None, engine: dict) -> None:

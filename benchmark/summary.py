@@ -1,45 +1,49 @@
-"""The per-model table printed after a run: a few columns of the report's per-model metrics."""
+"""The per-model table printed after a run: a few columns of the report's per-model metrics,
+labelled and formatted from the metric table."""
 
 from __future__ import annotations
 
 from benchmark.store import Store
 
-COLUMNS = [
-    ("model", "model"), ("quant", "quant"), ("calls", "calls"), ("valid_rate", "valid JSON"),
-    ("mean_sentiment", "mean sentiment"), ("sentiment_variance", "mean per-article var"),
-    ("mean_confidence", "mean confidence"), ("s_per_sample", "s / sample"), ("gen_tok_s", "gen tok/s"),
-]
+COLUMNS = {
+    "value": ["valid_rate", "mean_value", "value_variance", "mean_confidence", "s_per_sample", "gen_tok_s"],
+    "label": ["accuracy", "macro_f1", "vote_accuracy", "invalid_rate", "s_per_sample", "gen_tok_s"],
+}
 
 
-def model_summary(store: Store, run_id: str) -> list[dict]:
-    """One row per model (see ``benchmark.stats.per_model`` for the definitions)."""
-    from benchmark import stats
+def model_summary(store: Store, run_id: str) -> tuple[dict, list[dict]]:
+    """(the run's task, one row per model): see ``benchmark.report.details`` for the definitions."""
+    from benchmark.report import details
 
-    calls, arts, loads = stats.load_frames(store, run_id)
-    if calls.empty:
-        return []
-    df = stats.per_model(calls, arts, loads)
+    task, df = details(store, run_id)
+    if df is None or df.empty:
+        return task, []
     df = df.astype(object).where(df.notna(), None)
-    return df[[k for k, _ in COLUMNS]].to_dict("records")
+    keep = ["model", "quant", "calls"] + [c for c in COLUMNS[task.get("kind", "value")] if c in df]
+    return task, df[keep].to_dict("records")
 
 
-def render_table(rows: list[dict], title: str):
+def render_table(task: dict, rows: list[dict], title: str):
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
-    for key, label in COLUMNS:
-        table.add_column(label, justify="left" if key in ("model", "quant") else "right", no_wrap=key == "model")
+    from benchmark import metrics as M
+
+    table = Table(title=escape(title))
+    cols = list(rows[0]) if rows else ["model", "quant", "calls"]
+    value_name, noun = task.get("value_name") or "value", task.get("item_noun") or "item"
+    for key in cols:
+        m = M.metric(key, value_name, noun)
+        label = key if key in ("model", "quant", "calls") else (m.short or m.label)
+        table.add_column(escape(label), justify="left" if key in ("model", "quant") else "right",
+                         no_wrap=key == "model")
     for r in rows:
         cells = []
-        for key, _ in COLUMNS:
+        for key in cols:
             v = r[key]
-            if v is None:
-                cells.append("-")
-            elif key == "valid_rate":
-                cells.append(f"{v:.0%}")
-            elif isinstance(v, float):
-                cells.append(f"{v:.1f}" if key == "gen_tok_s" else f"{v:.3f}")
+            if key in ("model", "quant", "calls"):
+                cells.append(escape(str(v)) if v is not None else "-")
             else:
-                cells.append(str(v))
+                cells.append(M.metric(key, value_name, noun).text(v))
         table.add_row(*cells)
     return table

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.news import Article
-from benchmark.store import CALL_FIELDS, Store
+from benchmark.store import Store
+from benchmark.tasks.base import Item
 
 
 @dataclass
@@ -42,8 +42,8 @@ def calls_frame(models: list[SynthModel], n_articles: int, n_iterations: int, se
         wall = m.seconds * rng.lognormal(0, 0.1, n)
         frames.append(pd.DataFrame({
             "model": m.name, "family": m.family, "quant": m.quant, "backend": "llamacpp",
-            "prompt_style": "few_shot", "iteration": it, "article_id": art_ids[art_idx], "valid": valid,
-            "sentiment": np.where(valid, np.round(sent, 2), np.nan),
+            "prompt_style": "few_shot", "iteration": it, "item_id": art_ids[art_idx], "valid": valid,
+            "value": np.where(valid, np.round(sent, 2), np.nan),
             "confidence": np.where(valid, np.round(rng.uniform(0.5, 1.0, n), 2), np.nan),
             "finish_reason": "stop", "prompt_tokens": 700, "cached_tokens": 650, "completion_tokens": 60,
             "prompt_seconds": 0.1 * wall, "gen_seconds": 0.85 * wall, "wall_seconds": wall,
@@ -53,25 +53,26 @@ def calls_frame(models: list[SynthModel], n_articles: int, n_iterations: int, se
     return df
 
 
+SENTIMENT_TASK = {"name": "sentiment", "kind": "value", "item_noun": "article", "value_name": "sentiment",
+                  "labels": [], "variants": [None]}
+
+
 def write_db(path: str | Path, models: list[SynthModel], n_articles: int, n_iterations: int, seed: int = 0,
              run_id: str = "synthetic", pairs: list[tuple[str, str]] | None = None) -> str:
     df = calls_frame(models, n_articles, n_iterations, seed)
     truth = df.attrs["truth"]
-    arts = [Article(id=a, ticker=f"T{i % 50:02d}", company=f"Company {i % 50}", title=f"Synthetic article {i}",
-                    url=f"synthetic://{a}", text="synthetic", expected_sentiment=round(float(t), 2))
-            for i, (a, t) in enumerate(truth.items())]
+    items = [Item(id=a, text="synthetic", value=round(float(t), 2),
+                  fields={"ticker": f"T{i % 50:02d}", "company": f"Company {i % 50}", "title": f"Synthetic article {i}",
+                          "url": f"synthetic://{a}"})
+             for i, (a, t) in enumerate(truth.items())]
     with Store(path) as store:
         store.create_run(run_id, task="sentiment", seed=seed, iterations=n_iterations, config_path=None,
                          config_text="# synthetic", settings={"compare": [list(p) for p in (pairs or [])]},
-                         versions={}, hardware={}, articles=arts)
-        df = df.assign(run_id=run_id, position=0, seed=0, raw_text="{}", error=None, reasoning="synthetic",
+                         versions={}, hardware={}, items=items, task_info=SENTIMENT_TASK)
+        df = df.assign(run_id=run_id, position=0, seed=0, raw_text="{}", error=None, variant=None,
                        created_at="2026-01-01T00:00:00Z")
         df["valid"] = df["valid"].astype(int)
-        rows = df[list(CALL_FIELDS)].astype(object).where(df[list(CALL_FIELDS)].notna(), None).itertuples(index=False)
-        store.db.execute("BEGIN")
-        store.db.executemany(f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) VALUES ({', '.join('?' * len(CALL_FIELDS))})",
-                             rows)
-        store.db.execute("COMMIT")
+        store.add_calls(df.astype(object).where(df.notna(), None).to_dict("records"))
         for m in models:
             store.add_model_load(run_id, m.name, "llamacpp", 0.5, 0.2, 700, {})
     return run_id

@@ -13,7 +13,7 @@ import time
 from _common import embedded_model, machine, table
 
 from benchmark.backends.llamacpp import LlamaCppBackend, schema_to_gbnf
-from benchmark.news import load_snapshot
+from benchmark.tasks.sentiment.news import load_snapshot
 from benchmark.tasks.sentiment import SENTIMENT
 
 
@@ -27,12 +27,12 @@ def main() -> None:
     args = ap.parse_args()
     path = args.model or str(embedded_model())
     arts = load_snapshot()
-    prompts = [SENTIMENT.messages(a.company, a.text, "few_shot") for a in (arts * 3)[: args.n]]
+    prompts = [SENTIMENT.messages(a.to_item(), "few_shot") for a in (arts * 3)[: args.n]]
 
     eng = LlamaCppBackend(path, chat_template="gemma", n_gpu_layers=args.gpu_layers)
     eng.load()
     results = {}
-    for label, mode, schema in [("fast constrained (this engine)", "fast", SENTIMENT.schema),
+    for label, mode, schema in [("fast constrained (this engine)", "fast", SENTIMENT.constraint().schema),
                                 ("unconstrained (this engine)", "fast", None)]:
         eng.grammar_mode = mode
         toks = secs = valid = 0
@@ -55,7 +55,7 @@ def main() -> None:
 
     llm = Llama(path, n_ctx=2048, n_batch=512, verbose=False, seed=0,
                 n_gpu_layers=args.gpu_layers if args.gpu_layers is not None else 0)
-    grammar = LlamaGrammar.from_string(schema_to_gbnf(__import__("json").dumps(SENTIMENT.schema)), verbose=False)
+    grammar = LlamaGrammar.from_string(schema_to_gbnf(__import__("json").dumps(SENTIMENT.constraint().schema)), verbose=False)
     toks = secs = valid = 0
     for i, text in enumerate(prompt_texts):
         llama_cpp.llama_perf_context_reset(llm._ctx.ctx)

@@ -58,7 +58,7 @@ def main() -> None:
     data = out / "train.sharegpt.jsonl"
     rows = synthetic_sharegpt(512)
     if a.context_chars:
-        from benchmark.news import load_snapshot
+        from benchmark.tasks.sentiment.news import load_snapshot
 
         news = " ".join(x.text for x in load_snapshot())
         for i, r in enumerate(rows):

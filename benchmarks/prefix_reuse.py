@@ -12,7 +12,7 @@ import statistics
 from _common import embedded_model, machine, table
 
 from benchmark.backends.llamacpp import LlamaCppBackend
-from benchmark.news import load_snapshot
+from benchmark.tasks.sentiment.news import load_snapshot
 from benchmark.tasks.sentiment import SENTIMENT
 
 
@@ -26,27 +26,27 @@ def main() -> None:
     eng = LlamaCppBackend(path, chat_template="gemma", n_gpu_layers=args.gpu_layers)
     eng.load()
     arts = load_snapshot()[: args.n]
-    warm = SENTIMENT.messages(arts[0].company, arts[0].text, "few_shot")
-    eng.chat(warm, schema=SENTIMENT.schema, temperature=0.0, max_tokens=8)
+    warm = SENTIMENT.messages(arts[0].to_item(), "few_shot")
+    eng.chat(warm, schema=SENTIMENT.constraint().schema, temperature=0.0, max_tokens=8)
     lat = {"reuse": [], "no reuse": []}
     prompt_eval = {"reuse": [], "no reuse": []}
     cached = []
     for i, a in enumerate(arts):
-        m = SENTIMENT.messages(a.company, a.text, "few_shot")
+        m = SENTIMENT.messages(a.to_item(), "few_shot")
         for mode in (("reuse", "no reuse") if i % 2 == 0 else ("no reuse", "reuse")):
             if mode == "no reuse":
                 eng.clear_cache()
             else:  # put the cache back to "prefix of the previous article", as in a run
                 prev = arts[i - 1] if i else arts[-1]
                 eng.clear_cache()
-                eng.chat(SENTIMENT.messages(prev.company, prev.text, "few_shot"), schema=SENTIMENT.schema,
+                eng.chat(SENTIMENT.messages(prev.to_item(), "few_shot"), schema=SENTIMENT.constraint().schema,
                          temperature=0.0, max_tokens=1)
-            r = eng.chat(m, schema=SENTIMENT.schema, temperature=0.0, seed=i, max_tokens=160)
+            r = eng.chat(m, schema=SENTIMENT.constraint().schema, temperature=0.0, seed=i, max_tokens=160)
             lat[mode].append(r.wall_seconds)
             prompt_eval[mode].append(r.prompt_seconds)
             if mode == "reuse":
                 cached.append(r.cached_tokens)
-    prompt_len = len(eng.prompt_tokens(SENTIMENT.messages(arts[0].company, arts[0].text, "few_shot")))
+    prompt_len = len(eng.prompt_tokens(SENTIMENT.messages(arts[0].to_item(), "few_shot")))
     eng.close()
     base = statistics.fmean(lat["no reuse"])
     rows = [[k, statistics.fmean(v), statistics.fmean(prompt_eval[k]), base / statistics.fmean(v)] for k, v in lat.items()]

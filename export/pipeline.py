@@ -48,6 +48,17 @@ class ExportOptions:
     max_rel_logit_diff: float = 0.01   # parity: max |diff| / max |logit|
     min_top1: float = 0.99             # parity: same top token share
     smoke_max_tokens: int = 256
+    task: object = None                # the benchmark task whose prompts the checks use (default: sentiment)
+    items: list = field(default_factory=list)  # its items (default: the news snapshot)
+
+    def check_task(self):
+        """(task, items) for the checks: the given task, else financial sentiment on the snapshot."""
+        if self.task is not None and self.items:
+            return self.task, self.items
+        from benchmark.tasks.sentiment import SENTIMENT
+        from benchmark.tasks.sentiment.news import load_snapshot
+
+        return SENTIMENT, [a.to_item() for a in load_snapshot()]
 
 
 @dataclass
@@ -231,7 +242,7 @@ def _verify(src: Path, kind: str, paths: dict[str, Path], opts: ExportOptions, o
         if "F16" not in rebuilt and old.get("parity", {}).get("passed"):
             out["parity"] = old["parity"]
         else:
-            prompts = verify.task_prompts(opts.parity_prompts)
+            prompts = verify.task_prompts(*opts.check_task(), opts.parity_prompts)
             if kind == "hf":
                 p = verify.parity_hf(src, f16, prompts)
                 rel = p["max_abs_logit_diff"] / max(1.0, p["max_abs_logit"])
@@ -254,7 +265,7 @@ def _verify(src: Path, kind: str, paths: dict[str, Path], opts: ExportOptions, o
                 f"{res.manifest_path}")
     eng = verify._engine(f16, tmpl)
     try:
-        token_sets = verify.prompt_token_sets(eng, verify.task_prompts(opts.kld_prompts))
+        token_sets = verify.prompt_token_sets(eng, verify.task_prompts(*opts.check_task(), opts.kld_prompts))
     finally:
         eng.close()
     out["quant_quality"] = {}
@@ -272,8 +283,8 @@ def _verify(src: Path, kind: str, paths: dict[str, Path], opts: ExportOptions, o
             out["smoke"][q] = prev
         else:
             with console.status(f"verify: smoke call on {q}"):
-                out["smoke"][q] = verify.smoke(path, tmpl, opts.smoke_max_tokens)
-    out["kld_prompts"] = {"task": "sentiment", "style": "zero_shot", "articles": opts.kld_prompts,
+                out["smoke"][q] = verify.smoke(path, tmpl, *opts.check_task(), opts.smoke_max_tokens)
+    out["kld_prompts"] = {"task": opts.check_task()[0].name, "style": "zero_shot", "items": opts.kld_prompts,
                           "positions": sum(len(t) for t in token_sets)}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out

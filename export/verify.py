@@ -18,13 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.backends.llamacpp import LlamaCppBackend
-from benchmark.news import load_snapshot
-from benchmark.tasks.sentiment import SENTIMENT
 
 
-def task_prompts(n: int) -> list[list[dict[str, str]]]:
-    """Zero-shot sentiment prompts over the first ``n`` articles of the news snapshot."""
-    return [SENTIMENT.messages(a.company, a.text, "zero_shot") for a in load_snapshot(max_articles=n)]
+def task_prompts(task, items, n: int) -> list[list[dict[str, str]]]:
+    """The task's zero-shot prompts over its first ``n`` items."""
+    return [task.messages(item, "zero_shot") for item in items[:n]]
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -133,16 +131,16 @@ def parity_hf(folder: Path, f16: Path, prompts) -> dict:
         out.close()
 
 
-def smoke(path: Path, chat_template: str | None = None, max_tokens: int = 256) -> dict:
-    """One few-shot task call, schema-constrained, temperature 0."""
-    art = load_snapshot(max_articles=1)[0]
+def smoke(path: Path, chat_template: str | None, task, items, max_tokens: int = 256) -> dict:
+    """One few-shot call of the task on its first item, constrained, temperature 0."""
     b = _engine(path, chat_template, n_ctx=4096)
+    c = task.constraint()
     try:
-        r = b.chat(SENTIMENT.messages(art.company, art.text, "few_shot"), schema=SENTIMENT.schema,
+        r = b.chat(task.messages(items[0], "few_shot"), schema=c.schema, grammar=c.grammar,
                    temperature=0.0, max_tokens=max_tokens)
     finally:
         b.close()
-    parsed = SENTIMENT.parse(r.text)
+    parsed = task.parse(r.text)
     return {"finish": r.finish_reason, "valid": parsed.valid, "error": parsed.error,
             "completion_tokens": r.completion_tokens, "ok": r.finish_reason == "stop" and parsed.valid,
             "reply": r.text[:300]}

@@ -23,33 +23,6 @@ def _console():
     return Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
-def _store_for(config: Path | None, db: Path | None):
-    from benchmark.store import Store
-
-    if db is not None:
-        if not db.is_file():
-            raise ShootoutError(f"results database not found: {db}", "pass the file a run wrote (run.database)")
-        return Store(db)
-    from benchmark.config import load_config
-
-    cfg = load_config(config or Path("config.yaml"), check_files=False)
-    path = cfg.resolve(cfg.run.database)
-    if not path.is_file():
-        raise ShootoutError(f"results database not found: {path}", "run `shootout run` (or `shootout demo`) first")
-    return Store(path)
-
-
-def _pick_run(store, run_id: str | None) -> str:
-    if run_id:
-        if store.run(run_id) is None:
-            raise ShootoutError(f"no run '{run_id}' in {store.path}", f"runs there: {', '.join(store.run_ids()) or 'none'}")
-        return run_id
-    latest = store.latest_run_id()
-    if latest is None:
-        raise ShootoutError(f"{store.path} holds no runs", "run `shootout run` first")
-    return latest
-
-
 def _run(cfg, run_id: str | None, resume: bool, models: list[str] | None, progress: bool) -> str:
     from benchmark.runner import Runner
     from benchmark.store import Store
@@ -66,8 +39,8 @@ def _run(cfg, run_id: str | None, resume: bool, models: list[str] | None, progre
                     break
         runner = Runner(cfg, store, run_id=run_id, console=console, progress=progress, models=models)
         result = runner.run()
-        rows = model_summary(store, result.run_id)
-        console.print(render_table(rows, f"run {result.run_id} ({store.count_calls(result.run_id)} calls in {db})"))
+        task, rows = model_summary(store, result.run_id)
+        console.print(render_table(task, rows, f"run {result.run_id} ({store.count_calls(result.run_id)} calls in {db})"))
     if result.stopped:
         console.print(f"[yellow]stopped.[/] {result.stored} calls stored this time; resume with "
                       f"`shootout run --config {cfg.source} --run-id {result.run_id}`")
@@ -131,68 +104,63 @@ def _run_and_report(config_path: Path, progress: bool) -> str:
     """Run (resuming an unfinished run of the same config), then the workbook and heatmaps."""
     from benchmark.config import load_config
     from benchmark.store import Store
+    from shootout import reporting
 
     cfg = load_config(config_path)
     run_id = _run(cfg, None, True, None, progress)
     with Store(cfg.resolve(cfg.run.database)) as store:
-        _report(store, run_id, cfg.resolve(cfg.output.reports_dir), cfg.resolve(cfg.output.heatmaps_dir),
-                list(cfg.compare))
+        reporting.write(store, run_id, cfg.resolve(cfg.output.reports_dir), cfg.resolve(cfg.output.heatmaps_dir),
+                        _console())
     return run_id
 
 
-def _report(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | None, pairs=None) -> str:
-    from benchmark import report as rpt
-
-    console = _console()
-    rid = _pick_run(store, run_id)
-    with console.status(f"statistics for run {rid}"):
-        rep = rpt.build(store, rid, pairs)
-    xlsx = rpt.write_workbook(rep, reports_dir / f"{rid}.xlsx")
-    csvs = rpt.write_csvs(rep, reports_dir / rid)
-    console.print(f"report: {xlsx} and {len(csvs)} CSV files in {reports_dir / rid}/")
-    if heatmaps_dir is not None:
-        from benchmark.heatmaps import write_heatmaps
-
-        with console.status("heatmaps"):
-            pngs = write_heatmaps(rep, heatmaps_dir / rid)
-        console.print(f"heatmaps: {len(pngs)} PNG files in {heatmaps_dir / rid}/")
-    return rid
+REPORT_CONFIG_OPT = typer.Option(None, "--config", "-c", help="the config whose results database and output folders "
+                                                              "to use (default: config.yaml)")
+COMPARE_OPT = typer.Option(None, "--compare", help="a pair REFERENCE,CANDIDATE to compare (repeatable; default: "
+                                                   "the pairs the run was started with)")
 
 
-def _output_dirs(config: Path, db: Path | None) -> tuple[Path, Path, list | None]:
-    if db is not None and not config.is_file():
-        return Path("reports"), Path("heatmaps"), None
-    from benchmark.config import load_config
-
-    cfg = load_config(config, check_files=False)
-    return cfg.resolve(cfg.output.reports_dir), cfg.resolve(cfg.output.heatmaps_dir), list(cfg.compare)
+def _pairs(compare: Optional[List[str]]):
+    if not compare:
+        return None
+    out = []
+    for c in compare:
+        parts = [p.strip() for p in c.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise ShootoutError(f"--compare '{c}' is not a pair", "write it as REFERENCE,CANDIDATE")
+        out.append(tuple(parts))
+    return out
 
 
 @app.command()
-def report(config: Path = CONFIG_OPT,
+def report(config: Optional[Path] = REPORT_CONFIG_OPT,
            db: Optional[Path] = typer.Option(None, "--db", help="results database (default: the config's)"),
            run_id: Optional[str] = typer.Option(None, "--run-id", help="default: the latest run"),
            out: Optional[Path] = typer.Option(None, "--out", help="folder for the workbook and CSVs"),
-           heatmaps: bool = typer.Option(False, "--heatmaps", help="also draw the heatmaps")):
-    """Metrics, paired tests and ANOVA: reports/<run>.xlsx plus one CSV per table."""
-    reports_dir, heatmaps_dir, pairs = _output_dirs(config, db)
-    with _store_for(config, db) as store:
-        _report(store, run_id, out or reports_dir, heatmaps_dir if heatmaps else None, pairs)
+           heatmaps: bool = typer.Option(False, "--heatmaps", help="also draw the heatmaps"),
+           compare: Optional[List[str]] = COMPARE_OPT):
+    """Metrics, paired tests and the verdicts: reports/<run>.xlsx plus one CSV per table."""
+    from shootout import reporting
+
+    reports_dir, heatmaps_dir = reporting.output_dirs(config, db)
+    with reporting.store_for(config, db) as store:
+        reporting.write(store, run_id, out or reports_dir, heatmaps_dir if heatmaps else None, _console(),
+                        _pairs(compare))
 
 
 @app.command("heatmaps")
-def heatmaps_cmd(config: Path = CONFIG_OPT,
+def heatmaps_cmd(config: Optional[Path] = REPORT_CONFIG_OPT,
                  db: Optional[Path] = typer.Option(None, "--db", help="results database (default: the config's)"),
                  run_id: Optional[str] = typer.Option(None, "--run-id", help="default: the latest run"),
                  out: Optional[Path] = typer.Option(None, "--out", help="folder for the PNG files")):
-    """PNG heatmaps: the five seed metrics as articles x models, and family x quant grids."""
-    from benchmark import report as rpt
+    """PNG heatmaps by task kind: items x models and family x quant grids; confusion matrices for labels."""
     from benchmark.heatmaps import write_heatmaps
+    from shootout import reporting
 
-    _, heatmaps_dir, pairs = _output_dirs(config, db)
-    with _store_for(config, db) as store:
-        rid = _pick_run(store, run_id)
-        rep = rpt.build(store, rid, pairs)
+    _, heatmaps_dir = reporting.output_dirs(config, db)
+    with reporting.store_for(config, db) as store:
+        rid = reporting.pick_run(store, run_id)
+        rep = reporting.build(store, rid)
     pngs = write_heatmaps(rep, (out or heatmaps_dir) / rid)
     typer.echo(f"wrote {len(pngs)} heatmaps to {(out or heatmaps_dir) / rid}/")
 
@@ -213,8 +181,10 @@ def register(target: str = typer.Argument(..., help="a GGUF file, a folder of GG
     """Add a model, or a whole quant ladder found in a folder, to config.yaml (comments kept)."""
     from benchmark import registry
 
-    if backend not in ("llamacpp", "ollama", "openai"):
-        raise ShootoutError(f"unknown backend '{backend}'", "use llamacpp, ollama or openai")
+    from benchmark.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ShootoutError(f"unknown backend '{backend}'", f"use one of {', '.join(BACKENDS)}")
     if not config.is_file():
         raise ShootoutError(f"config not found: {config}", "pass --config PATH")
     entries = registry.entries_for(target, config_dir=config.parent, backend=backend, name=name, family=family,
@@ -393,7 +363,7 @@ def data_label(config: Path = CONFIG_OPT,
 
     from benchmark.backends import make_backend
     from benchmark.config import load_config
-    from benchmark.news import load_articles
+    from benchmark.tasks.sentiment.news import load_articles
     from finetune import data
 
     cfg = load_config(config)
@@ -497,8 +467,10 @@ def export_json(config: Path = CONFIG_OPT,
     """Write results in the older tool's layout: sentiments/<model>/<TICKER>_<i>.json."""
     from benchmark.seed_format import export_seed_format
 
-    with _store_for(config, db) as store:
-        rid = _pick_run(store, run_id)
+    from shootout import reporting
+
+    with reporting.store_for(config, db) as store:
+        rid = reporting.pick_run(store, run_id)
         files = export_seed_format(store, rid, out)
     typer.echo(f"wrote {len(files)} files under {out}/ (run {rid})")
 
@@ -506,7 +478,9 @@ def export_json(config: Path = CONFIG_OPT,
 @app.command()
 def runs(config: Path = CONFIG_OPT, db: Optional[Path] = typer.Option(None, "--db")):
     """List the runs in a results database."""
-    with _store_for(config, db) as store:
+    from shootout import reporting
+
+    with reporting.store_for(config, db) as store:
         for rid in store.run_ids():
             r = store.run(rid)
             state = "finished" if r["finished_at"] else "unfinished"
@@ -519,10 +493,13 @@ def main() -> None:
     except ShootoutError as exc:
         from rich.console import Console
 
+        from rich.text import Text
+
         console = Console(stderr=True, highlight=False)
-        console.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+        # the message may quote URLs, server replies or model output: never read as markup
+        console.print(Text.assemble(("error:", "bold red"), " ", exc.message), soft_wrap=True)
         if exc.hint:
-            console.print(f"  [bold]hint:[/] {exc.hint}", soft_wrap=True)
+            console.print(Text.assemble("  ", ("hint:", "bold"), " ", exc.hint), soft_wrap=True)
         sys.exit(exc.exit_code)
 
 

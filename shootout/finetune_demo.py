@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmark.news import default_snapshot_path, load_snapshot
+from benchmark.tasks.sentiment.news import default_snapshot_path, load_snapshot
 
 FT_NAME = "gemma3-270m-ft"
 BASE = "gemma3-270m"

@@ -10,10 +10,11 @@ from tests.conftest import shootout
 
 def _few_shot_prefix_tokens(engine) -> int:
     """Prompt tokens shared by two articles about different companies: the few-shot prefix."""
+    from benchmark.tasks.base import Item
     from benchmark.tasks.sentiment import SENTIMENT
 
-    a = engine.prompt_tokens(SENTIMENT.messages("Acme", "Acme rose.", "few_shot"))
-    b = engine.prompt_tokens(SENTIMENT.messages("Globex", "Globex fell.", "few_shot"))
+    a = engine.prompt_tokens(SENTIMENT.messages(Item(id="a", text="Acme rose.", fields={"company": "Acme"}), "few_shot"))
+    b = engine.prompt_tokens(SENTIMENT.messages(Item(id="g", text="Globex fell.", fields={"company": "Globex"}), "few_shot"))
     return next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
 
 

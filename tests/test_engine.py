@@ -8,7 +8,7 @@ import pytest
 
 from core import chat
 from benchmark.backends.llamacpp import LlamaCppBackend
-from benchmark.news import load_snapshot
+from benchmark.tasks.sentiment.news import load_snapshot
 from benchmark.tasks.sentiment import SENTIMENT
 from core.errors import ShootoutError
 
@@ -16,7 +16,7 @@ ARTICLES = load_snapshot()[:5]
 
 
 def _messages(art, style="few_shot"):
-    return SENTIMENT.messages(art.company, art.text, style)
+    return SENTIMENT.messages(art.to_item(), style)
 
 
 def _prefix_len(engine) -> int:
@@ -37,7 +37,7 @@ def test_fast_and_full_grammar_paths_give_identical_text_at_temperature_0(engine
             engine.grammar_mode = mode
             engine.clear_cache()  # the same cache state for both, so the logits are bit-identical
             before = dict(engine.stats)
-            reply = engine.chat(_messages(art), schema=SENTIMENT.schema, temperature=0.0, seed=1, max_tokens=160)
+            reply = engine.chat(_messages(art), schema=SENTIMENT.constraint().schema, temperature=0.0, seed=1, max_tokens=160)
             texts[mode] = reply.text
             assert reply.finish_reason == "stop"
             data = json.loads(reply.text)  # the grammar guarantees the shape of the object
@@ -55,7 +55,7 @@ def test_shared_few_shot_prefix_is_evaluated_once(engine):
     engine.clear_cache()
     prefix = _prefix_len(engine)
     assert prefix > 500  # system prompt + five worked examples
-    replies = [engine.chat(_messages(a), schema=SENTIMENT.schema, temperature=0.7, seed=i, max_tokens=120)
+    replies = [engine.chat(_messages(a), schema=SENTIMENT.constraint().schema, temperature=0.7, seed=i, max_tokens=120)
                for i, a in enumerate(ARTICLES[:3])]
     assert replies[0].cached_tokens == 0
     for r in replies[1:]:
@@ -64,7 +64,7 @@ def test_shared_few_shot_prefix_is_evaluated_once(engine):
 
 
 def test_reply_carries_counts_and_timings(engine):
-    r = engine.chat(_messages(ARTICLES[2]), schema=SENTIMENT.schema, temperature=0.7, seed=3, max_tokens=160)
+    r = engine.chat(_messages(ARTICLES[2]), schema=SENTIMENT.constraint().schema, temperature=0.7, seed=3, max_tokens=160)
     assert r.prompt_tokens > 600 and r.completion_tokens > 5
     assert r.prompt_seconds > 0 and r.gen_seconds > 0
     assert r.wall_seconds >= r.prompt_seconds + r.gen_seconds
@@ -74,7 +74,7 @@ def test_same_seed_gives_the_same_text(engine):
     outs = []
     for seed in (11, 11):
         engine.clear_cache()
-        outs.append(engine.chat(_messages(ARTICLES[3]), schema=SENTIMENT.schema, temperature=1.0, seed=seed,
+        outs.append(engine.chat(_messages(ARTICLES[3]), schema=SENTIMENT.constraint().schema, temperature=1.0, seed=seed,
                                 max_tokens=120).text)
     assert outs[0] == outs[1]
 
@@ -115,7 +115,7 @@ def test_constrained_replies_are_always_json_objects(engine):
     arts = load_snapshot()[5:13]
     stopped = 0
     for i, art in enumerate(arts):
-        r = engine.chat(_messages(art), schema=SENTIMENT.schema, temperature=1.3, seed=100 + i, max_tokens=200)
+        r = engine.chat(_messages(art), schema=SENTIMENT.constraint().schema, temperature=1.3, seed=100 + i, max_tokens=200)
         if r.finish_reason == "stop":
             stopped += 1
             data = json.loads(r.text)

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from benchmark.news import NewsCache, article_id, fetch_rss, load_snapshot
+from benchmark.tasks.sentiment.news import NewsCache, article_id, fetch_rss, load_snapshot
 from tests.conftest import loopback_server
 
 NOW = time.time()

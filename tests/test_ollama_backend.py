@@ -133,6 +133,7 @@ def _live_host() -> str | None:
 @pytest.mark.skipif(_live_host() is None, reason="no Ollama server answers at OLLAMA_HOST")
 def test_live_ollama_chat():
     from benchmark.backends.ollama_backend import OllamaBackend
+    from benchmark.tasks.base import Item
     from benchmark.tasks.sentiment import SENTIMENT
 
     tags = json.loads(urllib.request.urlopen(_live_host() + "/api/tags").read())["models"]
@@ -140,5 +141,5 @@ def test_live_ollama_chat():
         pytest.skip("the live Ollama server has no models")
     b = OllamaBackend(os.environ.get("OLLAMA_TEST_MODEL", tags[0]["name"]), host=_live_host())
     assert b.load() > 0
-    r = b.chat(SENTIMENT.messages("Acme", "Acme beat estimates.", "few_shot"), schema=SENTIMENT.schema, max_tokens=200)
+    r = b.chat(SENTIMENT.messages(Item(id="a", text="Acme beat estimates.", fields={"company": "Acme"}), "few_shot"), schema=SENTIMENT.constraint().schema, max_tokens=200)
     assert r.completion_tokens > 0 and r.gen_seconds > 0

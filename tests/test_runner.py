@@ -15,7 +15,7 @@ from benchmark.tasks.sentiment import EXAMPLES
 from tests.conftest import ROOT, shootout, write_config
 
 
-def _rows(db, sql="SELECT model, iteration, article_id FROM calls"):
+def _rows(db, sql="SELECT model, iteration, item_id FROM calls"):
     con = sqlite3.connect(db)
     try:
         return con.execute(sql).fetchall()
@@ -63,7 +63,7 @@ def test_run_stores_one_row_per_call_with_timings_and_shows_few_shot_turns(tmp_p
         run = store.run("r1")
         loads = store.db.execute("SELECT * FROM model_loads").fetchall()
     # one row per (model, iteration, article), each with timings and token counts
-    assert len({(r["model"], r["iteration"], r["article_id"]) for r in rows}) == len(rows) == 12
+    assert len({(r["model"], r["iteration"], r["item_id"]) for r in rows}) == len(rows) == 12
     for r in rows:
         assert r["prompt_tokens"] > 0 and r["completion_tokens"] > 0
         assert r["prompt_seconds"] > 0 and r["gen_seconds"] > 0 and r["wall_seconds"] >= r["gen_seconds"]

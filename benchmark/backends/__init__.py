@@ -1,36 +1,53 @@
-"""Backends: one protocol, several engines. ``make_backend`` picks one for a config entry."""
+"""Backends: one protocol (``base.Backend``), one table of engines. ``make_backend`` builds the
+engine for a config entry, importing it only when needed; config validation, `shootout register`
+and the docs read the same table."""
 
 from __future__ import annotations
 
-from benchmark.backends.base import Backend, Reply
+from dataclasses import dataclass
+from typing import Callable
 
-__all__ = ["Backend", "Reply", "make_backend"]
+from benchmark.backends.base import Backend, LabelScores, Reply
+
+__all__ = ["BACKENDS", "Backend", "LabelScores", "Reply", "make_backend"]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    where: str          # the ModelEntry field that says where the model is
+    description: str
+    factory: Callable   # (entry, cfg) -> Backend
+
+
+def _llamacpp(entry, cfg):
+    from benchmark.backends.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend(cfg.model_path(entry), n_ctx=cfg.setting(entry, "num_ctx"), n_threads=entry.options.n_threads,
+                           n_gpu_layers=entry.options.n_gpu_layers, chat_template=entry.options.chat_template,
+                           name=entry.name)
+
+
+def _openai(entry, cfg):
+    from benchmark.backends.openai_compat import OpenAICompatBackend
+
+    return OpenAICompatBackend(entry.base_url, entry.model or entry.name, name=entry.name,
+                               api_key=entry.options.api_key)
+
+
+def _ollama(entry, cfg):
+    from benchmark.backends.ollama_backend import OllamaBackend
+
+    return OllamaBackend(entry.tag, name=entry.name, num_ctx=cfg.setting(entry, "num_ctx"),
+                         keep_alive=entry.options.keep_alive)
+
+
+BACKENDS: dict[str, BackendSpec] = {
+    "llamacpp": BackendSpec("path", "llama.cpp in process (llama-cpp-python); path: a GGUF or 'embedded'", _llamacpp),
+    "ollama": BackendSpec("tag", "an Ollama server at OLLAMA_HOST, through the official client; tag: the model", _ollama),
+    "openai": BackendSpec("base_url", "any OpenAI-compatible server (llama.cpp, vLLM, LM Studio); base_url", _openai),
+}
 
 
 def make_backend(entry, cfg) -> Backend:
-    """The engine for a model entry of config.yaml (imports the engine only when needed)."""
-    if entry.backend == "llamacpp":
-        from benchmark.backends.llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend(
-            cfg.resolve(entry.path),
-            n_ctx=cfg.setting(entry, "num_ctx"),
-            n_threads=entry.options.n_threads,
-            n_gpu_layers=entry.options.n_gpu_layers,
-            chat_template=entry.options.chat_template,
-            name=entry.name,
-        )
-    if entry.backend == "openai":
-        from benchmark.backends.openai_compat import OpenAICompatBackend
-
-        return OpenAICompatBackend(entry.base_url, entry.model or entry.name, name=entry.name,
-                                   api_key=entry.options.api_key)
-    if entry.backend == "ollama":
-        from benchmark.backends.ollama_backend import OllamaBackend
-
-        return OllamaBackend(entry.tag, name=entry.name, num_ctx=cfg.setting(entry, "num_ctx"),
-                             keep_alive=entry.options.keep_alive)
-    from core.errors import ShootoutError
-
-    raise ShootoutError(f"model '{entry.name}': backend '{entry.backend}' is not available in this build",
-                        "use backend: llamacpp with a GGUF path")
+    """The engine for a model entry of config.yaml."""
+    return BACKENDS[entry.backend].factory(entry, cfg)

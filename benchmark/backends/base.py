@@ -22,6 +22,14 @@ class Reply(BaseModel):
     wall_seconds: float = Field(description="wall clock around the whole call")
 
 
+class LabelScores(BaseModel):
+    """Every label scored from one prompt evaluation (log-probability mode)."""
+
+    logprobs: dict[str, float] = Field(description="sum of the continuation's token log-probabilities, per label")
+    probs: dict[str, float] = Field(description="the same, normalized over the labels")
+    reply: Reply = Field(description="the most probable label's text, with the call's token counts and timings")
+
+
 class Backend(Protocol):
     name: str
 
@@ -29,8 +37,9 @@ class Backend(Protocol):
         """Load the model; returns the seconds it took (stored apart from per-call time)."""
 
     def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, temperature: float,
-             seed: int, max_tokens: int) -> Reply:
-        """Answer one conversation."""
+             seed: int, max_tokens: int, grammar: str | None = None) -> Reply:
+        """Answer one conversation; ``schema`` constrains the reply on every engine, ``grammar`` (GBNF)
+        replaces it on engines that take one (llama.cpp)."""
 
     def engine_info(self) -> dict[str, Any]:
         """Facts about the engine and model to store beside the results."""

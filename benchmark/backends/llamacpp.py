@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from core import chat
-from benchmark.backends.base import Reply
+from benchmark.backends.base import LabelScores, Reply
 from core.errors import ShootoutError
 
 TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
@@ -309,14 +309,14 @@ class LlamaCppBackend:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
 
-    def _grammar(self, schema: dict[str, Any]):
-        key = json.dumps(schema, sort_keys=True)
+    def _grammar(self, schema: dict[str, Any] | None, gbnf: str | None = None):
+        key = gbnf or json.dumps(schema, sort_keys=True)
         g = self._grammars.get(key)
         if g is None:
-            gbnf = schema_to_gbnf(json.dumps(schema))
+            gbnf = gbnf or schema_to_gbnf(json.dumps(schema))
             g = self.L.llama_sampler_init_grammar(self.vocab, gbnf.encode("utf-8"), b"root")
             if not g:
-                raise ShootoutError("llama.cpp rejected the grammar built from the task's JSON schema")
+                raise ShootoutError("llama.cpp rejected the task's grammar", gbnf[:300])
             self._grammars[key] = g
         self.L.llama_sampler_reset(g)
         return g
@@ -393,15 +393,13 @@ class LlamaCppBackend:
 
     # ------------------------------------------------------------------ the call
     def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
-             temperature: float = 0.0, seed: int = 0, max_tokens: int = 256) -> Reply:
+             temperature: float = 0.0, seed: int = 0, max_tokens: int = 256, grammar: str | None = None) -> Reply:
         if self.ctx is None:
             raise RuntimeError("load() the backend before chat()")
         L = self.L
         t_start = time.perf_counter()
         prompt = self.prompt_tokens(messages)
-        if len(prompt) >= self.n_ctx:
-            raise ContextOverflow(f"model '{self.name}': the prompt needs {len(prompt)} tokens but the context "
-                                  f"holds {self.n_ctx}", "raise run.num_ctx (or this model's options.num_ctx)")
+        self._check_fits(prompt)
         cached = self._reuse_prefix(prompt)
         t0 = time.perf_counter()
         self._decode(prompt[cached:])
@@ -409,7 +407,7 @@ class LlamaCppBackend:
 
         chain = self._chain(temperature, seed)
         self._greedy = temperature <= 0
-        grammar = self._grammar(schema) if schema else None
+        grammar = self._grammar(schema, grammar) if (schema or grammar) else None
         out: list[int] = []
         finish = "length"
         t1 = time.perf_counter()
@@ -430,3 +428,84 @@ class LlamaCppBackend:
         return Reply(text=text, finish_reason=finish, prompt_tokens=len(prompt), cached_tokens=cached,
                      completion_tokens=len(out), prompt_seconds=prompt_s, gen_seconds=gen_s,
                      wall_seconds=time.perf_counter() - t_start)
+
+    def _check_fits(self, tokens: list[int]) -> None:
+        if len(tokens) >= self.n_ctx:
+            raise ContextOverflow(f"model '{self.name}': the prompt needs {len(tokens)} tokens but the context "
+                                  f"holds {self.n_ctx}", "raise run.num_ctx (or this model's options.num_ctx)")
+
+    # ------------------------------------------------------------------ label scoring
+    def score_choices(self, messages: list[dict[str, str]], choices) -> LabelScores:
+        """Every continuation's log-probability after the prompt and ``choices.prefix``, from one
+        evaluation of the prompt: the KV cache keeps the shared part and each continuation is
+        decoded on top of it, its logits read at every position. Nothing is sampled."""
+        if self.ctx is None:
+            raise RuntimeError("load() the backend before score_choices()")
+        np, L = self._np, self.L
+        t_start = time.perf_counter()
+        text = self.render(messages) + choices.prefix
+        eog = int(self._eog[0]) if (choices.terminal and len(self._eog)) else None
+        seqs = {}
+        for label, cont in choices.continuations.items():
+            toks = self.tokenize(text + cont)
+            if self.add_bos and self.bos >= 0 and (not toks or toks[0] != self.bos):
+                toks.insert(0, self.bos)
+            seqs[label] = toks + ([eog] if eog is not None else [])
+        # the part every continuation shares is evaluated once; scoring starts where they part
+        shared = min(len(t) for t in seqs.values())
+        first = next(iter(seqs.values()))
+        for toks in seqs.values():
+            shared = next((i for i, (a, b) in enumerate(zip(first, toks)) if a != b), shared)
+        shared = max(1, min(shared, min(len(t) for t in seqs.values()) - 1))
+        self._check_fits(max(seqs.values(), key=len))
+        cached = self._reuse_prefix(first[:shared])
+        t0 = time.perf_counter()
+        self._decode(first[cached:shared - 1])
+        prompt_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        logprobs: dict[str, float] = {}
+        evaluated = 0
+        base = shared - 1  # the last shared token is re-decoded with each continuation, for its logits
+        for label, toks in seqs.items():
+            if not L.llama_memory_seq_rm(self.mem, 0, base, -1):
+                raise RuntimeError("llama.cpp could not trim its cache")
+            del self._kv[base:]
+            tail = toks[base:]
+            logits = self._decode_all(tail)
+            lp = logits - logits.max(axis=1, keepdims=True)
+            lp = lp - np.log(np.exp(lp).sum(axis=1, keepdims=True))
+            targets = np.asarray(tail[1:], dtype=np.int64)
+            logprobs[label] = float(lp[np.arange(len(targets)), targets].sum())
+            evaluated += len(tail)
+        gen_s = time.perf_counter() - t1
+        values = np.array(list(logprobs.values()))
+        norm = np.exp(values - values.max())
+        norm /= norm.sum()
+        probs = dict(zip(logprobs, (float(x) for x in norm)))
+        best = max(probs, key=probs.get)
+        reply = Reply(text=choices.prefix + choices.continuations[best], finish_reason="stop",
+                      prompt_tokens=shared, cached_tokens=cached, completion_tokens=evaluated,
+                      prompt_seconds=prompt_s, gen_seconds=gen_s, wall_seconds=time.perf_counter() - t_start)
+        return LabelScores(logprobs=logprobs, probs=probs, reply=reply)
+
+    def _decode_all(self, tokens: list[int]):
+        """Decode ``tokens`` after the cache, returning the logits at every one of their positions."""
+        L, np = self.L, self._np
+        n = len(tokens)
+        batch = L.llama_batch_init(n, 0, 1)
+        try:
+            start = len(self._kv)
+            batch.n_tokens = n
+            for i, t in enumerate(tokens):
+                batch.token[i] = t
+                batch.pos[i] = start + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = 1
+            rc = L.llama_decode(self.ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with code {rc}")
+            self._kv.extend(tokens)
+            return np.ctypeslib.as_array(L.llama_get_logits(self.ctx), shape=(n, self.n_vocab)).astype(np.float64)
+        finally:
+            L.llama_batch_free(batch)

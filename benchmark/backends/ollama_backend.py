@@ -76,7 +76,7 @@ class OllamaBackend:
         self._client = None
 
     def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
-             temperature: float = 0.0, seed: int = 0, max_tokens: int = 256) -> Reply:
+             temperature: float = 0.0, seed: int = 0, max_tokens: int = 256, grammar: str | None = None) -> Reply:
         t0 = time.perf_counter()
         resp = self._call(messages=messages, format=schema,
                           options={"temperature": temperature, "seed": seed, "num_ctx": self.num_ctx,

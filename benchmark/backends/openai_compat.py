@@ -80,7 +80,7 @@ class OpenAICompatBackend:
         return {"type": "json_object", "schema": schema}
 
     def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
-             temperature: float = 0.0, seed: int = 0, max_tokens: int = 256) -> Reply:
+             temperature: float = 0.0, seed: int = 0, max_tokens: int = 256, grammar: str | None = None) -> Reply:
         body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature,
                                 "seed": seed, "max_tokens": max_tokens, "stream": False}
         t0 = time.perf_counter()

@@ -1,19 +1,22 @@
-"""Tasks: the prompt messages for an article, the reply schema, and how a reply is parsed.
+"""Tasks: the built-in ones by name, and classification tasks from a config block.
 
-A task module exposes a ``Task`` object with:
-- ``name``
-- ``messages(article, prompt_style, system_prompt=None) -> list[dict]``
-- ``schema`` (JSON schema of a valid reply)
-- ``parse(text) -> Parsed``
-- ``warmup_article`` (a short article used for the uncounted warm-up call)
+See ``benchmark.tasks.base`` for the protocol every task follows. A new built-in task is one
+module that registers here; a classification task needs no code (``task:`` block in config.yaml).
 """
 
 from __future__ import annotations
 
+from benchmark.tasks.base import Task
 from benchmark.tasks.sentiment import SENTIMENT
 
-TASKS = {SENTIMENT.name: SENTIMENT}
+BUILTIN: dict[str, Task] = {SENTIMENT.name: SENTIMENT}
 
 
-def get_task(name: str):
-    return TASKS[name]
+def task_for(cfg) -> Task:
+    """The task a config names: a built-in by name, or a classification task from its block."""
+    spec = cfg.task
+    if isinstance(spec, str):
+        return BUILTIN[spec]
+    from benchmark.tasks.classify import ClassifyTask
+
+    return ClassifyTask(spec, base_dir=cfg.base_dir)

@@ -54,8 +54,8 @@ class Answer:
 
 @dataclass(frozen=True)
 class Constraint:
-    schema: dict[str, Any]
-    grammar: str | None = None  # GBNF for llama.cpp; None: generated from the schema
+    schema: dict[str, Any] | None  # None: HTTP servers get no constraint (a bare-text answer)
+    grammar: str | None = None     # GBNF for llama.cpp; None: generated from the schema
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class Choices:
 
     prefix: str
     continuations: dict[str, str]  # label -> the text that follows the prefix for that label
+    terminal: bool = False         # the end-of-turn token follows each continuation (bare labels)
 
 
 @dataclass(frozen=True)

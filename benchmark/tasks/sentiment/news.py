@@ -37,6 +37,14 @@ class Article(BaseModel):
     text: str
     expected_sentiment: float | None = None
 
+    def to_item(self):
+        """The task's item: the article text, its hand label as the gold value, the rest as fields."""
+        from benchmark.tasks.base import Item
+
+        return Item(id=self.id, text=self.text, value=self.expected_sentiment,
+                    fields={"ticker": self.ticker, "company": self.company, "title": self.title, "url": self.url,
+                            "published": self.published})
+
 
 def article_id(url: str) -> str:
     return hashlib.sha1(url.encode("utf-8")).hexdigest()[:12]

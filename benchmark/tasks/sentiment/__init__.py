@@ -12,16 +12,17 @@ the task); the wording here is this project's own.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator
+
+from benchmark.tasks.base import Answer, Constraint, Item, ValueScorer, schema_of, strict_config, validate_json
 
 
 class SentimentReply(BaseModel):
     """A valid reply. Extra keys, missing keys, wrong types and out-of-range values are invalid."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = strict_config()
 
     reasoning: str = Field(min_length=1, max_length=200)
     sentiment: float = Field(ge=-1.0, le=1.0)
@@ -35,16 +36,7 @@ class SentimentReply(BaseModel):
         return v
 
 
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "reasoning": {"type": "string", "minLength": 1, "maxLength": 200},
-        "sentiment": {"type": "number", "minimum": -1, "maximum": 1},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-    },
-    "required": ["reasoning", "sentiment", "confidence"],
-    "additionalProperties": False,
-}
+SCHEMA: dict[str, Any] = schema_of(SentimentReply)
 
 SYSTEM_PROMPT = """\
 You analyse the sentiment of financial news articles for investors. For each article, judge how \
@@ -94,63 +86,61 @@ EXAMPLES: list[tuple[str, str]] = [
 ]
 
 
-@dataclass(frozen=True)
-class Parsed:
-    valid: bool
-    reasoning: str | None = None
-    sentiment: float | None = None
-    confidence: float | None = None
-    error: str | None = None
-
-
-def _explain(text: str, exc: Exception) -> str:
-    stripped = text.strip()
-    if not stripped:
-        return "empty reply"
-    if stripped.startswith("```"):
-        return "reply is wrapped in a markdown code fence; the task asks for a bare JSON object"
-    if isinstance(exc, ValidationError):
-        parts = []
-        for e in exc.errors():
-            loc = ".".join(str(x) for x in e["loc"]) or "(reply)"
-            parts.append(f"{loc}: {e['msg']}")
-        return "; ".join(parts)
-    return f"not JSON: {exc}"
-
-
 class SentimentTask:
+    """Financial-news sentiment: a value in [-1, 1] per article, scored against the hand label."""
+
     name = "sentiment"
-    schema = SCHEMA
+    item_noun = "article"
+    variants: tuple[str | None, ...] = (None,)
+    reply_model = SentimentReply
+    scorer = ValueScorer(name="sentiment", low=-1.0, high=1.0)
     system_prompt = SYSTEM_PROMPT
+    zero_shot_system_prompt = ZERO_SHOT_SYSTEM_PROMPT
     examples = EXAMPLES
-    warmup_article = {"company": "Acme", "text": "Acme shares closed unchanged on a quiet trading day."}
+
+    def load_items(self, cfg, warn=None) -> list[Item]:
+        from benchmark.tasks.sentiment.news import load_articles
+
+        return [a.to_item() for a in load_articles(cfg, **({"warn": warn} if warn else {}))]
 
     def user_message(self, company: str, text: str) -> str:
         return USER_TEMPLATE.format(company=company, text=text)
 
-    def messages(self, company: str, text: str, prompt_style: str,
+    def messages(self, item: Item, prompt_style: str, variant: str | None = None,
                  system_prompt: str | None = None) -> list[dict[str, str]]:
         if prompt_style == "few_shot":
             msgs = [{"role": "system", "content": system_prompt or SYSTEM_PROMPT}]
             for user, assistant in EXAMPLES:
                 msgs.append({"role": "user", "content": user})
                 msgs.append({"role": "assistant", "content": assistant})
-            msgs.append({"role": "user", "content": self.user_message(company, text)})
+            company = item.fields.get("company") or item.fields.get("ticker") or "the company"
+            msgs.append({"role": "user", "content": self.user_message(company, item.text)})
             return msgs
         if prompt_style == "zero_shot":
             return [{"role": "system", "content": system_prompt or ZERO_SHOT_SYSTEM_PROMPT},
-                    {"role": "user", "content": text}]
+                    {"role": "user", "content": item.text}]
         raise ValueError(f"unknown prompt style {prompt_style!r}")
 
-    def parse(self, text: str) -> Parsed:
-        try:
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-            reply = SentimentReply.model_validate(data)
-        except (ValueError, ValidationError) as exc:
-            return Parsed(valid=False, error=_explain(text, exc))
-        return Parsed(True, reply.reasoning, float(reply.sentiment), float(reply.confidence))
+    def constraint(self) -> Constraint:
+        return Constraint(schema=SCHEMA)
+
+    def parse(self, text: str) -> Answer:
+        reply, error = validate_json(SentimentReply, text)
+        if reply is None:
+            return Answer(valid=False, error=error)
+        return Answer(valid=True, fields=reply.model_dump(), value=float(reply.sentiment),
+                      confidence=float(reply.confidence))
+
+    def reply_text(self, fields: dict) -> str:
+        return json.dumps({"reasoning": fields["reasoning"], "sentiment": round(float(fields["sentiment"]), 3),
+                           "confidence": round(float(fields["confidence"]), 3)}, ensure_ascii=False)
+
+    def warmup_item(self) -> Item:
+        return Item(id="warmup", text="Acme shares closed unchanged on a quiet trading day.",
+                    fields={"company": "Acme"})
+
+    def choices(self) -> None:
+        return None
 
 
 SENTIMENT = SentimentTask()

@@ -1,0 +1,295 @@
+"""Classification from config.yaml, no code: labels (with optional definitions), the instruction,
+a label-merge map, a labelled data file split with a recorded seed, few-shot examples drawn k per
+class from the training split as real chat turns, and prompt variants compared like models.
+
+The reply is exactly one label: ``{"label": "<one of the labels>"}`` (``answer: json``) or the
+bare label (``answer: text``, as fine-tunes trained on Alpaca records answer). On llama.cpp the
+answer is forced by a grammar that admits exactly the labels; Ollama and OpenAI-compatible
+servers get a JSON schema with the labels as an enum. In log-probability mode (llama.cpp) every
+label is scored from one prompt evaluation and the argmax is the answer; nothing is sampled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from benchmark.tasks.base import Answer, Choices, Constraint, Item, LabelScorer, schema_of, strict_config
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DataSpec(_Spec):
+    """Where the labelled items come from, and how they are split."""
+
+    path: str | None = Field(None, description="one file or folder, split by `splits` (relative to config.yaml)")
+    files: dict[str, str] | None = Field(None, description="split name -> file, when the data comes pre-split")
+    format: Literal["csv", "tsv", "jsonl", "json", "parquet", "alpaca", "sharegpt", "folder"] | None = None
+    text: str = Field("text", description="the text column")
+    label: str = Field("label", description="the label column")
+    id: str | None = Field(None, description="the id column (default: a hash of the text and row)")
+    split: str | None = Field(None, description="a column naming each row's split")
+    fields: list[str] = Field(default_factory=list, description="extra columns kept with each item")
+    encoding: str = "utf-8"
+    label_map: dict[str, str] | None = Field(None, description="raw label -> label name (e.g. '0': negative)")
+    header_lines: int = Field(0, ge=0, description="folder layout: leading lines of each file kept as fields "
+                                                    "(livedoor: url, date, title)")
+    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1},
+                                     description="stratified split fractions (when not pre-split)")
+    seed: int = Field(0, ge=0, description="the split's seed (recorded with the run)")
+    evaluate: list[str] = Field(default_factory=lambda: ["test"],
+                                description="the split(s) the benchmark asks about")
+    max_items: int | None = Field(None, ge=1, description="cap per evaluated split (stratified sample)")
+
+    @field_validator("evaluate", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSpec":
+        if bool(self.path) == bool(self.files):
+            raise ValueError("give either data.path (one file, split by data.splits) or data.files "
+                             "(split name -> file)")
+        return self
+
+
+class FewShotSpec(_Spec):
+    k: int = Field(1, ge=0, description="examples per class (0: none)")
+    seed: int = Field(0, ge=0)
+    split: str = Field("train", description="the split the examples are drawn from")
+
+
+class VariantSpec(_Spec):
+    """A prompt variant: overrides of the task's prompt, compared like a model in the report."""
+
+    instruction: str | None = None
+    append: str | None = Field(None, description="text added after the instruction, e.g. 'Answer with one word.'")
+    definitions: bool | None = Field(None, description="include the label definitions in the system prompt")
+    few_shot_k: int | None = Field(None, ge=0)
+
+
+class ClassifyTaskSpec(_Spec):
+    name: str = Field(pattern=NAME)
+    kind: Literal["classify"] = "classify"
+    labels: list[str] | dict[str, str] = Field(
+        description="the labels, or label -> one-sentence definition (after the merge map, if any)")
+    positive: str | None = Field(None, description="binary tasks: the positive class")
+    instruction: str | None = Field(None, description="the system prompt (default: a generic one naming the labels)")
+    text_template: str = Field("{text}", description="the user turn; {text} is the item's text")
+    definitions: bool = Field(False, description="include label definitions in the system prompt")
+    merge: dict[str, str] | None = Field(None, description="raw label -> merged label (e.g. 7 stances into 3)")
+    data: DataSpec
+    few_shot: FewShotSpec = Field(default_factory=FewShotSpec)
+    variants: dict[str, VariantSpec] = Field(default_factory=dict)
+    answer: Literal["json", "text"] = "json"
+    decoding: Literal["generate", "logprob"] = Field("generate", description="logprob: score every label from one "
+                                                                              "prompt evaluation (llama.cpp only)")
+    betas: list[float] = Field(default_factory=list, description="F-beta scores to report besides F1")
+    item_noun: str = "text"
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, v: dict) -> dict:
+        for name in v:
+            if not re.match(NAME, name):
+                raise ValueError(f"variant name '{name}' must be letters, digits and . _ -")
+        return v
+
+    @model_validator(mode="after")
+    def _labels_known(self) -> "ClassifyTaskSpec":
+        names = self.label_names
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise ValueError("labels must name at least two different labels")
+        if self.positive is not None and self.positive not in names:
+            raise ValueError(f"positive '{self.positive}' is not one of the labels {names}")
+        if self.merge:
+            unknown = sorted({v for v in self.merge.values() if v not in names})
+            if unknown:
+                raise ValueError(f"merge maps to {unknown}, which are not labels {names}")
+        if "{text}" not in self.text_template:
+            raise ValueError("text_template must contain {text}")
+        return self
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.labels)
+
+    @property
+    def label_definitions(self) -> dict[str, str]:
+        return dict(self.labels) if isinstance(self.labels, dict) else {}
+
+
+class ClassifyTask:
+    """A classification task built from a config block (see ``ClassifyTaskSpec``)."""
+
+    def __init__(self, spec: ClassifyTaskSpec, base_dir=None):
+        from pathlib import Path
+
+        self.spec = spec
+        self.name = spec.name
+        self.item_noun = spec.item_noun
+        self.base_dir = Path(base_dir or ".")
+        self.labels = spec.label_names
+        self.variants: tuple[str | None, ...] = tuple(spec.variants) or (None,)
+        self.scorer = LabelScorer(labels=tuple(self.labels), positive=spec.positive, betas=tuple(spec.betas))
+        label_type = Literal.__getitem__(tuple(self.labels))
+        self.reply_model = create_model("LabelReply", __config__=strict_config(), label=(label_type, ...))
+        self._few_shot: list[Item] | None = None
+        self._pool: list[Item] = []
+
+    # ------------------------------------------------------------------ data
+    def _resolve(self, p: str):
+        from pathlib import Path
+
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def all_items(self) -> list[Item]:
+        """Every labelled item of the data block, merged and split (train, validation, test...)."""
+        from benchmark import data
+
+        d = self.spec.data
+        opts: dict[str, Any] = dict(format=d.format, text=d.text, label=d.label, id=d.id, split=d.split,
+                                    fields=tuple(d.fields), encoding=d.encoding, label_map=d.label_map)
+        if d.header_lines:
+            opts["header_lines"] = d.header_lines
+        if d.files:
+            items: list[Item] = []
+            for split, path in d.files.items():
+                items += [i.model_copy(update={"split": split}) for i in data.read_items(self._resolve(path), **opts)]
+        else:
+            items = data.read_items(self._resolve(d.path), **opts)
+        if self.spec.merge:
+            items = data.merge_labels(items, self.spec.merge, keep_unmapped=True)
+        from core.errors import ShootoutError
+
+        unknown = sorted({i.label for i in items} - set(self.labels))
+        if unknown:
+            raise ShootoutError(f"task '{self.name}': the data has labels {unknown} that are not in task.labels "
+                                f"{self.labels}", "add them to task.labels, map them with task.merge, or fix "
+                                                  "task.data.label_map")
+        if not d.files:
+            items = data.split_items(items, d.splits, seed=d.seed)
+        return items
+
+    def load_items(self, cfg=None, warn: Callable[[str], None] | None = None) -> list[Item]:
+        from benchmark import data
+        from core.errors import ShootoutError
+
+        items = self.all_items()
+        self._pool = items
+        out: list[Item] = []
+        for split in self.spec.data.evaluate:
+            chosen = [i for i in items if i.split == split]
+            if not chosen:
+                have = sorted({i.split or "(none)" for i in items})
+                raise ShootoutError(f"task '{self.name}': no items in the split '{split}' (splits: {', '.join(have)})",
+                                    "set task.data.evaluate to one of those splits")
+            if self.spec.data.max_items and len(chosen) > self.spec.data.max_items:
+                chosen = data.stratified_sample(chosen, self.spec.data.max_items, seed=self.spec.data.seed)
+            out += chosen
+        return out
+
+    def few_shot_items(self, k: int) -> list[Item]:
+        from benchmark import data
+
+        if k <= 0:
+            return []
+        if not self._pool:
+            self._pool = self.all_items()
+        pool = [i for i in self._pool if i.split == self.spec.few_shot.split]
+        return data.few_shot(pool, k, seed=self.spec.few_shot.seed, labels=self.labels)
+
+    # ------------------------------------------------------------------ prompt
+    def _variant(self, variant: str | None) -> VariantSpec:
+        return self.spec.variants.get(variant, VariantSpec()) if variant else VariantSpec()
+
+    def system_prompt(self, variant: str | None = None) -> str:
+        v = self._variant(variant)
+        labels = ", ".join(self.labels)
+        text = v.instruction or self.spec.instruction or (
+            f"Classify the {self.item_noun} into exactly one of these labels: {labels}.")
+        if v.append:
+            text = f"{text.rstrip()} {v.append.strip()}"
+        show_defs = self.spec.definitions if v.definitions is None else v.definitions
+        defs = self.spec.label_definitions
+        if show_defs and defs:
+            text += "\n\nLabels:\n" + "\n".join(f"- {k}: {defs[k]}" for k in self.labels if k in defs)
+        if self.spec.answer == "json":
+            text += f'\n\nAnswer with one JSON object and nothing else: {{"label": "<{" | ".join(self.labels)}>"}}'
+        else:
+            text += f"\n\nAnswer with the label alone: {' or '.join(self.labels)}."
+        return text
+
+    def user_message(self, text: str) -> str:
+        return self.spec.text_template.replace("{text}", text)
+
+    def messages(self, item: Item, prompt_style: str, variant: str | None = None,
+                 system_prompt: str | None = None) -> list[dict[str, str]]:
+        if prompt_style == "zero_shot":
+            return [{"role": "system", "content": system_prompt or self.system_prompt(variant)},
+                    {"role": "user", "content": self.user_message(item.text)}]
+        if prompt_style != "few_shot":
+            raise ValueError(f"unknown prompt style {prompt_style!r}")
+        v = self._variant(variant)
+        k = self.spec.few_shot.k if v.few_shot_k is None else v.few_shot_k
+        msgs = [{"role": "system", "content": system_prompt or self.system_prompt(variant)}]
+        for ex in self.few_shot_items(k):
+            if ex.id == item.id:
+                continue
+            msgs.append({"role": "user", "content": self.user_message(ex.text)})
+            msgs.append({"role": "assistant", "content": self.reply_text({"label": ex.label})})
+        msgs.append({"role": "user", "content": self.user_message(item.text)})
+        return msgs
+
+    # ------------------------------------------------------------------ answers
+    def reply_text(self, fields: dict[str, Any]) -> str:
+        if self.spec.answer == "json":
+            return json.dumps({"label": fields["label"]}, ensure_ascii=False)
+        return str(fields["label"])
+
+    def constraint(self) -> Constraint:
+        alts = " | ".join(json.dumps(label, ensure_ascii=False) for label in self.labels)
+        if self.spec.answer == "json":
+            prefix = json.dumps('{"label": "')
+            return Constraint(schema=schema_of(self.reply_model), grammar=f'root ::= {prefix} ({alts}) "\\"}}"\n')
+        return Constraint(schema=None, grammar=f"root ::= ({alts})\n")
+
+    def choices(self) -> Choices:
+        if self.spec.answer == "json":
+            return Choices(prefix='{"label": "', continuations={k: f'{k}"}}' for k in self.labels}, terminal=False)
+        return Choices(prefix="", continuations={k: k for k in self.labels}, terminal=True)
+
+    def parse(self, text: str) -> Answer:
+        if self.spec.answer == "json":
+            from benchmark.tasks.base import validate_json
+
+            reply, error = validate_json(self.reply_model, text)
+            if reply is None:
+                return Answer(valid=False, error=error)
+            return Answer(valid=True, fields={"label": reply.label}, label=reply.label)
+        cleaned = text.strip().strip(".!\"'`*").strip()
+        by_lower = {k.lower(): k for k in self.labels}
+        label = by_lower.get(cleaned.lower())
+        if label is None:
+            shown = cleaned if len(cleaned) <= 60 else cleaned[:57] + "..."
+            return Answer(valid=False, error=f"'{shown}' is not one of the labels {self.labels}"
+                          if cleaned else "empty reply")
+        return Answer(valid=True, fields={"label": label}, label=label)
+
+    def answer_from_probs(self, probs: dict[str, float]) -> Answer:
+        """Log-probability mode: the most probable label is the answer, its probability the confidence."""
+        label = max(self.labels, key=lambda k: (probs[k], -self.labels.index(k)))
+        return Answer(valid=True, fields={"label": label}, label=label, confidence=float(probs[label]),
+                      label_probs={k: float(probs[k]) for k in self.labels})
+
+    def warmup_item(self) -> Item:
+        return Item(id="warmup", text="A short text to load the model.")
