@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import special
 from scipy import stats as ss
 from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import UndefinedMetricWarning
@@ -82,14 +83,29 @@ def _label_order(labels, items: pd.DataFrame) -> list[str]:
         if INVALID in order:
             raise ValueError(f"{INVALID!r} is reserved for invalid replies")
         return order
-    return [str(x) for x in pd.unique(items["target_label"].dropna())]
+    return [str(x) for x in pd.unique(_str(items["target_label"]).dropna())]
+
+
+def _str(s: pd.Series) -> pd.Series:
+    """Labels as strings, missing kept missing (so labels given as 0/1 match "0"/"1", also when a
+    column of whole numbers came back as floats because of missing values)."""
+    if isinstance(s.dtype, pd.StringDtype):
+        return s
+    if s.dtype.kind == "f" and np.all(np.mod(s.dropna().to_numpy(), 1) == 0):
+        s = s.astype("Int64")
+    return s.astype("string")
+
+
+def _codes(values: pd.Series, order: list[str]) -> np.ndarray:
+    """Position of each label in ``order``; -1 for a missing label or one outside the list."""
+    return pd.Index(order, dtype="string").get_indexer(_str(values)).astype(np.int64)
 
 
 def _code(calls: pd.DataFrame, items: pd.DataFrame, labels=None) -> _Coded:
     items = items.drop_duplicates("item_id")
     order = _label_order(labels, items)
     item_ids = items["item_id"].astype(str).to_numpy(dtype=object)
-    gold = pd.Categorical(items["target_label"], categories=order).codes.astype(np.int64)
+    gold = _codes(items["target_label"], order)
     if (gold < 0).any():
         bad = sorted(set(items["target_label"][gold < 0].astype(str)))
         raise ValueError(f"gold labels not in the label list {order}: {bad}")
@@ -99,7 +115,7 @@ def _code(calls: pd.DataFrame, items: pd.DataFrame, labels=None) -> _Coded:
         raise ValueError(f"{int((icode < 0).sum())} calls refer to items missing from `items`, e.g. {list(bad)}")
     mcode, models = pd.factorize(calls["model"], sort=False)
     K = len(order)
-    pc = pd.Categorical(calls["label"], categories=order).codes.astype(np.int64)
+    pc = _codes(calls["label"], order)
     valid = calls["valid"].fillna(False).astype(bool).to_numpy()
     pc = np.where(valid & (pc >= 0), pc, K)
     return _Coded(labels=order, models=[str(x) for x in models], item_ids=item_ids, gold_item=gold,
@@ -301,7 +317,7 @@ def baselines(items: pd.DataFrame, labels, positive=None, betas=(), seed: int = 
     order = _label_order(labels, items)
     K = len(order)
     pos = _positive_code(order, positive)
-    y = pd.Categorical(items["target_label"], categories=order).codes.astype(np.int64)
+    y = _codes(items["target_label"], order)
     if (y < 0).any():
         raise ValueError(f"gold labels not in the label list {order}")
     n = len(y)
@@ -356,9 +372,9 @@ def bootstrap_diff_ci(diffs, alpha: float = 0.05, n_boot: int = 2000, seed=0,
     if n < 2:
         return np.nan, np.nan
     rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, n, (n_boot, n))].mean(1)
+    means = d[rng.integers(0, n, (n_boot, n), dtype=np.int32)].mean(1)
     if method == "expanded":
-        a = 2 * ss.norm.sf(np.sqrt(n / (n - 1)) * ss.t.ppf(1 - alpha / 2, n - 1))
+        a = 2 * special.ndtr(-np.sqrt(n / (n - 1)) * special.stdtrit(n - 1, 1 - alpha / 2))
     elif method == "percentile":
         a = alpha
     else:
@@ -487,7 +503,9 @@ def cochran_q_test(correct) -> dict:
     x = np.asarray(correct, dtype=int)
     if x.shape[0] == 0 or x.shape[1] < 2:
         return {"Q": np.nan, "df": max(x.shape[1] - 1, 0), "p": np.nan}
-    r = _sm_cochrans_q(x)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no item differs between models: Q = 0/0 = NaN
+        r = _sm_cochrans_q(x)
     return {"Q": float(r.statistic), "df": int(r.df), "p": float(r.pvalue)}
 
 
