@@ -660,6 +660,25 @@ def few_shot(items: Iterable[Item], k: int, seed: int, labels: Sequence[str] | N
     return out
 
 
+def stratified_sample(items: Iterable[Item], n: int, seed: int = 0) -> list[Item]:
+    """``n`` of ``items``, each label keeping its share (as near as whole items allow), drawn with
+    ``seed``; the items keep their order. All of them when there are no more than ``n``."""
+    items = list(items)
+    if n >= len(items):
+        return items
+    pools: dict[str | None, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        pools[it.label].append(i)
+    # largest-remainder quotas, so the sample has exactly n items
+    exact = {c: n * len(ix) / len(items) for c, ix in pools.items()}
+    quota = {c: int(q) for c, q in exact.items()}
+    for c in sorted(exact, key=lambda c: (-(exact[c] - quota[c]), str(c)))[: n - sum(quota.values())]:
+        quota[c] += 1
+    rng = random.Random(seed)
+    keep = {i for c, ix in pools.items() for i in rng.sample(ix, quota[c])}
+    return [it for i, it in enumerate(items) if i in keep]
+
+
 # --------------------------------------------------------------------------- summary
 
 

@@ -204,7 +204,8 @@ def _build_label(run_id, task, calls, items, loads, pairs, price, checkpoints) -
         [c for c in ("vote_accuracy", "self_consistency", "invalid_rate", "s_per_sample", "cost_per_1k")
          if c in details]
     summary = details[order + summary_cols]
-    base_rows = base.rename(columns={"baseline": "model"}) if "baseline" in base else base
+    base_rows = base.drop(columns=["model"], errors="ignore").rename(columns={"strategy": "model"})
+    base_rows["model"] = "baseline: " + base_rows["model"]
     summary = pd.concat([summary, base_rows[[c for c in base_rows.columns if c in summary.columns]]],
                         ignore_index=True)
     per_class = lstats.per_class(ev_calls, ev_items, labels)
@@ -212,8 +213,8 @@ def _build_label(run_id, task, calls, items, loads, pairs, price, checkpoints) -
     conf_long = pd.concat([m.rename_axis("gold").reset_index().assign(model=name)
                            for name, m in confusion.items()], ignore_index=True)
     conf_long = conf_long[["model", "gold"] + [c for c in conf_long.columns if c not in ("model", "gold")]]
-    comparisons = lstats.compare_pairs(ev_calls, ev_items, pairs) if pairs else pd.DataFrame()
-    q = lstats.cochran_q(ev_calls, ev_items)
+    comparisons = lstats.compare_pairs(ev_calls, ev_items, pairs, labels=labels) if pairs else pd.DataFrame()
+    q = lstats.cochran_q(ev_calls, ev_items, labels=labels)
     per_item = _label_per_item(ev_calls, items)
     split_note = f" on the '{main_split}' split" if main_split else ""
     n_items, n_it = int(timing["items"].max()), int(timing["iterations"].max())

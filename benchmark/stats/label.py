@@ -38,15 +38,10 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kapp
                              f1_score, fbeta_score, precision_recall_fscore_support)
 from statsmodels.stats.contingency_tables import cochrans_q as _sm_cochrans_q
 from statsmodels.stats.contingency_tables import mcnemar as _sm_mcnemar
-from statsmodels.stats.multitest import multipletests
+
+from benchmark.stats.common import holm
 
 INVALID = "(invalid)"
-
-# which direction is better, per column of per_model / baselines (for highlighting and colour scales)
-HIGHER_IS_BETTER = {"accuracy": True, "accuracy_answered": True, "balanced_accuracy": True, "macro_f1": True,
-                    "kappa": True, "precision": True, "recall": True, "f1": True, "invalid_rate": False,
-                    "vote_accuracy": True, "self_consistency": True, "s_per_sample": False, "cost_per_1k": False,
-                    "mean_confidence": True}
 
 
 # --------------------------------------------------------------------------- coding
@@ -397,15 +392,6 @@ def mcnemar_test(ref_correct, cand_correct) -> dict:
     return {"ref_only": b, "cand_only": c, "p_exact": p_exact, "p_midp": p_mid}
 
 
-def _holm(p) -> np.ndarray:
-    p = np.asarray(p, dtype=float)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method="holm")[1]
-    return out
-
-
 def compare_pairs(calls: pd.DataFrame, items: pd.DataFrame, pairs, alpha: float = 0.05, n_boot: int = 2000,
                   seed: int = 0, labels=None, ci_method: str = "expanded") -> pd.DataFrame:
     """One row per [reference, candidate] pair, over the items both answered.
@@ -478,8 +464,8 @@ def compare_pairs(calls: pd.DataFrame, items: pd.DataFrame, pairs, alpha: float 
         rows.append(row)
     out = pd.DataFrame(rows)
     if len(out):
-        out["mcnemar_p_exact_holm"] = _holm(out["mcnemar_p_exact"])
-        out["mcnemar_p_midp_holm"] = _holm(out["mcnemar_p_midp"])
+        out["mcnemar_p_exact_holm"] = holm(out["mcnemar_p_exact"])
+        out["mcnemar_p_midp_holm"] = holm(out["mcnemar_p_midp"])
         out = out[[col for col in out.columns if col != "note"] + ["note"]]
     return out
 

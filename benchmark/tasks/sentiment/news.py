@@ -63,7 +63,7 @@ def compose_text(summary: str, paragraphs: list[str]) -> str:
 # --------------------------------------------------------------------------- snapshot
 
 def default_snapshot_path() -> Path:
-    return Path(str(resources.files("benchmark").joinpath("data/news_snapshot.json")))
+    return Path(str(resources.files("benchmark.tasks.sentiment").joinpath("news_snapshot.json")))
 
 
 def load_snapshot(path: Path | None = None, max_articles: int | None = None) -> list[Article]:
@@ -73,7 +73,7 @@ def load_snapshot(path: Path | None = None, max_articles: int | None = None) -> 
         items = data["items"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ShootoutError(f"cannot read the news snapshot {p}: {exc}",
-                            "a snapshot is JSON with an 'items' list; see benchmark/data/news_snapshot.json") from None
+                            "a snapshot is JSON with an 'items' list; see benchmark/tasks/sentiment/news_snapshot.json") from None
     out = []
     for i, item in enumerate(items):
         try:
