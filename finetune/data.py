@@ -1,9 +1,11 @@
-"""Training-set builders: public labelled sets and labels from a larger model, joined, checked
-and written as ShareGPT or Alpaca JSONL.
+"""Training-set builders: public labelled sets, a task's labelled data, and labels from a larger
+model, joined, checked and written as ShareGPT or Alpaca JSONL.
 
-Every record is the task's answer to one text: ``{id, text, reasoning, sentiment, confidence,
-source}``. The fine-tune learns the zero-shot prompt (system prompt + the text) -> the task's JSON
-reply, which is how the benchmark then asks it (``prompt_style: zero_shot``).
+Every record is the task's answer to one text: ``{id, text, answer, source, fields}``, where
+``answer`` is a reply the task's reply model accepts (``{reasoning, sentiment, confidence}`` for
+sentiment, ``{label}`` for classification). The fine-tune learns the task's zero-shot prompt ->
+the task's reply text, which is how the benchmark then asks it (``prompt_style: zero_shot``).
+Records written by earlier versions (sentiment fields at the top level) are read too.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any
 
-from benchmark.tasks.sentiment import SENTIMENT, ZERO_SHOT_SYSTEM_PROMPT
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from core.errors import ShootoutError
 
 # categorical labels carry no strength: a moderate score each way (change with --label-scores)
@@ -33,15 +36,37 @@ class Record(BaseModel):
 
     id: str = Field(min_length=1)
     text: str = Field(min_length=1)
-    reasoning: str = Field(min_length=1, max_length=200)
-    sentiment: float = Field(ge=-1, le=1)
-    confidence: float = Field(ge=0, le=1)
+    answer: dict[str, Any]
     source: str
-    company: str | None = None
+    fields: dict[str, Any] = Field(default_factory=dict)
 
-    def reply(self) -> str:
-        return json.dumps({"reasoning": self.reasoning, "sentiment": round(self.sentiment, 3),
-                           "confidence": round(self.confidence, 3)}, ensure_ascii=False)
+    @model_validator(mode="before")
+    @classmethod
+    def _older_layout(cls, data):
+        """Sentiment records of earlier versions: reasoning/sentiment/confidence/company at the top."""
+        if isinstance(data, dict) and "answer" not in data and "sentiment" in data:
+            data = dict(data)
+            data["answer"] = {k: data.pop(k) for k in ("reasoning", "sentiment", "confidence") if k in data}
+            company = data.pop("company", None)
+            if company:
+                data["fields"] = {**data.get("fields", {}), "company": company}
+        return data
+
+    def item(self):
+        from benchmark.tasks.base import Item
+
+        return Item(id=self.id, text=self.text, fields=self.fields)
+
+    def checked(self, task) -> "Record":
+        """The record with its answer validated (and normalized) by the task's reply model."""
+        reply = task.reply_model.model_validate(self.answer)
+        return self.model_copy(update={"answer": reply.model_dump()})
+
+
+def sentiment_record(rid: str, text: str, reasoning: str, sentiment: float, confidence: float, source: str,
+                     company: str | None = None) -> Record:
+    return Record(id=rid, text=text, source=source, fields={"company": company} if company else {},
+                  answer={"reasoning": reasoning, "sentiment": sentiment, "confidence": confidence})
 
 
 def _rid(source: str, text: str) -> str:
@@ -74,9 +99,9 @@ def from_airline_csv(path: str | Path, label_scores: dict[str, float] | None = N
                 raise ShootoutError(f"{path}, line {i}: unknown label '{label}'", f"expected one of {sorted(scores)}")
             conf = row.get("airline_sentiment_confidence")
             text = row["text"]
-            out.append(Record(id=_rid("tweets", text), text=text, reasoning=_label_reasoning(label, "tweet"),
-                              sentiment=scores[label], confidence=float(conf) if conf not in (None, "") else 1.0,
-                              source="airline_tweets", company=(row.get("airline") or None)))
+            out.append(sentiment_record(_rid("tweets", text), text, _label_reasoning(label, "tweet"), scores[label],
+                                        float(conf) if conf not in (None, "") else 1.0, "airline_tweets",
+                                        row.get("airline") or None))
     return out
 
 
@@ -107,9 +132,8 @@ def from_phrasebank(path: str | Path, agreement: float | None = None,
         label = label.strip().lower()
         if not sep or label not in scores:
             raise ShootoutError(f"{path}, line {i}: expected 'sentence@label' with label in {sorted(scores)}")
-        out.append(Record(id=_rid("phrasebank", sentence), text=sentence.strip(),
-                          reasoning=_label_reasoning(label, "sentence"), sentiment=scores[label],
-                          confidence=agreement, source="financial_phrasebank"))
+        out.append(sentiment_record(_rid("phrasebank", sentence), sentence.strip(), _label_reasoning(label, "sentence"),
+                                    scores[label], agreement, "financial_phrasebank"))
     return out
 
 
@@ -136,11 +160,11 @@ def _append(path: Path, obj: dict) -> None:
         os.fsync(f.fileno())
 
 
-def label_articles(articles: Iterable, backend, out: str | Path, *, retries: int = 2, temperature: float = 0.0,
-                   seed: int = 0, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Label each article with ``backend`` (any harness backend, loaded) through the task's few-shot
-    prompt and JSON schema; valid replies go to ``out`` as records, one line each, written as they
-    come. Articles already in ``out`` are skipped, so a killed run resumes where it stopped.
+def label_items(task, items: Iterable, backend, out: str | Path, *, retries: int = 2, temperature: float = 0.0,
+                seed: int = 0, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Label each item with ``backend`` (any harness backend, loaded) through the task's few-shot
+    prompt and reply constraint; valid replies go to ``out`` as records, one line each, written as
+    they come. Items already in ``out`` are skipped, so a killed run resumes where it stopped.
     Replies still invalid after ``retries`` retries go to ``<out>.rejected.jsonl``."""
     out = Path(out)
     rejected = out.with_name(out.stem + ".rejected.jsonl")
@@ -149,31 +173,43 @@ def label_articles(articles: Iterable, backend, out: str | Path, *, retries: int
         data = out.read_bytes()
         if data and not data.endswith(b"\n"):
             out.write_bytes(data[:data.rfind(b"\n") + 1])
-    articles = list(articles)
-    todo = [a for a in articles if f"news-{a.id}" not in done]
-    stats = {"already": len(articles) - len(todo), "labelled": 0, "rejected": 0, "calls": 0}
-    for k, a in enumerate(todo):
-        msgs = SENTIMENT.messages(a.company, a.text, "few_shot")
+    items = list(items)
+    prefix = "news" if task.name == "sentiment" else task.name
+    todo = [it for it in items if f"{prefix}-{it.id}" not in done]
+    stats = {"already": len(items) - len(todo), "labelled": 0, "rejected": 0, "calls": 0}
+    c = task.constraint()
+    for k, it in enumerate(todo):
+        msgs = task.messages(it, "few_shot")
         last = None
         for attempt in range(retries + 1):
-            reply = backend.chat(msgs, schema=SENTIMENT.schema, temperature=temperature if attempt == 0 else 0.7,
-                                 seed=seed + attempt, max_tokens=256)
+            reply = backend.chat(msgs, schema=c.schema, grammar=c.grammar,
+                                 temperature=temperature if attempt == 0 else 0.7, seed=seed + attempt, max_tokens=256)
             stats["calls"] += 1
-            parsed = SENTIMENT.parse(reply.text)
-            last = (reply.text, parsed.error)
-            if parsed.valid:
-                rec = Record(id=f"news-{a.id}", text=a.text, reasoning=parsed.reasoning, sentiment=parsed.sentiment,
-                             confidence=parsed.confidence, source=f"labelled:{getattr(backend, 'name', 'model')}",
-                             company=a.company)
+            answer = task.parse(reply.text)
+            last = (reply.text, answer.error)
+            if answer.valid:
+                rec = Record(id=f"{prefix}-{it.id}", text=it.text, answer=answer.fields,
+                             source=f"labelled:{getattr(backend, 'name', 'model')}",
+                             fields={k: v for k, v in it.fields.items() if k == "company"})
                 _append(out, rec.model_dump())
                 stats["labelled"] += 1
                 break
         else:
-            _append(rejected, {"id": f"news-{a.id}", "reply": last[0], "error": last[1]})
+            _append(rejected, {"id": f"{prefix}-{it.id}", "reply": last[0], "error": last[1]})
             stats["rejected"] += 1
         if progress:
             progress(k + 1, len(todo))
     return stats
+
+
+def from_task_data(task) -> dict[str, list[Record]]:
+    """A classification task's labelled data (merged, split with its recorded seed) as records per split."""
+    out: dict[str, list[Record]] = {}
+    for it in task.all_items():
+        rec = Record(id=it.id, text=it.text, answer={"label": it.label}, source=task.name,
+                     fields={k: v for k, v in it.fields.items() if isinstance(v, (str, int, float))})
+        out.setdefault(it.split or "train", []).append(rec)
+    return out
 
 
 # ------------------------------------------------------------------ join, check, export
@@ -194,8 +230,10 @@ def _dedupe_key(text: str) -> str:
     return re.sub(r"[^\w]+", " ", text.lower()).strip()
 
 
-def join(inputs: Iterable[str | Path], out: str | Path) -> dict:
-    """Records from JSONL files -> sanitized, validated, de-duplicated (first kept) -> ``out``."""
+def join(inputs: Iterable[str | Path], out: str | Path, task=None) -> dict:
+    """Records from JSONL files -> sanitized, validated against the task's reply model (default:
+    sentiment), de-duplicated (first kept) -> ``out``."""
+    task = task or _sentiment()
     out = Path(out)
     seen: set[str] = set()
     kept: list[dict] = []
@@ -207,17 +245,23 @@ def join(inputs: Iterable[str | Path], out: str | Path) -> dict:
             raise ShootoutError(f"file not found: {path}")
         for i, raw in enumerate(read_jsonl(path), 1):
             counts["read"] += 1
-            if isinstance(raw, dict):
-                raw = {**raw, "text": sanitize(str(raw.get("text", "")))}
-                if isinstance(raw.get("reasoning"), str):
-                    raw["reasoning"] = sanitize(raw["reasoning"])
             try:
                 rec = Record.model_validate(raw)
-            except ValidationError as exc:
+                answer = dict(rec.answer)
+                if isinstance(answer.get("reasoning"), str):
+                    answer["reasoning"] = sanitize(answer["reasoning"])
+                rec = rec.model_copy(update={"text": sanitize(rec.text), "answer": answer}).checked(task)
+                if not rec.text:
+                    raise ValueError("text is empty after sanitizing")
+            except (ValidationError, ValueError) as exc:
                 counts["invalid"] += 1
                 if len(problems) < 5:
-                    first = exc.errors()[0]
-                    problems.append(f"{path.name} record {i}: {'.'.join(map(str, first['loc']))}: {first['msg']}")
+                    if isinstance(exc, ValidationError):
+                        first = exc.errors()[0]
+                        why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+                    else:
+                        why = str(exc)
+                    problems.append(f"{path.name} record {i}: {why}")
                 continue
             key = _dedupe_key(rec.text)
             if key in seen:
@@ -245,26 +289,48 @@ def write_records(records: Iterable[Record], out: str | Path) -> int:
     return n
 
 
-def sharegpt(rec: Record, system_prompt: str = ZERO_SHOT_SYSTEM_PROMPT) -> dict:
-    return {"id": rec.id, "conversations": [{"from": "system", "value": system_prompt},
-                                            {"from": "human", "value": rec.text},
-                                            {"from": "gpt", "value": rec.reply()}]}
+def _sentiment():
+    from benchmark.tasks.sentiment import SENTIMENT
+
+    return SENTIMENT
 
 
-def alpaca(rec: Record, system_prompt: str = ZERO_SHOT_SYSTEM_PROMPT) -> dict:
-    return {"instruction": system_prompt, "input": rec.text, "output": rec.reply()}
+def _turns(rec: Record, task, system_prompt: str | None) -> list[dict[str, str]]:
+    """The task's zero-shot prompt for the record's text (how the benchmark asks a fine-tune), then the answer."""
+    msgs = task.messages(rec.item(), "zero_shot", system_prompt=system_prompt)
+    return msgs + [{"role": "assistant", "content": task.reply_text(rec.answer)}]
 
 
-def export(records_path: str | Path, out: str | Path, fmt: str, system_prompt: str = ZERO_SHOT_SYSTEM_PROMPT) -> int:
+def sharegpt(rec: Record, task=None, system_prompt: str | None = None) -> dict:
+    names = {"system": "system", "user": "human", "assistant": "gpt"}
+    return {"id": rec.id, "conversations": [{"from": names[m["role"]], "value": m["content"]}
+                                            for m in _turns(rec, task or _sentiment(), system_prompt)]}
+
+
+def alpaca(rec: Record, task=None, system_prompt: str | None = None) -> dict:
+    system, user, reply = _turns(rec, task or _sentiment(), system_prompt)
+    return {"instruction": system["content"], "input": user["content"], "output": reply["content"]}
+
+
+def export(records_path: str | Path, out: str | Path, fmt: str, task=None, system_prompt: str | None = None) -> int:
     conv = {"sharegpt": sharegpt, "alpaca": alpaca}.get(fmt)
     if conv is None:
         raise ShootoutError(f"unknown format '{fmt}'", "use sharegpt or alpaca")
-    recs = [Record.model_validate(r) for r in read_jsonl(records_path)]
+    task = task or _sentiment()
+    recs = []
+    for i, r in enumerate(read_jsonl(records_path), 1):
+        try:
+            recs.append(Record.model_validate(r).checked(task))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ShootoutError(f"{records_path}, record {i}: {'.'.join(map(str, first['loc']))}: {first['msg']}",
+                                f"the records must answer the task '{task.name}'; build them with `shootout data`"
+                                ) from None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         for r in recs:
-            f.write(json.dumps(conv(r, system_prompt), ensure_ascii=False) + "\n")
+            f.write(json.dumps(conv(r, task, system_prompt), ensure_ascii=False) + "\n")
     return len(recs)
 
 

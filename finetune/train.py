@@ -52,6 +52,7 @@ class FinetuneOptions:
     load_in_4bit: bool = False
     chat_format: str | None = None  # when the base has no chat template
     warmup_ratio: float = 0.05
+    save_every: int = 0            # learning curves: keep the adapter every N steps (and at the end)
     extra: dict = field(default_factory=dict)
 
 
@@ -257,6 +258,10 @@ def finetune(opts: FinetuneOptions, console=None) -> dict:
     adapter_dir, merged_dir = out / "adapter", out / "merged"
     trainer.model.save_pretrained(adapter_dir)
     tok.save_pretrained(adapter_dir)
+    checkpoints = []
+    if opts.save_every:
+        with console.status("merging each checkpoint into a 16-bit model"):
+            checkpoints = _merge_checkpoints(trainer.model, tok, out, engine)
     with console.status("merging the adapter into a 16-bit model"):
         _merge_and_save(trainer.model, tok, merged_dir, engine)
     steps = [e for e in log if "loss" in e]
@@ -275,6 +280,7 @@ def finetune(opts: FinetuneOptions, console=None) -> dict:
         "median_step_seconds_after_5": round(statistics.median(step_s[5:]), 4) if len(step_s) > 5 else None,
         "total_seconds": round(time.perf_counter() - t_start, 1), "versions": _versions(),
         "outputs": {"adapter": str(adapter_dir), "merged": str(merged_dir)},
+        "checkpoints": checkpoints,
     }
     (out / "training_report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -308,6 +314,8 @@ def _trainer(model, tok, train_ex, eval_ex, opts: FinetuneOptions, engine: str, 
     class Log(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             log.append({"step": state.global_step, "t": time.perf_counter()})
+            if opts.save_every and (state.global_step % opts.save_every == 0 or state.global_step == state.max_steps):
+                _keep_adapter(kw["model"], out, state.global_step, state.epoch)
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs:
@@ -341,6 +349,38 @@ def _trainer(model, tok, train_ex, eval_ex, opts: FinetuneOptions, engine: str, 
                          eval_dataset=Dataset.from_list(eval_ex) if eval_ex else None, processing_class=tok,
                          peft_config=peft_config, callbacks=[Log()])
     return trainer, model
+
+
+def _keep_adapter(model, out: Path, step: int, epoch: float | None) -> None:
+    """The LoRA weights at this step (small), merged into full models after training."""
+    from peft import get_peft_model_state_dict
+
+    import torch
+
+    d = out / "checkpoints" / f"step-{step}"
+    d.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}, d / "adapter.pt")
+    (d / "state.json").write_text(json.dumps({"step": step, "epoch": epoch}))
+
+
+def _merge_checkpoints(model, tok, out: Path, engine: str) -> list[dict]:
+    """Each kept adapter merged into a copy of the base: ``checkpoints/step-N/merged``."""
+    import copy
+
+    import torch
+    from peft import set_peft_model_state_dict
+
+    final = {k: v.detach().cpu().clone() for k, v in __import__("peft").get_peft_model_state_dict(model).items()}
+    done = []
+    for d in sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1])):
+        if not (d / "adapter.pt").is_file():
+            continue
+        set_peft_model_state_dict(model, torch.load(d / "adapter.pt"))
+        _merge_and_save(copy.deepcopy(model), tok, d / "merged", engine)
+        state = json.loads((d / "state.json").read_text())
+        done.append({**state, "merged": str(d / "merged")})
+    set_peft_model_state_dict(model, final)  # the trained weights again, for the final merge
+    return done
 
 
 def _merge_and_save(model, tok, merged_dir: Path, engine: str) -> None:

@@ -66,24 +66,43 @@ def validate(config: Path = CONFIG_OPT):
     from benchmark.config import load_config
 
     cfg = load_config(config)
-    typer.echo(f"{config}: ok ({len(cfg.models)} models, {len(cfg.compare)} comparison pairs)")
+    extra = ""
+    if not isinstance(cfg.task, str):  # a classification task: its data must read too
+        from benchmark import data
+        from benchmark.tasks import task_for
+
+        items = task_for(cfg).all_items()
+        counts = data.summarize(items)["splits"]
+        extra = "; items " + ", ".join(f"{s} {c['items']}" for s, c in counts.items())
+    typer.echo(f"{config}: ok ({len(cfg.models)} models, {len(cfg.compare)} comparison pairs{extra})")
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("demo"), "--out", help="folder for the ladder, config and results"),
-         iterations: int = typer.Option(3, min=1, help="iterations per model"),
-         articles: Optional[int] = typer.Option(None, min=1, help="use only the first N snapshot articles"),
+def demo(out: Optional[Path] = typer.Option(None, "--out", help="folder for the ladder, config and results "
+                                                               "(default: demo, or demo-<task>)"),
+         task: str = typer.Option("sentiment", "--task", help="sentiment (the news ladder), or an example of "
+                                                            "examples/: spam, sst2, stance, sarcasm, japanese_news"),
+         iterations: Optional[int] = typer.Option(None, min=1, help="iterations per model (default: 3, or the "
+                                                                    "example's)"),
+         articles: Optional[int] = typer.Option(None, "--articles", "--items", min=1,
+                                                help="use only N items (the first N snapshot articles)"),
          progress: bool = typer.Option(True, "--progress/--no-progress")):
-    """The whole loop offline: embedded Gemma 3 270M -> F16/Q8_0/Q5_K_M/Q4_K_M -> run -> table."""
-    from shootout.demo import prepare
+    """The whole loop offline on the embedded Gemma 3 270M: the sentiment ladder (F16/Q8_0/Q5_K_M/Q4_K_M),
+    or one of the classification examples; run, table, workbook and heatmaps."""
+    from shootout import demo as demos
 
     console = _console()
-    out.mkdir(parents=True, exist_ok=True)
-    config_path = prepare(out, iterations, articles, log=console.print)
-    console.print(f"demo config: {config_path}")
+    if task == "sentiment":
+        out = out or Path("demo")
+        out.mkdir(parents=True, exist_ok=True)
+        config_path = demos.prepare(out, iterations or 3, articles, log=console.print)
+    else:
+        out = out or Path(f"demo-{task}")
+        config_path = demos.prepare_example(task, out, iterations, articles)
+    console.print(f"demo config: {config_path}", markup=False)
     run_id = _run_and_report(config_path, progress)
-    console.print(f"results: {out / 'results.sqlite'} (run {run_id}); "
-                  f"seed-format JSON: `shootout export-json --config {config_path}`")
+    tail = f"; seed-format JSON: `shootout export-json --config {config_path}`" if task == "sentiment" else ""
+    console.print(f"results: {out / 'results.sqlite'} (run {run_id}){tail}", markup=False)
 
 
 @app.command("finetune-demo")
@@ -352,32 +371,66 @@ def data_phrasebank(txt_file: Path = typer.Argument(..., help="a Financial Phras
     typer.echo(f"wrote {n} records to {out}")
 
 
+def _task_of(config: Optional[Path]):
+    """The task of a config (--config), or financial sentiment when none is given."""
+    if config is None:
+        from benchmark.tasks.sentiment import SENTIMENT
+
+        return SENTIMENT, None
+    from benchmark.config import load_config
+    from benchmark.tasks import task_for
+
+    cfg = load_config(config, check_files=False)
+    return task_for(cfg), cfg
+
+
+TASK_CONFIG_OPT = typer.Option(None, "--config", "-c", help="the config whose task the records answer "
+                                                            "(default: financial sentiment)")
+
+
+@data_app.command("build")
+def data_build(config: Path = CONFIG_OPT,
+               out: Path = typer.Option(Path("data"), "--out", help="folder for <task>.<split>.jsonl")):
+    """A classification task's labelled data (merge map applied, split with its recorded seed) as records."""
+    from benchmark import data as bdata
+    from finetune import data
+
+    task, _ = _task_of(config)
+    if not hasattr(task, "all_items"):
+        raise ShootoutError(f"task '{task.name}' has no labelled data block",
+                            "`data build` is for classification tasks; for sentiment use tweets, phrasebank or label")
+    by_split = data.from_task_data(task)
+    for split, recs in by_split.items():
+        path = out / f"{task.name}.{split}.jsonl"
+        n = data.write_records(recs, path)
+        counts = bdata.summarize([r.item().model_copy(update={"label": r.answer["label"]}) for r in recs])["labels"]
+        typer.echo(f"{path}: {n} records ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+
+
 @data_app.command("label")
 def data_label(config: Path = CONFIG_OPT,
                model: str = typer.Option(..., "--model", "-m", help="the labelling model: a name in config.yaml"),
                out: Path = typer.Option(Path("data/labelled.jsonl"), "--out"),
                retries: int = typer.Option(2, "--retries", help="retries of an invalid reply"),
                progress: bool = typer.Option(True, "--progress/--no-progress")):
-    """Label the config's news articles with a larger model (any backend); resumable."""
+    """Label the config's items with a larger model (any backend), for the config's task; resumable."""
     from rich.progress import Progress
 
     from benchmark.backends import make_backend
-    from benchmark.config import load_config
-    from benchmark.tasks.sentiment.news import load_articles
     from finetune import data
 
-    cfg = load_config(config)
+    task, cfg = _task_of(config)
     entry = next((m for m in cfg.models if m.name == model), None)
     if entry is None:
         raise ShootoutError(f"no model '{model}' in {config}", f"models there: {', '.join(m.name for m in cfg.models)}")
-    articles = load_articles(cfg)
+    items = task.load_items(cfg)
     backend = make_backend(entry, cfg)
     backend.load()
     try:
         with Progress(console=_console(), disable=not progress) as prog:
-            task = prog.add_task(f"labelling with {model}", total=None)
-            stats = data.label_articles(articles, backend, out, retries=retries, seed=cfg.run.seed,
-                                        progress=lambda k, n: prog.update(task, completed=k, total=n))
+            bar = prog.add_task(f"labelling with {model}", total=None)
+            stats = data.label_items(task, items, backend, out, retries=retries, seed=cfg.run.seed,
+                                     progress=lambda k, n: prog.update(bar, completed=k, total=n))
     finally:
         backend.close()
     typer.echo(f"{out}: {stats['labelled']} labelled now, {stats['already']} already there, "
@@ -386,11 +439,13 @@ def data_label(config: Path = CONFIG_OPT,
 
 @data_app.command("join")
 def data_join(inputs: List[Path] = typer.Argument(..., help="record JSONL files"),
-              out: Path = typer.Option(Path("data/train.jsonl"), "--out")):
-    """Sanitize, validate and de-duplicate records from several files into one."""
+              out: Path = typer.Option(Path("data/train.jsonl"), "--out"),
+              config: Optional[Path] = TASK_CONFIG_OPT):
+    """Sanitize, validate (against the task's reply) and de-duplicate records from several files into one."""
     from finetune import data
 
-    r = data.join(inputs, out)
+    task, _ = _task_of(config)
+    r = data.join(inputs, out, task)
     typer.echo(f"{out}: kept {r['kept']} of {r['read']} ({r['invalid']} invalid, {r['duplicates']} duplicates)")
     for p in r["problems"]:
         typer.echo(f"  invalid: {p}")
@@ -400,12 +455,13 @@ def data_join(inputs: List[Path] = typer.Argument(..., help="record JSONL files"
 def data_export(records: Path = typer.Argument(..., help="joined records (JSONL)"),
                 out: Path = typer.Option(..., "--out"),
                 fmt: str = typer.Option("sharegpt", "--format", help="sharegpt | alpaca"),
-                system: Optional[str] = typer.Option(None, "--system", help="system prompt (default: the task's)")):
-    """Write records as ShareGPT or Alpaca JSONL."""
-    from benchmark.tasks.sentiment import ZERO_SHOT_SYSTEM_PROMPT
+                system: Optional[str] = typer.Option(None, "--system", help="system prompt (default: the task's)"),
+                config: Optional[Path] = TASK_CONFIG_OPT):
+    """Write records as ShareGPT or Alpaca JSONL: the task's zero-shot prompt -> its reply."""
     from finetune import data
 
-    n = data.export(records, out, fmt, system or ZERO_SHOT_SYSTEM_PROMPT)
+    task, _ = _task_of(config)
+    n = data.export(records, out, fmt, task, system)
     typer.echo(f"wrote {n} {fmt} records to {out}")
 
 
@@ -457,6 +513,34 @@ def finetune_cmd(base: str = typer.Argument(..., help="base model: a Hugging Fac
                          ExportOptions(name=name or out.name, out=out / "gguf",
                                        quants=tuple(q for q in quants.split(",") if q.strip())), console=console)
         print_summary(console, res)
+
+
+@app.command("learning-curve")
+def learning_curve_cmd(base: str = typer.Argument(..., help="base model: a Hugging Face folder or a GGUF"),
+                       config: Path = CONFIG_OPT,
+                       out: Path = typer.Option(Path("learning-curve"), "--out"),
+                       every: int = typer.Option(10, "--every", min=1, help="a checkpoint every N steps or epochs"),
+                       total: int = typer.Option(50, "--total", min=1, help="train for this many steps or epochs"),
+                       unit: str = typer.Option("steps", "--unit", help="steps | epochs"),
+                       quant: str = typer.Option("Q8_0", "--quant", help="the GGUF each checkpoint is benchmarked as"),
+                       lr: float = typer.Option(2e-4, "--lr"), batch_size: int = typer.Option(4, "--batch-size"),
+                       lora_r: int = typer.Option(16, "--lora-r"), seed: int = typer.Option(42, "--seed"),
+                       chat_format: Optional[str] = typer.Option(None, "--chat-format"),
+                       iterations: int = typer.Option(1, "--iterations", min=1),
+                       splits: str = typer.Option("train,validation", "--splits",
+                                                  help="the splits every checkpoint is asked about"),
+                       progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """Fine-tune with a checkpoint every N steps/epochs, benchmark each on train and validation, plot the curve."""
+    from shootout.learning_curve import prepare
+
+    if unit not in ("steps", "epochs"):
+        raise ShootoutError(f"--unit '{unit}'", "use steps or epochs")
+    console = _console()
+    path = prepare(config, base, out, every=every, unit=unit, total=total, quant=quant.upper(), lr=lr,
+                   batch_size=batch_size, lora_r=lora_r, seed=seed, chat_format=chat_format, iterations=iterations,
+                   splits=tuple(s.strip() for s in splits.split(",") if s.strip()), console=console)
+    console.print(f"learning-curve config: {path}", markup=False)
+    _run_and_report(path, progress)
 
 
 @app.command("export-json")

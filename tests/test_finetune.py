@@ -91,7 +91,7 @@ def test_labelling_killed_midway_resumes_without_relabelling(tmp_path, embedded_
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     ids = [x["id"] for x in recs]
     assert len(ids) == len(set(ids)) == 4 and ids[:len(first)] == first
-    assert all(-1 <= x["sentiment"] <= 1 and x["source"] == "labelled:teacher" for x in recs)
+    assert all(-1 <= x["answer"]["sentiment"] <= 1 and x["source"] == "labelled:teacher" for x in recs)
 
 
 # ------------------------------------------------------------------ training on a tiny model
