@@ -77,7 +77,21 @@ class Report:
 # --------------------------------------------------------------------------- building
 
 
-def _run_info(run, run_id: str, task: dict) -> pd.DataFrame:
+def _engine_facts(loads: pd.DataFrame) -> list[tuple[str, object]]:
+    """Per model load, what its engine reported (llama.cpp system info, server version, digest...)."""
+    out = []
+    if loads is None or loads.empty or "engine_json" not in loads:
+        return out
+    for r in loads.drop_duplicates("model", keep="last").itertuples(index=False):
+        facts = json.loads(r.engine_json or "{}")
+        for k, v in facts.items():
+            if v is None or v == "" or v == [] or v == {}:
+                continue
+            out.append((f"model {r.model}: {k}", json.dumps(v) if isinstance(v, (dict, list)) else v))
+    return out
+
+
+def _run_info(run, run_id: str, task: dict, loads: pd.DataFrame | None = None) -> pd.DataFrame:
     versions, hardware = json.loads(run["versions_json"]), json.loads(run["hardware_json"])
     info = [("run id", run_id), ("created", run["created_at"]), ("finished", run["finished_at"] or "unfinished"),
             ("task", run["task"]), ("task kind", task.get("kind")), ("seed", run["seed"]),
@@ -86,6 +100,7 @@ def _run_info(run, run_id: str, task: dict) -> pd.DataFrame:
         info.append(("labels", ", ".join(task["labels"])))
     info += [(f"hardware: {k}", ", ".join(v) if isinstance(v, list) else v) for k, v in hardware.items()]
     info += [(f"version: {k}", v) for k, v in versions.items()]
+    info += _engine_facts(loads)
     info += [("config text", run["config_text"])]
     return pd.DataFrame(info, columns=["key", "value"])
 
@@ -128,7 +143,7 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None, *,
             note="From each model's export manifest: KL divergence of the level's next-token distribution from the "
                  "F16 GGUF's (nats, per position of the task's prompts) and the share of positions with the same top "
                  "token, as llama.cpp's perplexity tool reports them. F16 is the reference."))
-    report.sheets.append(Sheet("Run Info", "run_info", _run_info(run, run_id, task)))
+    report.sheets.append(Sheet("Run Info", "run_info", _run_info(run, run_id, task, loads)))
     return report
 
 
@@ -204,7 +219,7 @@ def _build_label(run_id, task, calls, items, loads, pairs, price, checkpoints) -
         [c for c in ("vote_accuracy", "self_consistency", "invalid_rate", "s_per_sample", "cost_per_1k")
          if c in details]
     summary = details[order + summary_cols]
-    base_rows = base.drop(columns=["model"], errors="ignore").rename(columns={"strategy": "model"})
+    base_rows = base.drop(columns=["strategy"], errors="ignore")
     base_rows["model"] = "baseline: " + base_rows["model"]
     summary = pd.concat([summary, base_rows[[c for c in base_rows.columns if c in summary.columns]]],
                         ignore_index=True)

@@ -275,7 +275,7 @@ def test_a_database_of_the_previous_layout_migrates_resumes_and_reports(tmp_path
         "quant: Q4_K_M, options: {chat_template: gemma}}\n")
     r = shootout("run", "-c", str(tmp_path / "config.yaml"), "--run-id", run_id, "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert f"resuming run {run_id}: 22 calls already stored, 2 to go" in r.stderr
+    assert f"resuming run {run_id}: 4 calls already stored, 2 to go" in r.stderr  # its model's calls
     con = sqlite3.connect(db)
     assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
     assert con.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 24

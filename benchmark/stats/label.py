@@ -304,7 +304,7 @@ def confusion(calls: pd.DataFrame, items: pd.DataFrame, labels) -> dict[str, pd.
 
 def baselines(items: pd.DataFrame, labels, positive=None, betas=(), seed: int = 0, draws: int = 200) -> pd.DataFrame:
     """Rows shaped like ``per_model`` rows (same metric columns) for guesses that never look at the item:
-    the majority class, each constant label ("always <label>") and stratified random guessing (labels
+    the majority class, each constant label ("always <label>", written directly) and stratified random guessing (labels
     drawn with the gold class shares; the figures are the mean over ``draws`` seeded draws, i.e. the
     expected value), all from scikit-learn's DummyClassifier fitted on the gold labels of ``items``.
     One answer per item: iterations 1, invalid_rate 0, vote_accuracy = accuracy, self_consistency NaN,
@@ -332,9 +332,8 @@ def baselines(items: pd.DataFrame, labels, positive=None, betas=(), seed: int = 
     rows = []
     maj = DummyClassifier(strategy="most_frequent").fit(X, y).predict(X)
     rows.append(row(f"majority ({order[maj[0]]})", "most_frequent", [maj]))
-    for k, name in enumerate(order):
-        pr = DummyClassifier(strategy="constant", constant=k).fit(X, y).predict(X)
-        rows.append(row(f"always {name}", "constant", [pr]))
+    for k, name in enumerate(order):  # also labels absent from these items (DummyClassifier refuses those)
+        rows.append(row(f"always {name}", "constant", [np.full(n, k)]))
     strat = DummyClassifier(strategy="stratified", random_state=seed).fit(np.zeros((1, 1)).repeat(n, 0), y)
     pr = strat.predict(np.zeros((n * draws, 1))).reshape(draws, n)
     rows.append(row("stratified random", "stratified", list(pr)))
