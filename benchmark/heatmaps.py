@@ -219,8 +219,9 @@ def write_heatmaps(report, out_dir: Path) -> list[Path]:
                 paths.append(p)
         grids = LABEL_GRIDS
     else:
-        for name in ITEM_METRICS:
-            p = item_heatmap(report, name, out_dir / f"{name}_heatmap.png")
+        value_name = slug(report.task.get("value_name") or "value")
+        for name in ITEM_METRICS:  # files named for the task: mean_sentiment_heatmap.png
+            p = item_heatmap(report, name, out_dir / f"{name.replace('value', value_name)}_heatmap.png")
             if p:
                 paths.append(p)
         grids = VALUE_GRIDS

@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from benchmark.backends import make_backend
+from benchmark.backends.base import PromptTooLong, Reply
 from benchmark.config import Arm, Config
 from benchmark.store import Store
 from benchmark.tasks import task_for
-from benchmark.tasks.base import Item, TaskInfo
+from benchmark.tasks.base import Answer, Item, TaskInfo
 from core import sysinfo
 from core.errors import ShootoutError
 
@@ -52,6 +53,7 @@ class RunResult:
     skipped: int = 0
     stopped: bool = False
     per_model: dict[str, int] = field(default_factory=dict)
+    too_long: list[tuple[str, str, int, int]] = field(default_factory=list)  # (model, item, tokens, context)
 
 
 class _StopFlag:
@@ -95,6 +97,7 @@ class Runner:
                 raise ShootoutError(f"--model names unknown models: {', '.join(sorted(unknown))}",
                                     f"known: {', '.join(m.name for m in cfg.models)}")
         self.all_arms = arms
+        self.too_long: list[tuple[str, str, int, int]] = []  # (arm, item, prompt tokens, context)
         self.arms = [a for a in arms if not models or a.entry.name in models or a.name in models]
         from rich.console import Console
 
@@ -166,13 +169,29 @@ class Runner:
                 result.per_model[arm.name] = stored
                 result.stored += stored
             result.stopped = stop.requested
+        result.too_long = list(self.too_long)
         # finished once every arm of the config has every call (a --model subset leaves it open)
         if not result.stopped and self.store.count_calls(run_id) >= iterations * len(items) * len(self.all_arms):
             self.store.finish_run(run_id)
         return result
 
     def _ask(self, backend, arm: Arm, item: Item, *, seed: int, max_tokens: int):
-        """One call: (reply, answer). Generation constrained by the task, or label scoring."""
+        """One call: (reply, answer). A prompt that does not fit the context is not sent: the call is
+        a failed one with its reason, and the run goes on."""
+        t0 = time.perf_counter()
+        try:
+            return self._call(backend, arm, item, seed=seed, max_tokens=max_tokens)
+        except PromptTooLong as exc:
+            self.too_long.append((arm.name, item.id, exc.prompt_tokens, exc.n_ctx))
+            self._warn(f"{arm.name}, {self.task.item_noun} {item.id}: the prompt needs {exc.prompt_tokens} tokens but "
+                       f"the context holds {exc.n_ctx}; stored as a failed call (raise num_ctx to ask it)")
+            reply = Reply(text="", finish_reason="prompt_too_long", prompt_tokens=exc.prompt_tokens,
+                          completion_tokens=0, prompt_seconds=None, gen_seconds=None,
+                          wall_seconds=time.perf_counter() - t0)
+            return reply, Answer(valid=False, error=str(exc.message))
+
+    def _call(self, backend, arm: Arm, item: Item, *, seed: int, max_tokens: int):
+        """Generation constrained by the task, or label scoring."""
         task, cfg = self.task, self.cfg
         messages = task.messages(item, arm.entry.prompt_style, arm.variant, arm.entry.system_prompt)
         if getattr(getattr(task, "spec", None), "decoding", "generate") == "logprob":

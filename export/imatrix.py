@@ -31,7 +31,7 @@ def load(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _load_gguf(path: Path) -> dict[str, np.ndarray]:
-    from export import gguf_meta
+    from core import gguf_meta
 
     info = gguf_meta.read(path)
     raw = path.read_bytes()

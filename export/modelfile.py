@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core import chat
 from core.errors import ShootoutError
-from export import gguf_meta
+from core import gguf_meta
 
 DEFAULT_TEMPERATURE = 0.0
 DEFAULT_NUM_CTX = 4096

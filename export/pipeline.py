@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from export import gguf_meta, modelfile
+from core import gguf_meta
+from export import modelfile
 from export.ollama_create import sha256_file
 from export.quantize import DEFAULT_LADDER, ftype, quantize
 from core.errors import ShootoutError

@@ -58,7 +58,7 @@ def load_gguf(gguf: str | Path, dtype=None):
     del loaded
     if not tok.chat_template:  # a base-model GGUF: give the folder its family's template
         from core.chat import BY_ARCHITECTURE, FAMILIES
-        from export import gguf_meta
+        from core import gguf_meta
 
         family = BY_ARCHITECTURE.get(gguf_meta.read(gguf).architecture or "")
         if family:

@@ -180,7 +180,7 @@ def load_base(base: str, opts: FinetuneOptions, engine: str):
     p = Path(base).expanduser()
     arch = None
     if p.is_file() and p.suffix == ".gguf":
-        from export import gguf_meta
+        from core import gguf_meta
 
         arch = gguf_meta.read(p).architecture
         if engine == "unsloth":

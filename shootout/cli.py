@@ -41,6 +41,10 @@ def _run(cfg, run_id: str | None, resume: bool, models: list[str] | None, progre
         result = runner.run()
         task, rows = model_summary(store, result.run_id)
         console.print(render_table(task, rows, f"run {result.run_id} ({store.count_calls(result.run_id)} calls in {db})"))
+    if result.too_long:
+        worst = max(t for _, _, t, _ in result.too_long)
+        console.print(f"{len(result.too_long)} call(s) not sent: the prompt did not fit the context (up to {worst} "
+                      f"tokens); they are stored as failed calls. Raise run.num_ctx to ask them.", markup=False)
     if result.stopped:
         console.print(f"[yellow]stopped.[/] {result.stored} calls stored this time; resume with "
                       f"`shootout run --config {cfg.source} --run-id {result.run_id}`")

@@ -26,7 +26,7 @@ def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
         assert (out / "models" / f"gemma3-270m.{q}.gguf").stat().st_size > 100_000_000
     # one row per (quant level, iteration, article), each with timings and token counts
     con = sqlite3.connect(out / "results.sqlite")
-    rows = con.execute("SELECT quant, iteration, article_id, prompt_seconds, gen_seconds, wall_seconds,"
+    rows = con.execute("SELECT quant, iteration, item_id, prompt_seconds, gen_seconds, wall_seconds,"
                        " prompt_tokens, completion_tokens FROM calls").fetchall()
     assert len(rows) == len({r[:3] for r in rows}) == 4 * 2 * 2
     assert all(all(v is not None and v > 0 for v in r[3:]) for r in rows)
@@ -39,7 +39,7 @@ def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
     sizes = [(out / "models" / f"gemma3-270m.{q}.gguf").stat().st_size for q in ("F16", "Q8_0", "Q5_K_M", "Q4_K_M")]
     assert sizes == sorted(sizes, reverse=True)
     # the per-model table
-    for header in ("valid JSON", "mean sentiment", "mean per-article var", "s / sample", "gen tok/s"):
+    for header in ("valid", "mean sentiment", "mean per-article var", "s / sample", "gen tok/s"):
         assert header in res.stderr
     for name in ("gemma3-270m-f16", "gemma3-270m-q4_k_m"):
         assert name in res.stderr

@@ -189,7 +189,8 @@ def test_embedded_gemma_gguf_to_hf_folder_and_back_with_parity(embedded_gguf, tm
 def test_importance_matrix_changes_the_rounding_and_is_recorded(tiny_hf, tiny_export, tmp_path):
     import numpy as np
 
-    from export import gguf_meta, imatrix
+    from core import gguf_meta
+    from export import imatrix
 
     out, r = tiny_export
     assert r.returncode == 0, r.stderr

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from core import chat, gotemplate
-from export import gguf_meta, modelfile
+from core import gguf_meta
+from export import modelfile
 from core.errors import ShootoutError
 from tests.conftest import ROOT, shootout
 
@@ -78,7 +79,7 @@ def test_real_go_text_template_agrees(tmp_path, family):
                        timeout=300, env={**os.environ, "GOCACHE": str(ROOT / ".cache" / "go-build")})
     assert r.returncode == 0, r.stderr
     assert r.stdout == gotemplate.render(tmpl, data)
-    assert r.stdout == chat.render_without_bos((TEMPLATES / f"{family}.jinja").read_text(), TWO_TURNS,
+    assert r.stdout == chat.render_without_bos((TEMPLATES / f"{family}.jinja").read_text(), TWO_TURNS, bos="<s>",
                                                  eos=EOS[family])
 
 

@@ -77,7 +77,7 @@ def test_success_stores_ollamas_own_timings(tmp_path, embedded_gguf, fake_ollama
     res = _run(_config(tmp_path, embedded_gguf), fake_ollama)
     assert res.returncode == 0, res.stderr
     con = sqlite3.connect(tmp_path / "results.sqlite")
-    rows = con.execute("SELECT valid, sentiment, prompt_tokens, completion_tokens, prompt_seconds, gen_seconds, "
+    rows = con.execute("SELECT valid, value, prompt_tokens, completion_tokens, prompt_seconds, gen_seconds, "
                        "backend FROM calls").fetchall()
     assert rows == [(1, 0.6, 91, 24, 0.25, 1.2, "ollama")] * 2
     load = json.loads(con.execute("SELECT engine_json FROM model_loads").fetchone()[0])
@@ -112,7 +112,7 @@ def test_reply_that_is_not_valid_json_is_stored_as_invalid(tmp_path, embedded_gg
     res = _run(_config(tmp_path, embedded_gguf), fake_ollama)
     assert res.returncode == 0, res.stderr
     rows = sqlite3.connect(tmp_path / "results.sqlite").execute(
-        "SELECT valid, raw_text, error, sentiment FROM calls").fetchall()
+        "SELECT valid, raw_text, error, value FROM calls").fetchall()
     assert len(rows) == 2
     assert all(v == 0 and raw == FakeOllama.reply and "not JSON" in err and s is None for v, raw, err, s in rows)
 

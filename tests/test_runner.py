@@ -146,3 +146,21 @@ def test_ctrl_c_stops_between_calls_and_resumes(tmp_path, embedded_gguf):
     res = shootout("run", "-c", str(config), "--run-id", "c1", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert len(set(_rows(db))) == len(_rows(db)) == 6
+
+
+def test_an_item_longer_than_the_context_is_a_failed_call_and_the_run_finishes(tmp_path, embedded_gguf):
+    config = write_config(tmp_path, embedded_gguf, iterations=1, articles=2,
+                          models=[("short-ctx", "few_shot"), ("fits", "zero_shot")],
+                          extra="")
+    text = config.read_text().replace("  num_predict: 96\n", "  num_predict: 8\n  num_ctx: 256\n")
+    config.write_text(text)
+    res = shootout("run", "-c", str(config), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    message = " ".join(res.stderr.split())
+    assert "short-ctx, article" in message and "tokens but the context holds 256" in message
+    rows = _rows(tmp_path / "results.sqlite", "SELECT model, valid, finish_reason, error, prompt_tokens FROM calls "
+                                               "WHERE model = 'short-ctx'")
+    assert len(rows) == 2
+    for _, valid, finish, error, tokens in rows:
+        assert valid == 0 and finish == "prompt_too_long" and tokens > 256 and f"needs {tokens} tokens" in error
+    assert _rows(tmp_path / "results.sqlite", "SELECT finished_at IS NOT NULL FROM runs") == [(1,)]

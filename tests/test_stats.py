@@ -188,8 +188,8 @@ def test_heatmaps_grow_with_the_number_of_models(tmp_path):
             rep = rpt.build(store, f"h{n}")
         paths = write_heatmaps(rep, tmp_path / f"maps{n}")
         names = {p.name for p in paths}
-        assert {"s_per_sample_heatmap.png", "valid_rate_heatmap.png", "value_variance_heatmap.png",
-                "mean_value_heatmap.png", "mean_confidence_heatmap.png"} <= names
+        assert {"s_per_sample_heatmap.png", "valid_rate_heatmap.png", "sentiment_variance_heatmap.png",
+                "mean_sentiment_heatmap.png", "mean_confidence_heatmap.png"} <= names
         assert "grid_valid_rate.png" in names
         sizes[n] = Image.open(tmp_path / f"maps{n}" / "valid_rate_heatmap.png").size
     assert sizes[32][0] > 2 * sizes[3][0]

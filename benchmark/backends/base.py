@@ -6,12 +6,25 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from core.errors import ShootoutError
+
+
+class PromptTooLong(ShootoutError):
+    """The prompt does not fit the model's context. Never sent truncated: the runner stores the call
+    as failed, with this reason, and goes on with the next item."""
+
+    def __init__(self, model: str, prompt_tokens: int, n_ctx: int, hint: str | None = None):
+        super().__init__(f"model '{model}': the prompt needs {prompt_tokens} tokens but the context holds {n_ctx}",
+                         hint or "raise run.num_ctx (or this model's options.num_ctx), or cap the item length")
+        self.model, self.prompt_tokens, self.n_ctx = model, prompt_tokens, n_ctx
+
 
 class Reply(BaseModel):
     """One model call as the engine saw it. Seconds exclude model load time."""
 
     text: str
-    finish_reason: str = Field(description="'stop' (end of turn / EOS) or 'length' (hit the token limit)")
+    finish_reason: str = Field(description="'stop' (end of turn / EOS), 'length' (hit the token limit) or "
+                                           "'prompt_too_long' (not sent: the prompt does not fit the context)")
     prompt_tokens: int
     cached_tokens: int = Field(0, description="prompt tokens served from the engine's cache")
     completion_tokens: int

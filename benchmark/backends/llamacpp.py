@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from core import chat
-from benchmark.backends.base import LabelScores, Reply
+from benchmark.backends.base import LabelScores, PromptTooLong, Reply
 from core.errors import ShootoutError
 
 TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
@@ -71,8 +71,7 @@ def _meta(L, model, key: str) -> str | None:
     return buf.value.decode("utf-8", "replace") if n >= 0 else None
 
 
-class ContextOverflow(ShootoutError):
-    pass
+ContextOverflow = PromptTooLong  # the name earlier versions used
 
 
 class LlamaCppBackend:
@@ -431,8 +430,7 @@ class LlamaCppBackend:
 
     def _check_fits(self, tokens: list[int]) -> None:
         if len(tokens) >= self.n_ctx:
-            raise ContextOverflow(f"model '{self.name}': the prompt needs {len(tokens)} tokens but the context "
-                                  f"holds {self.n_ctx}", "raise run.num_ctx (or this model's options.num_ctx)")
+            raise PromptTooLong(self.name, len(tokens), self.n_ctx)
 
     # ------------------------------------------------------------------ label scoring
     def score_choices(self, messages: list[dict[str, str]], choices) -> LabelScores:

@@ -58,11 +58,13 @@ def per_model(calls: pd.DataFrame, items: pd.DataFrame | None = None, loads: pd.
     out["pooled_value_variance"] = v["value"].var(ddof=1)
     if "target_value" in pa and pa["target_value"].notna().any():
         m = pa.dropna(subset=["mean_value", "target_value"])
+        m = m.assign(err=(m["mean_value"] - m["target_value"]).abs(),
+                     hit=np.sign(m["mean_value"].round(6)) == np.sign(m["target_value"]))
         by = m.groupby("model")
-        out["mae"] = by.apply(lambda d: (d["mean_value"] - d["target_value"]).abs().mean())
-        out["sign_accuracy"] = by.apply(lambda d: (np.sign(d["mean_value"].round(6)) == np.sign(d["target_value"])).mean())
-        out["correlation"] = by.apply(lambda d: ss.pearsonr(d["mean_value"], d["target_value"]).statistic
-                                      if len(d) >= 3 and d["mean_value"].std() > 0 else np.nan)
+        out["mae"] = by["err"].mean()
+        out["sign_accuracy"] = by["hit"].mean()
+        out["correlation"] = pd.Series({k: ss.pearsonr(d["mean_value"], d["target_value"]).statistic
+                                        if len(d) >= 3 and d["mean_value"].std() > 0 else np.nan for k, d in by})
     return out.reset_index()
 
 
