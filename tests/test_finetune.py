@@ -169,3 +169,41 @@ def test_unsloth_is_refused_without_cuda(tiny_base, tmp_path):
     r = shootout("finetune", str(tiny_base), str(data), "--engine", "unsloth", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "CUDA" in r.stderr and "--engine transformers" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_learning_curve_benchmarks_every_checkpoint_on_train_and_held_out_items(tiny_base, tmp_path):
+    """The stance-study workflow on the spam example: a checkpoint every 10 steps, each exported and
+    asked about the training and the held-out split; the report plots both curves."""
+    import sqlite3
+
+    import pandas as pd
+
+    src = ROOT / "examples" / "spam"
+    cfg = tmp_path / "spam"
+    (cfg / "data").mkdir(parents=True)
+    for f in ("train.csv", "eval.csv"):
+        (cfg / "data" / f).write_bytes((src / "data" / f).read_bytes())
+    (cfg / "config.yaml").write_text((src / "config.yaml").read_text().replace(
+        "    evaluate: test", "    evaluate: test\n    max_items: 12"))
+    out = tmp_path / "lc"
+    r = shootout("learning-curve", str(tiny_base), "-c", str(cfg / "config.yaml"), "--out", str(out),
+                 "--every", "10", "--total", "20", "--quant", "Q8_0", "--lr", "3e-3", "--batch-size", "8",
+                 "--splits", "train,test", "--no-progress", timeout=900)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "train" / "training_report.json").read_text())
+    assert [c["step"] for c in rep["checkpoints"]] == [10, 20]
+    losses = [x["loss"] for x in rep["train_loss_per_step"]]
+    assert sum(losses[-5:]) < sum(losses[:5])  # it learned something
+    con = sqlite3.connect(out / "results.sqlite")
+    run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]
+    splits = dict(con.execute("SELECT split, COUNT(*) FROM items GROUP BY split").fetchall())
+    assert splits == {"train": 12, "test": 12}  # max_items caps each evaluated split
+    assert {m for (m,) in con.execute("SELECT DISTINCT model FROM calls")} == {"ckpt-10", "ckpt-20"}
+    curve = pd.read_csv(out / "reports" / run_id / "learning_curve.csv")
+    assert len(curve) == 4 and set(curve["split"]) == {"train", "test"}
+    calls = pd.read_sql_query("SELECT c.model, c.valid, c.label, i.target_label, i.split FROM calls c "
+                              "JOIN items i USING (item_id)", con)
+    for row in curve.itertuples():
+        c = calls[(calls.model == f"ckpt-{int(row.checkpoint)}") & (calls.split == row.split)]
+        assert row.accuracy == pytest.approx(((c.valid == 1) & (c.label == c.target_label)).mean())
+    assert (out / "heatmaps" / run_id / "learning_curve.png").stat().st_size > 10_000
