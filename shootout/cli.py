@@ -297,9 +297,13 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
     if register_ and not config.is_file():
         raise ShootoutError(f"config not found: {config}", "pass --config PATH (or leave out --register)")
     console = _console()
+    task, items = None, []
+    if verify and config.is_file():  # the checks ask the config's task (financial sentiment otherwise)
+        task, cfg = _task_of(config)
+        items = task.load_items(cfg) if cfg is not None else []
     opts = ExportOptions(name=name, out=out, quants=tuple(q for q in quants.split(",") if q.strip()),
                          imatrix=imatrix, chat_format=chat_format, system=system, num_ctx=num_ctx,
-                         verify=verify, kld_prompts=kld_prompts)
+                         verify=verify, kld_prompts=kld_prompts, task=task, items=items)
     res = run_export(src, opts, console=console)
     m = res.manifest
     print_summary(console, res)
