@@ -62,12 +62,17 @@ class ModelEntry(_Strict):
                                                    "the one beside its GGUF, if any)")
     checkpoint: float | None = Field(None, ge=0, description="learning curves: the training step or epoch of this "
                                                               "checkpoint")
+    endpoints: list[str] | None = Field(None, min_length=1,
+                                        description="ollama/openai: several servers hosting this model (host URLs / "
+                                                    "base URLs); its calls are spread over them")
 
     @model_validator(mode="after")
     def _backend_fields(self) -> "ModelEntry":
         need = BACKENDS[self.backend].where
-        if getattr(self, need) in (None, ""):
+        if getattr(self, need) in (None, "") and not (self.endpoints and need == "base_url"):
             raise ValueError(f"backend '{self.backend}' needs '{need}'")
+        if self.endpoints and not BACKENDS[self.backend].endpoints:
+            raise ValueError(f"backend '{self.backend}' runs in this process: endpoints are for ollama and openai")
         return self
 
 
@@ -103,6 +108,8 @@ class RunSettings(_Strict):
     structured_output: bool = True
     warmup: bool = True
     database: str = "reports/shootout.sqlite"
+    concurrency: int = Field(1, ge=1, description="calls in flight per endpoint (1: latency mode; more: throughput "
+                                                  "mode)")
 
 
 class ReportSettings(_Strict):

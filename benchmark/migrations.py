@@ -3,7 +3,8 @@
 Version 1 is the first released layout (sentiment only: ``articles``, calls with ``sentiment``
 and ``reasoning`` columns). Version 2 is task-generic: ``items`` (text, gold label or value,
 split, fields as JSON) and calls keeping the whole validated answer as JSON beside the parsed
-label or value. Each migration runs in one transaction; a database is never left half-migrated.
+label or value. Version 3 records the endpoint, concurrency, start time and energy of each call
+and the memory of each model load. Each migration runs in one transaction; a database is never left half-migrated.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ CREATE TABLE model_loads (
     warmup_seconds REAL,
     warmup_prompt_tokens INTEGER,
     engine_json TEXT,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    endpoint TEXT, rss_mb REAL, kv_cache_mb REAL, vram_mb REAL
 );
 CREATE TABLE calls (
     id INTEGER PRIMARY KEY,
@@ -70,11 +72,12 @@ CREATE TABLE calls (
     prompt_tokens INTEGER, cached_tokens INTEGER, completion_tokens INTEGER,
     prompt_seconds REAL, gen_seconds REAL, wall_seconds REAL,
     created_at TEXT NOT NULL,
+    endpoint TEXT, in_flight INTEGER, started_at REAL, energy_j REAL,
     UNIQUE (run_id, model, iteration, item_id)
 );
 CREATE INDEX calls_run_model ON calls(run_id, model);
 """
-VERSION = 2
+VERSION = 3
 
 
 # Sentiment-only layout -> task-generic layout. Articles become items (the hand label is the gold
@@ -113,7 +116,21 @@ V1_TO_V2 = """
     ALTER TABLE calls DROP COLUMN reasoning;
 """
 
-MIGRATIONS = {2: V1_TO_V2}  # target version -> SQL from the version before
+# Many endpoints and several boxes: per call the endpoint that answered, how many calls it had in
+# flight, when the call started (for throughput) and the energy it used where NVML reports it; per
+# model load the endpoint and the memory it took.
+V2_TO_V3 = """
+    ALTER TABLE calls ADD COLUMN endpoint TEXT;
+    ALTER TABLE calls ADD COLUMN in_flight INTEGER;
+    ALTER TABLE calls ADD COLUMN started_at REAL;
+    ALTER TABLE calls ADD COLUMN energy_j REAL;
+    ALTER TABLE model_loads ADD COLUMN endpoint TEXT;
+    ALTER TABLE model_loads ADD COLUMN rss_mb REAL;
+    ALTER TABLE model_loads ADD COLUMN kv_cache_mb REAL;
+    ALTER TABLE model_loads ADD COLUMN vram_mb REAL;
+"""
+
+MIGRATIONS = {2: V1_TO_V2, 3: V2_TO_V3}  # target version -> SQL from the version before
 
 
 def tables(db: sqlite3.Connection) -> set[str]:

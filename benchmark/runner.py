@@ -82,7 +82,8 @@ class _StopFlag:
 
 class Runner:
     def __init__(self, cfg: Config, store: Store, *, run_id: str | None = None, console=None,
-                 progress: bool = True, backend_factory=make_backend, models: list[str] | None = None):
+                 progress: bool = True, backend_factory=make_backend, models: list[str] | None = None,
+                 shard: tuple[int, int, str] | None = None):
         self.cfg = cfg
         self.store = store
         self.run_id = run_id
@@ -97,8 +98,12 @@ class Runner:
                 raise ShootoutError(f"--model names unknown models: {', '.join(sorted(unknown))}",
                                     f"known: {', '.join(m.name for m in cfg.models)}")
         self.all_arms = arms
+        self._energy = sysinfo.gpu_energy_joules() is not None
         self.too_long: list[tuple[str, str, int, int]] = []  # (arm, item, prompt tokens, context)
         self.arms = [a for a in arms if not models or a.entry.name in models or a.name in models]
+        self.shard = shard  # (i, n, "model" | "item"): this box asks its share of the grid
+        if shard and shard[2] == "model":
+            self.arms = [a for k, a in enumerate(self.all_arms) if k % shard[1] == shard[0] - 1 and a in self.arms]
         from rich.console import Console
 
         self.console = console or Console(stderr=True)
@@ -139,11 +144,14 @@ class Runner:
         self.run_id = run_id
         by_id = {i.id: i for i in items}
         orders = [iteration_order([i.id for i in items], seed, it) for it in range(iterations)]
+        mine = {i.id for i in items}
+        if self.shard and self.shard[2] == "item":  # every shard keeps the same order, asks its own items
+            mine = {i.id for k, i in enumerate(items) if k % self.shard[1] == self.shard[0] - 1}
         plan = []
         for arm in self.arms:
             done = self.store.done_keys(run_id, arm.name)
             todo = [(it, pos, by_id[iid]) for it in range(iterations) for pos, iid in enumerate(orders[it])
-                    if (it, iid) not in done]
+                    if (it, iid) not in done and iid in mine]
             plan.append((arm, todo, len(done)))
         result = RunResult(run_id=run_id, skipped=sum(n for _, _, n in plan))
         total = sum(len(t) for _, t, _ in plan)
@@ -206,43 +214,132 @@ class Runner:
                              temperature=cfg.setting(arm.entry, "temperature"), seed=seed, max_tokens=max_tokens)
         return reply, task.parse(reply.text)
 
+    # ------------------------------------------------------------------ one arm
+    def _timed_ask(self, backend, arm: Arm, job, seed: int, max_tokens: int):
+        """(reply, answer, wall seconds, energy J) of one job (iteration, position, item)."""
+        it, _, item = job
+        energy0 = sysinfo.gpu_energy_joules() if self._energy else None
+        t0 = time.perf_counter()
+        reply, answer = self._ask(backend, arm, item, seed=call_seed(seed, it, item.id), max_tokens=max_tokens)
+        wall = time.perf_counter() - t0
+        energy = None
+        if energy0 is not None:
+            energy1 = sysinfo.gpu_energy_joules()
+            energy = energy1 - energy0 if energy1 is not None else None
+        return reply, answer, wall, energy
+
+    def _row(self, arm: Arm, job, seed: int, reply, answer, wall: float, energy, **where) -> dict:
+        it, pos, item = job
+        entry = arm.entry
+        return {"run_id": self.run_id, "model": arm.name, "family": entry.family, "quant": entry.quant,
+                "backend": entry.backend, "prompt_style": entry.prompt_style, "variant": arm.variant,
+                "iteration": it, "item_id": item.id, "position": pos, "seed": call_seed(seed, it, item.id),
+                "raw_text": reply.text, "valid": int(answer.valid), "error": answer.error,
+                "answer_json": answer.fields_json(), "label": answer.label, "value": answer.value,
+                "confidence": answer.confidence,
+                "label_probs_json": json.dumps(answer.label_probs) if answer.label_probs else None,
+                "finish_reason": reply.finish_reason, "prompt_tokens": reply.prompt_tokens,
+                "cached_tokens": reply.cached_tokens, "completion_tokens": reply.completion_tokens,
+                "prompt_seconds": reply.prompt_seconds, "gen_seconds": reply.gen_seconds, "wall_seconds": wall,
+                "energy_j": energy, **where}
+
+    def _load(self, backend, arm: Arm, seed: int) -> dict:
+        """Load and warm up (uncounted): the load's figures, the engine's facts and the memory it took."""
+        rss0 = sysinfo.rss_mb()
+        load_s = backend.load()
+        warm_s = warm_tokens = None
+        if self.cfg.run.warmup:
+            reply, _ = self._ask(backend, arm, self.task.warmup_item(), seed=seed, max_tokens=16)
+            warm_s, warm_tokens = reply.wall_seconds, reply.prompt_tokens
+        info = backend.engine_info()
+        memory = dict(info.get("memory") or {})
+        if hasattr(backend, "memory_facts"):
+            memory.update(backend.memory_facts())
+        if arm.entry.backend == "llamacpp" and rss0 is not None:  # in process: what loading it took here
+            memory.setdefault("rss_mb", max(0.0, (sysinfo.rss_mb() or rss0) - rss0))
+        return {"load_seconds": load_s, "warmup_seconds": warm_s, "warmup_prompt_tokens": warm_tokens,
+                "engine": info, "memory": memory}
+
+    def _store_load(self, arm: Arm, load: dict, endpoint: str | None = None) -> None:
+        self.store.add_model_load(self.run_id, arm.name, arm.entry.backend, load["load_seconds"],
+                                  load["warmup_seconds"], load["warmup_prompt_tokens"], load["engine"],
+                                  endpoint=endpoint, memory=load["memory"])
+
     def _run_arm(self, arm: Arm, todo, seed, bar, overall, stop) -> int:
-        cfg, task, entry = self.cfg, self.task, arm.entry
+        cfg, entry = self.cfg, arm.entry
         max_tokens = cfg.setting(entry, "num_predict")
         mtask = bar.add_task(arm.name, total=len(todo), valid="-")
-        backend = self.backend_factory(entry, cfg)
-        stored = valid = 0
+        counts = {"stored": 0, "valid": 0}
+
+        def record(job, reply, answer, wall, energy, **where) -> bool:
+            ok = self.store.add_call(self._row(arm, job, seed, reply, answer, wall, energy, **where))
+            if ok:
+                counts["stored"] += 1
+                counts["valid"] += answer.valid
+            bar.update(mtask, advance=1, valid=f"{counts['valid']}/{counts['stored']}")
+            bar.update(overall, advance=1)
+            return ok
+
         try:
-            load_s = backend.load()
-            warm_s = warm_tokens = None
-            if cfg.run.warmup:
-                reply, _ = self._ask(backend, arm, task.warmup_item(), seed=seed, max_tokens=16)
-                warm_s, warm_tokens = reply.wall_seconds, reply.prompt_tokens
-            self.store.add_model_load(self.run_id, arm.name, entry.backend, load_s, warm_s, warm_tokens,
-                                      backend.engine_info())
-            for it, pos, item in todo:
-                if stop.requested:
-                    break
-                t0 = time.perf_counter()
-                cseed = call_seed(seed, it, item.id)
-                reply, answer = self._ask(backend, arm, item, seed=cseed, max_tokens=max_tokens)
-                wall = time.perf_counter() - t0
-                row = {"run_id": self.run_id, "model": arm.name, "family": entry.family, "quant": entry.quant,
-                       "backend": entry.backend, "prompt_style": entry.prompt_style, "variant": arm.variant,
-                       "iteration": it, "item_id": item.id, "position": pos, "seed": cseed, "raw_text": reply.text,
-                       "valid": int(answer.valid), "error": answer.error, "answer_json": answer.fields_json(),
-                       "label": answer.label, "value": answer.value, "confidence": answer.confidence,
-                       "label_probs_json": json.dumps(answer.label_probs) if answer.label_probs else None,
-                       "finish_reason": reply.finish_reason, "prompt_tokens": reply.prompt_tokens,
-                       "cached_tokens": reply.cached_tokens, "completion_tokens": reply.completion_tokens,
-                       "prompt_seconds": reply.prompt_seconds, "gen_seconds": reply.gen_seconds,
-                       "wall_seconds": wall}
-                if self.store.add_call(row):
-                    stored += 1
-                    valid += answer.valid
-                bar.update(mtask, advance=1, valid=f"{valid}/{stored}")
-                bar.update(overall, advance=1)
+            if entry.endpoints or cfg.run.concurrency > 1:
+                self._run_on_endpoints(arm, todo, seed, max_tokens, record, stop)
+            else:
+                backend = self.backend_factory(entry, cfg)
+                try:
+                    self._store_load(arm, self._load(backend, arm, seed))
+                    for job in todo:
+                        if stop.requested:
+                            break
+                        reply, answer, wall, energy = self._timed_ask(backend, arm, job, seed, max_tokens)
+                        record(job, reply, answer, wall, energy, endpoint=None, in_flight=1,
+                               started_at=time.time() - wall)
+                finally:
+                    backend.close()
         finally:
-            backend.close()
             bar.update(mtask, visible=False)
-        return stored
+        return counts["stored"]
+
+    def _run_on_endpoints(self, arm: Arm, todo, seed, max_tokens, record, stop) -> None:
+        """The arm's calls spread over the servers that host it (see ``benchmark.scheduler``)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from benchmark.scheduler import Endpoint, run_calls
+
+        entry, cfg = arm.entry, self.cfg
+        urls = entry.endpoints or [None]
+        backends = [self.backend_factory(entry, cfg, endpoint=u) if u else self.backend_factory(entry, cfg)
+                    for u in urls]
+        endpoints = []
+
+        def load(backend):
+            try:
+                return self._load(backend, arm, seed), None
+            except ShootoutError as exc:
+                return None, exc.message
+
+        try:
+            with ThreadPoolExecutor(max_workers=len(backends)) as pool:
+                loaded = list(pool.map(load, backends))
+            for url, backend, (facts, error) in zip(urls, backends, loaded):
+                name = url or getattr(backend, "base_url", None) or getattr(backend, "host", "local")
+                if facts is None:
+                    self._warn(f"{arm.name}: endpoint {name} left out: {error}")
+                    continue
+                self._store_load(arm, facts, endpoint=name)  # stored here: SQLite has one writer thread
+                endpoints.append(Endpoint(name, backend, limit=cfg.run.concurrency))
+            if not endpoints:
+                raise ShootoutError(f"model '{arm.name}': none of its endpoints answers ({', '.join(map(str, urls))})",
+                                    "start the servers, or fix models[].endpoints in config.yaml")
+
+            def ask(backend, job):
+                return self._timed_ask(backend, arm, job, seed, max_tokens)
+
+            def rec(job, result, **where):
+                return record(job, *result, **where)
+
+            out = run_calls(endpoints, list(todo), ask, rec, lambda: stop.requested, arm.name)
+            for url in out.retired:
+                self._warn(f"{arm.name}: endpoint {url} stopped answering; its calls went to the others")
+        finally:
+            for b in backends:
+                b.close()

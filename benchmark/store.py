@@ -21,7 +21,8 @@ from core.errors import ShootoutError
 CALL_FIELDS = ("run_id", "model", "family", "quant", "backend", "prompt_style", "variant", "iteration", "item_id",
                "position", "seed", "raw_text", "valid", "error", "answer_json", "label", "value", "confidence",
                "label_probs_json", "finish_reason", "prompt_tokens", "cached_tokens", "completion_tokens",
-               "prompt_seconds", "gen_seconds", "wall_seconds", "created_at")
+               "prompt_seconds", "gen_seconds", "wall_seconds", "created_at", "endpoint", "in_flight", "started_at",
+               "energy_j")
 
 
 def now_iso() -> str:
@@ -140,12 +141,16 @@ class Store:
             raise
 
     def add_model_load(self, run_id: str, model: str, backend: str, load_seconds: float | None,
-                       warmup_seconds: float | None, warmup_prompt_tokens: int | None, engine: dict) -> None:
+                       warmup_seconds: float | None, warmup_prompt_tokens: int | None, engine: dict, *,
+                       endpoint: str | None = None, memory: dict | None = None) -> None:
+        """One model load (per endpoint), with the engine's facts and the memory it took
+        (``memory``: rss_mb, kv_cache_mb, vram_mb, where known)."""
+        mem = memory or {}
         self.db.execute(
             "INSERT INTO model_loads (run_id, model, backend, load_seconds, warmup_seconds, warmup_prompt_tokens,"
-            " engine_json, created_at) VALUES (?,?,?,?,?,?,?,?)",
+            " engine_json, created_at, endpoint, rss_mb, kv_cache_mb, vram_mb) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (run_id, model, backend, load_seconds, warmup_seconds, warmup_prompt_tokens, json.dumps(engine),
-             now_iso()))
+             now_iso(), endpoint, mem.get("rss_mb"), mem.get("kv_cache_mb"), mem.get("vram_mb")))
 
     def calls(self, run_id: str) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM calls WHERE run_id=? ORDER BY id", (run_id,)).fetchall()

@@ -71,3 +71,67 @@ def hardware() -> dict:
         "gpus": _gpus(),
         "hostname": platform.node(),
     }
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory now, in MiB (Linux /proc; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (2**20 if platform.system() == "Darwin" else 1024)
+    except (ImportError, OSError):
+        return None
+
+
+_NVML: list = []
+
+
+def _nvml():
+    """The NVML module with every GPU's handle, or None without an NVIDIA driver or nvidia-ml-py."""
+    if not _NVML:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            _NVML.append((pynvml, [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]))
+        except Exception:  # no driver, no library, no GPU: NVML figures stay empty
+            _NVML.append(None)
+    return _NVML[0]
+
+
+def gpu_energy_joules() -> float | None:
+    """Energy every visible NVIDIA GPU has used since its driver loaded (NVML's counter), in joules."""
+    nv = _nvml()
+    if not nv:
+        return None
+    pynvml, handles = nv
+    try:
+        return sum(pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in handles) / 1000.0
+    except Exception:  # the counter is not supported on every GPU
+        return None
+
+
+def vram_used_mb(pid: int | None = None) -> float | None:
+    """GPU memory this process (or ``pid``) holds on every visible NVIDIA GPU, in MiB."""
+    nv = _nvml()
+    if not nv:
+        return None
+    pynvml, handles = nv
+    pid = pid or os.getpid()
+    total = 0
+    try:
+        for h in handles:
+            for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h):
+                if p.pid == pid and p.usedGpuMemory:
+                    total += p.usedGpuMemory
+    except Exception:
+        return None
+    return total / 2**20

@@ -23,7 +23,8 @@ def _console():
     return Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
-def _run(cfg, run_id: str | None, resume: bool, models: list[str] | None, progress: bool) -> str:
+def _run(cfg, run_id: str | None, resume: bool, models: list[str] | None, progress: bool,
+         shard: tuple[int, int, str] | None = None) -> str:
     from benchmark.runner import Runner
     from benchmark.store import Store
     from benchmark.summary import model_summary, render_table
@@ -37,7 +38,7 @@ def _run(cfg, run_id: str | None, resume: bool, models: list[str] | None, progre
                 if row["finished_at"] is None and row["config_text"] == cfg.text:
                     run_id = rid
                     break
-        runner = Runner(cfg, store, run_id=run_id, console=console, progress=progress, models=models)
+        runner = Runner(cfg, store, run_id=run_id, console=console, progress=progress, models=models, shard=shard)
         result = runner.run()
         task, rows = model_summary(store, result.run_id)
         console.print(render_table(task, rows, f"run {result.run_id} ({store.count_calls(result.run_id)} calls in {db})"))
@@ -57,11 +58,40 @@ def run(config: Path = CONFIG_OPT,
         run_id: Optional[str] = typer.Option(None, "--run-id", help="name the run, or resume the run of this id"),
         resume: bool = typer.Option(False, "--resume", help="resume the latest unfinished run of this config"),
         model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="only these models (repeatable)"),
+        shard: Optional[str] = typer.Option(None, "--shard", help="i/n: this box runs its share of the grid "
+                                                                 "(combine the shards with `shootout merge`)"),
+        shard_by: str = typer.Option("model", "--shard-by", help="model | item"),
         progress: bool = typer.Option(True, "--progress/--no-progress")):
     """Run N iterations of the task over every registered model and store every call."""
     from benchmark.config import load_config
 
-    _run(load_config(config), run_id, resume, model, progress)
+    _run(load_config(config), run_id, resume, model, progress, _shard(shard, shard_by))
+
+
+def _shard(text: Optional[str], by: str):
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+        assert 1 <= i <= n
+    except (ValueError, AssertionError):
+        raise ShootoutError(f"--shard '{text}' is not i/n", "e.g. --shard 1/2 on one box and --shard 2/2 on the other"
+                            ) from None
+    if by not in ("model", "item"):
+        raise ShootoutError(f"--shard-by '{by}'", "use model or item")
+    return i, n, by
+
+
+@app.command()
+def merge(sources: List[str] = typer.Argument(..., help="results files of the shards (FILE or FILE:RUN_ID)"),
+          out: Path = typer.Option(..., "--out", help="the merged results file (new)"),
+          run_id: Optional[str] = typer.Option(None, "--run-id", help="the merged run's id (default: the first's)")):
+    """Combine the shards of one grid, run on several boxes, into one run that reports like any other."""
+    from benchmark.merge import merge as do_merge
+
+    res = do_merge(sources, out, run_id)
+    typer.echo(f"{out}: run {res.run_id}, {res.calls} calls from {len(res.sources)} files"
+               + ("" if res.finished else " (not every call of the grid yet: resume a shard, then merge again)"))
 
 
 @app.command()

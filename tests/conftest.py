@@ -35,6 +35,24 @@ def engine(embedded_gguf):
     b.close()
 
 
+@pytest.fixture(scope="session")
+def tiny_hf_model(tmp_path_factory) -> Path:
+    """A tiny Llama-architecture HF folder (built once per session; see tests/tiny_llama.py)."""
+    from tests.tiny_llama import build
+
+    return build(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_hf_model, tmp_path_factory) -> Path:
+    """The tiny model as an F16 GGUF (llama.cpp's own converter): fast enough for several servers."""
+    from export.pipeline import convert_hf
+
+    out = tmp_path_factory.mktemp("tiny-gguf") / "tiny.F16.gguf"
+    convert_hf(tiny_hf_model, out)
+    return out
+
+
 def write_config(tmp_path: Path, gguf: Path, *, models=None, iterations=1, articles=2, extra="") -> Path:
     """A config.yaml in tmp_path over the snapshot; ``models`` is a list of (name, prompt_style)."""
     models = [("m-q4", "few_shot")] if models is None else models

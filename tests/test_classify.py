@@ -277,7 +277,9 @@ def test_a_database_of_the_previous_layout_migrates_resumes_and_reports(tmp_path
     assert r.returncode == 0, r.stderr
     assert f"resuming run {run_id}: 4 calls already stored, 2 to go" in r.stderr  # its model's calls
     con = sqlite3.connect(db)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    from benchmark.migrations import VERSION
+
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(VERSION)
     assert con.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 24
     fields = json.loads(con.execute("SELECT fields_json FROM items LIMIT 1").fetchone()[0])
     assert {"ticker", "company", "title", "url"} <= set(fields)

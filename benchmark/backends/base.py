@@ -19,6 +19,11 @@ class PromptTooLong(ShootoutError):
         self.model, self.prompt_tokens, self.n_ctx = model, prompt_tokens, n_ctx
 
 
+class BackendUnavailable(ShootoutError):
+    """The server stopped answering (after the backend's own retries): the call was not answered.
+    With several endpoints the call goes to another one; with one, the run stops, resumable."""
+
+
 class Reply(BaseModel):
     """One model call as the engine saw it. Seconds exclude model load time."""
 

@@ -56,7 +56,7 @@ def _backend_ready() -> Any:
         @L.llama_log_callback
         def _log(level, text, user_data):  # keep llama.cpp quiet; remember the tail for errors
             LOG_TAIL.append(text.decode("utf-8", "replace"))
-            del LOG_TAIL[:-40]
+            del LOG_TAIL[:-400]
 
         _backend_ready.callback = _log  # a reference keeps the callback alive
         L.llama_log_set(_log, ctypes.c_void_p(0))
@@ -90,6 +90,7 @@ class LlamaCppBackend:
         self.grammar_mode = grammar_mode
         self.model = self.ctx = None
         self._kv: list[int] = []  # tokens whose keys/values are in the context now (sequence 0)
+        self._load_log: list[str] = []  # llama.cpp's log while loading (memory figures)
         self._grammars: dict[str, Any] = {}
         self.stats = {"grammar_checks": 0, "grammar_partial_passes": 0, "grammar_full_passes": 0}
 
@@ -121,6 +122,7 @@ class LlamaCppBackend:
             raise ShootoutError(f"model '{self.name}': llama.cpp could not create a context of {self.n_ctx} tokens",
                                 "lower run.num_ctx (or the model's options.num_ctx)")
         self.L, self.model, self.ctx = L, model, ctx
+        self._load_log = list(LOG_TAIL)
         self.vocab = L.llama_model_get_vocab(model)
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
         self.mem = L.llama_get_memory(ctx)
@@ -427,6 +429,23 @@ class LlamaCppBackend:
         return Reply(text=text, finish_reason=finish, prompt_tokens=len(prompt), cached_tokens=cached,
                      completion_tokens=len(out), prompt_seconds=prompt_s, gen_seconds=gen_s,
                      wall_seconds=time.perf_counter() - t_start)
+
+    def memory_facts(self) -> dict[str, float]:
+        """The KV cache, compute and model buffers llama.cpp reported when it loaded this model (MiB),
+        and the GPU memory this process holds (NVML, where present)."""
+        import re
+
+        from core import sysinfo
+
+        kv = sum(float(m.group(1)) for line in self._load_log
+                 if (m := re.search(r"llama_kv_cache: size =\s*([\d.]+) MiB", line)))
+        compute = sum(float(m.group(1)) for line in self._load_log
+                      if (m := re.search(r"compute buffer size =\s*([\d.]+) MiB", line)))
+        weights = sum(float(m.group(1)) for line in self._load_log
+                      if (m := re.search(r"model buffer size =\s*([\d.]+) MiB", line)))
+        out = {"kv_cache_mb": kv or None, "compute_buffer_mb": compute or None, "model_buffer_mb": weights or None,
+               "vram_mb": sysinfo.vram_used_mb()}
+        return {k: v for k, v in out.items() if v is not None}
 
     def _check_fits(self, tokens: list[int]) -> None:
         if len(tokens) >= self.n_ctx:

@@ -1,0 +1,117 @@
+"""`shootout merge`: the shards of one grid, run on several boxes (`shootout run --shard i/n`),
+combined into one run that reports like any other.
+
+The runs must share the config's settings (the results file name aside), the task, the seed,
+the iteration count and the items (ids, texts, gold answers, splits); a call (model, iteration,
+item) stored in two of them is refused rather than guessed between. Calls and model loads are
+copied as they are, so every figure of the merged report is what the shards measured; each box's
+hardware and versions are kept in the merged run's row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.store import CALL_FIELDS, Store
+from core.errors import ShootoutError
+
+
+@dataclass
+class MergeResult:
+    run_id: str
+    calls: int
+    sources: list[str]
+    finished: bool
+
+
+def _source(spec: str) -> tuple[Path, str | None]:
+    """``results.sqlite`` or ``results.sqlite:RUN_ID``."""
+    path, _, run_id = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    return Path(path), run_id or None
+
+
+def _comparable_settings(run) -> dict:
+    settings = json.loads(run["settings_json"])
+    settings.get("run", {}).pop("database", None)
+    return settings
+
+
+def _items(store: Store, run_id: str) -> list[tuple]:
+    return [(i.id, i.text, i.label, i.value, i.split) for i in store.items(run_id)]
+
+
+def merge(specs: list[str], out: Path, run_id: str | None = None) -> MergeResult:
+    if len(specs) < 2:
+        raise ShootoutError("merge needs two or more results files", "shootout merge A.sqlite B.sqlite --out all.sqlite")
+    if out.exists():
+        raise ShootoutError(f"{out} already exists", "name a new file with --out; merge never writes into a results file")
+    sources = []
+    for spec in specs:
+        path, rid = _source(spec)
+        store = Store(path, create=False)
+        ids = store.run_ids()
+        if rid is None:
+            if len(ids) != 1:
+                store.close()
+                raise ShootoutError(f"{path} holds {len(ids)} runs ({', '.join(ids) or 'none'})",
+                                    f"name the run to merge as {path}:RUN_ID")
+            rid = ids[0]
+        elif rid not in ids:
+            store.close()
+            raise ShootoutError(f"no run '{rid}' in {path}", f"runs there: {', '.join(ids) or 'none'}")
+        sources.append((path, rid, store))
+    try:
+        first_path, first_id, first = sources[0]
+        ref = first.run(first_id)
+        ref_items = _items(first, first_id)
+        for path, rid, store in sources[1:]:
+            run = store.run(rid)
+            for what, a, b in (("task", ref["task"], run["task"]), ("seed", ref["seed"], run["seed"]),
+                               ("iterations", ref["iterations"], run["iterations"]),
+                               ("config settings", _comparable_settings(ref), _comparable_settings(run))):
+                if a != b:
+                    raise ShootoutError(f"{path} (run {rid}) has other {what} than {first_path} (run {first_id})",
+                                        "merge only the shards of one grid: the same config, seed and items")
+            if _items(store, rid) != ref_items:
+                raise ShootoutError(f"{path} (run {rid}) asked about other items than {first_path} (run {first_id})",
+                                    "shards must start from the same items (same snapshot or data files)")
+        seen: dict[tuple, str] = {}
+        rows, loads = [], []
+        for path, rid, store in sources:
+            for c in store.calls(rid):
+                key = (c["model"], c["iteration"], c["item_id"])
+                if key in seen:
+                    raise ShootoutError(f"the call {key[0]}, iteration {key[1]}, item {key[2]} is stored in both "
+                                        f"{seen[key]} and {path}", "merge shards that split the grid without overlap "
+                                                                   "(shootout run --shard i/n)")
+                seen[key] = str(path)
+                rows.append({k: c[k] for k in CALL_FIELDS if k in c.keys()})
+            loads += [dict(r) for r in store.db.execute("SELECT * FROM model_loads WHERE run_id=?", (rid,))]
+        new_id = run_id or first_id
+        boxes = [{"file": str(p), "run_id": r, "hardware": json.loads(s.run(r)["hardware_json"]),
+                  "versions": json.loads(s.run(r)["versions_json"])} for p, r, s in sources]
+        settings = json.loads(ref["settings_json"])
+        task = json.loads(ref["task_json"] or "{}")
+        n_arms = len(settings.get("models") or []) * max(1, len([v for v in task.get("variants") or [None] if v]))
+        finished = len(rows) >= n_arms * len(ref_items) * ref["iterations"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Store(out) as dest:
+            hardware = {**json.loads(ref["hardware_json"]), "merged_from": boxes}
+            dest.create_run(new_id, task=ref["task"], seed=ref["seed"], iterations=ref["iterations"],
+                            config_path=ref["config_path"], config_text=ref["config_text"], settings=settings,
+                            versions=json.loads(ref["versions_json"]), hardware=hardware,
+                            items=first.items(first_id), task_info=task)
+            dest.add_calls([{**r, "run_id": new_id} for r in rows])
+            cols = [k for k in loads[0] if k not in ("id",)] if loads else []
+            dest.db.execute("BEGIN")
+            dest.db.executemany(f"INSERT INTO model_loads ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                                [[new_id if k == "run_id" else r[k] for k in cols] for r in loads])
+            dest.db.execute("COMMIT")
+            if finished:
+                dest.finish_run(new_id)
+        return MergeResult(new_id, len(rows), [str(p) for p, _, _ in sources], finished)
+    finally:
+        for _, _, store in sources:
+            store.close()

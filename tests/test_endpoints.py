@@ -1,0 +1,203 @@
+"""Past one machine: one model spread over three real llama_cpp.server processes on 127.0.0.1
+(the tiny model, one thread each), a server killed mid-run, and shards run as separate processes
+merged into one run that reports like the unsharded one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, shootout
+
+SST2 = ROOT / "examples" / "sst2"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(gguf: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                             "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "1024",
+                             "--model_alias", "tiny"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, "llama_cpp.server exited"
+        try:
+            urllib.request.urlopen(url + "/models", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not come up")
+
+
+@pytest.fixture(scope="module")
+def servers(tiny_gguf):
+    ports = [_free_port() for _ in range(3)]
+    procs = [_start_server(tiny_gguf, p) for p in ports]
+    urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
+    try:
+        for u, p in zip(urls, procs):
+            _wait_ready(u, p)
+        yield urls, procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def _config(tmp_path: Path, endpoints: list[str], *, items: int = 6, iterations: int = 2) -> Path:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    for f in ("train.tsv", "dev.tsv"):
+        shutil.copy(SST2 / "data" / f, tmp_path / "data" / f)
+    text = (SST2 / "config.yaml").read_text()
+    text = text.replace("    evaluate: validation", f"    evaluate: validation\n    max_items: {items}")
+    text = text.replace("  iterations: 3\n  temperature: 0.7", f"  iterations: {iterations}\n  temperature: 0.0")
+    models = ("models:\n  - name: tiny\n    backend: openai\n    model: tiny\n    endpoints:\n"
+              + "".join(f"      - {u}\n" for u in endpoints)
+              + "    family: tiny\n    quant: F16\n    prompt_style: zero_shot\n")
+    text = text[:text.index("models:")] + models + text[text.index("output:"):]
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def _calls(db: Path) -> pd.DataFrame:
+    con = sqlite3.connect(db)
+    try:
+        return pd.read_sql_query("SELECT model, iteration, item_id, raw_text, valid, label, endpoint, in_flight "
+                                 "FROM calls ORDER BY model, iteration, item_id", con)
+    finally:
+        con.close()
+
+
+def test_three_endpoints_store_the_rows_and_answers_of_one(servers, tmp_path):
+    urls, _ = servers
+    one, three = tmp_path / "one", tmp_path / "three"
+    one.mkdir()
+    three.mkdir()
+    r1 = shootout("run", "-c", str(_config(one, urls[:1])), "--no-progress")
+    assert r1.returncode == 0, r1.stderr
+    r3 = shootout("run", "-c", str(_config(three, urls)), "--no-progress")
+    assert r3.returncode == 0, r3.stderr
+    a, b = _calls(one / "results.sqlite"), _calls(three / "results.sqlite")
+    assert len(a) == len(b) == 6 * 2
+    keys = ["model", "iteration", "item_id"]
+    assert a[keys].equals(b[keys])
+    assert a["raw_text"].tolist() == b["raw_text"].tolist()  # temperature 0: the same answers wherever a call ran
+    assert set(a["endpoint"]) == {urls[0]}
+    assert b["endpoint"].nunique() >= 2 and set(b["endpoint"]) <= set(urls)  # the work was spread
+    assert (b["in_flight"] == 1).all()  # latency mode: one call per endpoint at a time
+    loads = sqlite3.connect(three / "results.sqlite").execute("SELECT endpoint FROM model_loads").fetchall()
+    assert {e for (e,) in loads} == set(urls)  # each endpoint loaded and warmed up
+
+
+def test_a_server_killed_mid_run_loses_nothing_and_its_work_finishes_elsewhere(tiny_gguf, tmp_path):
+    ports = [_free_port() for _ in range(3)]
+    procs = [_start_server(tiny_gguf, p) for p in ports]
+    urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
+    try:
+        for u, p in zip(urls, procs):
+            _wait_ready(u, p)
+        config = _config(tmp_path, urls, items=10, iterations=3)
+        run = subprocess.Popen([sys.executable, "-m", "shootout.cli", "run", "-c", str(config), "--no-progress"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        db = tmp_path / "results.sqlite"
+        t0 = time.time()
+        while time.time() - t0 < 300:
+            try:
+                if (sqlite3.connect(db).execute("SELECT COUNT(*) FROM calls WHERE endpoint = ?", (urls[1],))
+                        .fetchone()[0] >= 2):
+                    break
+            except sqlite3.OperationalError:
+                pass
+            assert run.poll() is None, run.communicate()
+            time.sleep(0.1)
+        os.killpg(procs[1].pid, signal.SIGKILL)  # one server dies in the middle of the run
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+        assert "stopped answering" in err and urls[1] in " ".join(err.split())
+        calls = _calls(db)
+        assert len(calls) == len(calls[["iteration", "item_id"]].drop_duplicates()) == 10 * 3
+        after = calls[calls["endpoint"] != urls[1]]
+        assert len(after) > 0 and set(calls["endpoint"]) <= set(urls)
+        assert sqlite3.connect(db).execute("SELECT finished_at IS NOT NULL FROM runs").fetchone() == (1,)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+# --------------------------------------------------------------------------- shards and merge
+
+
+def _two_model_config(tmp_path: Path, gguf: Path) -> Path:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    for f in ("train.tsv", "dev.tsv"):
+        shutil.copy(SST2 / "data" / f, tmp_path / "data" / f)
+    text = (SST2 / "config.yaml").read_text()
+    text = text.replace("    evaluate: validation", "    evaluate: validation\n    max_items: 5")
+    text = text.replace("  iterations: 3\n  temperature: 0.7", "  iterations: 2\n  temperature: 0.0")
+    models = "".join(f"  - {{name: {n}, backend: llamacpp, path: {gguf}, family: tiny, quant: {q}, "
+                     f"prompt_style: zero_shot, options: {{n_threads: 1}}}}\n" for n, q in (("a", "F16"), ("b", "F16x")))
+    text = text[:text.index("models:")] + "models:\n" + models + "compare:\n  - [a, b]\n" + text[text.index("output:"):]
+    (tmp_path / "config.yaml").write_text(text)
+    return tmp_path / "config.yaml"
+
+
+TIMING = {"s_per_sample", "latency_p50", "latency_p95", "prompt_tok_s", "gen_tok_s", "load_seconds", "cost_per_1k"}
+
+
+def test_shards_run_as_separate_processes_merge_into_the_unsharded_report(tiny_gguf, tmp_path):
+    full, s1, s2 = (tmp_path / n for n in ("full", "s1", "s2"))
+    for d in (full, s1, s2):
+        d.mkdir()
+        _two_model_config(d, tiny_gguf)
+    r = shootout("run", "-c", str(full / "config.yaml"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    procs = [subprocess.Popen([sys.executable, "-m", "shootout.cli", "run", "-c", str(d / "config.yaml"),
+                               "--shard", f"{k}/2", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for k, d in ((1, s1), (2, s2))]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    assert set(_calls(s1 / "results.sqlite")["model"]) == {"a"} and set(_calls(s2 / "results.sqlite")["model"]) == {"b"}
+    merged = tmp_path / "merged.sqlite"
+    m = shootout("merge", str(s1 / "results.sqlite"), str(s2 / "results.sqlite"), "--out", str(merged))
+    assert m.returncode == 0, m.stderr
+    again = shootout("merge", str(s1 / "results.sqlite"), str(s1 / "results.sqlite"), "--out", str(tmp_path / "x.sqlite"))
+    assert again.returncode == 2 and "stored in both" in again.stderr  # duplicates refused
+    for name, db in (("full", full / "results.sqlite"), ("merged", merged)):
+        rep = shootout("report", "--db", str(db), "--out", str(tmp_path / f"rep-{name}"))
+        assert rep.returncode == 0, rep.stderr
+    run_full = sqlite3.connect(full / "results.sqlite").execute("SELECT run_id FROM runs").fetchone()[0]
+    run_merged = sqlite3.connect(merged).execute("SELECT run_id FROM runs").fetchone()[0]
+    for table in ("summary", "model_details", "per_item", "per_class", "confusion", "comparisons"):
+        a = pd.read_csv(tmp_path / "rep-full" / run_full / f"{table}.csv")
+        b = pd.read_csv(tmp_path / "rep-merged" / run_merged / f"{table}.csv")
+        keep = [c for c in a.columns if c not in TIMING]
+        pd.testing.assert_frame_equal(a[keep], b[keep], check_exact=False, rtol=1e-12)
+    fa, fb = _calls(full / "results.sqlite"), _calls(merged)
+    assert fa.drop(columns=["endpoint"]).equals(fb.drop(columns=["endpoint"]))
+    assert sqlite3.connect(merged).execute("SELECT finished_at IS NOT NULL FROM runs").fetchone() == (1,)
