@@ -81,7 +81,7 @@ class OllamaBackend:
         self.timeout = timeout
         self.backoff = backoff
         self._http = None
-        self.server_version: str | None = None
+        self.version: str | None = None
         self.show = None            # ollama.ShowResponse
         self.ps = None              # ollama.ProcessResponse.Model of this model, after load
         self.think: bool | None = None
@@ -149,26 +149,40 @@ class OllamaBackend:
         return body
 
     # ------------------------------------------------------------------ protocol
-    def load(self) -> float:
-        """Check the server, read the model's facts, load it at the run's context; the seconds it took."""
-        from ollama import ProcessResponse, ShowResponse
-
+    def server_version(self) -> str:
+        """GET /api/version; a server too old to be told not to truncate is refused."""
         version = self._request("GET", "/api/version").get("version", "")
-        self.server_version = version
         v = parse_version(version)
-        if v is not None and v != (0, 0, 0) and v < MIN_VERSION:
+        if v is not None and v != (0, 0, 0) and v < MIN_VERSION:  # 0.0.0: built from source
             raise ShootoutError(
                 f"model '{self.name}': Ollama {version} at {self.host} cannot be asked not to truncate a long prompt "
                 "(it would drop the few-shot examples without a word)",
                 "upgrade Ollama to 0.12.6 or later (`truncate: false` came in 0.12.6)")
-        self.show = ShowResponse.model_validate(self._request("POST", "/api/show", {"model": self.tag}))
+        return version
+
+    def show_model(self):
+        """POST /api/show: the model's template (the one that renders its prompts), parameters, details."""
+        from ollama import ShowResponse
+
+        return ShowResponse.model_validate(self._request("POST", "/api/show", {"model": self.tag}))
+
+    def process(self):
+        """This model's entry in GET /api/ps (None when it is not loaded)."""
+        from ollama import ProcessResponse
+
+        return self._find_ps(ProcessResponse.model_validate(self._request("GET", "/api/ps")))
+
+    def load(self) -> float:
+        """Check the server, read the model's facts, load it at the run's context; the seconds it took."""
+        self.version = self.server_version()
+        self.show = self.show_model()
         self.think = False if "thinking" in (self.show.capabilities or []) else None
-        before = self._find_ps(ProcessResponse.model_validate(self._request("GET", "/api/ps")))
+        before = self.process()
         self.loaded_before = before is not None and before.context_length == self.num_ctx
         t0 = time.perf_counter()
         self._request("POST", "/api/chat", self._chat_body([], {"num_ctx": self.num_ctx}))
         self.load_seconds = time.perf_counter() - t0
-        self.ps = self._find_ps(ProcessResponse.model_validate(self._request("GET", "/api/ps")))
+        self.ps = self.process()
         self._previous = None
         return self.load_seconds
 
@@ -179,7 +193,7 @@ class OllamaBackend:
         show, ps = self.show, self.ps
         details = show.details if show is not None else None
         info: dict[str, Any] = {
-            "engine": "Ollama /api/chat", "host": self.host, "tag": self.tag, "server_version": self.server_version,
+            "engine": "Ollama /api/chat", "host": self.host, "tag": self.tag, "server_version": self.version,
             "digest": ps.digest if ps is not None else None,
             "quantization_level": details.quantization_level if details else None,
             "parameter_size": details.parameter_size if details else None,
