@@ -47,17 +47,22 @@ _TOO_LONG_NO_COUNTS = "the prompt is longer than the context length"
 
 
 def normalize_host(host: str | None = None) -> str:
-    """OLLAMA_HOST as the client reads it: a scheme and port are optional."""
-    host = (host or os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434").strip()
-    if "://" not in host:
+    """OLLAMA_HOST read as the official client reads it (ollama._client._parse_host): no scheme means
+    http on port 11434; a scheme without a port means its usual port."""
+    from urllib.parse import urlsplit
+
+    host = (host or os.environ.get("OLLAMA_HOST") or "").strip() or "127.0.0.1:11434"
+    default_port = 11434
+    if "://" in host:
+        default_port = {"http": 80, "https": 443}.get(host.split("://", 1)[0].lower(), 11434)
+    else:
         host = "http://" + host
-    scheme, rest = host.split("://", 1)
-    rest = rest.rstrip("/")
-    if rest.startswith("0.0.0.0"):
-        rest = "127.0.0.1" + rest[len("0.0.0.0"):]
-    if ":" not in rest.split("/", 1)[0]:
-        rest = rest.split("/", 1)[0] + ":11434" + ("/" + rest.split("/", 1)[1] if "/" in rest else "")
-    return f"{scheme}://{rest}"
+    u = urlsplit(host)
+    hostname = u.hostname or "127.0.0.1"
+    if ":" in hostname:
+        hostname = f"[{hostname}]"
+    path = u.path.rstrip("/")
+    return f"{u.scheme}://{hostname}:{u.port or default_port}{path}"
 
 
 def parse_version(text: str) -> tuple[int, ...] | None:
