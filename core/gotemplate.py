@@ -3,10 +3,12 @@
 Ollama renders a Modelfile's TEMPLATE with Go's text/template. To check, without Go or Ollama,
 that the TEMPLATE we write produces the same prompt as a GGUF's own Jinja chat template, this
 module evaluates: text with ``{{- -}}`` trim markers, comments, ``if / else if / else / end``,
-``range`` (with ``$i, $m :=``), ``$x := ...`` and ``$x = ...``, fields (``.Role``, ``$.System``,
-``$m.Content``), string/number/bool literals, parentheses, pipes, and the built-in functions
-``eq ne lt le gt ge and or not len slice index print``. Truthiness follows Go: false, 0, "",
-nil and empty collections are false. Anything else is a :class:`GoTemplateError`.
+``range`` (with ``$i, $m :=``, ``break`` and ``continue``), ``$x := ...`` and ``$x = ...``, fields
+(``.Role``, ``$.System``, ``$m.Content``), string/number/bool literals, parentheses, pipes, the
+built-in functions ``eq ne lt le gt ge and or not len slice index print printf`` and Ollama's
+``json`` (template/template.go adds it). Truthiness follows Go: false, 0, "", nil and empty
+collections are false. Anything else is a :class:`GoTemplateError`. Ollama's official templates
+(template/*.gotmpl in its repository) render here as with Go: the tests check both.
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ class _Action:
 @dataclass
 class _If:
     branches: list = field(default_factory=list)  # [(expr or None for else, [nodes])]
+
+
+@dataclass
+class _Loop:
+    word: str  # "break" or "continue"
+
+
+class _LoopSignal(Exception):
+    def __init__(self, word: str):
+        self.word = word
 
 
 @dataclass
@@ -114,7 +126,11 @@ def parse(src: str) -> list:
             if owner is None:
                 raise GoTemplateError("unexpected {{ end }}")
             stack.pop()
-        elif word in ("with", "define", "template", "block", "break", "continue"):
+        elif word in ("break", "continue"):
+            if not any(isinstance(o, _Range) for _, o in stack):
+                raise GoTemplateError(f"{{{{ {word} }}}} outside {{{{ range }}}}")
+            nodes.append(_Loop(word))
+        elif word in ("with", "define", "template", "block"):
             raise GoTemplateError(f"'{word}' is not supported by this evaluator")
         else:
             nodes.append(_Action(s))
@@ -179,13 +195,56 @@ def _slice(v, *idx):
 
 
 def _print(*args):
-    return "".join(_fmt(a) for a in args)
+    # Go's fmt.Sprint puts a space between operands when neither is a string
+    out = ""
+    for i, a in enumerate(args):
+        if i and not isinstance(a, str) and not isinstance(args[i - 1], str):
+            out += " "
+        out += _fmt(a)
+    return out
+
+
+def _printf(fmt: str, *args):
+    """fmt.Sprintf for the verbs chat templates use: %s %v %d %q %%."""
+    out, i, k = [], 0, 0
+    while i < len(fmt):
+        c = fmt[i]
+        if c != "%":
+            out.append(c)
+            i += 1
+            continue
+        verb = fmt[i + 1] if i + 1 < len(fmt) else ""
+        i += 2
+        if verb == "%":
+            out.append("%")
+            continue
+        if k >= len(args):
+            out.append(f"%!{verb}(MISSING)")
+            continue
+        a = args[k]
+        k += 1
+        if verb in ("s", "v"):
+            out.append(_fmt(a))
+        elif verb == "d":
+            out.append(str(int(a)))
+        elif verb == "q":
+            out.append(json.dumps(str(a), ensure_ascii=False))
+        else:
+            raise GoTemplateError(f"printf verb %{verb} is not supported by this evaluator")
+    return "".join(out)
+
+
+def _json(v):
+    # template/template.go: json.Marshal (Go escapes <, > and & in strings)
+    text = json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 _FUNCS = {
     "eq": _eq, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b, "le": lambda a, b: a <= b,
     "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b, "not": lambda a: not truthy(a),
-    "len": len, "slice": _slice, "index": lambda v, *k: _index(v, k), "print": _print,
+    "len": len, "slice": _slice, "index": lambda v, *k: _index(v, k), "print": _print, "printf": _printf,
+    "json": _json,
 }
 
 
@@ -321,12 +380,16 @@ def _run(nodes: list, scope: _Scope, out: list[str]):
                     scope.set(toks[0][1], value)
             else:
                 out.append(_fmt(_eval_pipeline(toks, scope)))
+        elif isinstance(node, _Loop):
+            raise _LoopSignal(node.word)
         elif isinstance(node, _If):
             for cond, body in node.branches:
                 if cond is None or truthy(_eval_pipeline(_tokens(cond), scope)):
                     scope.vars.append({})
-                    _run(body, scope, out)
-                    scope.vars.pop()
+                    try:
+                        _run(body, scope, out)
+                    finally:
+                        scope.vars.pop()
                     break
         elif isinstance(node, _Range):
             seq = _eval_pipeline(_tokens(node.expr), scope)
@@ -342,8 +405,13 @@ def _run(nodes: list, scope: _Scope, out: list[str]):
                     frame[node.valvar] = v
                 scope.vars.append(frame)
                 scope.dot = v
-                _run(node.body, scope, out)
-                scope.vars.pop()
+                try:
+                    _run(node.body, scope, out)
+                except _LoopSignal as sig:
+                    if sig.word == "break":
+                        break
+                finally:
+                    scope.vars.pop()
             scope.dot = saved
 
 
@@ -353,17 +421,20 @@ def render(src: str, data: dict) -> str:
     return "".join(out)
 
 
-def ollama_values(messages: list[dict[str, str]]) -> dict:
-    """What Ollama hands a chat template: consecutive messages of one role merged with a blank
-    line between, every system message also joined into ``.System`` (documented behaviour of
-    Ollama's template package)."""
+def ollama_values(messages: list[dict[str, str]], *, think: bool | None = None) -> dict:
+    """What Ollama hands a chat template that uses ``.Messages`` (template/template.go, Execute and
+    collate): consecutive messages of one role merged with a blank line between (tool messages
+    excepted), every system message also joined into ``.System``; ``.Think`` is the request's
+    think value (false when unset) and ``.IsThinkSet`` says whether the request set it."""
     collated: list[dict] = []
     system = []
     for m in messages:
         if m["role"] == "system":
             system.append(m["content"])
-        if collated and collated[-1]["Role"] == m["role"]:
+        if collated and collated[-1]["Role"] == m["role"] and m["role"] != "tool":
             collated[-1]["Content"] += "\n\n" + m["content"]
         else:
-            collated.append({"Role": m["role"], "Content": m["content"]})
-    return {"System": "\n\n".join(system), "Messages": collated, "Prompt": "", "Response": ""}
+            collated.append({"Role": m["role"], "Content": m["content"], "Thinking": "", "Images": None,
+                             "ToolCalls": None, "ToolName": "", "ToolCallID": ""})
+    return {"System": "\n\n".join(system), "Messages": collated, "Tools": None, "Response": "",
+            "Think": bool(think), "ThinkLevel": "", "IsThinkSet": think is not None}

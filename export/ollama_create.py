@@ -1,15 +1,19 @@
 """Create models in Ollama from exported GGUFs, through Ollama's HTTP API.
 
 1. ``HEAD /api/blobs/sha256:<digest>``: 200 means the server has the file already, so nothing is
-   sent; 404 means ``POST /api/blobs/sha256:<digest>`` with the file as the body (201 Created).
+   sent; 404 means ``POST /api/blobs/sha256:<digest>`` with the file as the body: 201 Created, 200
+   when the server got it meanwhile, 400 when the bytes do not hash to the digest
+   (server/routes.go HeadBlobHandler, CreateBlobHandler).
 2. ``POST /api/create`` with ``files`` (name -> digest), ``template``, ``system`` and
-   ``parameters``, streaming status lines until ``success``.
+   ``parameters``, streaming status lines until ``success``. Requests the server refuses outright
+   (a bad digest or name) answer 400 before any line; once lines went out, an error is one more
+   line ``{"error": ...}`` in a 200 answer: a missing blob, a TEMPLATE that does not parse
+   (server/create.go CreateHandler, server/routes.go streamResponse).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,10 +34,9 @@ def sha256_file(path: str | Path, progress: Callable[[int], None] | None = None)
 
 
 def _host(host: str | None) -> str:
-    host = host or os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434")
-    if "://" not in host:
-        host = "http://" + host
-    return host.rstrip("/")
+    from benchmark.backends.ollama_backend import normalize_host
+
+    return normalize_host(host)
 
 
 class OllamaCreator:

@@ -303,6 +303,24 @@ def modelfile_cmd(ggufs: List[Path] = typer.Argument(..., help="GGUF files (a Mo
                    f"({len(done['uploaded'])} uploaded, {len(done['skipped'])} already there)")
 
 
+@app.command()
+def doctor(config: Path = CONFIG_OPT,
+           model: Optional[List[str]] = typer.Option(None, "--model", "-m",
+                                                     help="an Ollama model of config.yaml (repeatable; default: all)"),
+           tag: Optional[str] = typer.Option(None, "--tag", help="check this Ollama tag instead of the config's models"),
+           modelfile: Optional[Path] = typer.Option(None, "--modelfile",
+                                                    help="the Modelfile the model was created from (default: the one "
+                                                         "its export manifest names)"),
+           host: Optional[str] = typer.Option(None, "--host", help="the Ollama server (default: OLLAMA_HOST)"),
+           num_ctx: Optional[int] = typer.Option(None, "--num-ctx", min=256, help="context to load with (default: "
+                                                                                  "the config's)")):
+    """Check an Ollama host end to end: version, template and parameters against the Modelfile, context
+    allocated, share in GPU memory, one smoke call with the task's schema (exit code 2 if a check fails)."""
+    from shootout.doctor import main as doctor_main
+
+    raise typer.Exit(doctor_main(config, model, tag, modelfile, host, num_ctx, _console()))
+
+
 @app.command("export")
 def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder or a GGUF file"),
                name: Optional[str] = typer.Option(None, "--name", help="file prefix (default: from the source)"),

@@ -1,5 +1,9 @@
-"""Modelfiles: per chat family, the Go TEMPLATE renders the same prompt as the GGUF's own Jinja
-template; stop tokens per family; unknown families refused; `shootout modelfile` on real GGUFs."""
+"""Modelfiles: per chat family and version, the Go TEMPLATE renders the prompt of the GGUF's own Jinja
+template (real model templates, tests/fixtures/chat_templates/SOURCES.md) and, for llama3, phi3, chatml
+and gemma2, exactly the prompt of Ollama's official template (tests/fixtures/ollama_templates); gemma3
+and mistral-v3 differ from Ollama's in one stated way each. Renderings use core/gotemplate.py and,
+where Go is installed, Go's own text/template. Detection of family versions; Ollama ignoring a TEMPLATE
+when the GGUF's template mentions tools (server/images.go); `shootout modelfile` on real GGUFs."""
 
 from __future__ import annotations
 
@@ -18,20 +22,20 @@ from core.errors import ShootoutError
 from tests.conftest import ROOT, shootout
 
 TEMPLATES = ROOT / "tests" / "fixtures" / "chat_templates"
-EOS = {"llama2": "</s>", "llama3": "<|eot_id|>", "gemma": "<eos>", "mistral": "</s>", "phi3": "<|endoftext|>", "chatml": "<|im_end|>"}
-STOPS = {"llama2": "[INST]", "llama3": "<|eot_id|>", "gemma": "<end_of_turn>", "phi3": "<|end|>", "chatml": "<|im_end|>",
-         "mistral": "[INST]"}
+OFFICIAL = ROOT / "tests" / "fixtures" / "ollama_templates"
+# the special tokens of each family's GGUFs (what llama.cpp hands the Jinja template as bos/eos)
+EOS = {"llama2": "</s>", "llama3": "<|eot_id|>", "gemma2": "<eos>", "gemma3": "<eos>", "mistral-v1": "</s>",
+       "mistral-v3": "</s>", "phi3": "<|endoftext|>", "chatml": "<|im_end|>"}
+BOS = {"llama3": "<|begin_of_text|>", "gemma2": "<bos>", "gemma3": "<bos>"}
+STOPS = {"llama2": "[INST]", "llama3": "<|eot_id|>", "gemma2": "<end_of_turn>", "gemma3": "<end_of_turn>",
+         "phi3": "<|end|>", "chatml": "<|im_end|>", "mistral-v1": "[INST]", "mistral-v3": "[INST]"}
 
-TWO_TURNS = [
-    {"role": "system", "content": "Rate the sentiment of financial news as JSON."},
-    {"role": "user", "content": "Acme beat estimates and raised guidance."},
-    {"role": "assistant", "content": '{"sentiment": 0.7, "confidence": 0.9}'},
-    {"role": "user", "content": "Acme warned on margins."},
-]
-ZERO_SHOT = TWO_TURNS[:2]
+FEW_SHOT = chat.FEW_SHOT_PROBE  # system + five few-shot turns + the item
+assert [m["role"] for m in FEW_SHOT] == ["system"] + ["user", "assistant"] * 5 + ["user"]
+NO_SYSTEM = FEW_SHOT[1:]
 
 
-def make_gguf(path: Path, *, template: str | None, arch: str = "llama", eos: str = "</s>") -> Path:
+def make_gguf(path: Path, *, template: str | None, arch: str = "llama", eos: str = "</s>", bos: str = "<s>") -> Path:
     """A small GGUF with a chat template, a vocabulary and one tensor (gguf-py's writer)."""
     import gguf
     import numpy as np
@@ -39,7 +43,7 @@ def make_gguf(path: Path, *, template: str | None, arch: str = "llama", eos: str
     w = gguf.GGUFWriter(str(path), arch)
     if template is not None:
         w.add_chat_template(template)
-    w.add_token_list(["<unk>", "<s>", eos, "hello"])
+    w.add_token_list(["<unk>", bos, eos, "hello"])
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float16))
@@ -50,18 +54,41 @@ def make_gguf(path: Path, *, template: str | None, arch: str = "llama", eos: str
     return path
 
 
-@pytest.mark.parametrize("family", sorted(chat.FAMILIES))
-def test_go_template_renders_what_the_ggufs_own_template_renders(tmp_path, family):
+def gguf_prompt(family: str, conversation: list[dict]) -> str:
+    """The prompt the GGUF's own template gives (what llama.cpp renders), without its leading BOS.
+    Gemma 2's and Mistral v1's templates refuse a system role: there the system prompt goes into the
+    first user turn the family's way (Gemma: a newline, as Ollama does; Mistral: a blank line)."""
     source = (TEMPLATES / f"{family}.jinja").read_text()
-    gguf = make_gguf(tmp_path / f"m.{family}.Q4_K_M.gguf", template=source, eos=EOS[family])
+    try:
+        return chat.render_without_bos(source, conversation, bos=BOS.get(family, "<s>"), eos=EOS[family])
+    except chat.TemplateError:
+        return chat.render_without_bos(source, chat.fold_system(family, conversation), bos=BOS.get(family, "<s>"),
+                                       eos=EOS[family])
+
+
+def official(name: str, conversation: list[dict]) -> str:
+    return gotemplate.render((OFFICIAL / f"{name}.gotmpl").read_text(), gotemplate.ollama_values(conversation))
+
+
+# --------------------------------------------------------------------------- our TEMPLATE vs the GGUF's template
+
+@pytest.mark.parametrize("family", sorted(chat.FAMILIES))
+def test_template_renders_the_ggufs_own_prompt_for_a_few_shot_conversation(tmp_path, family):
+    source = (TEMPLATES / f"{family}.jinja").read_text()
+    gguf = make_gguf(tmp_path / f"m.{family}.Q4_K_M.gguf", template=source, eos=EOS[family],
+                     bos=BOS.get(family, "<s>"))
     spec = modelfile.write(gguf)
     assert spec.family == family and spec.family_source == "GGUF tokenizer.chat_template"
-    assert spec.template_check == "equal"
-    for conversation in (TWO_TURNS, ZERO_SHOT):
+    assert spec.template_check.startswith("equal")
+    for conversation in (FEW_SHOT, FEW_SHOT[:2], NO_SYSTEM):
         ollama_prompt = gotemplate.render(spec.template, gotemplate.ollama_values(conversation))
-        hf_prompt = chat.render_without_bos(source, conversation, bos="<s>", eos=EOS[family])
-        assert ollama_prompt == hf_prompt
-        assert ollama_prompt.count(conversation[-1]["content"]) == 1
+        for m in conversation:  # every turn reaches the prompt, once
+            assert ollama_prompt.count(m["content"]) == 1
+        if family == "chatml" and conversation is NO_SYSTEM:  # Qwen's template adds a default system prompt
+            assert gguf_prompt(family, conversation) == (
+                "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + ollama_prompt)
+            continue
+        assert ollama_prompt == gguf_prompt(family, conversation)
     text = spec.path.read_text()
     assert spec.path.name == f"m.{family}.Q4_K_M.Modelfile"
     assert f"FROM ./{gguf.name}" in text.splitlines()
@@ -69,19 +96,147 @@ def test_go_template_renders_what_the_ggufs_own_template_renders(tmp_path, famil
     assert "PARAMETER temperature 0.0" in text and "PARAMETER num_ctx 4096" in text
 
 
-@pytest.mark.skipif(shutil.which("go") is None, reason="Go is not installed (the Python evaluator is used instead)")
-@pytest.mark.parametrize("family", sorted(chat.FAMILIES))
-def test_real_go_text_template_agrees(tmp_path, family):
-    data = gotemplate.ollama_values(TWO_TURNS)
-    tmpl = chat.FAMILIES[family].go
-    r = subprocess.run(["go", "run", str(ROOT / "tests" / "gotemplate" / "render.go")],
-                       input=json.dumps({"template": tmpl, "data": data}), capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "GOCACHE": str(ROOT / ".cache" / "go-build")})
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == gotemplate.render(tmpl, data)
-    assert r.stdout == chat.render_without_bos((TEMPLATES / f"{family}.jinja").read_text(), TWO_TURNS, bos="<s>",
-                                                 eos=EOS[family])
+def test_where_each_version_puts_the_system_prompt():
+    """The differences the family split exists for, on the GGUFs' own templates."""
+    sys, first, last = FEW_SHOT[0]["content"], FEW_SHOT[1]["content"], FEW_SHOT[-1]["content"]
+    assert f"<start_of_turn>user\n{sys}\n{first}<end_of_turn>" in gguf_prompt("gemma2", FEW_SHOT)
+    assert f"<start_of_turn>user\n{sys}\n\n{first}<end_of_turn>" in gguf_prompt("gemma3", FEW_SHOT)
+    v1, v3 = gguf_prompt("mistral-v1", FEW_SHOT), gguf_prompt("mistral-v3", FEW_SHOT)
+    assert v1.startswith(f"[INST] {sys}\n\n{first} [/INST]{FEW_SHOT[2]['content']}</s>")
+    assert v3.startswith(f"[INST] {first}[/INST] {FEW_SHOT[2]['content']}</s>")
+    assert v3.endswith(f"[INST] {sys}\n\n{last}[/INST]")  # Mistral's v3 template: before the last user turn
+    with pytest.raises(chat.TemplateError, match="System role not supported"):  # Gemma 2's own refusal
+        chat.render((TEMPLATES / "gemma2.jinja").read_text(), FEW_SHOT)
 
+
+# --------------------------------------------------------------------------- our TEMPLATE vs Ollama's official ones
+
+@pytest.mark.parametrize("family", ["llama3", "phi3", "chatml", "gemma2"])
+def test_template_gives_exactly_the_prompt_of_ollamas_official_template(family):
+    name = chat.FAMILIES[family].ollama
+    for conversation in (FEW_SHOT, NO_SYSTEM):
+        assert chat.render_go(family, conversation) == official(name, conversation)
+    assert official(name, FEW_SHOT) == gguf_prompt(family, FEW_SHOT)
+
+
+def test_gemma3_differs_from_ollamas_official_template_only_by_its_trailing_newline():
+    for conversation in (FEW_SHOT, NO_SYSTEM):
+        assert official("gemma3-instruct", conversation) == chat.render_go("gemma3", conversation) + "\n"
+
+
+def test_mistral_v3_differs_from_ollamas_official_template_only_in_where_the_system_prompt_goes():
+    # no system prompt: byte for byte the same ([INST] u[/INST] a</s>)
+    assert chat.render_go("mistral-v3", NO_SYSTEM) == official("mistral-instruct", NO_SYSTEM)
+    sys = FEW_SHOT[0]["content"]
+    ours, theirs = chat.render_go("mistral-v3", FEW_SHOT), official("mistral-instruct", FEW_SHOT)
+    # Ollama's puts it in the first [INST], Mistral's v3 template (and ours) before the last user turn
+    assert theirs == official("mistral-instruct", NO_SYSTEM).replace("[INST] ", f"[INST] {sys}\n\n", 1)
+    head, mark, tail = official("mistral-instruct", NO_SYSTEM).rpartition("[INST] ")
+    assert ours == head + mark + f"{sys}\n\n" + tail
+
+
+def test_mistral_v1_and_llama2_are_not_ollamas_official_rendering():
+    """Recorded, not a target: Ollama's mistral-instruct is the later format, its llama2-chat differs too."""
+    assert chat.render_go("mistral-v1", NO_SYSTEM) != official("mistral-instruct", NO_SYSTEM)
+    assert chat.render_go("mistral-v1", NO_SYSTEM).startswith(f"[INST] {NO_SYSTEM[0]['content']} [/INST]"
+                                                              f"{NO_SYSTEM[1]['content']}</s>")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in OFFICIAL.glob("*.gotmpl")))
+def test_evaluator_renders_ollamas_templates_as_ollamas_own_tests_expect(name):
+    """Ollama's template/testdata: the expected prompt of each official template for three conversations."""
+    user = [{"role": "user", "content": "Hello, how are you?"}]
+    uau = user + [{"role": "assistant", "content": "I'm doing great. How can I help you today?"},
+                  {"role": "user", "content": "I'd like to show off how chat templating works!"}]
+    suau = [{"role": "system", "content": "You are a helpful assistant."}] + uau
+    for case, conversation in (("user", user), ("user-assistant-user", uau), ("system-user-assistant-user", suau)):
+        assert official(name, conversation) == (OFFICIAL / "testdata" / name / case).read_text()
+
+
+# --------------------------------------------------------------------------- Go's own text/template
+
+@pytest.fixture(scope="module")
+def go_render(tmp_path_factory):
+    if shutil.which("go") is None:
+        pytest.skip("Go is not installed (the Python evaluator is used instead)")
+    exe = tmp_path_factory.mktemp("go") / "render"
+    r = subprocess.run(["go", "build", "-o", str(exe), str(ROOT / "tests" / "gotemplate" / "render.go")],
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "GOCACHE": str(ROOT / ".cache" / "go-build")})
+    assert r.returncode == 0, r.stderr
+
+    def render(template: str, conversation: list[dict]) -> str:
+        out = subprocess.run([str(exe)], input=json.dumps({"template": template,
+                                                           "data": gotemplate.ollama_values(conversation)}),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+    return render
+
+
+@pytest.mark.parametrize("family", sorted(chat.FAMILIES))
+def test_real_go_text_template_renders_our_template_the_same(go_render, family):
+    for conversation in (FEW_SHOT, FEW_SHOT[:2]):
+        assert go_render(chat.FAMILIES[family].go, conversation) == gguf_prompt(family, conversation)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in OFFICIAL.glob("*.gotmpl")))
+def test_real_go_text_template_renders_the_official_templates_the_same(go_render, name):
+    for conversation in (FEW_SHOT, NO_SYSTEM):
+        assert go_render((OFFICIAL / f"{name}.gotmpl").read_text(), conversation) == official(name, conversation)
+
+
+# --------------------------------------------------------------------------- detection
+
+@pytest.mark.parametrize("family", sorted(chat.FAMILIES))
+def test_each_real_template_is_detected_as_its_family_and_version(family):
+    source = (TEMPLATES / f"{family}.jinja").read_text()
+    assert chat.detect(source, "llama", bos=BOS.get(family, "<s>"), eos=EOS[family])[0] == family
+
+
+def test_templateless_gguf_takes_its_architectures_version(tmp_path):
+    for arch, family in (("gemma", "gemma2"), ("gemma2", "gemma2"), ("gemma3", "gemma3")):
+        spec = modelfile.write(make_gguf(tmp_path / f"{arch}.gguf", template=None, arch=arch, eos="<eos>"),
+                               system="Answer with JSON only.")
+        assert spec.family == family and f"architecture {arch}" in spec.family_source
+        assert spec.template_check == f"equal to the built-in {family} Jinja template"
+        assert 'SYSTEM """Answer with JSON only."""' in spec.path.read_text()
+    with pytest.raises(ShootoutError, match="--chat-format"):
+        modelfile.write(make_gguf(tmp_path / "n.gguf", template=None, arch="mamba"))
+
+
+def test_earlier_family_names_still_work():
+    assert chat.detect(None, None, "gemma") == ("gemma3", "named")
+    assert chat.detect(None, None, "mistral") == ("mistral-v1", "named")
+    assert "gemma" in chat.FAMILIES and chat.FAMILIES["gemma"] is chat.FAMILIES["gemma3"]
+    assert "gemma" not in list(chat.FAMILIES)  # listings name the families, not the old names
+    assert chat.resolve(None, "gemma")[1] == "built-in 'gemma3'"
+    with pytest.raises(chat.TemplateError, match="gemma2, .*mistral-v3"):
+        chat.detect(None, None, "gemma4")
+
+
+# --------------------------------------------------------------------------- finding 8
+
+def test_ollama_ignoring_the_template_is_said_in_the_modelfile_and_the_output(tmp_path):
+    gguf = make_gguf(tmp_path / "l31.Q4_K_M.gguf", template=(TEMPLATES / "llama3.1.jinja").read_text(),
+                     eos="<|eot_id|>", bos="<|begin_of_text|>")
+    r = shootout("modelfile", str(gguf))
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    assert "chat format llama3" in out
+    assert "Ollama ignores this TEMPLATE and renders the GGUF's own template (it mentions tools)" in out
+    assert "OLLAMA_GO_TEMPLATE=1" in out
+    text = (tmp_path / "l31.Q4_K_M.Modelfile").read_text()
+    assert text.splitlines()[1].startswith("# note: Ollama ignores this TEMPLATE")
+    # a template without tools or thinking: Ollama uses the TEMPLATE, nothing is said
+    plain = modelfile.write(make_gguf(tmp_path / "l3.gguf", template=(TEMPLATES / "llama3.jinja").read_text(),
+                                      eos="<|eot_id|>", bos="<|begin_of_text|>"))
+    assert plain.ollama_note is None and plain.template_check == "equal"
+    assert chat.ollama_prefers_gguf_template("{% if '<think>' in c %}</think>{% endif %}").startswith(
+        "Ollama ignores this TEMPLATE and renders the GGUF's own template (it mentions thinking)")
+
+
+# --------------------------------------------------------------------------- the evaluator and the command
 
 def test_evaluator_follows_go_semantics():
     assert gotemplate.render("a {{- /* comment */ -}} d", {}) == "ad"
@@ -90,8 +245,13 @@ def test_evaluator_follows_go_semantics():
     assert gotemplate.render("{{ range $i, $m := .L }}{{ if $i }},{{ end }}{{ $m }}{{ end }}", {"L": [1, 2, 3]}) == "1,2,3"
     assert gotemplate.render("{{ len (slice .L 1) }}", {"L": [1, 2, 3]}) == "2"
     assert gotemplate.render("{{ $x := 1 }}{{ range .L }}{{ $x = . }}{{ end }}{{ $x }}", {"L": [4, 5]}) == "5"
+    assert gotemplate.render("{{ range .L }}{{ if eq . 2 }}{{ continue }}{{ end }}{{ if eq . 4 }}{{ break }}"
+                             "{{ end }}{{ . }}{{ end }}", {"L": [1, 2, 3, 4, 5]}) == "13"
+    assert gotemplate.render('{{ printf "%s and %s" .A .B }}', {"A": "x", "B": "y"}) == "x and y"
     with pytest.raises(gotemplate.GoTemplateError, match="end"):
         gotemplate.parse("{{ if .A }}x")
+    with pytest.raises(gotemplate.GoTemplateError, match="outside"):
+        gotemplate.parse("{{ break }}")
 
 
 def test_ollama_values_collate_like_the_server():
@@ -100,6 +260,7 @@ def test_ollama_values_collate_like_the_server():
     assert v["System"] == "s1"
     assert [m["Role"] for m in v["Messages"]] == ["system", "user"]
     assert v["Messages"][1]["Content"] == "a\n\nb"
+    assert v["IsThinkSet"] is False and gotemplate.ollama_values([], think=False)["IsThinkSet"] is True
 
 
 def test_unknown_family_is_refused_with_the_override_named(tmp_path):
@@ -110,17 +271,6 @@ def test_unknown_family_is_refused_with_the_override_named(tmp_path):
     spec = modelfile.write(gguf, chat_format="chatml")
     assert spec.family == "chatml" and spec.family_source == "named"
     assert spec.template_check.startswith("differs")
-
-
-def test_templateless_gguf_takes_its_architecture_default(tmp_path):
-    gguf = make_gguf(tmp_path / "g.gguf", template=None, arch="gemma3", eos="<eos>")
-    spec = modelfile.write(gguf, system="Answer with JSON only.")
-    assert spec.family == "gemma" and "architecture gemma3" in spec.family_source
-    assert spec.template_check == "equal to the built-in gemma Jinja template"
-    assert 'SYSTEM """Answer with JSON only."""' in spec.path.read_text()
-    gguf2 = make_gguf(tmp_path / "n.gguf", template=None, arch="mamba")
-    with pytest.raises(ShootoutError, match="--chat-format"):
-        modelfile.write(gguf2)
 
 
 def test_truncated_gguf_is_one_clear_error(tmp_path):
@@ -142,7 +292,10 @@ def test_modelfile_command_on_the_embedded_gguf(tmp_path, embedded_gguf):
     text = (tmp_path / "gemma3-270m.Q4_K_M.Modelfile").read_text()
     assert "FROM ./gemma3-270m.Q4_K_M.gguf" in text
     assert 'PARAMETER stop "<end_of_turn>"' in text and "PARAMETER num_ctx 2048" in text
-    assert "gemma" in r.stdout
+    assert "chat format gemma3 (architecture gemma3" in r.stdout
+    parsed = modelfile.parse(text)
+    assert parsed.template == chat.FAMILIES["gemma3"].go and parsed.system == "You rate news."
+    assert parsed.parameters == {"stop": ["<end_of_turn>", "<start_of_turn>"], "temperature": [0.0], "num_ctx": [2048]}
 
 
 def test_config_chat_template_overrides_an_unknown_family(tmp_path):

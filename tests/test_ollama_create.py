@@ -1,83 +1,24 @@
-"""Creating models in Ollama from exported GGUFs: blob upload skipped when the digest is there,
-/api/create with the Modelfile's template, stops and parameters. An HTTP fixture follows Ollama's
-documented blob and create endpoints (no Ollama server can be installed here); a `live` test runs
-against a real server when OLLAMA_HOST answers."""
+"""Creating models in Ollama from exported GGUFs, against tests/ollama_fixture.py (it answers blob and
+create requests as server/routes.go and server/create.go do): blobs uploaded once, /api/create with the
+Modelfile's template, stops and parameters; errors the server streams after its first status line
+become one clear message. A `live` test runs against a real server when OLLAMA_HOST answers."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import urllib.request
-from http.server import BaseHTTPRequestHandler
 
+import httpx
 import pytest
 
-from tests.conftest import loopback_server, shootout
+from core import chat
+from core.errors import ShootoutError
+from export import modelfile
+from export.ollama_create import OllamaCreator
+from tests.conftest import shootout
+from tests.ollama_fixture import ollama  # noqa: F401
 from tests.test_ollama_backend import _live_host
-
-
-class FakeOllamaCreate(BaseHTTPRequestHandler):
-    """HEAD/POST /api/blobs/sha256:<hex> (200/404, 201 on upload, 400 on a digest mismatch) and
-    POST /api/create (streamed status lines; 400 when a referenced blob is missing)."""
-
-    blobs: dict[str, int] = {}
-    uploads: list[str] = []
-    creates: list[dict] = []
-    protocol_version = "HTTP/1.1"
-
-    def _json(self, code: int, body: dict | None = None) -> None:
-        data = json.dumps(body).encode() if body is not None else b""
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def do_HEAD(self):  # noqa: N802
-        digest = self.path.rsplit("/", 1)[-1]
-        self._json(200 if self.path.startswith("/api/blobs/") and digest in self.blobs else 404)
-
-    def do_POST(self):  # noqa: N802
-        n = int(self.headers.get("Content-Length", 0))
-        if self.path.startswith("/api/blobs/"):
-            digest = self.path.rsplit("/", 1)[-1]
-            h, left = hashlib.sha256(), n
-            while left:
-                chunk = self.rfile.read(min(left, 1 << 20))
-                h.update(chunk)
-                left -= len(chunk)
-            if f"sha256:{h.hexdigest()}" != digest:
-                return self._json(400, {"error": "digest mismatch"})
-            self.blobs[digest] = n
-            self.uploads.append(digest)
-            return self._json(201)
-        if self.path != "/api/create":
-            return self._json(404, {"error": "not found"})
-        body = json.loads(self.rfile.read(n))
-        self.creates.append(body)
-        missing = [d for d in body.get("files", {}).values() if d not in self.blobs]
-        if missing:
-            return self._json(400, {"error": f"blob {missing[0]} not found"})
-        lines = [{"status": "parsing GGUF"}] + [{"status": f"using existing layer {d}"}
-                                                 for d in body["files"].values()]
-        lines += [{"status": "writing manifest"}, {"status": "success"}]
-        data = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-ndjson")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture()
-def fake_ollama_create():
-    FakeOllamaCreate.blobs, FakeOllamaCreate.uploads, FakeOllamaCreate.creates = {}, [], []
-    with loopback_server(FakeOllamaCreate) as url:
-        yield url
 
 
 def _ladder(tmp_path, embedded_gguf):
@@ -90,38 +31,70 @@ def _ladder(tmp_path, embedded_gguf):
     return a, b
 
 
-def test_create_uploads_once_and_sends_the_modelfile(tmp_path, embedded_gguf, fake_ollama_create):
+def _digest(path) -> str:
+    return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+
+
+def test_create_uploads_once_and_the_server_shows_the_modelfile(tmp_path, embedded_gguf, ollama):
     a, b = _ladder(tmp_path, embedded_gguf)
     args = ("modelfile", str(a), str(b), "--system", "Reply with JSON.", "--ollama-create")
-    r = shootout(*args, env_extra={"OLLAMA_HOST": fake_ollama_create})
+    r = shootout(*args, env_extra={"OLLAMA_HOST": ollama.url})
     assert r.returncode == 0, r.stderr
-    digests = {f"sha256:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in (a, b)}
-    assert set(FakeOllamaCreate.uploads) == digests
+    assert set(ollama.uploads) == {_digest(a), _digest(b)}
     assert "created tiny:q8_0, tiny:q4_k_m" in r.stdout and "2 uploaded, 0 already there" in r.stdout
-    first = FakeOllamaCreate.creates[0]
-    assert first["model"] == "tiny:q8_0" and first["files"] == {a.name: f"sha256:{hashlib.sha256(a.read_bytes()).hexdigest()}"}
-    assert "<start_of_turn>" in first["template"] and first["system"] == "Reply with JSON."
-    assert first["parameters"]["stop"] == ["<end_of_turn>", "<start_of_turn>"]
-    assert first["parameters"]["num_ctx"] == 4096 and first["parameters"]["temperature"] == 0.0
+    create = next(body for m, p, body in ollama.requests if p == "/api/create")
+    assert create["model"] == "tiny:q8_0" and create["files"] == {a.name: _digest(a)}
+    assert create["template"] == chat.FAMILIES["gemma3"].go and create["system"] == "Reply with JSON."
+    assert create["parameters"] == {"temperature": 0.0, "num_ctx": 4096, "stop": ["<end_of_turn>", "<start_of_turn>"]}
+
+    # what the server then shows for the real GGUF: its quantization, size, our template and parameters
+    show = httpx.post(ollama.url + "/api/show", json={"model": "tiny:q4_k_m"}).json()
+    assert show["details"]["quantization_level"] == "Q4_K_M" and show["details"]["family"] == "gemma3"
+    assert show["details"]["parameter_size"].endswith("M")
+    assert show["template"] == chat.FAMILIES["gemma3"].go
+    assert 'stop                           "<end_of_turn>"' in show["parameters"].splitlines()
 
     # again: the server has both blobs, nothing is uploaded, the models are created again
-    r = shootout(*args, env_extra={"OLLAMA_HOST": fake_ollama_create})
+    r = shootout(*args, env_extra={"OLLAMA_HOST": ollama.url})
     assert r.returncode == 0, r.stderr
-    assert len(FakeOllamaCreate.uploads) == 2 and len(FakeOllamaCreate.creates) == 4
+    assert len(ollama.uploads) == 2 and sum(p == "/api/create" for _, p, _ in ollama.requests) == 4
     assert "0 uploaded, 2 already there" in r.stdout
+    # a blob sent anyway is answered 200, not 201: the server already has it
+    assert httpx.post(ollama.url + f"/api/blobs/{_digest(a)}", content=a.read_bytes()).status_code == 200
 
 
-def test_create_error_from_the_server_is_one_clear_message(tmp_path, embedded_gguf, fake_ollama_create):
-    from export import modelfile
-    from export.ollama_create import OllamaCreator
-    from core.errors import ShootoutError
+def test_a_missing_blob_is_the_error_line_the_server_streams(tmp_path, embedded_gguf, ollama):
+    a, _ = _ladder(tmp_path, embedded_gguf)
+    c = OllamaCreator(ollama.url)
+    with pytest.raises(ShootoutError) as err:
+        c.create("tiny:q8_0", modelfile.plan(a), "0" * 64)  # never uploaded
+    c.close()
+    assert str(err.value).startswith("Ollama could not create 'tiny:q8_0': open ")
+    assert "sha256-" + "0" * 64 + ": no such file or directory" in str(err.value)
+    # as the server sends it: a status line first, then the error, in a 200 answer
+    lines = httpx.post(ollama.url + "/api/create", json={"model": "x", "files": {"a.gguf": "sha256:" + "0" * 64}})
+    assert lines.status_code == 200
+    assert [list(json.loads(x)) for x in lines.text.splitlines()] == [["status"], ["error"]]
 
+
+def test_a_template_the_server_cannot_parse_is_one_clear_message(tmp_path, embedded_gguf, ollama):
     a, _ = _ladder(tmp_path, embedded_gguf)
     spec = modelfile.plan(a)
-    c = OllamaCreator(fake_ollama_create)
-    with pytest.raises(ShootoutError, match="blob sha256:00+ not found"):
-        c.create("tiny:q8_0", spec, "0" * 64)  # never uploaded
+    spec.template = "{{ range .Messages }}{{ .Content }}"  # no {{ end }}
+    c = OllamaCreator(ollama.url)
+    c.push_blob(a, _digest(a)[7:])
+    with pytest.raises(ShootoutError, match=r"Ollama could not create 'tiny:q8_0': template error: .*end"):
+        c.create("tiny:q8_0", spec, _digest(a)[7:])
     c.close()
+
+
+def test_an_upload_that_does_not_match_its_digest_is_refused(tmp_path, embedded_gguf, ollama):
+    a, _ = _ladder(tmp_path, embedded_gguf)
+    c = OllamaCreator(ollama.url)
+    with pytest.raises(ShootoutError, match=r"refused the upload of tiny.Q8_0.gguf \(400: digest mismatch"):
+        c.push_blob(a, "1" * 64)
+    c.close()
+    assert ollama.uploads == []
 
 
 def test_create_without_a_server_names_ollama_host(tmp_path, embedded_gguf):
@@ -139,11 +112,14 @@ def test_create_without_a_server_names_ollama_host(tmp_path, embedded_gguf):
 
 @pytest.mark.live
 @pytest.mark.skipif(_live_host() is None, reason="no Ollama server answers at OLLAMA_HOST")
-def test_live_create_and_chat(tmp_path, embedded_gguf):
+def test_live_create_show_and_chat(tmp_path, embedded_gguf):
     gguf = tmp_path / "shootout-test.Q4_K_M.gguf"
     gguf.symlink_to(embedded_gguf)
     r = shootout("modelfile", str(gguf), "--ollama-create", env_extra={"OLLAMA_HOST": _live_host()})
     assert r.returncode == 0, r.stderr
+    show = json.loads(urllib.request.urlopen(urllib.request.Request(
+        _live_host() + "/api/show", data=json.dumps({"model": "shootout-test:q4_k_m"}).encode())).read())
+    assert show["template"] == chat.FAMILIES["gemma3"].go and show["details"]["quantization_level"] == "Q4_K_M"
     req = urllib.request.Request(_live_host() + "/api/chat", data=json.dumps({
         "model": "shootout-test:q4_k_m", "stream": False, "options": {"num_predict": 64},
         "messages": [{"role": "user", "content": "Say hello."}]}).encode())

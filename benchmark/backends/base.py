@@ -28,8 +28,9 @@ class Reply(BaseModel):
     """One model call as the engine saw it. Seconds exclude model load time."""
 
     text: str
-    finish_reason: str = Field(description="'stop' (end of turn / EOS), 'length' (hit the token limit) or "
-                                           "'prompt_too_long' (not sent: the prompt does not fit the context)")
+    finish_reason: str = Field(description="'stop' (end of turn / EOS), 'length' (hit the token limit), "
+                                           "'prompt_too_long' (not sent: the prompt does not fit the context) or "
+                                           "'aborted' (the engine ended the generation without a final answer)")
     prompt_tokens: int
     cached_tokens: int = Field(0, description="prompt tokens served from the engine's cache")
     completion_tokens: int

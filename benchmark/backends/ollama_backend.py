@@ -1,92 +1,328 @@
-"""Ollama through its official Python client (`ollama` >= 0.6): /api/chat, non-streaming.
+"""Ollama's native API (/api/chat, non-streaming), following what its server's code does
+(github.com/ollama/ollama; the files named below, read at its 2026-08 head). Replies are parsed into
+the official client's typed models (``ollama.ChatResponse``, ``ShowResponse``, ``ProcessResponse``);
+the requests go out through httpx directly because the client has no ``truncate`` nor ``shift``.
 
-The task's JSON schema goes as ``format``; options carry temperature, seed, num_ctx and
-num_predict. Timings are Ollama's own nanosecond fields (load, prompt eval, eval). Ollama
-reports only the prompt tokens it evaluated (``prompt_eval_count``), not those it served from its
-cache, so ``cached_tokens`` stays 0 and ``prompt_tokens`` counts evaluated tokens.
+- **No silently cut prompt.** By default the server drops the oldest messages (the few-shot examples)
+  until the prompt fits ``num_ctx`` and logs it at debug level (server/prompt.go chatPrompt), and a
+  context shift can drop the start of the prompt while generating. Every request here sends
+  ``truncate: false`` and ``shift: false``: a prompt that does not fit is refused by the server
+  ("request (N tokens) exceeds the available context size (M tokens)", llama-server's error passed
+  on by llm/llama_server.go) and raised as :class:`PromptTooLong`, which the runner stores as a
+  failed call. Servers before 0.12.6 know neither field and would truncate: :meth:`load` refuses them.
+- **Prompt tokens.** ``prompt_eval_count`` counts cached plus evaluated tokens while
+  ``prompt_eval_duration`` covers the evaluated ones only (llm/llama_server.go: cache_n + prompt_n,
+  prompt_ms). The API does not say how many were cached, so the backend works it out the way
+  llama-server's cache does: the prompt's text shared with the previous prompt and reply (both as
+  the server renders them), counted by the server (see :meth:`OllamaBackend._cached_estimate`; two
+  short requests per call that are not stored: a render, and a count that evaluates a token or two).
+  ``cached_tokens`` is that count (at most the prompt less one token, which llama-server always
+  evaluates), or 0 after a reload; the report's evaluated tokens are prompt_tokens - cached_tokens.
+- **Loading.** :meth:`load` sends a chat with no messages and the options every call sends
+  (``num_ctx``, ``shift``, ``keep_alive``): server/sched.go needsReload reloads a model on any other
+  context or shift setting, so the first measured call does not. That reply carries no metrics
+  (done_reason "load"), so the load time is the wall clock around it.
+- ``done`` false or an empty ``done_reason`` (the generation ended without its final chunk) is an
+  aborted call (finish_reason "aborted"), not a normal stop.
+- Models that can think (``/api/show`` capabilities) think unless told not to (routes.go ChatHandler
+  sets think=true); they get ``think: false``, and :meth:`engine_info` records it.
+- Metrics that are zero are not sent at all (api/types.go Metrics, omitempty): a missing count is 0.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from typing import Any
 
-from benchmark.backends.base import Reply
+from benchmark.backends.base import PromptTooLong, Reply
 from core.errors import ShootoutError
 
 RETRIES = 3
+MIN_VERSION = (0, 12, 6)   # api/types.go ChatRequest gained Truncate and Shift (ollama #12519, #12582)
+_TOO_LONG = re.compile(r"request \((\d+) tokens\) exceeds the available context size \((\d+) tokens\)")
+_TOO_LONG_NO_COUNTS = "the prompt is longer than the context length"
 
 
-def _host() -> str:
-    return os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434")
+def normalize_host(host: str | None = None) -> str:
+    """OLLAMA_HOST read as the official client reads it (ollama._client._parse_host): no scheme means
+    http on port 11434; a scheme without a port means its usual port."""
+    from urllib.parse import urlsplit
+
+    host = (host or os.environ.get("OLLAMA_HOST") or "").strip() or "127.0.0.1:11434"
+    default_port = 11434
+    if "://" in host:
+        default_port = {"http": 80, "https": 443}.get(host.split("://", 1)[0].lower(), 11434)
+    else:
+        host = "http://" + host
+    u = urlsplit(host)
+    hostname = u.hostname or "127.0.0.1"
+    if ":" in hostname:
+        hostname = f"[{hostname}]"
+    path = u.path.rstrip("/")
+    return f"{u.scheme}://{hostname}:{u.port or default_port}{path}"
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", text or "")
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def _same_model(a: str, b: str) -> bool:
+    norm = (lambda s: s if ":" in s else s + ":latest")
+    return norm(a) == norm(b)
 
 
 class OllamaBackend:
     def __init__(self, tag: str, *, name: str | None = None, host: str | None = None, num_ctx: int = 2048,
-                 keep_alive: str | None = None, timeout: float = 600.0):
+                 keep_alive: str | None = None, timeout: float = 600.0, backoff: float = 1.0):
         self.tag = tag
         self.name = name or tag
-        self.host = host or _host()
+        self.host = normalize_host(host)
         self.num_ctx = num_ctx
         self.keep_alive = keep_alive
         self.timeout = timeout
-        self._client = None
-        self.load_duration_s: float | None = None
+        self.backoff = backoff
+        self._http = None
+        self.version: str | None = None
+        self.show = None            # ollama.ShowResponse
+        self.ps = None              # ollama.ProcessResponse.Model of this model, after load
+        self.think: bool | None = None
+        self.loaded_before = False
+        self.load_seconds: float | None = None
+        self._counts: dict[str, int | None] = {}
+        self._previous: str | None = None   # the previous prompt and reply, as the server's cache holds them
+        self._rendered: str | None = None
+        self.reloads = 0
 
-    def _call(self, **kw):
+    # ------------------------------------------------------------------ HTTP
+    def _client(self):
         import httpx
-        import ollama
 
-        if self._client is None:
-            self._client = ollama.Client(host=self.host, timeout=self.timeout)
-        for attempt in range(RETRIES):
+        if self._http is None:
+            self._http = httpx.Client(base_url=self.host, timeout=self.timeout)
+        return self._http
+
+    def _request(self, method: str, path: str, body: dict | None = None, *, retries: int = RETRIES):
+        """The JSON answer; 5xx and dropped connections are retried, the rest is one clear error."""
+        import httpx
+
+        for attempt in range(retries):
             try:
-                return self._client.chat(model=self.tag, stream=False, keep_alive=self.keep_alive, **kw)
-            except ollama.ResponseError as exc:
-                if exc.status_code == 404:
-                    raise ShootoutError(f"model '{self.name}': Ollama at {self.host} has no model '{self.tag}' "
-                                        f"({exc.error})",
-                                        f"run `ollama pull {self.tag}`, or create it with "
-                                        "`shootout export ... --ollama-create`") from None
-                if exc.status_code < 500 or attempt == RETRIES - 1:
-                    raise ShootoutError(f"model '{self.name}': Ollama answered {exc.status_code}: {exc.error}") from None
-            except ConnectionError:
+                r = self._client().request(method, path, json=body)
+            except httpx.ConnectError:
                 raise ShootoutError(f"model '{self.name}': no Ollama server answers at {self.host}",
                                     "start it with `ollama serve`, or set OLLAMA_HOST to where it runs") from None
             except (httpx.TimeoutException, httpx.TransportError) as exc:
-                if attempt == RETRIES - 1:
+                if attempt == retries - 1:
                     raise ShootoutError(f"model '{self.name}': Ollama at {self.host} stopped answering ({exc})",
                                         "check the server, then resume with `shootout run --run-id ...`") from None
-            time.sleep(2 ** attempt)
+                time.sleep(self.backoff * 2 ** attempt)
+                continue
+            if r.status_code < 400:
+                return r.json()
+            error = _error_text(r)
+            if r.status_code == 404:
+                raise ShootoutError(f"model '{self.name}': Ollama at {self.host} has no model '{self.tag}' ({error})",
+                                    f"run `ollama pull {self.tag}`, or create it with "
+                                    "`shootout export ... --ollama-create`")
+            if r.status_code == 400:
+                self._raise_if_too_long(error)
+            if r.status_code < 500 or attempt == retries - 1:
+                raise ShootoutError(f"model '{self.name}': Ollama at {self.host} answered {r.status_code}: {error}")
+            time.sleep(self.backoff * 2 ** attempt)
         raise AssertionError("unreachable")
 
+    def _raise_if_too_long(self, error: str) -> None:
+        m = _TOO_LONG.search(error)
+        if m:
+            raise PromptTooLong(self.name, int(m.group(1)), int(m.group(2)),
+                                "raise run.num_ctx (or this model's options.num_ctx), or cap the item length; "
+                                "Ollama was asked not to truncate it")
+        if _TOO_LONG_NO_COUNTS in error:
+            raise PromptTooLong(self.name, self.num_ctx, self.num_ctx)
+
+    def _chat_body(self, messages: list[dict], options: dict, **extra) -> dict:
+        body: dict[str, Any] = {"model": self.tag, "messages": messages, "stream": False, "options": options,
+                                "truncate": False, "shift": False, **extra}
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        if self.think is not None:
+            body["think"] = self.think
+        return body
+
+    # ------------------------------------------------------------------ protocol
+    def server_version(self) -> str:
+        """GET /api/version; a server too old to be told not to truncate is refused."""
+        version = self._request("GET", "/api/version").get("version", "")
+        v = parse_version(version)
+        if v is not None and v != (0, 0, 0) and v < MIN_VERSION:  # 0.0.0: built from source
+            raise ShootoutError(
+                f"model '{self.name}': Ollama {version} at {self.host} cannot be asked not to truncate a long prompt "
+                "(it would drop the few-shot examples without a word)",
+                "upgrade Ollama to 0.12.6 or later (`truncate: false` came in 0.12.6)")
+        return version
+
+    def show_model(self):
+        """POST /api/show: the model's template (the one that renders its prompts), parameters, details."""
+        from ollama import ShowResponse
+
+        return ShowResponse.model_validate(self._request("POST", "/api/show", {"model": self.tag}))
+
+    def process(self):
+        """This model's entry in GET /api/ps (None when it is not loaded)."""
+        from ollama import ProcessResponse
+
+        return self._find_ps(ProcessResponse.model_validate(self._request("GET", "/api/ps")))
+
     def load(self) -> float:
-        """Ollama loads a model on a chat request with no messages; its load_duration is kept apart."""
+        """Check the server, read the model's facts, load it at the run's context; the seconds it took."""
+        self.version = self.server_version()
+        self.show = self.show_model()
+        self.think = False if "thinking" in (self.show.capabilities or []) else None
+        before = self.process()
+        self.loaded_before = before is not None and before.context_length == self.num_ctx
         t0 = time.perf_counter()
-        resp = self._call(messages=[])
-        self.load_duration_s = (resp.load_duration or 0) / 1e9
-        return time.perf_counter() - t0
+        self._request("POST", "/api/chat", self._chat_body([], {"num_ctx": self.num_ctx}))
+        self.load_seconds = time.perf_counter() - t0
+        self.ps = self.process()
+        self._previous = None
+        return self.load_seconds
+
+    def _find_ps(self, ps):
+        return next((m for m in ps.models if _same_model(m.model or m.name or "", self.tag)), None)
 
     def engine_info(self) -> dict[str, Any]:
-        return {"engine": "Ollama /api/chat", "host": self.host, "tag": self.tag, "num_ctx": self.num_ctx,
-                "keep_alive": self.keep_alive, "load_duration_s": self.load_duration_s}
+        show, ps = self.show, self.ps
+        details = show.details if show is not None else None
+        info: dict[str, Any] = {
+            "engine": "Ollama /api/chat", "host": self.host, "tag": self.tag, "server_version": self.version,
+            "digest": ps.digest if ps is not None else None,
+            "quantization_level": details.quantization_level if details else None,
+            "parameter_size": details.parameter_size if details else None,
+            "model_family": details.family if details else None,
+            "capabilities": list(show.capabilities or []) if show else None,
+            "think": self.think if self.think is not None else "not sent (the model cannot think)",
+            "context_requested": self.num_ctx,
+            "context_allocated": ps.context_length if ps is not None else None,
+            "size_bytes": ps.size if ps is not None else None,
+            "size_vram_bytes": ps.size_vram if ps is not None else None,
+            "share_in_vram": round(ps.size_vram / ps.size, 4) if ps is not None and ps.size else None,
+            "template": show.template if show else None,
+            "parameters": show.parameters if show else None,
+            "truncate": False, "shift": False,
+            "keep_alive": self.keep_alive,
+            "load_seconds": round(self.load_seconds, 4) if self.load_seconds is not None else None,
+            "loaded_before": self.loaded_before,
+            "cached_tokens": "the prompt text shared with the previous prompt and reply, counted by Ollama "
+                             "(a render and a raw count per call, not stored)",
+        }
+        if ps is None and show is not None:
+            info["context_allocated"] = "not listed by /api/ps after loading"
+        return info
 
     def close(self) -> None:
-        self._client = None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def _render(self, messages: list[dict]) -> str | None:
+        """The prompt exactly as the server renders it for these messages (``_debug_render_only``:
+        server/routes.go ChatHandler answers the rendered template without running the model)."""
+        try:
+            data = self._request("POST", "/api/chat", self._chat_body(messages, {"num_ctx": self.num_ctx},
+                                                                      _debug_render_only=True))
+        except ShootoutError:  # PromptTooLong included: the call itself will say so
+            return None
+        return (data.get("_debug_info") or {}).get("rendered_template")
+
+    def _count(self, text: str, seed: int) -> int | None:
+        """Tokens of a prompt text as the server counts them: a raw /api/generate (no template) that
+        generates one token; its prompt_eval_count. Not stored."""
+        from ollama import GenerateResponse
+
+        body = {"model": self.tag, "prompt": text, "raw": True, "stream": False, "truncate": False, "shift": False,
+                "options": {"num_ctx": self.num_ctx, "num_predict": 1, "temperature": 0.0, "seed": seed}}
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        if self.think is not None:
+            body["think"] = self.think
+        try:
+            return GenerateResponse.model_validate(self._request("POST", "/api/generate", body)).prompt_eval_count or 0
+        except ShootoutError:
+            return None
+
+    def _cached_estimate(self, messages: list[dict], seed: int) -> int:
+        """Prompt tokens this call will find in the server's prompt cache.
+
+        llama-server keeps the longest common token prefix of a prompt with what its slot holds: the
+        previous prompt and its reply (llm/llama_server.go sends cache_prompt: true). Both prompts
+        are known as the server renders them (:meth:`_render`); their shared start, cut back to a word
+        boundary where both tokenizations agree, is counted by the server (:meth:`_count`). That count
+        request finds the same text in the cache, so it evaluates a token or two, and leaves the slot
+        holding the shared start, as the call expects. The first call after a load shares nothing."""
+        rendered = self._render(messages)
+        previous, self._rendered = self._previous, rendered
+        if rendered is None or previous is None:
+            return 0
+        shared = _shared_start(rendered, previous)
+        if not shared:
+            return 0
+        if shared not in self._counts:
+            self._counts[shared] = self._count(shared, seed)
+        return self._counts[shared] or 0
 
     def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
              temperature: float = 0.0, seed: int = 0, max_tokens: int = 256, grammar: str | None = None) -> Reply:
+        from ollama import ChatResponse
+
+        cached_estimate = self._cached_estimate(messages, seed)
+        body = self._chat_body(messages, {"temperature": temperature, "seed": seed, "num_ctx": self.num_ctx,
+                                          "num_predict": max_tokens})
+        if schema is not None:
+            body["format"] = schema
         t0 = time.perf_counter()
-        resp = self._call(messages=messages, format=schema,
-                          options={"temperature": temperature, "seed": seed, "num_ctx": self.num_ctx,
-                                   "num_predict": max_tokens})
+        resp = ChatResponse.model_validate(self._request("POST", "/api/chat", body))
         wall = time.perf_counter() - t0
+        text = (resp.message.content if resp.message else "") or ""
+        self._previous = (self._rendered + text) if self._rendered is not None else None
+        if not resp.done or resp.done_reason not in ("stop", "length"):
+            return Reply(text=text, finish_reason="aborted", prompt_tokens=resp.prompt_eval_count or 0,
+                         completion_tokens=resp.eval_count or 0, prompt_seconds=None, gen_seconds=None,
+                         wall_seconds=wall)
         ns = 1e9
-        return Reply(text=resp.message.content or "",
-                     finish_reason="length" if resp.done_reason == "length" else "stop",
-                     prompt_tokens=resp.prompt_eval_count or 0, cached_tokens=0,
+        prompt_tokens = resp.prompt_eval_count or 0
+        cached = min(cached_estimate, max(prompt_tokens - 1, 0))
+        load_s = (resp.load_duration or 0) / ns
+        if self.load_seconds and load_s > max(0.25, 0.5 * self.load_seconds):
+            cached = 0  # the model was loaded again inside this call: nothing came from the cache
+            self.reloads += 1
+            self._previous = self._rendered + text if self._rendered is not None else None
+        return Reply(text=text, finish_reason=resp.done_reason, prompt_tokens=prompt_tokens, cached_tokens=cached,
                      completion_tokens=resp.eval_count or 0,
-                     prompt_seconds=resp.prompt_eval_duration / ns if resp.prompt_eval_duration is not None else None,
-                     gen_seconds=resp.eval_duration / ns if resp.eval_duration is not None else None,
+                     prompt_seconds=(resp.prompt_eval_duration or 0) / ns, gen_seconds=(resp.eval_duration or 0) / ns,
                      wall_seconds=wall)
+
+
+def _shared_start(a: str, b: str) -> str:
+    """The start two texts share, cut back to a word boundary of both."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    at_boundary = all(n == len(t) or not t[n].isalnum() for t in (a, b))
+    if not at_boundary:
+        while n > 0 and a[n - 1].isalnum():
+            n -= 1
+    return a[:n]
+
+
+def _error_text(r) -> str:
+    try:
+        data = r.json()
+    except ValueError:
+        return r.text.strip()[:300]
+    return str(data.get("error", data)) if isinstance(data, dict) else str(data)

@@ -1,4 +1,5 @@
-// Renders a Go text/template with JSON data, the way Ollama renders a Modelfile TEMPLATE.
+// Renders a Go text/template with JSON data, the way Ollama renders a Modelfile TEMPLATE
+// (template/template.go, Parse: Option("missingkey=zero") and its "json" function).
 // stdin: {"template": "...", "data": {...}}; stdout: the rendered text.
 package main
 
@@ -20,7 +21,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bad input:", err)
 		os.Exit(2)
 	}
-	tmpl, err := template.New("t").Parse(in.Template)
+	funcs := template.FuncMap{
+		"json": func(v interface{}) string {
+			b, _ := json.Marshal(v)
+			return string(b)
+		},
+	}
+	tmpl, err := template.New("").Option("missingkey=zero").Funcs(funcs).Parse(in.Template)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "parse:", err)
 		os.Exit(3)
