@@ -224,7 +224,19 @@ class LlamaCppBackend:
         return b"".join(self._piece_bytes(t, special=True) for t in tokens).decode("utf-8", "replace")
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        return chat.render(self.template, messages, bos_token=self.bos_text, eos_token=self.eos_text)
+        try:
+            return chat.render(self.template, messages, bos_token=self.bos_text, eos_token=self.eos_text)
+        except chat.TemplateError:
+            # Gemma 1/2 and Mistral v1 templates refuse a system role: fold it into the first user
+            # turn the family's way (as Ollama does), else report the template's own complaint
+            try:
+                family, _ = chat.detect(self.template)
+            except chat.TemplateError:
+                family = None
+            folded = chat.fold_system(family, messages) if family else None
+            if folded is None:
+                raise
+            return chat.render(self.template, folded, bos_token=self.bos_text, eos_token=self.eos_text)
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         toks = self.tokenize(self.render(messages))
