@@ -98,7 +98,8 @@ def merge(specs: list[str], out: Path, run_id: str | None = None) -> MergeResult
         finished = len(rows) >= n_arms * len(ref_items) * ref["iterations"]
         out.parent.mkdir(parents=True, exist_ok=True)
         with Store(out) as dest:
-            hardware = {**json.loads(ref["hardware_json"]), "merged_from": boxes}
+            # each box's hardware and versions, as one text value (Run Info shows it as it is)
+            hardware = {**json.loads(ref["hardware_json"]), "merged_from": json.dumps(boxes)}
             dest.create_run(new_id, task=ref["task"], seed=ref["seed"], iterations=ref["iterations"],
                             config_path=ref["config_path"], config_text=ref["config_text"], settings=settings,
                             versions=json.loads(ref["versions_json"]), hardware=hardware,
