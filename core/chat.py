@@ -11,7 +11,8 @@ Each family has:
 - ``fold_system``: for families whose own templates refuse a system message (Gemma 1/2, Mistral
   v1), the text that joins a system prompt to the first user turn, as the Go template does;
 - ``ollama``: the name of Ollama's official template for the family (its repository's
-  ``template/<name>.gotmpl``), which the tests render beside ours.
+  ``template/<name>.gotmpl``); the tests hold that template's prompts for their conversations
+  (tests/fixtures/ollama_prompts) and compare ours with them.
 
 Families that changed between model versions are separate entries sharing their markers:
 ``gemma2`` (Gemma 1 and 2: no system role; the system prompt goes inside the first user turn,

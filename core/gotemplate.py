@@ -8,7 +8,8 @@ module evaluates: text with ``{{- -}}`` trim markers, comments, ``if / else if /
 built-in functions ``eq ne lt le gt ge and or not len slice index print printf`` and Ollama's
 ``json`` (template/template.go adds it). Truthiness follows Go: false, 0, "", nil and empty
 collections are false. Anything else is a :class:`GoTemplateError`. Ollama's official templates
-(template/*.gotmpl in its repository) render here as with Go: the tests check both.
+(template/*.gotmpl in its repository) render here as with Go: tests/fixtures/ollama_prompts/
+regenerate.py checks both on them, and the tests compare both on templates of ours.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Modelfiles: per chat family and version, the Go TEMPLATE renders the prompt of the GGUF's own Jinja
-template (real model templates, tests/fixtures/chat_templates/SOURCES.md) and, for llama3, phi3, chatml
-and gemma2, exactly the prompt of Ollama's official template (tests/fixtures/ollama_templates); gemma3
-and mistral-v3 differ from Ollama's in one stated way each. Renderings use core/gotemplate.py and,
-where Go is installed, Go's own text/template. Detection of family versions; Ollama ignoring a TEMPLATE
-when the GGUF's template mentions tools (server/images.go); `shootout modelfile` on real GGUFs."""
+template (templates in each family's format, written for these tests: tests/fixtures/chat_templates/
+README.md) and, for llama3, phi3, chatml and gemma2, exactly the prompt of Ollama's official template
+(its prompts for our conversations, stored in tests/fixtures/ollama_prompts); gemma3 and mistral-v3
+differ from Ollama's in one stated way each. Renderings use core/gotemplate.py and, where Go is
+installed, Go's own text/template. Detection of family versions; Ollama ignoring a TEMPLATE when the
+GGUF's template mentions tools (server/images.go); `shootout modelfile` on real GGUFs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,11 @@ from core import chat, gotemplate
 from core import gguf_meta
 from export import modelfile
 from core.errors import ShootoutError
+from tests import ollama_prompts
 from tests.conftest import ROOT, shootout
 
 TEMPLATES = ROOT / "tests" / "fixtures" / "chat_templates"
-OFFICIAL = ROOT / "tests" / "fixtures" / "ollama_templates"
+CONVERSATIONS = ollama_prompts.CONVERSATIONS
 # the special tokens of each family's GGUFs (what llama.cpp hands the Jinja template as bos/eos)
 EOS = {"llama2": "</s>", "llama3": "<|eot_id|>", "gemma2": "<eos>", "gemma3": "<eos>", "mistral-v1": "</s>",
        "mistral-v3": "</s>", "phi3": "<|endoftext|>", "chatml": "<|im_end|>"}
@@ -66,8 +69,13 @@ def gguf_prompt(family: str, conversation: list[dict]) -> str:
                                        eos=EOS[family])
 
 
-def official(name: str, conversation: list[dict]) -> str:
-    return gotemplate.render((OFFICIAL / f"{name}.gotmpl").read_text(), gotemplate.ollama_values(conversation))
+def official(name: str, case: str) -> str:
+    """The prompt Ollama's official template ``name`` gives for the conversation ``case`` (stored)."""
+    return ollama_prompts.expected(name, case)
+
+
+# the default system prompt of tests/fixtures/chat_templates/chatml.jinja (Qwen's templates have one)
+CHATML_DEFAULT_SYSTEM = "<|im_start|>system\nYou are an assistant that answers carefully.<|im_end|>\n"
 
 
 # --------------------------------------------------------------------------- our TEMPLATE vs the GGUF's template
@@ -84,9 +92,8 @@ def test_template_renders_the_ggufs_own_prompt_for_a_few_shot_conversation(tmp_p
         ollama_prompt = gotemplate.render(spec.template, gotemplate.ollama_values(conversation))
         for m in conversation:  # every turn reaches the prompt, once
             assert ollama_prompt.count(m["content"]) == 1
-        if family == "chatml" and conversation is NO_SYSTEM:  # Qwen's template adds a default system prompt
-            assert gguf_prompt(family, conversation) == (
-                "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + ollama_prompt)
+        if family == "chatml" and conversation is NO_SYSTEM:  # a default system prompt, as Qwen's templates add
+            assert gguf_prompt(family, conversation) == CHATML_DEFAULT_SYSTEM + ollama_prompt
             continue
         assert ollama_prompt == gguf_prompt(family, conversation)
     text = spec.path.read_text()
@@ -105,52 +112,74 @@ def test_where_each_version_puts_the_system_prompt():
     assert v1.startswith(f"[INST] {sys}\n\n{first} [/INST]{FEW_SHOT[2]['content']}</s>")
     assert v3.startswith(f"[INST] {first}[/INST] {FEW_SHOT[2]['content']}</s>")
     assert v3.endswith(f"[INST] {sys}\n\n{last}[/INST]")  # Mistral's v3 template: before the last user turn
-    with pytest.raises(chat.TemplateError, match="System role not supported"):  # Gemma 2's own refusal
-        chat.render((TEMPLATES / "gemma2.jinja").read_text(), FEW_SHOT)
+    for family in ("gemma2", "mistral-v1"):  # these formats refuse a system role, as their models' templates do
+        with pytest.raises(chat.TemplateError, match="system"):
+            chat.render((TEMPLATES / f"{family}.jinja").read_text(), FEW_SHOT)
+        chat.render((TEMPLATES / f"{family}.jinja").read_text(), NO_SYSTEM)
+    for family in ("llama2", "gemma2", "gemma3", "mistral-v1", "mistral-v3"):  # and insist on alternation
+        with pytest.raises(chat.TemplateError, match="alternate"):
+            chat.render((TEMPLATES / f"{family}.jinja").read_text(), NO_SYSTEM[:1] + NO_SYSTEM[:1])
 
 
 # --------------------------------------------------------------------------- our TEMPLATE vs Ollama's official ones
 
+def test_the_stored_prompts_are_for_our_conversations():
+    assert CONVERSATIONS["few-shot"] == FEW_SHOT and CONVERSATIONS["few-shot-no-system"] == NO_SYSTEM
+    assert [m["role"] for m in CONVERSATIONS["system-user-assistant-user"]] == ["system", "user", "assistant", "user"]
+    for name in ollama_prompts.TEMPLATE_NAMES:
+        for case, conversation in CONVERSATIONS.items():
+            prompt = official(name, case)
+            for m in conversation:  # every turn of ours is in the stored prompt
+                assert m["content"] in prompt, (name, case)
+    assert set(ollama_prompts.TEMPLATE_NAMES) == {"chatml", "gemma-instruct", "gemma3-instruct", "llama2-chat",
+                                                  "llama3-instruct", "mistral-instruct", "phi-3"}
+
+
 @pytest.mark.parametrize("family", ["llama3", "phi3", "chatml", "gemma2"])
 def test_template_gives_exactly_the_prompt_of_ollamas_official_template(family):
     name = chat.FAMILIES[family].ollama
-    for conversation in (FEW_SHOT, NO_SYSTEM):
-        assert chat.render_go(family, conversation) == official(name, conversation)
-    assert official(name, FEW_SHOT) == gguf_prompt(family, FEW_SHOT)
+    for case, conversation in CONVERSATIONS.items():
+        assert chat.render_go(family, conversation) == official(name, case), case
+    assert official(name, "few-shot") == gguf_prompt(family, FEW_SHOT)
 
 
 def test_gemma3_differs_from_ollamas_official_template_only_by_its_trailing_newline():
-    for conversation in (FEW_SHOT, NO_SYSTEM):
-        assert official("gemma3-instruct", conversation) == chat.render_go("gemma3", conversation) + "\n"
+    for case, conversation in CONVERSATIONS.items():
+        assert official("gemma3-instruct", case) == chat.render_go("gemma3", conversation) + "\n", case
 
 
 def test_mistral_v3_differs_from_ollamas_official_template_only_in_where_the_system_prompt_goes():
     # no system prompt: byte for byte the same ([INST] u[/INST] a</s>)
-    assert chat.render_go("mistral-v3", NO_SYSTEM) == official("mistral-instruct", NO_SYSTEM)
+    for case in ("few-shot-no-system", "user", "user-assistant-user"):
+        assert chat.render_go("mistral-v3", CONVERSATIONS[case]) == official("mistral-instruct", case)
     sys = FEW_SHOT[0]["content"]
-    ours, theirs = chat.render_go("mistral-v3", FEW_SHOT), official("mistral-instruct", FEW_SHOT)
-    # Ollama's puts it in the first [INST], Mistral's v3 template (and ours) before the last user turn
-    assert theirs == official("mistral-instruct", NO_SYSTEM).replace("[INST] ", f"[INST] {sys}\n\n", 1)
-    head, mark, tail = official("mistral-instruct", NO_SYSTEM).rpartition("[INST] ")
-    assert ours == head + mark + f"{sys}\n\n" + tail
+    # one user turn: the first is the last, so the system prompt is in the same place
+    assert chat.render_go("mistral-v3", CONVERSATIONS["system-user"]) == official("mistral-instruct", "system-user")
+    for case, without in (("few-shot", "few-shot-no-system"), ("system-user-assistant-user", "user-assistant-user")):
+        ours, theirs = chat.render_go("mistral-v3", CONVERSATIONS[case]), official("mistral-instruct", case)
+        # Ollama's puts it in the first [INST], Mistral's v3 template (and ours) before the last user turn
+        assert theirs == official("mistral-instruct", without).replace("[INST] ", f"[INST] {sys}\n\n", 1)
+        head, mark, tail = official("mistral-instruct", without).rpartition("[INST] ")
+        assert ours == head + mark + f"{sys}\n\n" + tail
 
 
 def test_mistral_v1_and_llama2_are_not_ollamas_official_rendering():
     """Recorded, not a target: Ollama's mistral-instruct is the later format, its llama2-chat differs too."""
-    assert chat.render_go("mistral-v1", NO_SYSTEM) != official("mistral-instruct", NO_SYSTEM)
+    assert chat.render_go("mistral-v1", NO_SYSTEM) != official("mistral-instruct", "few-shot-no-system")
     assert chat.render_go("mistral-v1", NO_SYSTEM).startswith(f"[INST] {NO_SYSTEM[0]['content']} [/INST]"
                                                               f"{NO_SYSTEM[1]['content']}</s>")
+    assert chat.render_go("llama2", NO_SYSTEM) != official("llama2-chat", "few-shot-no-system")
+    # the one conversation where they meet: a system prompt and a single question
+    assert chat.render_go("llama2", CONVERSATIONS["system-user"]) == official("llama2-chat", "system-user")
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in OFFICIAL.glob("*.gotmpl")))
-def test_evaluator_renders_ollamas_templates_as_ollamas_own_tests_expect(name):
-    """Ollama's template/testdata: the expected prompt of each official template for three conversations."""
-    user = [{"role": "user", "content": "Hello, how are you?"}]
-    uau = user + [{"role": "assistant", "content": "I'm doing great. How can I help you today?"},
-                  {"role": "user", "content": "I'd like to show off how chat templating works!"}]
-    suau = [{"role": "system", "content": "You are a helpful assistant."}] + uau
-    for case, conversation in (("user", user), ("user-assistant-user", uau), ("system-user-assistant-user", suau)):
-        assert official(name, conversation) == (OFFICIAL / "testdata" / name / case).read_text()
+@pytest.mark.skipif(not os.environ.get("OLLAMA_SOURCE"),
+                    reason="set OLLAMA_SOURCE to an Ollama checkout to re-render its official templates")
+def test_stored_prompts_are_what_ollamas_templates_render_now():
+    """Developer check: tests/fixtures/ollama_prompts/regenerate.py --check against a checkout."""
+    r = subprocess.run([sys.executable, str(ollama_prompts.PROMPTS / "regenerate.py"), os.environ["OLLAMA_SOURCE"],
+                        "--check"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 # --------------------------------------------------------------------------- Go's own text/template
@@ -180,16 +209,40 @@ def test_real_go_text_template_renders_our_template_the_same(go_render, family):
         assert go_render(chat.FAMILIES[family].go, conversation) == gguf_prompt(family, conversation)
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in OFFICIAL.glob("*.gotmpl")))
-def test_real_go_text_template_renders_the_official_templates_the_same(go_render, name):
-    for conversation in (FEW_SHOT, NO_SYSTEM):
-        assert go_render((OFFICIAL / f"{name}.gotmpl").read_text(), conversation) == official(name, conversation)
+@pytest.mark.parametrize("family", ["llama3", "phi3", "chatml", "gemma2"])
+def test_real_go_text_template_renders_our_template_as_ollamas_official_one(go_render, family):
+    for case, conversation in CONVERSATIONS.items():
+        assert go_render(chat.FAMILIES[family].go, conversation) == official(chat.FAMILIES[family].ollama, case)
+
+
+# constructs the official templates use (system messages gathered with printf, continue, the last
+# message found by slicing, $.System beside .Messages), in templates of ours
+GO_CONSTRUCTS = [
+    '{{- $s := "" }}{{ range .Messages }}{{ if eq .Role "system" }}{{ if not $s }}{{ $s = .Content }}'
+    '{{ else }}{{ $s = printf "%s\\n\\n%s" $s .Content }}{{ end }}{{ continue }}{{ end }}'
+    '<{{ .Role }}>{{ .Content }}\n{{ end }}{{ if $s }}[{{ $s }}]{{ end }}',
+    '{{- range $i, $_ := .Messages }}{{ $last := eq (len (slice $.Messages $i)) 1 }}'
+    '{{ if and (eq $i 1) $.System }}({{ $.System }}){{ end }}{{ .Content }}{{ if $last }}|end{{ end }}\n{{ end }}',
+    '{{ if .System }}{{ .System }}\n{{ end }}{{ range $i, $m := .Messages }}{{ if $i }}, {{ end }}'
+    '{{ $m.Role }}={{ len $m.Content }}{{ if gt $i 2 }}{{ break }}{{ end }}{{ end }}',
+]
+
+
+@pytest.mark.parametrize("template", GO_CONSTRUCTS)
+def test_real_go_text_template_and_the_evaluator_agree_on_the_constructs_ollamas_templates_use(go_render,
+                                                                                               template):
+    for conversation in CONVERSATIONS.values():
+        # a second system message after the first user turn (two in a row would be merged into one)
+        at = next(i for i, m in enumerate(conversation) if m["role"] == "user") + 1
+        second = conversation[:at] + [{"role": "system", "content": "Be brief."}] + conversation[at:]
+        for conv in (conversation, second):
+            assert gotemplate.render(template, gotemplate.ollama_values(conv)) == go_render(template, conv)
 
 
 # --------------------------------------------------------------------------- detection
 
 @pytest.mark.parametrize("family", sorted(chat.FAMILIES))
-def test_each_real_template_is_detected_as_its_family_and_version(family):
+def test_each_familys_template_is_detected_as_its_family_and_version(family):
     source = (TEMPLATES / f"{family}.jinja").read_text()
     assert chat.detect(source, "llama", bos=BOS.get(family, "<s>"), eos=EOS[family])[0] == family
 
