@@ -270,6 +270,20 @@ def _ollama_name(spec, prefix: str | None) -> str:
     return f"{fam}:{quant}".lower()
 
 
+OLLAMA_HOSTS_OPT = typer.Option(None, "--ollama-host", help="with --ollama-create: the Ollama host(s) (repeatable; "
+                                                           "default: OLLAMA_HOST)")
+
+
+def _create_on_hosts(items, hosts: Optional[List[str]]) -> None:
+    """Create the models on every host; each blob is uploaded once per host (a host that has it is skipped)."""
+    from export.ollama_create import create_all
+
+    for host in hosts or [None]:
+        done = create_all(items, host=host, console=_console())
+        typer.echo(f"created {', '.join(n for n, _, _ in items)} in Ollama at {done['host']} "
+                   f"({len(done['uploaded'])} uploaded, {len(done['skipped'])} already there)")
+
+
 @app.command("modelfile")
 def modelfile_cmd(ggufs: List[Path] = typer.Argument(..., help="GGUF files (a Modelfile is written beside each)"),
                   chat_format: Optional[str] = typer.Option(None, "--chat-format",
@@ -280,6 +294,7 @@ def modelfile_cmd(ggufs: List[Path] = typer.Argument(..., help="GGUF files (a Mo
                   num_ctx: int = typer.Option(4096, "--num-ctx"),
                   ollama_create: bool = typer.Option(False, "--ollama-create",
                                                      help="also create each model in Ollama (OLLAMA_HOST)"),
+                  ollama_host: Optional[List[str]] = OLLAMA_HOSTS_OPT,
                   ollama_name: Optional[str] = typer.Option(None, "--ollama-name",
                                                             help="model name before ':<quant>' (default: from the file)"),
                   config: Path = typer.Option(Path("config.yaml"), "--config", "-c",
@@ -287,7 +302,7 @@ def modelfile_cmd(ggufs: List[Path] = typer.Argument(..., help="GGUF files (a Mo
                                                    "family name takes that family")):
     """Write an Ollama Modelfile for each GGUF (TEMPLATE, stop tokens, parameters), optionally create them."""
     from export import modelfile
-    from export.ollama_create import create_all, sha256_file
+    from export.ollama_create import sha256_file
 
     declared = _declared_formats(config) if chat_format is None else {}
     specs = [modelfile.write(g, chat_format=chat_format or declared.get(g.resolve()), system=system,
@@ -297,10 +312,7 @@ def modelfile_cmd(ggufs: List[Path] = typer.Argument(..., help="GGUF files (a Mo
         typer.echo(f"{spec.path}  chat format {spec.family} ({spec.family_source}); template check: "
                    f"{spec.template_check}")
     if ollama_create:
-        items = [(_ollama_name(s, ollama_name), s, sha256_file(s.gguf)) for s in specs]
-        done = create_all(items, console=_console())
-        typer.echo(f"created {', '.join(n for n, _, _ in items)} in Ollama at {done['host']} "
-                   f"({len(done['uploaded'])} uploaded, {len(done['skipped'])} already there)")
+        _create_on_hosts([(_ollama_name(s, ollama_name), s, sha256_file(s.gguf)) for s in specs], ollama_host)
 
 
 @app.command()
@@ -336,6 +348,7 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
                verify: bool = typer.Option(True, "--verify/--no-verify", help="parity, KLD and smoke checks"),
                kld_prompts: int = typer.Option(6, "--kld-prompts", help="task prompts for the KLD check"),
                ollama_create: bool = typer.Option(False, "--ollama-create", help="create every level in Ollama"),
+               ollama_host: Optional[List[str]] = OLLAMA_HOSTS_OPT,
                register_: bool = typer.Option(False, "--register", help="add the ladder to config.yaml"),
                config: Path = CONFIG_OPT,
                prompt_style: str = typer.Option("few_shot", "--prompt-style", help="for --register")):
@@ -357,12 +370,7 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
     print_summary(console, res)
     tags = {q: f"{res.name}:{q}".lower() for q in res.specs}
     if ollama_create:
-        from export.ollama_create import create_all
-
-        done = create_all([(tags[q], spec, m["files"][q]["sha256"]) for q, spec in res.specs.items()],
-                          console=console)
-        typer.echo(f"created {', '.join(tags.values())} in Ollama at {done['host']} "
-                   f"({len(done['uploaded'])} uploaded, {len(done['skipped'])} already there)")
+        _create_on_hosts([(tags[q], spec, m["files"][q]["sha256"]) for q, spec in res.specs.items()], ollama_host)
     if register_:
         from benchmark import registry
         from core.naming import relpath
@@ -372,6 +380,8 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
             e = {"name": f"{res.name}-{q.lower()}", "backend": "ollama" if ollama_create else "llamacpp"}
             if ollama_create:
                 e["tag"] = tags[q]
+                if ollama_host and len(ollama_host) > 1:  # served by every host: its calls are spread over them
+                    e["endpoints"] = list(ollama_host)
             else:
                 e["path"] = relpath(spec.gguf, config.parent)
             e.update({"family": res.name, "quant": q, "prompt_style": prompt_style})

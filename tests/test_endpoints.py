@@ -201,3 +201,30 @@ def test_shards_run_as_separate_processes_merge_into_the_unsharded_report(tiny_g
     fa, fb = _calls(full / "results.sqlite"), _calls(merged)
     assert fa.drop(columns=["endpoint"]).equals(fb.drop(columns=["endpoint"]))
     assert sqlite3.connect(merged).execute("SELECT finished_at IS NOT NULL FROM runs").fetchone() == (1,)
+
+
+def test_ollama_hosts_in_throughput_mode_spread_calls_and_count_them_in_flight(tmp_path):
+    """Two Ollama hosts (the loopback fixture of tests/ollama_fixture.py), two calls in flight each:
+    every call stored once, both hosts used, concurrency recorded per call."""
+    from tests.conftest import loopback_server
+    from tests.ollama_fixture import FakeModel, FakeOllama, make_handler
+
+    hosts = [FakeOllama(), FakeOllama()]
+    with loopback_server(make_handler(hosts[0])) as u1, loopback_server(make_handler(hosts[1])) as u2:
+        for h, u in zip(hosts, (u1, u2)):
+            h.url = u
+            h.add(FakeModel("gemma3:270m"))
+        (tmp_path / "config.yaml").write_text(
+            "task: sentiment\nnews: {source: snapshot, max_articles: 8}\n"
+            "run: {iterations: 2, temperature: 0.7, num_predict: 96, seed: 7, database: results.sqlite, "
+            "concurrency: 2}\n"
+            f"models:\n  - {{name: olla, backend: ollama, tag: 'gemma3:270m', endpoints: ['{u1}', '{u2}'], "
+            "family: gemma3-270m, quant: Q4_K_M}\n")
+        r = shootout("run", "-c", str(tmp_path / "config.yaml"), "--no-progress")
+        assert r.returncode == 0, r.stderr
+    calls = _calls(tmp_path / "results.sqlite")
+    assert len(calls) == len(calls[["iteration", "item_id"]].drop_duplicates()) == 16
+    assert set(calls["endpoint"]) == {u1, u2}
+    assert calls["in_flight"].between(1, 2).all()
+    for h in hosts:
+        h.close()

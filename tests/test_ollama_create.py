@@ -125,3 +125,25 @@ def test_live_create_show_and_chat(tmp_path, embedded_gguf):
         "messages": [{"role": "user", "content": "Say hello."}]}).encode())
     reply = json.loads(urllib.request.urlopen(req, timeout=300).read())
     assert reply["done_reason"] == "stop"  # ended by the end-of-turn stop, not by the token limit
+
+
+def test_create_on_several_hosts_uploads_each_blob_once_per_host(tmp_path, embedded_gguf, ollama):
+    """Provisioning a fleet: every host gets every model; a host that has a blob is not sent it again."""
+    from tests.conftest import loopback_server
+    from tests.ollama_fixture import FakeOllama, make_handler
+
+    other = FakeOllama()
+    with loopback_server(make_handler(other)) as url2:
+        other.url = url2
+        a, b = _ladder(tmp_path, embedded_gguf)
+        args = ("modelfile", str(a), str(b), "--ollama-create", "--ollama-host", ollama.url, "--ollama-host", url2)
+        r = shootout(*args)
+        assert r.returncode == 0, r.stderr
+        for host in (ollama, other):
+            assert sorted(host.uploads) == sorted([_digest(a), _digest(b)])  # each blob once on each host
+            assert sum(p == "/api/create" for _, p, _ in host.requests) == 2
+        assert r.stdout.count("2 uploaded, 0 already there") == 2
+        r = shootout(*args)
+        assert r.returncode == 0 and r.stdout.count("0 uploaded, 2 already there") == 2
+        assert len(ollama.uploads) == len(other.uploads) == 2
+    other.close()
