@@ -14,7 +14,8 @@ ALPHA = 0.05
 
 CALL_COLUMNS = ["model", "family", "quant", "backend", "prompt_style", "variant", "iteration", "item_id", "valid",
                 "label", "value", "confidence", "label_probs_json", "finish_reason", "prompt_tokens", "cached_tokens",
-                "completion_tokens", "prompt_seconds", "gen_seconds", "wall_seconds"]
+                "completion_tokens", "prompt_seconds", "gen_seconds", "wall_seconds", "endpoint", "in_flight",
+                "started_at", "energy_j"]
 
 
 def load_frames(store, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

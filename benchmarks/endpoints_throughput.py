@@ -1,0 +1,136 @@
+"""Throughput with 1, 2 and 4 endpoints, side by side in one run: N OpenAI-compatible servers of
+one GGUF (llama.cpp's llama-server, or llama-cpp-python's server) on 127.0.0.1, the same grid of
+calls spread over them by the scheduler, requests/s and generated tokens/s for each N and as a
+ratio to one endpoint.
+
+Usage:
+  python benchmarks/endpoints_throughput.py --model M.gguf [--endpoints 1,2,4] [--concurrency 1]
+      [--items 24] [--iterations 2] [--gpus 2] [--server "llama-server -m {model} --port {port} -ngl 99"]
+
+The default server is `python -m llama_cpp.server` (one thread each on a CPU machine). With --gpus
+K the i-th server sees GPU i mod K only (CUDA_VISIBLE_DEVICES): one server per GPU when N <= K,
+several per GPU beyond. Replies are not constrained and run to --max-tokens, so every call
+generates the same number of tokens whatever the weights (random weights are fine for speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from _common import machine, table
+
+DEFAULT_SERVER = (f"{sys.executable} -m llama_cpp.server --model {{model}} --host 127.0.0.1 --port {{port}} "
+                  "--n_threads 1 --n_ctx 2048 --model_alias m")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: str, model: str, n: int, gpus: int) -> tuple[list[subprocess.Popen], list[str]]:
+    procs, urls = [], []
+    for i in range(n):
+        port = _port()
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        procs.append(subprocess.Popen(shlex.split(cmd.format(model=model, port=port)), env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        urls.append(f"http://127.0.0.1:{port}/v1")
+    for url, p in zip(urls, procs):
+        t0 = time.time()
+        while True:
+            if p.poll() is not None:
+                raise SystemExit(f"server for {url} exited with {p.returncode}")
+            try:
+                urllib.request.urlopen(url + "/models", timeout=2)
+                break
+            except OSError:
+                if time.time() - t0 > 300:
+                    raise SystemExit(f"{url} did not come up")
+                time.sleep(0.5)
+    return procs, urls
+
+
+def stop(procs) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def run_grid(urls: list[str], concurrency: int, items: int, iterations: int, max_tokens: int, workdir: Path):
+    from benchmark.config import load_config
+    from benchmark.runner import Runner
+    from benchmark.stats.common import load_frames
+    from benchmark.stats.throughput import throughput
+    from benchmark.store import Store
+
+    cfg_path = workdir / f"n{len(urls)}.yaml"
+    cfg_path.write_text(
+        f"task: sentiment\nnews: {{source: snapshot, max_articles: {items}}}\n"
+        f"run: {{iterations: {iterations}, temperature: 0.7, num_predict: {max_tokens}, seed: 1, "
+        f"structured_output: false, warmup: true, concurrency: {concurrency}, database: n{len(urls)}.sqlite}}\n"
+        "models:\n  - {name: m, backend: openai, model: m, family: f, quant: q, prompt_style: zero_shot, endpoints: ["
+        + ", ".join(urls) + "]}\n")
+    cfg = load_config(cfg_path)
+    t0 = time.perf_counter()
+    with Store(workdir / f"n{len(urls)}.sqlite") as store:
+        res = Runner(cfg, store, progress=False).run()
+        wall = time.perf_counter() - t0
+        calls, _, _ = load_frames(store, res.run_id)
+    tp = throughput(calls)
+    overall = tp[tp["endpoint"] == "all endpoints"].iloc[0]
+    return {"calls": len(calls), "wall_s": wall, "req_s": overall["requests_per_s"],
+            "tok_s": overall["gen_tok_per_s"], "tokens": int(calls["completion_tokens"].sum()),
+            "per_endpoint": tp[tp["endpoint"] != "all endpoints"]["calls"].tolist()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--endpoints", default="1,2,4")
+    ap.add_argument("--concurrency", type=int, default=1)
+    ap.add_argument("--items", type=int, default=24)
+    ap.add_argument("--iterations", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--gpus", type=int, default=0)
+    ap.add_argument("--server", default=DEFAULT_SERVER)
+    args = ap.parse_args()
+    rows = []
+    base = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(x) for x in args.endpoints.split(",")):
+            procs, urls = start(args.server, args.model, n, args.gpus)
+            try:
+                r = run_grid(urls, args.concurrency, args.items, args.iterations, args.max_tokens, Path(tmp))
+            finally:
+                stop(procs)
+            base = base or r["req_s"]
+            rows.append([n, r["calls"], r["wall_s"], r["req_s"], r["tok_s"], r["req_s"] / base,
+                         "/".join(map(str, r["per_endpoint"]))])
+    print(f"model: {args.model}\nmachine: {machine()}\nservers: {args.server}\n"
+          f"grid: {args.items} items x {args.iterations} iterations, {args.max_tokens} tokens per reply, "
+          f"{args.concurrency} call(s) in flight per endpoint, GPUs {args.gpus or 'none'}\n")
+    print(table(["endpoints", "calls", "wall s", "requests/s", "gen tok/s", "x 1 endpoint", "calls per endpoint"],
+                rows))
+
+
+if __name__ == "__main__":
+    main()
