@@ -39,7 +39,12 @@ def _run(cfg, run_id: str | None, resume: bool, models: list[str] | None, progre
                     run_id = rid
                     break
         runner = Runner(cfg, store, run_id=run_id, console=console, progress=progress, models=models, shard=shard)
-        result = runner.run()
+        try:
+            result = runner.run()
+        except KeyboardInterrupt:  # a second Ctrl-C: the call in flight is abandoned, nothing half-stored
+            console.print(f"stopped at once: the call in flight was not stored. Resume with `shootout run --config "
+                          f"{cfg.source} --run-id {runner.run_id}`", markup=False)
+            raise typer.Exit(130) from None
         task, rows = model_summary(store, result.run_id)
         console.print(render_table(task, rows, f"run {result.run_id} ({store.count_calls(result.run_id)} calls in {db})"))
     if result.too_long:
@@ -47,8 +52,8 @@ def _run(cfg, run_id: str | None, resume: bool, models: list[str] | None, progre
         console.print(f"{len(result.too_long)} call(s) not sent: the prompt did not fit the context (up to {worst} "
                       f"tokens); they are stored as failed calls. Raise run.num_ctx to ask them.", markup=False)
     if result.stopped:
-        console.print(f"[yellow]stopped.[/] {result.stored} calls stored this time; resume with "
-                      f"`shootout run --config {cfg.source} --run-id {result.run_id}`")
+        console.print(f"stopped after the call in flight: {result.stored} calls stored this time; resume with "
+                      f"`shootout run --config {cfg.source} --run-id {result.run_id}`", markup=False)
         raise typer.Exit(130)
     return result.run_id
 

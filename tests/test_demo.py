@@ -57,9 +57,18 @@ def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
     pngs = sorted(p.name for p in (out / "heatmaps" / run_id).glob("*.png"))
     assert "valid_rate_heatmap.png" in pngs and "mean_sentiment_heatmap.png" in pngs
 
-    # a second demo keeps the ladder and starts a new, complete run
+    # a second demo with other settings keeps the ladder and starts a new, complete run
     again = shootout("demo", "--out", str(out), "--iterations", "1", "--articles", "2", "--no-progress")
     assert again.returncode == 0 and "kept (already built)" in again.stderr
+    runs = con.execute("SELECT run_id, finished_at, iterations FROM runs ORDER BY rowid").fetchall()
+    assert len(runs) == 2 and runs[1][1] is not None and runs[1][2] == 1
+    assert con.execute("SELECT COUNT(*) FROM calls WHERE run_id = ?", (runs[1][0],)).fetchone()[0] == 4 * 1 * 2
+    listing = shootout("runs", "-c", str(out / "config.yaml"))
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.strip().splitlines()
+    assert [l.split()[0] for l in lines] == [r[0] for r in runs]
+    assert all(l.split()[2] == "16" if l.startswith(runs[0][0]) else l.split()[2] == "8" for l in lines)
+    assert all(l.endswith("finished") and "unfinished" not in l for l in lines)
 
     # seed-format export of the first run
     exp = shootout("export-json", "-c", str(out / "config.yaml"), "--out", str(tmp_path / "sentiments"),
@@ -74,3 +83,68 @@ def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
     assert {"reasoning", "sentiment", "confidence", "valid", "url", "published", "time_taken"} <= set(entry)
     ticker, it = files[0].stem.rsplit("_", 1)
     assert ticker.isupper() and it in ("0", "1")
+
+
+def test_an_interrupted_demo_is_resumed_by_running_it_again(tmp_path, embedded_gguf):
+    """The README's promise: re-running the demo resumes its unfinished run (same config, same run)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "demo"
+    args = ["demo", "--task", "sst2", "--out", str(out), "--items", "3", "--iterations", "2", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "shootout.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    db = out / "results.sqlite"
+    t0 = time.time()
+    while time.time() - t0 < 300:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if sqlite3.connect(db).execute("SELECT COUNT(*) FROM calls").fetchone()[0] >= 2:
+                break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = sqlite3.connect(db).execute("SELECT run_id FROM runs").fetchall()
+    again = shootout(*args)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming run {first[0][0]}" in again.stderr
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT run_id, finished_at IS NOT NULL FROM runs").fetchall() == [(first[0][0], 1)]
+    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT model || iteration || item_id) FROM calls").fetchone() == (6, 6)
+
+
+def test_run_resume_picks_the_latest_unfinished_run_of_the_same_config(tmp_path, embedded_gguf):
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path, embedded_gguf, iterations=1, articles=2, models=[("m", "zero_shot")])
+    first = shootout("run", "-c", str(config), "--run-id", "r1", "-m", "m", "--no-progress")
+    assert first.returncode == 0, first.stderr
+    con = sqlite3.connect(tmp_path / "results.sqlite")
+    con.execute("DELETE FROM calls WHERE id = (SELECT MAX(id) FROM calls)")  # as if it stopped one call short
+    con.execute("UPDATE runs SET finished_at = NULL")
+    con.commit()
+    r = shootout("run", "-c", str(config), "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "resuming run r1: 1 calls already stored, 1 to go" in r.stderr
+    assert con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+    assert con.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 2
+
+
+def test_help_answers_without_loading_heavy_libraries():
+    import subprocess
+    import sys
+
+    code = ("import sys, io, contextlib\nsys.argv = ['shootout', '--help']\nfrom shootout import cli\n"
+            "buf = io.StringIO()\ntry:\n    with contextlib.redirect_stdout(buf): cli.main()\nexcept SystemExit: pass\n"
+            "heavy = ['llama_cpp', 'torch', 'transformers', 'pandas', 'numpy', 'scipy', 'matplotlib', 'openpyxl',"
+            " 'sklearn', 'httpx']\nprint('commands:', 'demo' in buf.getvalue() and 'report' in buf.getvalue())\n"
+            "print('loaded:', [m for m in heavy if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "commands: True" in r.stdout and "loaded: []" in r.stdout

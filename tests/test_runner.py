@@ -11,7 +11,7 @@ import time
 from benchmark.config import load_config
 from benchmark.runner import Runner, call_seed, iteration_order
 from benchmark.store import Store
-from benchmark.tasks.sentiment import EXAMPLES
+from benchmark.tasks.sentiment import EXAMPLES, SYSTEM_PROMPT
 from tests.conftest import ROOT, shootout, write_config
 
 
@@ -77,13 +77,27 @@ def test_run_stores_one_row_per_call_with_timings_and_shows_few_shot_turns(tmp_p
     # every request of the few-shot model carries the five worked examples as model turns
     fs, zs = spies["fs"].prompts, spies["zs"].prompts
     assert len(fs) == len(zs) == 1 + 6  # warm-up + 2 iterations x 3 articles
-    for prompt in fs:
-        for user, reply in EXAMPLES:
-            assert f"<start_of_turn>user\n{user}" in prompt or user in prompt
-            assert f"<start_of_turn>model\n{reply}<end_of_turn>" in prompt
+    for prompt in fs:  # the turns, in order: the system prompt opens the first user turn (Gemma's way)
+        turns = [t.split("<end_of_turn>")[0] for t in prompt.split("<start_of_turn>")[1:]]
+        assert [t.split("\n", 1)[0] for t in turns] == ["user", "model"] * 5 + ["user", "model"]
+        assert turns[0] == f"user\n{SYSTEM_PROMPT}\n\n{EXAMPLES[0][0]}"
+        for k, (user, reply) in enumerate(EXAMPLES):
+            if k:
+                assert turns[2 * k] == f"user\n{user}"
+            assert turns[2 * k + 1] == f"model\n{reply}"
+        assert turns[-1] == "model\n"  # the generation prompt
     for prompt in zs:
         assert not any(reply in prompt for _, reply in EXAMPLES)
         assert prompt.count("<start_of_turn>user") == 1
+    # every model sees the same order and the same seed per (iteration, article)
+    by_model = {m: {(r["iteration"], r["item_id"]): (r["position"], r["seed"]) for r in rows if r["model"] == m}
+                for m in ("fs", "zs")}
+    assert by_model["fs"] == by_model["zs"]
+    stored_ids = [i.id for i in Store(tmp_path / "results.sqlite").items("r1")]
+    for it in (0, 1):  # the order of each iteration is the run seed's shuffle of the stored articles
+        order = [k[1] for k, v in sorted(by_model["fs"].items(), key=lambda kv: kv[1][0]) if k[0] == it]
+        assert order == iteration_order(stored_ids, 7, it)
+        assert all(by_model["fs"][(it, a)][1] == call_seed(7, it, a) for a in order)
     # after the first call of the few-shot model the shared prefix comes from the cache
     fs_rows = sorted((r for r in rows if r["model"] == "fs"), key=lambda r: r["id"])
     assert all(r["cached_tokens"] > 600 for r in fs_rows)  # the warm-up already filled the cache
@@ -114,36 +128,68 @@ def _start(config, run_id):
                              "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _seeds(db):
+    return {(m, it, a): (pos, seed) for m, it, a, pos, seed in
+            _rows(db, "SELECT model, iteration, item_id, position, seed FROM calls")}
+
+
 def test_sigkill_midway_then_resume_gives_exactly_one_row_per_call(tmp_path, embedded_gguf):
-    config = write_config(tmp_path, embedded_gguf, iterations=2, articles=3, models=[("a", "few_shot"), ("b", "few_shot")])
+    config = write_config(tmp_path, embedded_gguf, iterations=2, articles=3, models=[("a", "zero_shot"), ("b", "zero_shot")])
     db = tmp_path / "results.sqlite"
     proc = _start(config, "k1")
     _wait_for_rows(db, 4, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = _rows(db)
+    before = _seeds(db)
     assert 4 <= len(before) < 12
     res = shootout("run", "-c", str(config), "--run-id", "k1", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert "resuming run k1" in res.stderr
-    after = _rows(db)
-    assert len(after) == len(set(after)) == 12
-    assert set(before) <= set(after)
+    after = _seeds(db)
+    assert len(_rows(db)) == len(after) == 12
+    assert {k: after[k] for k in before} == before  # what was stored stays as it was
+    # the calls made after the resume got the order and seeds of an uninterrupted run
+    ids = [i.id for i in Store(db).items("k1")]
+    for (m, it, a), (pos, seed) in after.items():
+        assert pos == iteration_order(ids, 7, it).index(a) and seed == call_seed(7, it, a)
+    assert _rows(db, "PRAGMA integrity_check") == [("ok",)]
     assert _rows(db, "SELECT finished_at IS NOT NULL FROM runs") == [(1,)]
 
 
-def test_ctrl_c_stops_between_calls_and_resumes(tmp_path, embedded_gguf):
-    config = write_config(tmp_path, embedded_gguf, iterations=2, articles=3)
+def test_ctrl_c_stops_after_the_call_in_flight_and_resumes(tmp_path, embedded_gguf):
+    config = write_config(tmp_path, embedded_gguf, iterations=2, articles=3, models=[("m", "zero_shot")])
     db = tmp_path / "results.sqlite"
     proc = _start(config, "c1")
     _wait_for_rows(db, 1, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # the second call is in flight now
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and "--run-id c1" in err
-    stored = _rows(db)
-    assert 1 <= len(stored) < 6
+    assert "Traceback" not in err and "--run-id c1" in err and "after the call in flight" in err
+    assert len(_rows(db)) == 2  # the call in flight was finished and stored, no other was started
     res = shootout("run", "-c", str(config), "--run-id", "c1", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert len(set(_rows(db))) == len(_rows(db)) == 6
+
+
+def test_a_second_ctrl_c_stops_at_once_and_leaves_a_resumable_database(tmp_path, embedded_gguf):
+    config = write_config(tmp_path, embedded_gguf, iterations=2, articles=3, models=[("m", "zero_shot")])
+    db = tmp_path / "results.sqlite"
+    proc = _start(config, "c2")
+    _wait_for_rows(db, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    seen = []
+    while not any("Ctrl-C again" in line for line in seen):  # the first one was taken (signals coalesce)
+        line = proc.stderr.readline()
+        assert line, "".join(seen)
+        seen.append(line)
+    proc.send_signal(signal.SIGINT)  # again, while the call is still in flight
+    out, err = proc.communicate(timeout=120)
+    err = "".join(seen) + err
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "stopped at once" in err and "--run-id c2" in err
+    assert len(_rows(db)) == 1  # the call in flight was abandoned, not stored half-done
+    assert _rows(db, "PRAGMA integrity_check") == [("ok",)]
+    res = shootout("run", "-c", str(config), "--run-id", "c2", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert len(set(_rows(db))) == len(_rows(db)) == 6
 
