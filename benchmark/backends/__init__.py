@@ -31,7 +31,8 @@ def _openai(entry, cfg):
     from benchmark.backends.openai_compat import OpenAICompatBackend
 
     return OpenAICompatBackend(entry.base_url, entry.model or entry.name, name=entry.name,
-                               api_key=entry.options.api_key)
+                               api_key=entry.options.api_key, timeout=entry.options.timeout_s,
+                               retries=entry.options.retries)
 
 
 def _ollama(entry, cfg):
