@@ -42,6 +42,14 @@ _N_PROMPT = (re.compile(r"\((\d+) in the messages", re.I), re.compile(r"(\d+) in
              re.compile(r"prompt (?:has|is|contains) (\d+) tokens", re.I))
 
 
+def _count(value) -> int:
+    """A token count from a server's JSON: a non-negative int, 0 when absent or malformed."""
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 def _first_int(patterns, text: str) -> int:
     for p in patterns:
         m = p.search(text)
@@ -166,8 +174,8 @@ class OpenAICompatBackend:
         code = {str(err.get(k)) for k in ("code", "type") if err.get(k)}
         if not (code & _TOO_LONG_CODES or (status in (400, 413, 422, 500) and _TOO_LONG_TEXT.search(detail))):
             return None
-        n_prompt = int(err.get("n_prompt_tokens") or 0) or _first_int(_N_PROMPT, detail)
-        n_ctx = int(err.get("n_ctx") or 0) or _first_int(_N_CTX, detail)
+        n_prompt = _count(err.get("n_prompt_tokens")) or _first_int(_N_PROMPT, detail)
+        n_ctx = _count(err.get("n_ctx")) or _first_int(_N_CTX, detail)
         exc = PromptTooLong(self.name, n_prompt, n_ctx, "raise the server's context size (e.g. --n_ctx), or cap the "
                                                         "item length")
         exc.message = f"model '{self.name}': the server says the prompt does not fit its context: {detail}"
@@ -198,7 +206,10 @@ class OpenAICompatBackend:
                                     f"models there: {', '.join(self.server_models) or 'none listed'}")
             raise ShootoutError(f"model '{self.name}': the server at {self.base_url} answered HTTP {resp.status}: "
                                 f"{detail}")
-        wall = time.perf_counter() - t0
+        return self.reply_from(resp, time.perf_counter() - t0)
+
+    def reply_from(self, resp: netsafe.Response, wall: float) -> Reply:
+        """The Reply of a 2xx chat answer; one clear error for anything that is not a chat completion."""
         out = self._json(resp, "POST /chat/completions")
         choices = out.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices else None
@@ -212,19 +223,18 @@ class OpenAICompatBackend:
         details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
         timings = out.get("timings") if isinstance(out.get("timings"), dict) else {}
 
-        def num(v, cast=int):
+        def seconds(key: str) -> float | None:
             try:
-                return cast(v)
-            except (TypeError, ValueError):
-                return cast(0)
+                ms = float(timings[key])
+            except (KeyError, TypeError, ValueError, OverflowError):
+                return None
+            return ms / 1000 if ms == ms and abs(ms) != float("inf") else None
 
         content = message.get("content")
         return Reply(
             text=content if isinstance(content, str) else "",
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            prompt_tokens=num(usage.get("prompt_tokens", 0)),
-            cached_tokens=num(details.get("cached_tokens", timings.get("cache_n", 0)) or 0),
-            completion_tokens=num(usage.get("completion_tokens", 0)),
-            prompt_seconds=num(timings["prompt_ms"], float) / 1000 if "prompt_ms" in timings else None,
-            gen_seconds=num(timings["predicted_ms"], float) / 1000 if "predicted_ms" in timings else None,
-            wall_seconds=wall)
+            prompt_tokens=_count(usage.get("prompt_tokens", 0)),
+            cached_tokens=_count(details.get("cached_tokens", timings.get("cache_n", 0)) or 0),
+            completion_tokens=_count(usage.get("completion_tokens", 0)),
+            prompt_seconds=seconds("prompt_ms"), gen_seconds=seconds("predicted_ms"), wall_seconds=wall)

@@ -114,6 +114,7 @@ _BREAK_P = frozenset({"address", "article", "aside", "blockquote", "details", "d
                       "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "main", "nav", "ol", "p",
                       "pre", "section", "table", "ul"})
 _BLOCKS = _BREAK_P | {"br", "li", "td", "th", "tr", "dt", "dd", "h2"}
+_OPEN_AT_END = re.compile(r"<[A-Za-z!/?]")
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]{1,40})""", re.I)
 
 
@@ -165,6 +166,10 @@ class _TextParser(HTMLParser):
             self.buf.append(data)
 
     def finish(self) -> list[str]:
+        # a comment or tag still open at the end runs to the end of the document, as in a browser
+        # (HTMLParser would hand it back as text: an unclosed "<!--" would let a <script> through)
+        if _OPEN_AT_END.match(self.rawdata):
+            self.rawdata = ""
         self.close()
         if self.blocks:
             if self.current is not None:
@@ -188,7 +193,7 @@ def decode_html(body: bytes, charset: str | None = None) -> str:
             continue
         try:
             codecs.lookup(enc)
-        except LookupError:
+        except (LookupError, ValueError):  # unknown, or not a name at all
             continue
         return body.decode(enc, errors="replace")
     try:
@@ -256,7 +261,10 @@ def parse_feed(body: bytes, content_type: str = ""):
     """feedparser's reading of an RSS or Atom document, or NotAFeed saying what came instead."""
     import feedparser
 
-    feed = feedparser.parse(body, response_headers={"content-type": content_type} if content_type else None)
+    try:
+        feed = feedparser.parse(body, response_headers={"content-type": content_type} if content_type else None)
+    except Exception as exc:  # noqa: BLE001 - a third-party parser on hostile input (e.g. &#1114112; in loose mode)
+        raise NotAFeed(f"the answer could not be read as a feed ({type(exc).__name__}: {exc})") from None
     if feed.entries or feed.get("version"):
         return feed
     if "html" in content_type.lower() and "xml" not in content_type.lower() or _HTML_START.match(body[:4096]):
