@@ -344,6 +344,7 @@ def _exchange(url: str, policy: Policy, deadline: float, dog: _Watchdog, method:
               headers: dict[str, str] | None) -> Response:
     scheme, host, port, target = _split(url)
     conn: http.client.HTTPConnection | None = None
+    sock: socket.socket | None = None
     try:
         try:
             sock = _connect(url, host, port, policy, deadline, dog)
@@ -390,3 +391,5 @@ def _exchange(url: str, policy: Policy, deadline: float, dog: _Watchdog, method:
     finally:
         if conn is not None:
             conn.close()
+        elif sock is not None:
+            sock.close()

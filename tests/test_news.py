@@ -399,3 +399,57 @@ def test_cache_dir_that_is_a_file_is_one_clear_error(tmp_path):
     with pytest.raises(ShootoutError) as err:
         fetch("http://127.0.0.1:9/{ticker}", tmp_path)
     assert "news.cache_dir" in err.value.message and "is a file, not a folder" in err.value.message
+
+
+@pytest.fixture()
+def tls_site(tmp_path):
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate for that address."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    handler = type("S", (Site,), {"routes": {"/page": (200, "text/html", "<p>Acme over TLS.</p>")}, "hits": []})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"https://127.0.0.1:{srv.server_address[1]}", cert
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_https_is_verified_and_fetched(tls_site, monkeypatch):
+    url, cert = tls_site
+    policy = netsafe.Policy(allow_private=True, deadline_s=10)
+    with pytest.raises(netsafe.FetchError) as err:  # a certificate nobody vouches for
+        netsafe.fetch(url + "/page", policy)
+    assert "TLS failed" in err.value.reason and "CERTIFICATE_VERIFY_FAILED" in err.value.reason
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now trusted: the same page is read
+    page = netsafe.fetch(url + "/page", policy).raise_for_status()
+    assert extract_paragraphs(page.body, "Acme", "ACME", charset=page.charset) == ["Acme over TLS."]
+
+
+@pytest.mark.parametrize("location, needle", [("file:///etc/passwd", "'file:' links are never fetched"),
+                                              ("/loop", "more than 5 redirects"),
+                                              ("ftp://127.0.0.1/x", "'ftp:' links are never fetched")])
+def test_redirects_are_checked_and_bounded(location, needle):
+    def hop(h):
+        h.send_response(302)
+        h.send_header("Location", location)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    with site({"/loop": hop}) as (base, handler):
+        with pytest.raises(netsafe.FetchError) as err:
+            netsafe.fetch(base + "/loop", netsafe.Policy(allow_private=True, deadline_s=10))
+    assert needle in err.value.message
+    assert len(handler.hits) == (6 if location == "/loop" else 1)
