@@ -40,6 +40,10 @@ class ModelOptions(_Strict):
     )
     keep_alive: str | None = Field(None, description="ollama: how long the server keeps the model loaded")
     api_key: str | None = Field(None, description="openai: bearer token, if the server wants one")
+    timeout_s: float | None = Field(None, gt=0, description="openai: wall-clock seconds allowed for one request "
+                                                            "(default 300)")
+    retries: int | None = Field(None, ge=0, le=10, description="openai: retries after a connection failure or a "
+                                                               "timeout (default 2)")
 
 
 EMBEDDED = "embedded"  # a model path naming the embedded Gemma 3 270M GGUF (PyPI package)
@@ -89,13 +93,47 @@ class NewsSettings(_Strict):
     max_articles: int | None = Field(None, ge=1, description="cap on the total number of articles")
     fetch_pages: bool = True
     cache_dir: str = ".cache/news"
-    timeout_s: float = Field(15, gt=0)
+    timeout_s: float = Field(15, gt=0, description="wall-clock seconds allowed for one fetch (a feed or a page), "
+                                                   "redirects included")
+    max_fetch_bytes: int = Field(5_000_000, ge=1024, description="the largest feed or page read; a larger one is "
+                                                                 "skipped with a warning")
+    max_article_chars: int = Field(10_000, ge=100, description="an article's text is cut (at a word boundary) to "
+                                                               "this many characters; the item records "
+                                                               "truncated_from")
+    allow_private_addresses: bool | list[str] = Field(
+        False, description="fetch from loopback, link-local and private addresses too: true, or a list of addresses "
+                           "and networks (e.g. [192.168.1.10, 10.0.0.0/8]); false refuses them")
 
     @field_validator("rss_url")
     @classmethod
     def _has_placeholder(cls, v: str) -> str:
-        if "{ticker}" not in v:
+        import string
+        from urllib.parse import urlsplit
+
+        try:
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(v) if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"has unbalanced braces ({exc}); the only placeholder is {{ticker}}, and a literal brace "
+                             "is written {{ or }}") from None
+        for name, spec, conv in fields:
+            if name != "ticker" or spec or conv:
+                shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+                raise ValueError(f"has the placeholder {shown}; the only placeholder is {{ticker}} (write a literal "
+                                 "brace as {{ or }})")
+        if not fields:
             raise ValueError("must contain the placeholder {ticker}")
+        scheme = urlsplit(v).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ValueError(f"must be an http:// or https:// URL (found {scheme + ':' if scheme else 'no scheme'})")
+        return v
+
+    @field_validator("allow_private_addresses")
+    @classmethod
+    def _networks(cls, v: bool | list[str]) -> bool | list[str]:
+        if not isinstance(v, bool):
+            from core.netsafe import parse_networks
+
+            parse_networks(v)
         return v
 
 
@@ -351,6 +389,14 @@ def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
                     f"{at(('models', i, 'path'))}: GGUF file not found: {m.path} (looked in {p}). "
                     "Relative paths start at config.yaml's folder; build the file with `shootout export` "
                     "or `shootout demo`, or fix the path.")
+            else:  # a truncated or foreign file fails here, not when the model loads hours into a run
+                from core.gguf_meta import GGUFError, read as read_gguf
+
+                try:
+                    read_gguf(p)
+                except (GGUFError, OSError) as exc:
+                    advice = "" if "again" in str(exc) else "; export or download it again, or fix the path"
+                    problems.append(f"{at(('models', i, 'path'))}: model '{m.name}': {exc}{advice}.")
     names = {a.name for a in cfg.arms()}
     for j, (a, b) in enumerate(cfg.compare):
         for k, n in enumerate((a, b)):

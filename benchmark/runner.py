@@ -28,6 +28,7 @@ from benchmark.store import Store
 from benchmark.tasks import task_for
 from benchmark.tasks.base import Answer, Item, TaskInfo
 from core import sysinfo
+from core.console import styled
 from core.errors import ShootoutError
 
 
@@ -104,15 +105,15 @@ class Runner:
         self.shard = shard  # (i, n, "model" | "item"): this box asks its share of the grid
         if shard and shard[2] == "model":
             self.arms = [a for k, a in enumerate(self.all_arms) if k % shard[1] == shard[0] - 1 and a in self.arms]
-        from rich.console import Console
+        from core.console import make_console
 
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console()
 
     # ------------------------------------------------------------------ setup
     def _warn(self, msg: str) -> None:
-        from rich.markup import escape
+        from core.console import warning
 
-        self.console.print(f"[yellow]warning:[/] {escape(msg)}")
+        self.console.print(warning(msg))  # the message quotes URLs and server text: never markup
 
     def prepare(self) -> tuple[str, int, int, list[Item]]:
         """(run id, seed, iterations, items) for a new run, or those stored for a resumed one."""
@@ -156,17 +157,18 @@ class Runner:
         result = RunResult(run_id=run_id, skipped=sum(n for _, _, n in plan))
         total = sum(len(t) for _, t, _ in plan)
         if result.skipped:
-            self.console.print(f"resuming run [bold]{run_id}[/]: {result.skipped} calls already stored, {total} to go")
+            self.console.print(styled("resuming run ", (run_id, "bold"),
+                                      f": {result.skipped} calls already stored, {total} to go"))
 
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        columns = [TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                    TextColumn("valid {task.fields[valid]}"), TimeElapsedColumn(), TextColumn("eta"),
                    TimeRemainingColumn()]
         with Progress(*columns, console=self.console, disable=not self.progress, transient=False) as bar, \
                 _StopFlag(lambda: self.console.print(
-                    "[yellow]stopping after the call in flight (Ctrl-C again to stop at once)[/]")) as stop:
+                    styled(("stopping after the call in flight (Ctrl-C again to stop at once)", "yellow")))) as stop:
             overall = bar.add_task("all models", total=total, valid="-")
             for arm, todo, _ in plan:
                 if stop.requested:

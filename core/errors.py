@@ -26,3 +26,11 @@ class ConfigError(ShootoutError):
         count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
         body = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{path}: {count}:\n{body}")
+
+
+class DiskFull(ShootoutError):
+    """The disk is full (or too full to start): nothing half-written; what was stored is kept."""
+
+    def __init__(self, path, message: str, hint: str | None = None):
+        super().__init__(message, hint or f"free some space on the disk holding {path}, then run the command again")
+        self.path = path

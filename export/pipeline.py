@@ -371,6 +371,8 @@ def print_summary(console, res: ExportResult) -> None:
                       f"{p['max_rel_weight_diff']:.2g} ({'passed' if p['passed'] else 'FAILED'})")
     failed = [q for q, s in ver.get("smoke", {}).items() if not s["ok"]]
     if failed:
-        console.print(f"[yellow]warning:[/] smoke call did not end cleanly with a valid reply on {', '.join(failed)} "
-                      f"(details in {res.manifest_path})")
+        from core.console import warning
+
+        console.print(warning(f"smoke call did not end cleanly with a valid reply on {', '.join(failed)} "
+                              f"(details in {res.manifest_path})"))
     console.print(f"manifest: {res.manifest_path}")

@@ -325,7 +325,9 @@ def _trainer(model, tok, train_ex, eval_ex, opts: FinetuneOptions, engine: str, 
                     console.print(f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}"
                                   + (f"  lr {logs['learning_rate']:.2e}" if "learning_rate" in logs else ""))
                 if "eval_loss" in logs:
-                    console.print(f"step {state.global_step}  [bold]eval loss {logs['eval_loss']:.4f}[/]")
+                    from core.console import styled
+
+                    console.print(styled(f"step {state.global_step}  ", (f"eval loss {logs['eval_loss']:.4f}", "bold")))
 
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()

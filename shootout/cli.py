@@ -17,10 +17,12 @@ CONFIG_OPT = typer.Option(Path("config.yaml"), "--config", "-c", help="the regis
 
 
 def _console():
-    """stderr console; when stderr is not a terminal, wide enough that tables do not wrap."""
-    from rich.console import Console
+    """stderr console; when stderr is not a terminal, wide enough that tables do not wrap. Strings
+    are printed as they are (no markup: they quote URLs, server errors and model output); style
+    goes in rich Text (core.console.styled)."""
+    from core.console import make_console
 
-    return Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+    return make_console(width=None if sys.stderr.isatty() else 160)
 
 
 def _run(cfg, run_id: str | None, resume: bool, models: list[str] | None, progress: bool,
@@ -28,6 +30,8 @@ def _run(cfg, run_id: str | None, resume: bool, models: list[str] | None, progre
     from benchmark.runner import Runner
     from benchmark.store import Store
     from benchmark.summary import model_summary, render_table
+    from core.console import styled
+    from core.errors import DiskFull
 
     console = _console()
     db = cfg.resolve(cfg.run.database)
@@ -43,17 +47,22 @@ def _run(cfg, run_id: str | None, resume: bool, models: list[str] | None, progre
             result = runner.run()
         except KeyboardInterrupt:  # a second Ctrl-C: the call in flight is abandoned, nothing half-stored
             console.print(f"stopped at once: the call in flight was not stored. Resume with `shootout run --config "
-                          f"{cfg.source} --run-id {runner.run_id}`", markup=False)
+                          f"{cfg.source} --run-id {runner.run_id}`")
             raise typer.Exit(130) from None
+        except DiskFull as exc:
+            again = (f"resume with `shootout run --config {cfg.source} --run-id {runner.run_id}`" if runner.run_id
+                     else "run the command again")
+            raise DiskFull(exc.path, exc.message, f"free some space on the disk holding {db}, then {again}") from None
         task, rows = model_summary(store, result.run_id)
         console.print(render_table(task, rows, f"run {result.run_id} ({store.count_calls(result.run_id)} calls in {db})"))
     if result.too_long:
         worst = max(t for _, _, t, _ in result.too_long)
         console.print(f"{len(result.too_long)} call(s) not sent: the prompt did not fit the context (up to {worst} "
-                      f"tokens); they are stored as failed calls. Raise run.num_ctx to ask them.", markup=False)
+                      f"tokens); they are stored as failed calls. Raise the context (run.num_ctx, or the server's own context "
+                      f"for an OpenAI-compatible server) to ask them.")
     if result.stopped:
-        console.print(f"stopped after the call in flight: {result.stored} calls stored this time; resume with "
-                      f"`shootout run --config {cfg.source} --run-id {result.run_id}`", markup=False)
+        console.print(styled(("stopped", "yellow"), f" after the call in flight: {result.stored} calls stored this "
+                             f"time; resume with `shootout run --config {cfg.source} --run-id {result.run_id}`"))
         raise typer.Exit(130)
     return result.run_id
 
@@ -138,10 +147,10 @@ def demo(out: Optional[Path] = typer.Option(None, "--out", help="folder for the 
     else:
         out = out or Path(f"demo-{task}")
         config_path = demos.prepare_example(task, out, iterations, articles)
-    console.print(f"demo config: {config_path}", markup=False)
+    console.print(f"demo config: {config_path}")
     run_id = _run_and_report(config_path, progress)
     tail = f"; seed-format JSON: `shootout export-json --config {config_path}`" if task == "sentiment" else ""
-    console.print(f"results: {out / 'results.sqlite'} (run {run_id}){tail}", markup=False)
+    console.print(f"results: {out / 'results.sqlite'} (run {run_id}){tail}")
 
 
 @app.command("finetune-demo")
@@ -170,6 +179,17 @@ def _run_and_report(config_path: Path, progress: bool) -> str:
         reporting.write(store, run_id, cfg.resolve(cfg.output.reports_dir), cfg.resolve(cfg.output.heatmaps_dir),
                         _console())
     return run_id
+
+
+def _writable_folder(path: Path, option: str) -> None:
+    """A folder option names a folder, or a place where one can be made: not a file."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "" if p == path else f" ({p} is a file)"
+                raise ShootoutError(f"{option} {path} is not a folder{where}",
+                                    f"name a folder for {option} (it is created if missing)")
+            return
 
 
 REPORT_CONFIG_OPT = typer.Option(None, "--config", "-c", help="the config whose results database and output folders "
@@ -362,6 +382,8 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
 
     if register_ and not config.is_file():
         raise ShootoutError(f"config not found: {config}", "pass --config PATH (or leave out --register)")
+    if out is not None:
+        _writable_folder(out, "--out")
     console = _console()
     task, items = None, []
     if verify and config.is_file():  # the checks ask the config's task (financial sentiment otherwise)
@@ -610,7 +632,7 @@ def learning_curve_cmd(base: str = typer.Argument(..., help="base model: a Huggi
     path = prepare(config, base, out, every=every, unit=unit, total=total, quant=quant.upper(), lr=lr,
                    batch_size=batch_size, lora_r=lora_r, seed=seed, chat_format=chat_format, iterations=iterations,
                    splits=tuple(s.strip() for s in splits.split(",") if s.strip()), console=console)
-    console.print(f"learning-curve config: {path}", markup=False)
+    console.print(f"learning-curve config: {path}")
     _run_and_report(path, progress)
 
 
@@ -642,20 +664,42 @@ def runs(config: Path = CONFIG_OPT, db: Optional[Path] = typer.Option(None, "--d
             typer.echo(f"{rid}  {r['created_at']}  {store.count_calls(rid):>6} calls  {state}")
 
 
+# OS errors a user causes (a full disk, a file where a folder belongs, no permission): one message
+_USER_ERRNOS = {"ENOSPC": "free some space on that disk", "EDQUOT": "free some space within your quota",
+                "EEXIST": "a file stands where a folder is needed: move it, or name another folder",
+                "ENOTDIR": "a file stands where a folder is needed: move it, or name another folder",
+                "EISDIR": "a folder stands where a file is needed: name a file",
+                "EACCES": "choose a place you can write, or fix the permissions",
+                "EPERM": "choose a place you can write, or fix the permissions",
+                "EROFS": "that disk is read-only: choose another place"}
+
+
+def _print_error(message: str, hint: str | None) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+    # the message may quote URLs, server replies or model output: never read as markup
+    console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    if hint:
+        console.print(Text.assemble("  ", ("hint:", "bold"), " ", hint), soft_wrap=True)
+
+
 def main() -> None:
+    import errno
+
     try:
         app()
     except ShootoutError as exc:
-        from rich.console import Console
-
-        from rich.text import Text
-
-        console = Console(stderr=True, highlight=False)
-        # the message may quote URLs, server replies or model output: never read as markup
-        console.print(Text.assemble(("error:", "bold red"), " ", exc.message), soft_wrap=True)
-        if exc.hint:
-            console.print(Text.assemble("  ", ("hint:", "bold"), " ", exc.hint), soft_wrap=True)
+        _print_error(exc.message, exc.hint)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        name = errno.errorcode.get(exc.errno or 0, "")
+        if name not in _USER_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _print_error(f"{where}{exc.strerror or exc}", _USER_ERRNOS[name])
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def prepare(config: Path, base: str, out: Path, *, every: int, unit: str, total:
     save_every = every * steps_per_epoch if unit == "epochs" else every
     max_steps = total * steps_per_epoch if unit == "epochs" else total
     console.print(f"{len(records['train'])} training records; a checkpoint every {save_every} steps up to "
-                  f"{max_steps} ({steps_per_epoch} steps per epoch)", markup=False)
+                  f"{max_steps} ({steps_per_epoch} steps per epoch)")
     rep = finetune(FinetuneOptions(base=base, dataset=str(convs), out=str(out / "train"), max_steps=max_steps,
                                    save_every=save_every, learning_rate=lr, batch_size=batch_size, lora_r=lora_r,
                                    lora_alpha=2 * lora_r, eval_fraction=0.0, seed=seed, chat_format=chat_format),

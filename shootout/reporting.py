@@ -100,11 +100,11 @@ def write(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | Non
         rep = build(store, rid, pairs)
     xlsx = rpt.write_workbook(rep, reports_dir / f"{rid}.xlsx")
     csvs = rpt.write_csvs(rep, reports_dir / rid)
-    console.print(f"report: {xlsx} and {len(csvs)} CSV files in {reports_dir / rid}/", markup=False)
+    console.print(f"report: {xlsx} and {len(csvs)} CSV files in {reports_dir / rid}/")
     if heatmaps_dir is not None:
         from benchmark.heatmaps import write_heatmaps
 
         with console.status("heatmaps"):
             pngs = write_heatmaps(rep, heatmaps_dir / rid)
-        console.print(f"heatmaps: {len(pngs)} PNG files in {heatmaps_dir / rid}/", markup=False)
+        console.print(f"heatmaps: {len(pngs)} PNG files in {heatmaps_dir / rid}/")
     return rid

@@ -10,6 +10,7 @@ import pytest
 from benchmark.config import load_config, parse_config
 from core.errors import ConfigError
 from tests.conftest import ROOT, shootout
+from tests.gguf_files import write_gguf
 
 GOOD = """\
 task: sentiment
@@ -31,9 +32,7 @@ compare:
 
 @pytest.fixture()
 def gguf(tmp_path) -> Path:
-    p = tmp_path / "m.gguf"
-    p.write_bytes(b"GGUF")
-    return p
+    return write_gguf(tmp_path / "m.gguf")
 
 
 def test_shipped_config_is_valid():
@@ -116,3 +115,79 @@ def test_duplicate_names_and_self_pairs_rejected(tmp_path, gguf):
         parse_config(text)
     joined = "\n".join(err.value.problems)
     assert "duplicate model name 'a'" in joined and "compares 'a' with itself" in joined
+
+
+# ---------------------------------------------------------------- issue 14: hostile configs and files
+
+MODEL = "models:\n  - {name: a, backend: openai, base_url: 'http://127.0.0.1:1/v1', family: f, quant: Q4_0}\n"
+
+
+@pytest.mark.parametrize("url, needle", [
+    ("https://x.test/rss?s={}", "has the placeholder {}"),
+    ("https://x.test/rss?s={ticker}&region={region}", "has the placeholder {region}"),
+    ("https://x.test/rss?s={ticker", "unbalanced braces"),
+    ("https://x.test/{ticker.__class__}", "has the placeholder {ticker.__class__}"),
+    ("file:///etc/{ticker}", "must be an http:// or https:// URL"),
+])
+def test_rss_url_with_a_foreign_placeholder_or_scheme_is_a_config_error(tmp_path, url, needle):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"news:\n  source: rss\n  rss_url: '{url}'\n" + MODEL)
+    res = shootout("validate", "-c", str(cfg))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    message = " ".join(res.stderr.split())
+    assert "news.rss_url (line 3)" in message and needle in message and "1 problem:" in message
+
+
+def test_rss_url_with_literal_braces_and_ticker_is_fine():
+    cfg = parse_config("news: {rss_url: 'https://x.test/{{raw}}/{ticker}'}\n" + MODEL, check_files=False)
+    assert cfg.news.rss_url.format(ticker="A") == "https://x.test/{raw}/A"
+
+
+def test_news_safety_options_have_safe_defaults_and_are_checked():
+    cfg = parse_config(MODEL, check_files=False)
+    n = cfg.news
+    assert n.allow_private_addresses is False and n.max_fetch_bytes == 5_000_000 and n.max_article_chars == 10_000
+    cfg = parse_config("news: {allow_private_addresses: [127.0.0.2, 10.0.0.0/8]}\n" + MODEL, check_files=False)
+    assert cfg.news.allow_private_addresses == ["127.0.0.2", "10.0.0.0/8"]
+    with pytest.raises(ConfigError) as err:
+        parse_config("news: {allow_private_addresses: [intranet]}\n" + MODEL, check_files=False)
+    assert "news.allow_private_addresses" in err.value.problems[0] and "'intranet'" in err.value.problems[0]
+
+
+def test_openai_timeout_and_retries_per_model():
+    cfg = parse_config(MODEL.replace("quant: Q4_0}", "quant: Q4_0, options: {timeout_s: 2.5, retries: 0}}"),
+                       check_files=False)
+    from benchmark.backends import make_backend
+
+    b = make_backend(cfg.models[0], cfg)
+    assert (b.timeout, b.retries) == (2.5, 0)
+    b = make_backend(parse_config(MODEL, check_files=False).models[0], cfg)
+    assert (b.timeout, b.retries) == (300.0, 2)  # the defaults
+    with pytest.raises(ConfigError) as err:
+        parse_config(MODEL.replace("quant: Q4_0}", "quant: Q4_0, options: {timeout_s: 0, retries: -1}}"),
+                     check_files=False)
+    assert len(err.value.problems) == 2
+
+
+@pytest.mark.parametrize("case", ["truncated", "foreign", "empty"])
+def test_validate_reads_each_gguf_header(tmp_path, gguf, case):
+    bad = tmp_path / "bad.gguf"
+    if case == "truncated":
+        write_gguf(bad, truncate_to=len(gguf.read_bytes()) - 8)
+    elif case == "foreign":
+        bad.write_text("<html>not a model</html>")
+    else:
+        bad.write_bytes(b"")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(GOOD.replace("path: {gguf}\n    family: gemma3-270m\n    quant: Q8_0",
+                                f"path: {bad}\n    family: gemma3-270m\n    quant: Q8_0").format(gguf=gguf))
+    res = shootout("validate", "-c", str(cfg))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    lines = [l for l in res.stderr.splitlines() if l.strip().startswith("- ")]
+    assert len(lines) == 1, res.stderr
+    message = " ".join(res.stderr.split())
+    assert "models[1].path (line 10)" in message and "model 'b'" in message and str(bad) in message
+    assert {"truncated": "truncated", "foreign": "not a GGUF file", "empty": "not a GGUF file"}[case] in message
+    # the good one alone validates
+    cfg.write_text(GOOD.format(gguf=gguf))
+    assert shootout("validate", "-c", str(cfg)).returncode == 0

@@ -73,3 +73,36 @@ def test_server_down_is_one_clear_error(tmp_path, embedded_gguf):
     res = shootout("run", "-c", str(config), "--no-progress")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert f"no OpenAI-compatible server answers at http://127.0.0.1:{port}/v1" in " ".join(res.stderr.split())
+
+
+def test_an_article_longer_than_the_servers_context_is_a_failed_call_and_the_run_finishes(server, tmp_path,
+                                                                                          embedded_gguf):
+    """The real llama-cpp-python server (n_ctx 2048) refuses the long article with HTTP 400; the call is
+    stored as failed with the server's reason, the short article is answered, and the run finishes."""
+    import json
+
+    snap = tmp_path / "snap.json"
+    snap.write_text(json.dumps({"items": [
+        {"ticker": "ACME", "company": "Acme", "title": "long",
+         "summary": " ".join(f"Acme shipped {i} more chips to customer {i * 7} this quarter." for i in range(160)),
+         "expected_sentiment": 0.5},
+        {"ticker": "ACME", "company": "Acme", "title": "short", "summary": "Acme shares fell 3% on weak guidance.",
+         "expected_sentiment": -0.5}]}))
+    extra = ("  - name: served\n    backend: openai\n"
+             f"    base_url: {server}\n    model: gemma3-270m\n    family: gemma3-270m\n    quant: Q4_K_M\n")
+    config = write_config(tmp_path, embedded_gguf, models=[], iterations=1, articles=2)
+    text = config.read_text().replace("models:\n", "models:\n" + extra).replace(
+        "  source: snapshot\n", f"  source: snapshot\n  snapshot: {snap}\n")
+    config.write_text(text)
+    res = shootout("run", "-c", str(config), "--run-id", "ctx", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "tokens but the context holds 2048; stored as a failed call" in " ".join(res.stderr.split())
+    con = sqlite3.connect(tmp_path / "results.sqlite")
+    rows = dict((json.loads(f)["title"], (v, fr, err, pt)) for f, v, fr, err, pt in con.execute(
+        "SELECT i.fields_json, c.valid, c.finish_reason, c.error, c.prompt_tokens FROM calls c "
+        "JOIN items i USING (run_id, item_id)"))
+    valid, finish, error, prompt_tokens = rows["long"]
+    assert (valid, finish) == (0, "prompt_too_long") and prompt_tokens > 2048
+    assert "does not fit its context" in error and "maximum context length is 2048 tokens" in error
+    assert rows["short"][1] == "stop"
+    assert con.execute("SELECT finished_at IS NOT NULL FROM runs WHERE run_id='ctx'").fetchone() == (1,)

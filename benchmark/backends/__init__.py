@@ -32,7 +32,8 @@ def _openai(entry, cfg, endpoint=None):
     from benchmark.backends.openai_compat import OpenAICompatBackend
 
     return OpenAICompatBackend(endpoint or entry.base_url, entry.model or entry.name, name=entry.name,
-                               api_key=entry.options.api_key)
+                               api_key=entry.options.api_key, timeout=entry.options.timeout_s,
+                               retries=entry.options.retries)
 
 
 def _ollama(entry, cfg, endpoint=None):

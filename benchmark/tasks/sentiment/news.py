@@ -3,24 +3,34 @@
 Every article gets a stable id (a hash of its link), and its text is cached on disk the first
 time it is built, so every iteration and every model sees identical text. When the network
 fails, the cache answers, with a warning.
+
+Everything read from the network goes through ``core.netsafe``: http(s) only, no loopback,
+link-local or private address unless news.allow_private_addresses allows it (checked after DNS
+resolution and on every redirect), a wall-clock deadline (news.timeout_s) and a byte cap
+(news.max_fetch_bytes) per fetch. Pages are read in one pass without building a tree; feed
+summaries lose their HTML tags; an article's text is capped at news.max_article_chars, the cut
+recorded on the item (``truncated_from``).
 """
 
 from __future__ import annotations
 
 import calendar
+import codecs
 import hashlib
 import json
 import logging
+import re
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
+from html.parser import HTMLParser
 from typing import Callable
 
 from pydantic import BaseModel
 
+from core import netsafe
 from core.errors import ShootoutError
 
 log = logging.getLogger(__name__)
@@ -36,14 +46,18 @@ class Article(BaseModel):
     published: str | None = None
     text: str
     expected_sentiment: float | None = None
+    truncated_from: int | None = None  # the text's length before news.max_article_chars cut it
 
     def to_item(self):
-        """The task's item: the article text, its hand label as the gold value, the rest as fields."""
+        """The task's item: the article text, its hand label as the gold value, the rest as fields
+        (``truncated_from`` only when the text was cut)."""
         from benchmark.tasks.base import Item
 
-        return Item(id=self.id, text=self.text, value=self.expected_sentiment,
-                    fields={"ticker": self.ticker, "company": self.company, "title": self.title, "url": self.url,
-                            "published": self.published})
+        fields = {"ticker": self.ticker, "company": self.company, "title": self.title, "url": self.url,
+                  "published": self.published}
+        if self.truncated_from is not None:
+            fields["truncated_from"] = self.truncated_from
+        return Item(id=self.id, text=self.text, value=self.expected_sentiment, fields=fields)
 
 
 def article_id(url: str) -> str:
@@ -89,35 +103,213 @@ def load_snapshot(path: Path | None = None, max_articles: int | None = None) -> 
     return out[:max_articles] if max_articles else out
 
 
-# --------------------------------------------------------------------------- RSS + pages
+# --------------------------------------------------------------------------- pages and feeds
 
-def _http_get(url: str, timeout: float) -> bytes:
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - user-configured URL
-        return resp.read()
+DEFAULT_MAX_FETCH_BYTES = 5_000_000
+DEFAULT_MAX_ARTICLE_CHARS = 10_000
+_SKIP = frozenset({"script", "style", "noscript", "template"})
+_COLLECT = frozenset({"p", "h2"})
+# a block that starts inside a <p> closes it (HTML's implied end tag)
+_BREAK_P = frozenset({"address", "article", "aside", "blockquote", "details", "div", "dl", "fieldset", "figure",
+                      "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "main", "nav", "ol", "p",
+                      "pre", "section", "table", "ul"})
+_BLOCKS = _BREAK_P | {"br", "li", "td", "th", "tr", "dt", "dd", "h2"}
+_OPEN_AT_END = re.compile(r"<[A-Za-z!/?]")
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]{1,40})""", re.I)
 
 
-def extract_paragraphs(html: bytes | str, company: str, ticker: str) -> list[str]:
-    """The <p> and <h2> texts of a page that mention the company or the ticker."""
-    from bs4 import BeautifulSoup
+class _TextParser(HTMLParser):
+    """One pass over the page, no tree: the text of every <p> and <h2> (``blocks=True``), or all of
+    the text (``blocks=False``), without scripts and styles. Linear in the page's size. Block tags
+    and <br> separate words; inline tags (<b>, <a>...) do not."""
 
-    soup = BeautifulSoup(html, "html.parser")
-    for tag in soup(["script", "style", "noscript"]):
-        tag.decompose()
+    def __init__(self, blocks: bool):
+        super().__init__(convert_charrefs=True)
+        self.blocks = blocks
+        self.skip = 0
+        self.current: str | None = None  # the <p>/<h2> being collected
+        self.buf: list[str] = []
+        self.out: list[str] = []
+
+    def _emit(self) -> None:
+        text = " ".join("".join(self.buf).split())
+        self.buf = []
+        self.current = None
+        if text:
+            self.out.append(text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _SKIP:
+            self.skip += 1
+            return
+        if self.blocks and self.current is not None and (tag in _COLLECT or (self.current == "p" and tag in _BREAK_P)):
+            self._emit()
+        if self.blocks and tag in _COLLECT and not self.skip:
+            self.current = tag
+        elif tag in _BLOCKS:
+            self.buf.append(" ")
+
+    def handle_startendtag(self, tag, attrs):
+        if tag in _BLOCKS:
+            self.buf.append(" ")
+
+    def handle_endtag(self, tag):
+        if tag in _SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif self.blocks and tag == self.current:
+            self._emit()
+        elif tag in _BLOCKS:
+            self.buf.append(" ")
+
+    def handle_data(self, data):
+        if not self.skip and (self.current is not None or not self.blocks):
+            self.buf.append(data)
+
+    def finish(self) -> list[str]:
+        # a comment or tag still open at the end runs to the end of the document, as in a browser
+        # (HTMLParser would hand it back as text: an unclosed "<!--" would let a <script> through)
+        if _OPEN_AT_END.match(self.rawdata):
+            self.rawdata = ""
+        self.close()
+        if self.blocks:
+            if self.current is not None:
+                self._emit()
+            return self.out
+        return [" ".join("".join(self.buf).split())]
+
+
+def decode_html(body: bytes, charset: str | None = None) -> str:
+    """A page's text: the charset of the HTTP header first, then a byte-order mark, then a <meta>
+    charset, then UTF-8, then Windows-1252. Never fails (undecodable bytes become U+FFFD)."""
+    for bom, enc in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        if body.startswith(bom):
+            return body[len(bom):].decode(enc, errors="replace")
+    candidates = [charset]
+    m = _META_CHARSET.search(body[:4096])
+    if m:
+        candidates.append(m.group(1).decode("ascii"))
+    for enc in candidates:
+        if not enc:
+            continue
+        try:
+            codecs.lookup(enc)
+        except (LookupError, ValueError):  # unknown, or not a name at all
+            continue
+        return body.decode(enc, errors="replace")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("cp1252", errors="replace")
+
+
+def extract_paragraphs(html: bytes | str, company: str, ticker: str, *, charset: str | None = None,
+                       max_chars: int | None = None) -> list[str]:
+    """The <p> and <h2> texts of a page that mention the company or the ticker, each once, in page
+    order. One pass, no tree; stops reading once ``max_chars`` of matching text are collected."""
+    text = decode_html(html, charset) if isinstance(html, (bytes, bytearray)) else html
     keys = [k for k in (company.lower(), ticker.lower()) if k]
+    parser = _TextParser(blocks=True)
+    seen: set[str] = set()
     out: list[str] = []
-    for tag in soup.find_all(["p", "h2"]):
-        text = " ".join(tag.get_text(" ", strip=True).split())
-        if text and any(k in text.lower() for k in keys) and text not in out:
-            out.append(text)
+    total = 0
+    step = 1 << 16
+    for i in range(0, max(len(text), 1), step):
+        parser.feed(text[i:i + step])
+        total = _keep(parser, keys, seen, out, total)
+        if max_chars is not None and total >= max_chars:
+            return out
+    parser.finish()
+    _keep(parser, keys, seen, out, total)
     return out
 
 
+def _keep(parser: _TextParser, keys: list[str], seen: set[str], out: list[str], total: int) -> int:
+    for text in parser.out:
+        if text not in seen and any(k in text.lower() for k in keys):
+            seen.add(text)
+            out.append(text)
+            total += len(text) + 1
+    parser.out = []
+    return total
+
+
+def html_to_text(html: str) -> str:
+    """The text of an HTML fragment (a feed summary): tags dropped, entities decoded, spaces collapsed."""
+    parser = _TextParser(blocks=False)
+    parser.feed(html)
+    return parser.finish()[0]
+
+
+def cap_text(text: str, max_chars: int | None) -> tuple[str, int | None]:
+    """(text, None), or the text cut at a word boundary before ``max_chars`` and its original length."""
+    if not max_chars or len(text) <= max_chars:
+        return text, None
+    cut = text[:max_chars]
+    space = cut.rfind(" ", max(0, max_chars - 200))
+    return (cut[:space] if space > 0 else cut).rstrip(), len(text)
+
+
+class NotAFeed(ValueError):
+    pass
+
+
+_HTML_START = re.compile(rb"\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)[\s>]",
+                         re.I | re.S)
+
+
+def parse_feed(body: bytes, content_type: str = ""):
+    """feedparser's reading of an RSS or Atom document, or NotAFeed saying what came instead."""
+    import feedparser
+
+    try:
+        feed = feedparser.parse(body, response_headers={"content-type": content_type} if content_type else None)
+    except Exception as exc:  # noqa: BLE001 - a third-party parser on hostile input (e.g. &#1114112; in loose mode)
+        raise NotAFeed(f"the answer could not be read as a feed ({type(exc).__name__}: {exc})") from None
+    if feed.entries or feed.get("version"):
+        return feed
+    if "html" in content_type.lower() and "xml" not in content_type.lower() or _HTML_START.match(body[:4096]):
+        raise NotAFeed("the answer is an HTML page, not an RSS or Atom feed (check news.rss_url)")
+    why = feed.get("bozo_exception")
+    raise NotAFeed("the answer is not an RSS or Atom feed" + (f" ({why})" if why else ""))
+
+
+def entry_text(entry, key: str) -> str:
+    """A feed entry's title or summary as plain text (HTML summaries lose their tags)."""
+    value = entry.get(key) or ""
+    detail = entry.get(f"{key}_detail") or {}
+    if "html" in (detail.get("type") or "") or ("<" in value and ">" in value):
+        return html_to_text(value)
+    return " ".join(value.split())
+
+
+def news_policy(settings=None, *, allow_private: bool | list[str] | tuple = False,
+                timeout: float = 15, max_bytes: int = DEFAULT_MAX_FETCH_BYTES) -> netsafe.Policy:
+    """The fetch policy of the news settings (or of the given values)."""
+    if settings is not None:
+        allow_private, timeout, max_bytes = (settings.allow_private_addresses, settings.timeout_s,
+                                             settings.max_fetch_bytes)
+    allow = allow_private if isinstance(allow_private, bool) else netsafe.parse_networks(allow_private)
+    return netsafe.Policy(allow_private=allow, deadline_s=timeout, max_bytes=max_bytes, user_agent=USER_AGENT,
+                          private_option="news.allow_private_addresses", deadline_option="news.timeout_s",
+                          bytes_option="news.max_fetch_bytes")
+
+
 class NewsCache:
-    """One JSON file per article id under ``root``."""
+    """One JSON file per article id under ``root`` (news.cache_dir)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    def ensure(self) -> None:
+        """The cache folder exists (it is created if missing); a file in its place is one clear error."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ShootoutError(f"news.cache_dir {self.root} is a file, not a folder",
+                                "point news.cache_dir at a folder (it is created if missing), or move the file")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ShootoutError(f"news.cache_dir {self.root} cannot be created ({exc.strerror or exc})",
+                                "point news.cache_dir at a folder you can write") from None
 
     def path(self, aid: str) -> Path:
         return self.root / f"{aid}.json"
@@ -128,15 +320,20 @@ class NewsCache:
             return None
         try:
             return Article.model_validate_json(p.read_text(encoding="utf-8"))
-        except ValueError:
+        except (OSError, ValueError):
             log.warning("ignoring unreadable cache entry %s", p)
             return None
 
     def put(self, art: Article) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.ensure()
         tmp = self.path(art.id).with_suffix(".tmp")
-        tmp.write_text(art.model_dump_json(indent=1), encoding="utf-8")
-        tmp.replace(self.path(art.id))
+        try:
+            tmp.write_text(art.model_dump_json(indent=1), encoding="utf-8")
+            tmp.replace(self.path(art.id))
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ShootoutError(f"cannot write the news cache {self.path(art.id)} ({exc.strerror or exc})",
+                                "free some disk space, or point news.cache_dir at another folder") from None
 
     def for_ticker(self, ticker: str) -> list[Article]:
         if not self.root.is_dir():
@@ -149,72 +346,112 @@ def _published(entry) -> tuple[str | None, float | None]:
     st = entry.get("published_parsed") or entry.get("updated_parsed")
     if not st:
         return entry.get("published"), None
-    ts = calendar.timegm(st)
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z"), ts
+    try:
+        ts = calendar.timegm(st)
+        return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z"), ts
+    except (OverflowError, ValueError, OSError):
+        return entry.get("published"), None
+
+
+def feed_url(url_template: str, ticker: str) -> str:
+    """The feed URL of a ticker: the ticker percent-encoded into ``{ticker}`` (spaces, slashes and
+    non-ASCII letters are safe)."""
+    return url_template.format(ticker=urllib.parse.quote(ticker, safe=""))
 
 
 def fetch_rss(tickers: dict[str, str], url_template: str, cache_dir: Path, *, max_age_days: float = 3,
               max_items_per_ticker: int = 8, fetch_pages: bool = True, timeout: float = 15,
-              now: float | None = None, warn: Callable[[str], None] = log.warning) -> list[Article]:
-    """Headlines per ticker from RSS, each article's text from its page, through the cache."""
-    import feedparser
+              now: float | None = None, warn: Callable[[str], None] = log.warning,
+              allow_private: bool | list[str] = False, max_bytes: int = DEFAULT_MAX_FETCH_BYTES,
+              max_chars: int | None = DEFAULT_MAX_ARTICLE_CHARS, policy: netsafe.Policy | None = None) -> list[Article]:
+    """Headlines per ticker from RSS, each article's text from its page, through the cache.
 
+    Every fetch goes through ``core.netsafe`` (http(s) only, public addresses unless
+    ``allow_private``, ``timeout`` seconds of wall clock and ``max_bytes`` at most); a failed feed
+    falls back to the cache, a failed page to the feed's summary, each with one warning. An entry
+    seen before (the same link, in this feed or another ticker's) does not count against
+    ``max_items_per_ticker``. Text longer than ``max_chars`` is cut, its length kept in ``truncated_from``."""
+    policy = policy or news_policy(allow_private=allow_private, timeout=timeout, max_bytes=max_bytes)
     cache = NewsCache(cache_dir)
+    cache.ensure()
     now = time.time() if now is None else now
     out: list[Article] = []
+    seen: set[str] = set()
     for ticker, company in tickers.items():
-        url = url_template.format(ticker=ticker)
+        url = feed_url(url_template, ticker)
         try:
-            feed = feedparser.parse(_http_get(url, timeout))
-            if feed.bozo and not feed.entries:
-                raise ValueError(f"not an RSS feed ({feed.bozo_exception})")
-        except (OSError, ValueError, urllib.error.URLError) as exc:
-            cached = cache.for_ticker(ticker)[:max_items_per_ticker]
-            warn(f"news feed for {ticker} failed ({url}: {exc}); using {len(cached)} cached article(s)")
-            out.extend(cached)
+            resp = netsafe.fetch(url, policy).raise_for_status()
+            feed = parse_feed(resp.body, resp.headers.get("Content-Type", ""))
+        except (netsafe.FetchError, NotAFeed) as exc:
+            cached = [a for a in cache.for_ticker(ticker) if a.id not in seen][:max_items_per_ticker]
+            reason = exc.message if isinstance(exc, netsafe.FetchError) else f"{url}: {exc}"
+            hint = f"; {exc.hint}" if isinstance(exc, netsafe.FetchError) and exc.hint else ""
+            warn(f"news feed for {ticker} failed ({reason}{hint}); using {len(cached)} cached article(s)")
+            seen.update(a.id for a in cached)
+            out.extend(_capped(a, max_chars) for a in cached)
             continue
         kept = 0
         for entry in feed.entries:
             if kept >= max_items_per_ticker:
                 break
-            link = entry.get("link")
+            link = (entry.get("link") or "").strip()
             if not link:
+                continue
+            aid = article_id(link)
+            if aid in seen:  # a duplicate entry: not counted
                 continue
             published, ts = _published(entry)
             if ts is not None and now - ts > max_age_days * 86400:
                 continue
-            aid = article_id(link)
             art = cache.get(aid)
             if art is None:
-                paragraphs: list[str] = []
-                if fetch_pages:
-                    try:
-                        paragraphs = extract_paragraphs(_http_get(link, timeout), company, ticker)
-                    except (OSError, urllib.error.URLError, ValueError) as exc:
-                        warn(f"article page failed ({link}: {exc}); using the feed summary only")
-                text = compose_text(entry.get("summary", ""), paragraphs)
-                if not text:
-                    text = entry.get("title", "")
-                if not text:
+                art = _build(entry, link, aid, ticker, company, published, policy, fetch_pages, max_chars, warn)
+                if art is None:
                     continue
-                art = Article(id=aid, ticker=ticker, company=company, title=entry.get("title", ""),
-                              url=link, published=published, text=text)
                 cache.put(art)
-            out.append(art)
+            seen.add(aid)
+            out.append(_capped(art, max_chars))
             kept += 1
     return out
 
 
+def _build(entry, link: str, aid: str, ticker: str, company: str, published: str | None, policy: netsafe.Policy,
+           fetch_pages: bool, max_chars: int | None, warn: Callable[[str], None]) -> Article | None:
+    paragraphs: list[str] = []
+    if fetch_pages:
+        try:
+            page = netsafe.fetch(link, policy).raise_for_status()
+            paragraphs = extract_paragraphs(page.body, company, ticker, charset=page.charset, max_chars=max_chars)
+        except netsafe.FetchError as exc:
+            hint = f"; {exc.hint}" if exc.hint else ""
+            warn(f"article page failed ({exc.message}{hint}); using the feed summary only")
+    title = entry_text(entry, "title")
+    text = compose_text(entry_text(entry, "summary"), paragraphs) or title
+    if not text:
+        return None
+    text, full = cap_text(text, max_chars)
+    return Article(id=aid, ticker=ticker, company=company, title=title, url=link, published=published, text=text,
+                   truncated_from=full)
+
+
+def _capped(art: Article, max_chars: int | None) -> Article:
+    text, full = cap_text(art.text, max_chars)
+    if full is None:
+        return art
+    return art.model_copy(update={"text": text, "truncated_from": art.truncated_from or full})
+
+
 def load_articles(cfg, warn: Callable[[str], None] = log.warning) -> list[Article]:
-    """The articles a config asks for: the snapshot, or RSS through the cache."""
+    """The articles a config asks for: the snapshot, or RSS through the cache; every text capped
+    at news.max_article_chars."""
     n = cfg.news
     if n.source == "snapshot":
         path = cfg.resolve(n.snapshot) if n.snapshot else None
-        arts = load_snapshot(path, n.max_articles)
+        arts = [_capped(a, n.max_article_chars) for a in load_snapshot(path, n.max_articles)]
     else:
         arts = fetch_rss(n.tickers, n.rss_url, cfg.resolve(n.cache_dir), max_age_days=n.max_age_days,
                          max_items_per_ticker=n.max_items_per_ticker, fetch_pages=n.fetch_pages,
-                         timeout=n.timeout_s, warn=warn)
+                         max_chars=n.max_article_chars, warn=warn, policy=news_policy(n))
         if n.max_articles:
             arts = arts[: n.max_articles]
     seen: set[str] = set()
