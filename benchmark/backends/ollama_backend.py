@@ -37,7 +37,7 @@ import re
 import time
 from typing import Any
 
-from benchmark.backends.base import PromptTooLong, Reply
+from benchmark.backends.base import BackendUnavailable, PromptTooLong, Reply
 from core.errors import ShootoutError
 
 RETRIES = 3
@@ -113,12 +113,12 @@ class OllamaBackend:
             try:
                 r = self._client().request(method, path, json=body)
             except httpx.ConnectError:
-                raise ShootoutError(f"model '{self.name}': no Ollama server answers at {self.host}",
-                                    "start it with `ollama serve`, or set OLLAMA_HOST to where it runs") from None
+                raise BackendUnavailable(f"model '{self.name}': no Ollama server answers at {self.host}",
+                                         "start it with `ollama serve`, or set OLLAMA_HOST to where it runs") from None
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 if attempt == retries - 1:
-                    raise ShootoutError(f"model '{self.name}': Ollama at {self.host} stopped answering ({exc})",
-                                        "check the server, then resume with `shootout run --run-id ...`") from None
+                    raise BackendUnavailable(f"model '{self.name}': Ollama at {self.host} stopped answering ({exc})",
+                                             "check the server, then resume with `shootout run --run-id ...`") from None
                 time.sleep(self.backoff * 2 ** attempt)
                 continue
             if r.status_code < 400:

@@ -22,7 +22,7 @@ import re
 import time
 from typing import Any
 
-from benchmark.backends.base import PromptTooLong, Reply
+from benchmark.backends.base import BackendUnavailable, PromptTooLong, Reply
 from core import netsafe
 from core.errors import ShootoutError
 
@@ -122,10 +122,10 @@ class OpenAICompatBackend:
                     slow = (f"if the server is only slow, raise options.timeout_s (now {self.timeout:g}) or "
                             "options.retries of this model; otherwise " if isinstance(exc, netsafe.DeadlineExceeded)
                             else "")
-                    raise ShootoutError(f"model '{self.name}': the server at {self.base_url} stopped answering"
-                                        f"{tries}: {exc.reason}",
-                                        f"{slow}start it again, then resume with `shootout run --run-id ...`"
-                                        ) from None
+                    raise BackendUnavailable(f"model '{self.name}': the server at {self.base_url} stopped answering"
+                                             f"{tries}: {exc.reason}",
+                                             f"{slow}start it again, then resume with `shootout run --run-id ...`"
+                                             ) from None
                 time.sleep(min(2 ** attempt, 8))
         raise AssertionError("unreachable")  # pragma: no cover
 
