@@ -48,7 +48,12 @@ class Outcome:
 async def _drive(endpoints: list[Endpoint], jobs: collections.deque, ask: Callable, record: Callable,
                  stopped: Callable[[], bool], outcome: Outcome) -> None:
     async def worker(ep: Endpoint):
-        while ep.alive and jobs and not stopped():
+        while ep.alive and not stopped():
+            if not jobs:
+                if any(e.in_flight for e in endpoints):  # a call in flight may yet come back unanswered
+                    await asyncio.sleep(0.05)
+                    continue
+                return
             job = jobs.popleft()
             ep.in_flight += 1
             n = ep.in_flight
