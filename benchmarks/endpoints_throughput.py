@@ -76,10 +76,10 @@ def stop(procs) -> None:
 
 
 def run_grid(urls: list[str], concurrency: int, items: int, iterations: int, max_tokens: int, workdir: Path):
+    import sqlite3
+
     from benchmark.config import load_config
     from benchmark.runner import Runner
-    from benchmark.stats.common import load_frames
-    from benchmark.stats.throughput import throughput
     from benchmark.store import Store
 
     cfg_path = workdir / f"n{len(urls)}.yaml"
@@ -92,14 +92,17 @@ def run_grid(urls: list[str], concurrency: int, items: int, iterations: int, max
     cfg = load_config(cfg_path)
     t0 = time.perf_counter()
     with Store(workdir / f"n{len(urls)}.sqlite") as store:
-        res = Runner(cfg, store, progress=False).run()
+        Runner(cfg, store, progress=False).run()
         wall = time.perf_counter() - t0
-        calls, _, _ = load_frames(store, res.run_id)
-    tp = throughput(calls)
-    overall = tp[tp["endpoint"] == "all endpoints"].iloc[0]
-    return {"calls": len(calls), "wall_s": wall, "req_s": overall["requests_per_s"],
-            "tok_s": overall["gen_tok_per_s"], "tokens": int(calls["completion_tokens"].sum()),
-            "per_endpoint": tp[tp["endpoint"] != "all endpoints"]["calls"].tolist()}
+    # the same figures as benchmark.stats.throughput, in SQL (no pandas needed on a bare GPU box)
+    con = sqlite3.connect(workdir / f"n{len(urls)}.sqlite")
+    n, tokens, start, end = con.execute("SELECT COUNT(*), SUM(completion_tokens), MIN(started_at), "
+                                        "MAX(started_at + wall_seconds) FROM calls").fetchone()
+    per = [c for _, c in con.execute("SELECT endpoint, COUNT(*) FROM calls GROUP BY endpoint ORDER BY endpoint")]
+    con.close()
+    span = end - start
+    return {"calls": n, "wall_s": wall, "req_s": n / span, "tok_s": tokens / span, "tokens": tokens,
+            "per_endpoint": per}
 
 
 def main() -> None:
