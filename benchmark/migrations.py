@@ -13,6 +13,21 @@ import sqlite3
 
 APPLICATION = "gguf-shootout"
 
+# the items a run asks about (layout 2 on)
+ITEMS_TABLE = """
+CREATE TABLE items (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    item_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    split TEXT,
+    text TEXT NOT NULL,
+    target_label TEXT,
+    target_value REAL,
+    fields_json TEXT,
+    PRIMARY KEY (run_id, item_id)
+);
+"""
+
 # the current layout, for a new database
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
@@ -30,17 +45,7 @@ CREATE TABLE runs (
     hardware_json TEXT NOT NULL,
     task_json TEXT
 );
-CREATE TABLE items (
-    run_id TEXT NOT NULL REFERENCES runs(run_id),
-    item_id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    split TEXT,
-    text TEXT NOT NULL,
-    target_label TEXT,
-    target_value REAL,
-    fields_json TEXT,
-    PRIMARY KEY (run_id, item_id)
-);
+""" + ITEMS_TABLE + """
 CREATE TABLE model_loads (
     id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL REFERENCES runs(run_id),
@@ -84,17 +89,7 @@ VERSION = 3
 # value; ticker, company, title, url and published go to fields); each valid call's reply is
 # rebuilt as its answer JSON; sentiment becomes the generic value column.
 V1_TO_V2 = """
-    CREATE TABLE items (
-        run_id TEXT NOT NULL REFERENCES runs(run_id),
-        item_id TEXT NOT NULL,
-        position INTEGER NOT NULL,
-        split TEXT,
-        text TEXT NOT NULL,
-        target_label TEXT,
-        target_value REAL,
-        fields_json TEXT,
-        PRIMARY KEY (run_id, item_id)
-    );
+    """ + ITEMS_TABLE + """
     INSERT INTO items (run_id, item_id, position, split, text, target_label, target_value, fields_json)
         SELECT run_id, article_id, rowid, NULL, text, NULL, expected_sentiment,
                json_object('ticker', ticker, 'company', company, 'title', title, 'url', url, 'published', published)

@@ -265,27 +265,11 @@ class LlamaCppBackend:
     def logits_chunks(self, tokens: list[int]):
         """Yield ``(start, logits)`` with the next-token logits at every position of ``tokens``
         (float32, ``[chunk, n_vocab]``), n_batch positions at a time; the cache is cleared first."""
-        L, np = self.L, self._np
         self.clear_cache()
-        batch = L.llama_batch_init(self.n_batch, 0, 1)
         try:
             for start in range(0, len(tokens), self.n_batch):
-                chunk = tokens[start:start + self.n_batch]
-                batch.n_tokens = len(chunk)
-                for i, t in enumerate(chunk):
-                    batch.token[i] = t
-                    batch.pos[i] = start + i
-                    batch.n_seq_id[i] = 1
-                    batch.seq_id[i][0] = 0
-                    batch.logits[i] = 1
-                rc = L.llama_decode(self.ctx, batch)
-                if rc != 0:
-                    raise RuntimeError(f"llama_decode failed with code {rc}")
-                self._kv.extend(chunk)
-                yield start, np.ctypeslib.as_array(L.llama_get_logits(self.ctx),
-                                                   shape=(len(chunk), self.n_vocab)).copy()
+                yield start, self._decode_all(tokens[start:start + self.n_batch])
         finally:
-            L.llama_batch_free(batch)
             self.clear_cache()
 
     def clear_cache(self) -> None:
@@ -500,7 +484,7 @@ class LlamaCppBackend:
                 raise RuntimeError("llama.cpp could not trim its cache")
             del self._kv[base:]
             tail = toks[base:]
-            logits = self._decode_all(tail)
+            logits = self._decode_all(tail).astype(np.float64)
             lp = logits - logits.max(axis=1, keepdims=True)
             lp = lp - np.log(np.exp(lp).sum(axis=1, keepdims=True))
             targets = np.asarray(tail[1:], dtype=np.int64)
@@ -518,7 +502,8 @@ class LlamaCppBackend:
         return LabelScores(logprobs=logprobs, probs=probs, reply=reply)
 
     def _decode_all(self, tokens: list[int]):
-        """Decode ``tokens`` after the cache, returning the logits at every one of their positions."""
+        """Decode ``tokens`` after the cache (at most n_batch of them), returning the logits at every
+        one of their positions (float32, ``[len(tokens), n_vocab]``, a copy)."""
         L, np = self.L, self._np
         n = len(tokens)
         batch = L.llama_batch_init(n, 0, 1)
@@ -535,6 +520,6 @@ class LlamaCppBackend:
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed with code {rc}")
             self._kv.extend(tokens)
-            return np.ctypeslib.as_array(L.llama_get_logits(self.ctx), shape=(n, self.n_vocab)).astype(np.float64)
+            return np.ctypeslib.as_array(L.llama_get_logits(self.ctx), shape=(n, self.n_vocab)).copy()
         finally:
             L.llama_batch_free(batch)
