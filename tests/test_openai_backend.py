@@ -106,3 +106,64 @@ def test_an_article_longer_than_the_servers_context_is_a_failed_call_and_the_run
     assert "does not fit its context" in error and "maximum context length is 2048 tokens" in error
     assert rows["short"][1] == "stop"
     assert con.execute("SELECT finished_at IS NOT NULL FROM runs WHERE run_id='ctx'").fetchone() == (1,)
+
+
+def test_what_the_server_receives_few_shot_turns_and_the_schema_in_every_request(server, tmp_path, embedded_gguf):
+    """A recording pass-through proxy on 127.0.0.1 sits between the backend and the real server: the
+    requests it forwards are what the server received."""
+    import json
+    from http.server import BaseHTTPRequestHandler
+
+    from benchmark.tasks.sentiment import EXAMPLES, SYSTEM_PROMPT
+    from tests.conftest import loopback_server
+
+    seen: list[dict] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def _forward(self, body: bytes | None):
+            req = urllib.request.Request(server.rsplit("/v1", 1)[0] + self.path, data=body, method=self.command,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=300) as r:
+                    status, data = r.status, r.read()
+            except urllib.error.HTTPError as e:
+                status, data = e.code, e.read()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._forward(None)
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.append(json.loads(body))
+            self._forward(body)
+
+        def log_message(self, *a):
+            pass
+
+    import urllib.error
+
+    with loopback_server(Proxy) as proxy:
+        extra = ("  - name: served\n    backend: openai\n"
+                 f"    base_url: {proxy}/v1\n    model: gemma3-270m\n    family: gemma3-270m\n    quant: Q4_K_M\n")
+        config = write_config(tmp_path, embedded_gguf, models=[], iterations=1, articles=2)
+        config.write_text(config.read_text().replace("models:\n", "models:\n" + extra))
+        res = shootout("run", "-c", str(config), "--no-progress")
+        assert res.returncode == 0, res.stderr
+    chats = [b for b in seen if "messages" in b]
+    answered = [b for b in chats if b["response_format"]["type"] == "json_object"]
+    assert len(answered) == 1 + 2  # the warm-up and two articles, in the form this server takes
+    assert chats[0]["response_format"]["type"] == "json_schema"  # tried first, refused, not asked again
+    for body in answered:
+        m = body["messages"]
+        assert [x["role"] for x in m] == ["system"] + ["user", "assistant"] * 5 + ["user"]
+        assert m[0]["content"] == SYSTEM_PROMPT
+        assert [(u["content"], a["content"]) for u, a in zip(m[1:11:2], m[2:11:2])] == EXAMPLES
+        assert body["response_format"]["schema"]["required"] == ["reasoning", "sentiment", "confidence"]
+        assert body["temperature"] == 0.7 and body["stream"] is False
+    seeds = [b["seed"] for b in answered[1:]]
+    assert len(set(seeds)) == 2  # a seed per call
