@@ -119,8 +119,8 @@ def test_labelling_retries_invalid_replies_and_rejects_what_stays_invalid(tmp_pa
 
     ollama.add(FakeModel("teacher:big", reply=reply))
     config = tmp_path / "config.yaml"
-    config.write_text("task: sentiment\nnews:\n  source: snapshot\n  max_articles: 3\nrun:\n  seed: 7\n"
-                      "models:\n  - {name: teacher, backend: ollama, tag: 'teacher:big', family: teacher, quant: Q8_0}\n")
+    config.write_text("task: sentiment\nnews:\n  source: snapshot\n  max_articles: 3\nrun:\n  seed: 7\nmodels:\n"
+                      "  - {name: teacher, backend: ollama, tag: 'teacher:big', family: teacher, quant: Q8_0}\n")
     out = tmp_path / "labelled.jsonl"
     r = shootout("data", "label", "-c", str(config), "-m", "teacher", "--out", str(out), "--retries", "2",
                  "--no-progress", env_extra={"OLLAMA_HOST": ollama.url})
