@@ -240,26 +240,36 @@ def _verify(src: Path, kind: str, paths: dict[str, Path], opts: ExportOptions, o
     out: dict = {}
     t0 = time.perf_counter()
     with console.status("verify: parity of F16 with the source"):
-        if "F16" not in rebuilt and old.get("parity", {}).get("passed"):
-            out["parity"] = old["parity"]
+        tolerance = ({"max_rel_logit_diff": opts.max_rel_logit_diff, "min_top1": opts.min_top1} if kind == "hf"
+                     else {"max_rel_weight_diff": F16_REL})
+        if "F16" not in rebuilt and old.get("parity", {}).get("passed") and old["parity"].get("tolerance") == tolerance:
+            out["parity"] = old["parity"]  # the same F16 passed at the tolerance asked now
         else:
             prompts = verify.task_prompts(*opts.check_task(), opts.parity_prompts)
             if kind == "hf":
                 p = verify.parity_hf(src, f16, prompts)
                 rel = p["max_abs_logit_diff"] / max(1.0, p["max_abs_logit"])
-                p["tolerance"] = {"max_rel_logit_diff": opts.max_rel_logit_diff, "min_top1": opts.min_top1}
+                p["tolerance"] = tolerance
                 p["passed"] = bool(p["top1_agreement"] >= opts.min_top1 and rel <= opts.max_rel_logit_diff)
             else:
                 p = verify.parity_weights(src, f16)
-                p["tolerance"] = {"max_rel_weight_diff": F16_REL}
+                p["tolerance"] = tolerance
                 p["passed"] = bool(not p["mismatched_tensors"] and p["max_rel_weight_diff"] <= F16_REL)
             out["parity"] = p
         if not out["parity"]["passed"]:
             res.manifest["verification"] = out
             p = out["parity"]
-            figures = (f"top-1 agreement {p['top1_agreement']:.1%}, max logit difference {p['max_abs_logit_diff']:.4g}"
-                       if kind == "hf" else f"max relative weight difference {p['max_rel_weight_diff']:.3g} in "
-                       f"{p['worst_tensor']}, mismatched tensors: {p['mismatched_tensors'][:3]}")
+            if kind == "hf":
+                rel = p["max_abs_logit_diff"] / max(1.0, p["max_abs_logit"])
+                failed = ([f"top-1 agreement {p['top1_agreement']:.1%} is below {opts.min_top1:.1%}"]
+                          if p["top1_agreement"] < opts.min_top1 else []) + \
+                         ([f"max logit difference {p['max_abs_logit_diff']:.4g} is {rel:.3g} of the largest logit, "
+                           f"above {opts.max_rel_logit_diff:.3g}"] if rel > opts.max_rel_logit_diff else [])
+                figures = "; ".join(failed) or (f"top-1 agreement {p['top1_agreement']:.1%}, max logit difference "
+                                                f"{p['max_abs_logit_diff']:.4g}")
+            else:
+                figures = (f"max relative weight difference {p['max_rel_weight_diff']:.3g} in {p['worst_tensor']}, "
+                           f"mismatched tensors: {p['mismatched_tensors'][:3]}")
             raise ShootoutError(
                 f"parity check failed: the F16 GGUF does not reproduce {src} ({figures})",
                 "the conversion is wrong for this model (tokenizer or architecture); the figures are in "

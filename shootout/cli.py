@@ -372,6 +372,12 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
                num_ctx: int = typer.Option(4096, "--num-ctx"),
                verify: bool = typer.Option(True, "--verify/--no-verify", help="parity, KLD and smoke checks"),
                kld_prompts: int = typer.Option(6, "--kld-prompts", help="task prompts for the KLD check"),
+               parity_max_diff: float = typer.Option(0.01, "--parity-max-diff",
+                                                     help="parity: largest logit difference allowed, as a share "
+                                                          "of the largest logit"),
+               parity_min_top1: float = typer.Option(0.99, "--parity-min-top1",
+                                                     help="parity: smallest share of positions with the same top "
+                                                          "token"),
                ollama_create: bool = typer.Option(False, "--ollama-create", help="create every level in Ollama"),
                ollama_host: Optional[List[str]] = OLLAMA_HOSTS_OPT,
                register_: bool = typer.Option(False, "--register", help="add the ladder to config.yaml"),
@@ -391,7 +397,8 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
         items = task.load_items(cfg) if cfg is not None else []
     opts = ExportOptions(name=name, out=out, quants=tuple(q for q in quants.split(",") if q.strip()),
                          imatrix=imatrix, chat_format=chat_format, system=system, num_ctx=num_ctx,
-                         verify=verify, kld_prompts=kld_prompts, task=task, items=items)
+                         verify=verify, kld_prompts=kld_prompts, max_rel_logit_diff=parity_max_diff,
+                         min_top1=parity_min_top1, task=task, items=items)
     res = run_export(src, opts, console=console)
     m = res.manifest
     print_summary(console, res)

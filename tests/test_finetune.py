@@ -14,6 +14,7 @@ import pytest
 
 from benchmark.tasks.sentiment import ZERO_SHOT_SYSTEM_PROMPT
 from tests.conftest import ROOT, shootout, write_config
+from tests.ollama_fixture import FakeModel, ollama  # noqa: F401 (fixture)
 
 TWEETS = (
     "tweet_id,airline_sentiment,airline_sentiment_confidence,airline,text\n"
@@ -74,6 +75,10 @@ def test_bad_builder_input_is_one_clear_error(tmp_path):
 
 def test_labelling_killed_midway_resumes_without_relabelling(tmp_path, embedded_gguf):
     config = write_config(tmp_path, embedded_gguf, models=[("teacher", "few_shot")], articles=4)
+    # one engine thread: on a shared 2-core machine two spin against the other processes (measured
+    # there: two few-shot labels in 12 s on one thread, 35 to 40 s on two)
+    config.write_text(config.read_text().replace("options: {chat_template: gemma}",
+                                                 "options: {chat_template: gemma, n_threads: 1}"))
     out = tmp_path / "labelled.jsonl"
     cmd = [sys.executable, "-m", "shootout.cli", "data", "label", "-c", str(config), "-m", "teacher",
            "--out", str(out), "--no-progress"]
@@ -94,7 +99,49 @@ def test_labelling_killed_midway_resumes_without_relabelling(tmp_path, embedded_
     assert all(-1 <= x["answer"]["sentiment"] <= 1 and x["source"] == "labelled:teacher" for x in recs)
 
 
+def test_labelling_retries_invalid_replies_and_rejects_what_stays_invalid(tmp_path, ollama):  # noqa: F811
+    """`data label` against an Ollama server (tests/ollama_fixture.py): the first item is answered
+    at once, the second only on its first retry, the third never (three calls with --retries 2):
+    it goes to <out>.rejected.jsonl with its last reply and the reason."""
+    from benchmark.tasks.sentiment.news import load_snapshot
+
+    first, second, third = [a.to_item() for a in load_snapshot()[:3]]
+    good = {first.id: _reply("Orders rose.", 0.6, 0.9), second.id: _reply("Sales are barred.", -0.7, 0.8)}
+
+    def reply(body):
+        article = body["messages"][-1]["content"]
+        attempt = body["options"]["seed"] - 7  # label_items asks with seed run.seed + attempt
+        if first.text[:60] in article:
+            return good[first.id]
+        if second.text[:60] in article:
+            return _reply("Sales are barred.", 4.0, 0.8) if attempt == 0 else good[second.id]  # 4 is out of range
+        return f"I cannot rate this (attempt {attempt})"
+
+    ollama.add(FakeModel("teacher:big", reply=reply))
+    config = tmp_path / "config.yaml"
+    config.write_text("task: sentiment\nnews:\n  source: snapshot\n  max_articles: 3\nrun:\n  seed: 7\nmodels:\n"
+                      "  - {name: teacher, backend: ollama, tag: 'teacher:big', family: teacher, quant: Q8_0}\n")
+    out = tmp_path / "labelled.jsonl"
+    r = shootout("data", "label", "-c", str(config), "-m", "teacher", "--out", str(out), "--retries", "2",
+                 "--no-progress", env_extra={"OLLAMA_HOST": ollama.url})
+    assert r.returncode == 0, r.stderr
+    assert "2 labelled now, 0 already there, 1 rejected after retries (6 calls)" in " ".join(r.stdout.split())
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["id"] for x in recs] == [f"news-{first.id}", f"news-{second.id}"]
+    assert [json.dumps(x["answer"]) for x in recs] == [good[first.id], good[second.id]]  # the retry's answer
+    rejected = [json.loads(x) for x in (tmp_path / "labelled.rejected.jsonl").read_text().splitlines()]
+    assert len(rejected) == 1 and rejected[0]["id"] == f"news-{third.id}"
+    assert rejected[0]["reply"] == "I cannot rate this (attempt 2)" and "JSON" in rejected[0]["error"]
+    asked = [(b["options"]["seed"], b["options"]["temperature"]) for b in ollama.chats()
+             if b.get("messages") and not b.get("_debug_render_only")]
+    assert asked == [(7, 0.0), (7, 0.0), (8, 0.7), (7, 0.0), (8, 0.7), (9, 0.7)]  # retries are sampled
+
+
 # ------------------------------------------------------------------ training on a tiny model
+
+# torch on one thread for the tiny model: on this project's shared 2-core machines two threads spin
+# against each other (a tiny-model step: 0.11 s on one thread, 0.5 to 3.8 s on two)
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 def _synthetic(n: int, seed: int = 0) -> list[dict]:
     from finetune.data import synthetic_sharegpt
@@ -103,10 +150,8 @@ def _synthetic(n: int, seed: int = 0) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    from tests.tiny_llama import build
-
-    return build(tmp_path_factory.mktemp("ft") / "tiny-base")
+def tiny_base(tiny_hf_model) -> Path:
+    return tiny_hf_model  # the session's tiny model (tests/conftest.py), shared with the export tests
 
 
 def test_every_example_ends_with_eos_and_pad_differs(tiny_base):
@@ -140,12 +185,12 @@ def test_tiny_model_finetunes_on_cpu_and_its_merged_folder_exports(tiny_base, tm
     out = tmp_path / "ft"
     r = shootout("finetune", str(tiny_base), str(data), "--out", str(out), "--max-steps", "40", "--lr", "3e-3",
                  "--batch-size", "8", "--eval-fraction", "0.25", "--eval-steps", "20", "--lora-r", "8",
-                 "--engine", "transformers", "--max-seq-len", "512", "--export", "--quants", "Q8_0", timeout=900)
+                 "--engine", "transformers", "--max-seq-len", "512", "--export", "--quants", "Q8_0", timeout=900,
+                 env_extra=ONE_THREAD)
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "training_report.json").read_text())
     assert rep["engine"] == "transformers" and rep["global_steps"] == 40
     assert rep["data"]["train"] == 48 and rep["data"]["eval"] == 16
-    assert rep["seeds"] == {"python": 42, "numpy": 42, "torch": 42}
     assert rep["checks"]["all_end_with_eos"] and rep["checks"]["pad_differs_from_eos"]
     assert len(rep["train_loss_per_step"]) == 40
     assert rep["final_eval_loss"] < 0.5 * rep["initial_eval_loss"]  # it learned the task
@@ -157,6 +202,44 @@ def test_tiny_model_finetunes_on_cpu_and_its_merged_folder_exports(tiny_base, tm
     m = json.loads((out / "gguf" / "ft.manifest.json").read_text())
     assert m["source"]["kind"] == "hf" and list(m["files"]) == ["F16", "Q8_0"]
     assert m["verification"]["parity"]["passed"] and m["verification"]["parity"]["top1_agreement"] >= 0.99
+
+
+@pytest.fixture(scope="module")
+def seeded_runs(tiny_base, tmp_path_factory) -> dict[str, dict]:
+    """Three short fine-tunes on 16 short examples and one too long for --max-seq-len: seeds 7, 7, 8."""
+    tmp = tmp_path_factory.mktemp("seeds")
+    rows = _synthetic(16)
+    long = json.loads(json.dumps(rows[0]))
+    long["conversations"][1]["value"] = " ".join(["Acme shares rose after strong results and raised guidance."] * 40)
+    rows.insert(5, long)
+    data = tmp / "train.sharegpt.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reports = {}
+    for run, seed in (("a", 7), ("b", 7), ("c", 8)):
+        r = shootout("finetune", str(tiny_base), str(data), "--out", str(tmp / run), "--max-steps", "4",
+                     "--lr", "3e-3", "--batch-size", "4", "--eval-fraction", "0", "--lora-r", "4",
+                     "--engine", "transformers", "--max-seq-len", "256", "--seed", str(seed), timeout=900,
+                     env_extra=ONE_THREAD)
+        assert r.returncode == 0, r.stderr
+        reports[run] = {"report": json.loads((tmp / run / "training_report.json").read_text()), "stderr": r.stderr}
+    return reports
+
+
+def test_one_seed_gives_the_same_losses_and_another_seed_different_ones(seeded_runs):
+    a, b, c = (seeded_runs[k]["report"] for k in ("a", "b", "c"))
+    assert a["seeds"] == b["seeds"] == {"python": 7, "numpy": 7, "torch": 7} and c["seeds"]["torch"] == 8
+    losses = {k: [x["loss"] for x in seeded_runs[k]["report"]["train_loss_per_step"]] for k in seeded_runs}
+    assert len(losses["a"]) == 4 and all(x > 0 for x in losses["a"])
+    assert losses["a"] == losses["b"]  # two processes, one seed: the same run
+    assert all(x != y for x, y in zip(losses["a"], losses["c"]))  # another data order, LoRA init and dropout
+
+
+def test_examples_longer_than_max_seq_len_are_dropped_and_the_rest_trained(seeded_runs):
+    rep = seeded_runs["a"]["report"]
+    assert rep["data"]["dropped_too_long"] == 1 and rep["data"]["examples"] == 16
+    assert rep["data"]["train"] == 16 and rep["data"]["eval"] == 0
+    assert rep["global_steps"] == 4  # 16 examples, batch 4: one epoch of the kept examples
+    assert "16 training and 0 eval examples (1 too long, dropped)" in " ".join(seeded_runs["a"]["stderr"].split())
 
 
 def test_unsloth_is_refused_without_cuda(tiny_base, tmp_path):
@@ -188,7 +271,7 @@ def test_learning_curve_benchmarks_every_checkpoint_on_train_and_held_out_items(
     out = tmp_path / "lc"
     r = shootout("learning-curve", str(tiny_base), "-c", str(cfg / "config.yaml"), "--out", str(out),
                  "--every", "10", "--total", "20", "--quant", "Q8_0", "--lr", "3e-3", "--batch-size", "8",
-                 "--splits", "train,test", "--no-progress", timeout=900)
+                 "--splits", "train,test", "--no-progress", timeout=900, env_extra=ONE_THREAD)
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "train" / "training_report.json").read_text())
     assert [c["step"] for c in rep["checkpoints"]] == [10, 20]

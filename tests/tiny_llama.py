@@ -76,11 +76,18 @@ def _pretrain(model, tok, steps: int, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(steps):
-        starts = torch.randint(0, len(data) - 65, (8,), generator=gen)
-        batch = torch.stack([data[s:s + 64] for s in starts])
-        loss = model(batch, labels=batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    threads = torch.get_num_threads()
+    # one thread: the same weights on every machine, and far faster for a model this small on a
+    # shared machine (measured on 2 busy cores: 0.11 s a step with one thread, 0.5 to 3.8 s with two)
+    torch.set_num_threads(1)
+    try:
+        for _ in range(steps):
+            starts = torch.randint(0, len(data) - 65, (8,), generator=gen)
+            batch = torch.stack([data[s:s + 64] for s in starts])
+            loss = model(batch, labels=batch).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
