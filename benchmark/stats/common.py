@@ -36,7 +36,10 @@ def load_frames(store, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
 
 
 def model_order(calls: pd.DataFrame) -> list[str]:
-    """Models grouped by family (in order of appearance), widest quant first, then prompt variant."""
+    """Models grouped by family (in order of appearance), widest quant first, then prompt variant; without
+    family and quant columns, in order of first appearance."""
+    if "family" not in calls or "quant" not in calls:
+        return [str(m) for m in pd.unique(calls["model"])]
     cols = ["model", "family", "quant"] + (["variant"] if "variant" in calls else [])
     first = calls.drop_duplicates("model")[cols]
     fam_rank = {f: i for i, f in enumerate(dict.fromkeys(first["family"]))}

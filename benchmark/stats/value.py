@@ -54,7 +54,8 @@ class ValueData:
            value_range: tuple[float, float] = DEFAULT_RANGE, models: list[str] | None = None) -> "ValueData":
         item_ids = None
         if items is not None and len(items):
-            item_ids = [i for i in items["item_id"].astype(str) if i in set(calls["item_id"].astype(str))]
+            seen = set(pd.unique(calls["item_id"].astype(str)))
+            item_ids = [i for i in items["item_id"].astype(str) if i in seen]
         cube = Cube(calls, models, item_ids)
         valid = cube.valid
         value = np.where(valid, cube.get("value"), np.nan)
