@@ -42,12 +42,21 @@ ID_LABELS = {
     "model": "Model", "family": "Family", "quant": "Quant", "backend": "Backend", "prompt_style": "Prompt style",
     "variant": "Prompt variant", "items": "Items (n)", "iterations": "Iterations", "calls": "Calls",
     "baseline": "Baseline",
+    # the Decision sheet
+    "role": "Role", "reference": "Reference", "verdict": "Verdict", "quality_ci95_low": "95% CI low",
+    "quality_ci95_high": "95% CI high", "diff": "Difference vs reference", "ci90_low": "90% CI low",
+    "ci90_high": "90% CI high", "margin": "Margin", "p_noninferior": "p non-inferiority",
+    "p_equivalence": "p equivalence (TOST)", "mde80": "Smallest difference found 80% of the time",
+    "items_to_decide": "Items that would decide (80% power)", "s_per_sample_ci95_low": "s/sample 95% CI low",
+    "s_per_sample_ci95_high": "s/sample 95% CI high", "speedup_vs_ref": "Speed vs reference (x)",
+    "size_vs_ref": "Size vs reference", "pareto": "Pareto-optimal", "what_it_means": "What it means",
 }
 VALUE_SUMMARY = ["model", "family", "quant", "variant", "s_per_sample", "valid_rate", "value_variance", "mean_value",
                  "mean_confidence", "gen_tok_s", "mae", "mae_answered", "sign_accuracy", "sign_accuracy_answered"]
 ALIASES = {"cost_per_1k": "s_per_sample", "invalid_rate": "invalid_rate"}  # colour a column by another's test
 
 GREEN, YELLOW, RED, GREY = "63BE7B", "FFEB84", "F8696B", "BFBFBF"
+VERDICT_FILLS = {"equivalent": "C6EFCE", "non-inferior": "E2EFDA", "worse": "FFC7CE", "inconclusive": "EDEDED"}
 
 
 @dataclass
@@ -88,6 +97,7 @@ class Sheet:
     appendix: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (title, csv, table) below it
     lines: list[str] = field(default_factory=list)   # text lines above the table (the Decision's verdicts)
     image: str | None = None       # "decision": the Pareto chart is drawn into the sheet
+    formats: dict = field(default_factory=dict)      # column -> number format, over the metric table's
 
 
 @dataclass
@@ -312,7 +322,12 @@ def _decision_sheet(report: Report, measures, cfg: Settings, primary: str, noun:
             "s_per_sample_ci95_high", "speedup_vs_ref", "size_mb", "size_vs_ref", "pareto", "what_it_means"]
     shown = table[[c for c in keep if c in table]].rename(columns={"quality": primary})
     lines = [f"Quality metric: {report.metric(primary).label}."] + lines
-    return Sheet("Decision", "decision", shown, note=note, lines=lines, image="decision",
+    fmt = report.metric(primary).fmt
+    formats = {c: fmt for c in ("quality_ci95_low", "quality_ci95_high", "diff", "ci90_low", "ci90_high", "margin",
+                                "mde80")}
+    formats.update(speedup_vs_ref="0.00", size_vs_ref="0%", s_per_sample_ci95_low="0.000",
+                   s_per_sample_ci95_high="0.000", size_mb="0.0")
+    return Sheet("Decision", "decision", shown, note=note, lines=lines, image="decision", formats=formats,
                  appendix=[("Every decision metric, candidate by candidate (TOST at the margin)", "decision_tests",
                             long)] if len(long) else [])
 
@@ -680,7 +695,7 @@ def cell_colour(report: Report, model: str, col: str, value: float, table: pd.Da
 
 
 def _write_table(report: Report, ws, df: pd.DataFrame, start: int, *, best: bool, colour: bool,
-                 sig_cols=()) -> int:
+                 sig_cols=(), formats: dict | None = None) -> int:
     """Write ``df`` with its header at row ``start``; returns the last row written."""
     from openpyxl.formatting.rule import CellIsRule
     from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
@@ -701,7 +716,7 @@ def _write_table(report: Report, ws, df: pd.DataFrame, start: int, *, best: bool
     last = start + len(df)
     for j, c in enumerate(cols, 1):
         if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
-            fmt = _number_format(report, c)
+            fmt = (formats or {}).get(c) or _number_format(report, c)
             for i in range(start + 1, last + 1):
                 ws.cell(row=i, column=j).number_format = fmt
     for j, c in enumerate(cols, 1):
@@ -725,6 +740,12 @@ def _write_table(report: Report, ws, df: pd.DataFrame, start: int, *, best: bool
                     ws.cell(row=i, column=j).fill = grey
                 elif fill:
                     ws.cell(row=i, column=j).fill = PatternFill("solid", fgColor=fill)
+    if "verdict" in cols:  # the Decision's verdicts in words and colour
+        j = cols.index("verdict") + 1
+        for i, v in enumerate(df["verdict"].tolist(), start + 1):
+            if v in VERDICT_FILLS:
+                ws.cell(row=i, column=j).fill = PatternFill("solid", fgColor=VERDICT_FILLS[v])
+                ws.cell(row=i, column=j).font = Font(bold=True)
     for c in sig_cols:
         if c in cols and len(df):
             j = cols.index(c) + 1
@@ -762,7 +783,8 @@ def _write_sheet(report: Report, wb, sheet: Sheet, chart_dir: Path | None = None
             cell.font = Font(bold=k > 0)
         start += len(sheet.lines) + 1
     df = sheet.table
-    last = _write_table(report, ws, df, start, best=sheet.best, colour=sheet.colour, sig_cols=sheet.sig_cols)
+    last = _write_table(report, ws, df, start, best=sheet.best, colour=sheet.colour, sig_cols=sheet.sig_cols,
+                        formats=sheet.formats)
     ws.freeze_panes = ws.cell(row=start + 1, column=2)
     if len(df) and len(df.columns):
         ws.auto_filter.ref = f"A{start}:{get_column_letter(len(df.columns))}{last}"

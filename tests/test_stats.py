@@ -265,9 +265,18 @@ def test_decision_verdicts_recompute_with_statsmodels_tost(effects):
     # accuracy-like metrics: the margin is on the worse side (lower)
     acc = long.loc[(FOURTH, "sign_accuracy")]
     right = _per_item(raw, "right")[[NOISY, FOURTH]].dropna()
-    p_tost, _, upper = ttost_paired(right[FOURTH].to_numpy(), right[NOISY].to_numpy(), -0.05, 0.05)
+    p_tost, lower, upper = ttost_paired(right[FOURTH].to_numpy(), right[NOISY].to_numpy(), -0.05, 0.05)
     assert acc["p_equivalence"] == pytest.approx(p_tost)
-    assert acc["p_noninferior"] == pytest.approx(_[1])  # H0: candidate lower by the margin or more
+    assert acc["p_noninferior"] == pytest.approx(lower[1])  # H0: candidate lower by the margin or more
+    # the quality column: the model's MAE with the t interval over items; speed against the reference
+    dec = rep.decision.set_index("model")
+    for name in (BASE, SHIFTED):
+        e = _per_item(raw, "err")[name].dropna()
+        lo, hi = ss.t.interval(0.95, len(e) - 1, loc=e.mean(), scale=ss.sem(e))
+        assert (dec.loc[name, "quality"], dec.loc[name, "quality_ci95_low"], dec.loc[name, "quality_ci95_high"]) \
+            == pytest.approx((e.mean(), lo, hi))
+    sec = _per_item(raw, "wall_seconds")
+    assert dec.loc[SHIFTED, "speedup_vs_ref"] == pytest.approx(sec[BASE].mean() / sec[SHIFTED].mean())
 
 
 def test_decision_sheet_comes_first_and_says_what_to_do(effects, tmp_path):
