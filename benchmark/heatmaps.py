@@ -339,6 +339,7 @@ def learning_curve_plot(report, path: Path) -> Path | None:
 
 
 VERDICT_COLOURS = {"equivalent": "#2e7d32", "non-inferior": "#66bb6a", "worse": "#c62828", "inconclusive": "#9e9e9e",
+                   "differs": "#ef6c00",
                    "reference": "#1f4e79", "only rung": "#1f4e79", "no reference": "#1f4e79"}
 
 
@@ -393,7 +394,7 @@ def decision_chart(report, path: Path) -> Path | None:
             if m.higher_is_better is False:
                 ax.invert_yaxis()  # better is up
             ax.set_title(f"{fam}: quality vs {'speed' if xcol == 's_per_sample' else 'size'}", fontsize=10)
-            if fi == 0 and pj == 0:
+            if fi == 0 and pj == 0 and ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"Decision — run {report.run_id}: {m.label}. Stars: Pareto-optimal (no other rung as good, as fast "
                  "and as small, and better on one); colour and label: the verdict against the family's reference",

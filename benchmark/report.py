@@ -56,7 +56,8 @@ VALUE_SUMMARY = ["model", "family", "quant", "variant", "s_per_sample", "valid_r
 ALIASES = {"cost_per_1k": "s_per_sample", "invalid_rate": "invalid_rate"}  # colour a column by another's test
 
 GREEN, YELLOW, RED, GREY = "63BE7B", "FFEB84", "F8696B", "BFBFBF"
-VERDICT_FILLS = {"equivalent": "C6EFCE", "non-inferior": "E2EFDA", "worse": "FFC7CE", "inconclusive": "EDEDED"}
+VERDICT_FILLS = {"equivalent": "C6EFCE", "non-inferior": "E2EFDA", "worse": "FFC7CE", "inconclusive": "EDEDED",
+                 "differs": "FCE4D6"}
 
 
 @dataclass
@@ -286,10 +287,9 @@ def _compare_all(report_models: list[str], details: pd.DataFrame, measures: dict
 def _margins(cfg: Settings, measures: dict, primary: str) -> dict[str, float]:
     from benchmark.config import DEFAULT_MARGINS
 
-    usable = {k: v for k, v in cfg.margins.items() if k in measures and measures[k].kind == "mean"
-              and measures[k].higher_is_better is not None}
+    usable = {k: v for k, v in cfg.margins.items() if k in measures and measures[k].kind == "mean"}
     if primary not in usable and primary in measures:
-        usable = {primary: cfg.margins.get(primary, DEFAULT_MARGINS.get(primary, 0.05)), **usable}
+        usable = {primary: cfg.margins.get(primary, DEFAULT_MARGINS.get(primary, 0.1)), **usable}
     return {primary: usable[primary], **{k: v for k, v in usable.items() if k != primary}} if primary in usable \
         else usable
 

@@ -377,7 +377,7 @@ def test_heatmap_cells_overlapping_the_reference_are_hatched(effects, tmp_path):
 def test_heatmaps_grow_with_the_number_of_models(tmp_path):
     from PIL import Image
 
-    from benchmark.heatmaps import write_heatmaps
+    from benchmark.heatmaps import item_heatmap, write_heatmaps
 
     sizes = {}
     for n in (3, 32):
@@ -387,11 +387,12 @@ def test_heatmaps_grow_with_the_number_of_models(tmp_path):
         write_db(db, models, n_articles=12, n_iterations=3, seed=n, run_id=f"h{n}")
         with Store(db) as store:
             rep = rpt.build(store, f"h{n}")
-        paths = write_heatmaps(rep, tmp_path / f"maps{n}")
-        names = {p.name for p in paths}
-        assert {"s_per_sample_heatmap.png", "valid_rate_heatmap.png", "sentiment_variance_heatmap.png",
-                "mean_sentiment_heatmap.png", "mean_confidence_heatmap.png"} <= names
-        assert "grid_valid_rate.png" in names
+        if n == 3:
+            names = {p.name for p in write_heatmaps(rep, tmp_path / f"maps{n}")}
+            assert {"s_per_sample_heatmap.png", "valid_rate_heatmap.png", "sentiment_variance_heatmap.png",
+                    "mean_sentiment_heatmap.png", "mean_confidence_heatmap.png", "grid_valid_rate.png"} <= names
+        else:
+            item_heatmap(rep, "valid_rate", tmp_path / f"maps{n}" / "valid_rate_heatmap.png")
         sizes[n] = Image.open(tmp_path / f"maps{n}" / "valid_rate_heatmap.png").size
     assert sizes[32][0] > 2 * sizes[3][0]
 

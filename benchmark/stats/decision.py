@@ -29,9 +29,10 @@ from benchmark.stats.compare import Measure
 
 
 def _oriented(ms: Measure, a: int, b: int) -> np.ndarray:
-    """Per-item differences, positive = the candidate (b) is worse than the reference (a)."""
+    """Per-item differences, positive = the candidate (b) is worse than the reference (a); for a figure
+    without a better direction (a mean value without labels), candidate - reference."""
     d = ms.x[b] - ms.x[a]
-    return d if ms.higher_is_better is False else -d
+    return -d if ms.higher_is_better is True else d
 
 
 def _fmt(value: float, metric: str, signed: bool = False) -> str:
@@ -47,8 +48,10 @@ def _fmt(value: float, metric: str, signed: bool = False) -> str:
 
 def _margin_text(metric: str, margin: float) -> str:
     m = M.metric(metric)
-    worse = "lower" if m.higher_is_better else "higher"
     amount = f"{margin * 100:g} points" if m.percent else f"{margin:g}"
+    if m.higher_is_better is None:
+        return f"+-{amount}"
+    worse = "lower" if m.higher_is_better else "higher"
     return f"{amount} {worse}"
 
 
@@ -68,7 +71,7 @@ def candidate_rows(measures: dict[str, Measure], models: list[str], refs: dict[s
         a, b = index[ref], index[cand]
         for metric, margin in margins.items():
             ms = measures.get(metric)
-            if ms is None or ms.kind != "mean" or ms.higher_is_better is None:
+            if ms is None or ms.kind != "mean":
                 continue
             d = _oriented(ms, a, b)
             r = P.paired(d)
@@ -77,9 +80,16 @@ def candidate_rows(measures: dict[str, Measure], models: list[str], refs: dict[s
             t = P.tost(r, margin, alpha)
             lo95, hi95 = P.t_interval(r, 1 - alpha)
             v = str(P.verdict(r, margin, alpha))
-            sign = 1.0 if ms.higher_is_better is False else -1.0  # back to candidate - reference
+            if ms.higher_is_better is None:  # no better direction: equivalent, differs, or inconclusive
+                v = ("equivalent" if v == "equivalent" else
+                     "differs" if (lo95 > 0 or hi95 < 0) else "inconclusive")
+            sign = -1.0 if ms.higher_is_better is True else 1.0  # back to candidate - reference
             n_dec, as_ = (np.nan, "")
-            if v == "inconclusive":
+            if v == "inconclusive" and ms.higher_is_better is None:
+                n_dec = P.items_needed(margin - abs(float(r["mean"])), float(r["sd"]), alpha, 1 - (1 - power) / 2,
+                                       "larger")
+                as_ = "equivalent"
+            elif v == "inconclusive":
                 n_dec, as_ = P.items_to_decide(float(r["mean"]), float(r["sd"]), margin, alpha, power)
             both = ~np.isnan(ms.x[a]) & ~np.isnan(ms.x[b])
             lo90, hi90 = sorted((sign * float(t["ci90_low"]), sign * float(t["ci90_high"])))
@@ -105,6 +115,8 @@ def overall(verdicts: list[str]) -> str:
         return "no verdict"
     if "worse" in verdicts:
         return "worse"
+    if "differs" in verdicts:
+        return "differs"
     if all(v == "equivalent" for v in verdicts):
         return "equivalent"
     if all(v in ("equivalent", "non-inferior") for v in verdicts):
@@ -112,11 +124,12 @@ def overall(verdicts: list[str]) -> str:
     return "inconclusive"
 
 
-def pareto(quality: np.ndarray, higher_is_better: bool, seconds: np.ndarray, size: np.ndarray | None) -> np.ndarray:
-    """Pareto-optimal flags on point estimates: quality (in its direction), seconds (lower), size (lower,
-    ignored when unknown for any rung)."""
-    q = np.asarray(quality, dtype=float) * (1 if higher_is_better else -1)
-    objs = [q, -np.asarray(seconds, dtype=float)]
+def pareto(quality: np.ndarray, higher_is_better: bool | None, seconds: np.ndarray,
+           size: np.ndarray | None) -> np.ndarray:
+    """Pareto-optimal flags on point estimates: quality (in its direction; left out when it has none),
+    seconds (lower), size (lower, ignored when unknown for any rung)."""
+    objs = [] if higher_is_better is None else [np.asarray(quality, dtype=float) * (1 if higher_is_better else -1)]
+    objs.append(-np.asarray(seconds, dtype=float))
     if size is not None and np.isfinite(np.asarray(size, dtype=float)).all():
         objs.append(-np.asarray(size, dtype=float))
     x = np.stack(objs, 1)  # higher is better on every column
@@ -142,17 +155,19 @@ def _words(row: dict, details: pd.DataFrame) -> str:
     if v == "non-inferior":
         better = " and significantly better" if row["worse_by_ci95_high"] < 0 else ""
         return f"{label}: not worse than {ref} by more than the margin{better} ({ci}; {margin})."
+    if v == "differs":
+        return f"{label}: differs from {ref} ({ci}; {margin}; no better direction without labels)."
     if v == "worse":
         beyond = " by more than the margin" if row["worse_by_ci90_low"] > row["margin"] else ""
         return f"{label}: worse than {ref}{beyond} ({ci}; {margin})."
     n = row["items_to_decide"]
     if np.isfinite(n) and n < 1e6:
         more = (f"about {int(n):,} items in all ({int(row['more_items']):,} more, "
-                f"{row['iterations']} iterations each) would show it {row['decide_as']} with 80% power if the true "
+                f"{row['iterations']} iteration{'s' if row['iterations'] != 1 else ''} each) would show it {row['decide_as']} with 80% power if the true "
                 f"difference is the observed one")
     else:
         more = "the observed difference sits on the margin: no practical number of items would decide it"
-    return (f"{label}: cannot tell yet ({ci}; {margin}): the interval reaches past the margin and includes no "
+    return (f"{label}: cannot tell yet ({ci}; {margin}): the 90% interval reaches past the margin and also includes 0 "
             f"difference; {more}. Smallest difference this run detects 80% of the time: "
             f"{_fmt(row['mde80'], metric)}.")
 
@@ -169,7 +184,7 @@ def decide(measures: dict[str, Measure], models: pd.DataFrame, refs: dict[str, s
     long = candidate_rows(measures, names, refs, margins, iterations, alpha, power)
     primary = next(iter(margins))
     ms = measures[primary]
-    hib = bool(ms.higher_is_better)
+    hib = ms.higher_is_better
     iv = (intervals.set_index(["model", "metric"]) if intervals is not None and len(intervals)
           else pd.DataFrame(columns=["value", "ci95_low", "ci95_high"]))
     sizes = sizes or {}
@@ -240,6 +255,7 @@ def _headline(row) -> str:
     act = {"equivalent": "Ship it if the gain matters: as good as the reference within the margins",
            "non-inferior": "Safe to ship: not worse than the reference by more than the margins",
            "worse": f"Do not ship in place of {row.reference}: worse",
+           "differs": f"Answers differ from {row.reference}'s (no labels to say which is better)",
            "inconclusive": "No decision yet: run more items"}.get(row.verdict, row.verdict)
     pareto = (" Pareto-optimal." if row.pareto else
               " Not Pareto-optimal (another rung is at least as good on quality, speed and size, and better on one).")
