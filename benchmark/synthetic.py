@@ -2,8 +2,10 @@
 
 Each item has a true value (its label, uniform in [-0.7, 0.7]). Model m answers item i in iteration r with
 
-    clip(round(label_i + b_i + shift_m + u_mi + s_i * sd_m * e_mir, step), -1, 1)
+    clip(round(signal * label_i + b_i + shift_m + u_mi + s_i * sd_m * e_mir, step), -1, 1)
 
+- signal: how much of the label the models see (1: answers centre on the label; the demo's Gemma 3
+  270M barely sees it);
 - b_i ~ N(0, bias_sd): how every model misreads item i (shared: the models agree with each other
   more than with the label);
 - u_mi ~ N(0, item_sd_m): model m's own reading of item i (model x item variation: what makes an
@@ -12,7 +14,7 @@ Each item has a true value (its label, uniform in [-0.7, 0.7]). Model m answers 
 - e_mir ~ N(0, 1), correlated across models by ``crn`` within one (item, iteration): the runner gives
   every model the same sampling seed for an (item, iteration);
 - a share ``invalid_rate`` of calls is invalid (no value).
-The defaults (bias_sd = item_sd = het = crn = 0, step 0.01) give the plain model: true + shift + noise.
+The defaults (signal 1, bias_sd = item_sd = het = crn = 0, step 0.01) give the plain model: true + shift + noise.
 ``DEMO_SHAPE`` and ``INTERACTION_SHAPE`` are the shapes the tests simulate. ``simulate`` draws many
 independent runs at once as arrays (for the false-positive and power simulations); ``calls_frame``
 draws one run as a calls table; ``write_db`` stores it in a real results database.
@@ -42,17 +44,20 @@ class SynthModel:
     item_sd: float = 0.0        # model x item variation (its own reading of each item)
 
 
-# The demo's shape (24 articles x 3 iterations of Gemma 3 270M on the news snapshot), from the variance
-# components of a demo run: labels spread over [-0.7, 0.7], a shared misreading per article, each
-# model's own reading, within-article noise that differs between articles, answers in steps of 0.05.
-DEMO_SHAPE = dict(sd=0.3, item_sd=0.25, bias_sd=0.35, het=0.5, crn=0.3, step=0.05)
+# The demo's shape: the variance components of a demo run (24 articles x 3 iterations of Gemma 3 270M
+# F16/Q8_0/Q5_K_M/Q4_K_M on the news snapshot, run 20261130-220341-704e): answers barely follow the
+# labels (correlation of article means with the labels -0.05..0.14), article means spread 0.34-0.42,
+# within-article sd 0.46-0.64, per-article differences between rungs sd 0.44-0.54 of which 27-40%
+# between articles (model x article), same-seed correlation 0.00-0.11, answers in steps of 0.05,
+# 10% at +-1.
+DEMO_SHAPE = dict(signal=0.1, bias_sd=0.3, item_sd=0.2, sd=0.5, het=0.3, crn=0.05, step=0.05)
 # Model x item variation dominates: each model reads each item its own way, little noise per call.
-INTERACTION_SHAPE = dict(sd=0.1, item_sd=0.45, bias_sd=0.2, het=0.3, crn=0.0, step=0.05)
+INTERACTION_SHAPE = dict(signal=1.0, bias_sd=0.2, item_sd=0.45, sd=0.1, het=0.3, crn=0.0, step=0.05)
 
 
 def simulate(runs: int, n_models: int, n_items: int, n_iterations: int, seed: int = 0, *, shift=0.0, sd=0.1,
-             item_sd=0.0, bias_sd: float = 0.0, het: float = 0.0, crn: float = 0.0, step: float = 0.01,
-             invalid_rate=0.0, low: float = -1.0, high: float = 1.0) -> dict[str, np.ndarray]:
+             item_sd=0.0, signal: float = 1.0, bias_sd: float = 0.0, het: float = 0.0, crn: float = 0.0,
+             step: float = 0.01, invalid_rate=0.0, low: float = -1.0, high: float = 1.0) -> dict[str, np.ndarray]:
     """``runs`` independent studies as arrays: value (runs, models, items, iterations) with NaN for
     invalid calls, target (runs, items). ``shift``, ``sd``, ``item_sd`` and ``invalid_rate`` may be
     given per model (sequences of length n_models)."""
@@ -60,7 +65,7 @@ def simulate(runs: int, n_models: int, n_items: int, n_iterations: int, seed: in
     per_model = lambda v: np.broadcast_to(np.asarray(v, dtype=float), (n_models,))[None, :, None, None]  # noqa: E731
     shape = (runs, n_models, n_items, n_iterations)
     truth = rng.uniform(-0.7, 0.7, (runs, 1, n_items, 1))
-    y = truth + per_model(shift)
+    y = signal * truth + per_model(shift)
     if bias_sd:
         y = y + rng.normal(0, bias_sd, (runs, 1, n_items, 1))
     if np.any(np.asarray(item_sd) > 0):
@@ -76,11 +81,12 @@ def simulate(runs: int, n_models: int, n_items: int, n_iterations: int, seed: in
 
 
 def calls_frame(models: list[SynthModel], n_articles: int, n_iterations: int, seed: int = 0, *,
-                bias_sd: float = 0.0, het: float = 0.0, crn: float = 0.0, step: float = 0.01, low: float = -1.0,
-                high: float = 1.0) -> pd.DataFrame:
+                signal: float = 1.0, bias_sd: float = 0.0, het: float = 0.0, crn: float = 0.0, step: float = 0.01,
+                low: float = -1.0, high: float = 1.0) -> pd.DataFrame:
     """One run as a calls table (``simulate`` with runs=1); ``attrs["truth"]`` maps items to labels."""
     sim = simulate(1, len(models), n_articles, n_iterations, seed, shift=[m.shift for m in models],
-                   sd=[m.sd for m in models], item_sd=[m.item_sd for m in models], bias_sd=bias_sd, het=het, crn=crn,
+                   sd=[m.sd for m in models], item_sd=[m.item_sd for m in models], signal=signal, bias_sd=bias_sd,
+                   het=het, crn=crn,
                    step=step, invalid_rate=[m.invalid_rate for m in models], low=low, high=high)
     rng = np.random.default_rng([seed, 1])
     art_ids = np.array([f"art{i:05d}" for i in range(n_articles)])
@@ -113,7 +119,7 @@ SENTIMENT_TASK = {"name": "sentiment", "kind": "value", "item_noun": "article", 
 def write_db(path: str | Path, models: list[SynthModel], n_articles: int, n_iterations: int, seed: int = 0,
              run_id: str = "synthetic", pairs: list[tuple[str, str]] | None = None, report: dict | None = None,
              **shape) -> str:
-    """Store one synthetic run (``calls_frame``; ``shape``: bias_sd, het, crn, step, low, high) with its items and
+    """Store one synthetic run (``calls_frame``; ``shape``: signal, bias_sd, het, crn, step, low, high) with its items and
     settings (compare pairs, the ``report`` block) in a results database."""
     df = calls_frame(models, n_articles, n_iterations, seed, **shape)
     truth = df.attrs["truth"]

@@ -167,8 +167,8 @@ def _words(row: dict, details: pd.DataFrame) -> str:
                 f"difference is the observed one")
     else:
         more = "the observed difference sits on the margin: no practical number of items would decide it"
-    return (f"{label}: cannot tell yet ({ci}; {margin}): the 90% interval reaches past the margin and also includes 0 "
-            f"difference; {more}. Smallest difference this run detects 80% of the time: "
+    return (f"{label}: cannot tell yet ({ci}; {margin}): the 90% interval reaches past the margin and also includes 0; "
+            f"{more}. Smallest difference this run detects 80% of the time: "
             f"{_fmt(row['mde80'], metric)}.")
 
 
