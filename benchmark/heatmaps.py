@@ -81,13 +81,13 @@ def _colourbar(fig, ax, m, label: str):
     if m.ratio:
         lo, hi = M.RATIO_SCALE
         norm = mpl.colors.LogNorm(lo, hi)
-        label = f"{label}: ratio to the family reference"
+        label = f"{_short(label, 28)}: ratio to reference"
     elif m.scale:
         norm = mpl.colors.Normalize(*m.scale)
     else:
         return
     sm = mpl.cm.ScalarMappable(norm=norm, cmap=_cmap(m))
-    fig.colorbar(sm, ax=ax, label=label, fraction=0.05, pad=0.02)
+    fig.colorbar(sm, ax=ax, label=_short(label, 60), fraction=0.05, pad=0.02)
 
 
 def _draw_cells(ax, colours: list[list[str | None]], texts: list[list[str]], row_labels, col_labels,
