@@ -150,8 +150,38 @@ class RunSettings(_Strict):
                                                   "mode)")
 
 
+DEFAULT_MARGINS = {"mae": 0.05, "sign_accuracy": 0.05, "accuracy": 0.02}
+DECISION_METRICS = {"mae", "mae_answered", "sign_accuracy", "sign_accuracy_answered", "mean_value", "valid_rate",
+                    "accuracy", "accuracy_answered", "vote_accuracy", "self_consistency", "invalid_rate"}
+
+
 class ReportSettings(_Strict):
+    """How the report compares models and decides (the Decision sheet)."""
+
     price_per_hour: float | None = Field(None, ge=0, description="machine price per hour, for cost per 1,000 calls")
+    reference: Literal["highest_precision", "compare"] = Field(
+        "highest_precision", description="each candidate's reference in the Decision sheet: the widest quant of its "
+                                         "family (highest_precision), or the `compare` pairs [reference, candidate]")
+    margins: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_MARGINS),
+        description="equivalence / non-inferiority margin per metric, in the metric's units: mae 0.05 (a candidate "
+                    "may be at most 0.05 worse), accuracy 0.02 (2 points), sign_accuracy 0.05; the Decision sheet "
+                    "tests every metric listed here (value tasks: those of value tasks; label tasks: theirs)")
+    neutral_band: float = Field(0.1, ge=0, description="value tasks: |value| below this is 'neutral' for direction "
+                                                      "accuracy and agreement (labels and answers alike)")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="level of every test (TOST uses the 1 - 2 alpha interval)")
+    power: float = Field(0.8, gt=0, lt=1, description="power for the minimal detectable effects and items to decide")
+    calibration_bins: int = Field(10, ge=2, le=50, description="equal-width confidence bins for calibration (ECE)")
+
+    @field_validator("margins")
+    @classmethod
+    def _known_margins(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, m in v.items():
+            if k not in DECISION_METRICS:
+                raise ValueError(f"no decision metric '{k}'; use one of {', '.join(sorted(DECISION_METRICS))}")
+            if not m > 0:
+                raise ValueError(f"margin of '{k}' must be positive (it is the size of the allowed difference)")
+        return v
 
 
 class OutputSettings(_Strict):

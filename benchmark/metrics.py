@@ -2,6 +2,13 @@
 higher is better, its number format and its fixed colour scale. The statistics, the workbook, the
 heatmaps and the console table all read it (after lm-eval's ``higher_is_better`` beside each
 metric). A task's scorer lists which of these it reports (``Scorer.metrics``).
+
+Colour scales are fixed per metric, never the data's own min-max (four close values would span
+deep green to deep red): ``scale`` is absolute (a rate on 0-100%); ``range_scale`` ties it to the
+task's value range (an error on 0 .. a quarter of the range: 0-0.5 for a sentiment in [-1, 1]; a
+within-item variance on 0-0.5); ``ratio`` metrics (times, token rates) are
+coloured by their ratio to the family's reference on a fixed 0.5x .. 2x log scale. A colour is shown
+only where the figure differs significantly from the reference (see ``benchmark.report``).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ class Metric:
     fmt: str = "0.000"              # Excel number format
     scale: tuple[float, float] | None = None  # fixed colour scale (None: the data's own range)
     short: str | None = None        # console column header
+    range_scale: str | None = None  # "value" (lo, hi); "error" (0, (hi - lo) / 4); "variance" (0, ((hi - lo) / 2)^2 / 2)
+    ratio: bool = False             # coloured by the ratio to the reference (0.5x .. 2x), no absolute scale
 
     @property
     def percent(self) -> bool:
@@ -37,24 +46,39 @@ def _rate(label: str, higher: bool | None = True, short: str | None = None) -> M
 
 METRICS: dict[str, Metric] = {
     # every task: time and validity
-    "s_per_sample": Metric("Seconds per sample (all calls)", False, "0.000", None, "s / sample"),
+    "s_per_sample": Metric("Seconds per sample (all calls)", False, "0.000", None, "s / sample", ratio=True),
     "valid_rate": _rate("Valid reply rate", short="valid"),
     "invalid_rate": _rate("Invalid reply rate", False, "invalid"),
     "truncated_rate": _rate("Hit token limit", False),
-    "prompt_tok_s": Metric("Prompt tokens/s (evaluated)", True, "0.0"),
-    "gen_tok_s": Metric("Generated tokens/s", True, "0.0", None, "gen tok/s"),
-    "latency_p50": Metric("Latency p50 (s)", False),
-    "latency_p95": Metric("Latency p95 (s)", False),
-    "load_seconds": Metric("Load time (s)", False),
-    "cost_per_1k": Metric("Cost per 1,000 calls", False, "0.0000", None, "cost/1k"),
+    "prompt_tok_s": Metric("Prompt tokens/s (evaluated)", True, "0.0", ratio=True),
+    "gen_tok_s": Metric("Generated tokens/s", True, "0.0", None, "gen tok/s", ratio=True),
+    "latency_p50": Metric("Latency p50 (s)", False, ratio=True),
+    "latency_p95": Metric("Latency p95 (s)", False, ratio=True),
+    "load_seconds": Metric("Load time (s)", False, ratio=True),
+    "cost_per_1k": Metric("Cost per 1,000 calls", False, "0.0000", None, "cost/1k", ratio=True),
+    "size_mb": Metric("File size (MB)", False, "0.0", None, "MB", ratio=True),
     # value tasks (e.g. sentiment in [-1, 1])
-    "value_variance": Metric("{value} variance (mean within-{item})", False, "0.0000", None, "mean per-{item} var"),
-    "mean_value": Metric("Mean {value}", None, "0.000", (-1.0, 1.0), "mean {value}"),
-    "mean_confidence": Metric("Mean confidence", True, "0.000", (0.0, 1.0), "mean confidence"),
-    "pooled_value_variance": Metric("Pooled {value} variance (all calls)", None, "0.0000"),
-    "mae": Metric("MAE vs expected", False, "0.000", None, "MAE"),
-    "sign_accuracy": _rate("Direction accuracy", short="direction"),
+    "value_variance": Metric("{value} variance (mean within-{item}, sample variance ddof=1)", False, "0.0000", None,
+                             "mean per-{item} var", range_scale="variance"),
+    "mean_value": Metric("Mean {value}", None, "0.000", (-1.0, 1.0), "mean {value}", range_scale="value"),
+    # confidence has no better direction: whether it is right is calibration (ECE)
+    "mean_confidence": Metric("Mean confidence", None, "0.000", (0.0, 1.0), "mean confidence"),
+    "pooled_value_variance": Metric("Pooled {value} variance (all calls, ddof=1)", None, "0.0000"),
+    "mae": Metric("MAE vs expected (unanswered = worst error)", False, "0.000", None, "MAE", range_scale="error"),
+    "mae_answered": Metric("MAE vs expected, answered calls only", False, "0.000", None, "MAE answered",
+                           range_scale="error"),
+    "sign_accuracy": _rate("Direction accuracy (neutral band; unanswered = wrong)", short="direction"),
+    "sign_accuracy_answered": _rate("Direction accuracy, answered calls only", short="direction answered"),
     "correlation": Metric("Correlation with expected", True, "0.000", (-1.0, 1.0)),
+    "abs_error": Metric("Absolute error (unanswered = worst)", False, "0.000", None, range_scale="error"),
+    "abs_error_answered": Metric("Absolute error, answered calls", False, "0.000", None, range_scale="error"),
+    "direction_accuracy": _rate("Direction right (share of iterations)"),
+    "direction_disagreement": _rate("Direction disagreement with the reference (different iterations)", False),
+    "answer_disagreement": _rate("Answer disagreement with the reference (different iterations)", False),
+    # calibration
+    "ece": Metric("Expected calibration error", False, "0.000", (0.0, 0.5), "ECE"),
+    "brier": Metric("Brier score", False, "0.000", (0.0, 0.5)),
+    "overconfidence": Metric("Mean confidence minus accuracy", None, "0.000", (-1.0, 1.0)),
     # label tasks
     "accuracy": _rate("Accuracy (invalid = wrong)", short="accuracy"),
     "accuracy_answered": _rate("Accuracy of answered calls", short="acc. answered"),
@@ -80,8 +104,10 @@ def f_beta_metric(beta: float) -> Metric:
     return Metric(f"F-beta (beta={beta:g})", True, "0.000", (0.0, 1.0), f"F{beta:g}")
 
 
-def metric(name: str, value_name: str = "value", item_noun: str = "item") -> Metric:
-    """The metric of a column name, its label filled in for the task (``{value}`` -> Sentiment)."""
+def metric(name: str, value_name: str = "value", item_noun: str = "item",
+           value_range: tuple[float, float] = (-1.0, 1.0)) -> Metric:
+    """The metric of a column name, its label filled in for the task (``{value}`` -> Sentiment) and
+    its scale fixed from the task's value range where it depends on it."""
     if name.startswith("f_beta_"):
         return f_beta_metric(float(name[len("f_beta_"):]))
     m = METRICS.get(name)
@@ -93,7 +119,20 @@ def metric(name: str, value_name: str = "value", item_noun: str = "item") -> Met
         out = text.format(**fill) if text else text
         return out[:1].upper() + out[1:] if out else out
 
-    return Metric(f(m.label), m.higher_is_better, m.fmt, m.scale, m.short.format(**fill) if m.short else None)
+    scale = m.scale
+    lo, hi = value_range
+    half = (hi - lo) / 2
+    if m.range_scale == "value":
+        scale = (lo, hi)
+    elif m.range_scale == "error":
+        scale = (0.0, half / 2)
+    elif m.range_scale == "variance":
+        scale = (0.0, half * half / 2)
+    return Metric(f(m.label), m.higher_is_better, m.fmt, scale, m.short.format(**fill) if m.short else None,
+                  m.range_scale, m.ratio)
+
+
+RATIO_SCALE = (0.5, 2.0)  # colour of a ratio metric: its value over the reference's, on a log scale
 
 
 def higher_is_better(name: str) -> bool | None:

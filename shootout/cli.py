@@ -244,6 +244,29 @@ def heatmaps_cmd(config: Optional[Path] = REPORT_CONFIG_OPT,
 
 
 @app.command()
+def plan(config: Optional[Path] = REPORT_CONFIG_OPT,
+         db: Optional[Path] = typer.Option(None, "--db", help="the pilot run's results database (default: the "
+                                                                "config's)"),
+         run_id: Optional[str] = typer.Option(None, "--run-id", help="default: the latest run"),
+         effect: Optional[float] = typer.Option(None, "--effect", help="the difference to detect, or the margin, in "
+                                                                       "the metric's units (0.05 MAE; 0.02 = 2 "
+                                                                       "accuracy points); default: the run's margin"),
+         metric: Optional[str] = typer.Option(None, "--metric", help="mae (default for value tasks), sign_accuracy, "
+                                                                     "mean_value, valid_rate; accuracy (label tasks)"),
+         goal: str = typer.Option("difference", "--goal", help="difference | non-inferiority | equivalence"),
+         assume: float = typer.Option(0.0, "--assume-diff", help="non-inferiority/equivalence: the true difference "
+                                                                 "you expect (positive = candidate worse)"),
+         alpha: Optional[float] = typer.Option(None, "--alpha", help="default: the run's report.alpha (0.05)"),
+         power: Optional[float] = typer.Option(None, "--power", help="default: the run's report.power (0.8)"),
+         iterations: str = typer.Option("1,2,3,5,10", "--iterations", help="iterations per item to consider"),
+         compare: Optional[List[str]] = COMPARE_OPT):
+    """How many items and iterations to run: from a pilot run's variance, per comparison."""
+    from shootout.plan import run_plan
+
+    run_plan(_console(), config, db, run_id, metric, effect, goal, assume, alpha, power, iterations, _pairs(compare))
+
+
+@app.command()
 def register(target: str = typer.Argument(..., help="a GGUF file, a folder of GGUFs (a quant ladder), an Ollama "
                                                     "tag, or a served model name"),
              config: Path = CONFIG_OPT,

@@ -355,3 +355,134 @@ def test_power_against_a_15_point_difference():
     print(f"\npower, 100 items x 3 iterations, 70 % vs 85 %, {runs} runs: "
           + ", ".join(f"{k} {v:.3f}" for k, v in rates.items() if k != "midp_attainable"))
     assert rates["bootstrap"] >= 0.9 and rates["midp"] >= 0.85 and rates["exact"] >= 0.8, rates
+
+
+# --------------------------------------------------------------------------- the paired measures of the report
+
+
+def test_table_metrics_equal_sklearn_on_weighted_rows():
+    """The hand-written vectorized metrics of summed gold x answer tables (used by the jackknife) equal
+    scikit-learn's on the rows the tables count."""
+    rng = np.random.default_rng(4)
+    for K in (2, 3, 5):
+        for _ in range(20):
+            t = rng.integers(0, 6, (K, K + 1)).astype(float)
+            t[rng.integers(K)] = 0 if rng.random() < 0.2 else t[rng.integers(K)]  # sometimes a class is absent
+            if t.sum() == 0:
+                continue
+            g, p = np.meshgrid(np.arange(K), np.arange(K + 1), indexing="ij")
+            w = t.ravel()
+            keep = w > 0
+            y, yhat, sw = g.ravel()[keep], p.ravel()[keep], w[keep]
+            with warnings_off():
+                assert L.table_metric("accuracy", K)(t) == pytest.approx(accuracy_score(y, yhat, sample_weight=sw))
+                assert L.table_metric("macro_f1", K)(t.ravel()) == pytest.approx(
+                    f1_score(y, yhat, labels=np.arange(K), average="macro", sample_weight=sw, zero_division=0))
+                assert L.table_metric("kappa", K)(t) == pytest.approx(cohen_kappa_score(y, yhat, sample_weight=sw),
+                                                                     nan_ok=True)
+                if len(np.unique(y)) == K:
+                    assert L.table_metric("balanced_accuracy", K)(t) == pytest.approx(
+                        balanced_accuracy_score(y, yhat, sample_weight=sw))
+                pr, rc, f1, _ = precision_recall_fscore_support(y, yhat, labels=[0], sample_weight=sw, zero_division=0)
+                assert L.table_metric("precision", K, 0)(t) == pytest.approx(pr[0])
+                assert L.table_metric("recall", K, 0)(t) == pytest.approx(rc[0])
+                assert L.table_metric("f1", K, 0)(t) == pytest.approx(f1[0])
+                assert L.table_metric("f_beta_0.5", K, 0)(t) == pytest.approx(
+                    fbeta_score(y, yhat, beta=0.5, labels=[0], average=None, sample_weight=sw, zero_division=0)[0])
+
+
+def warnings_off():
+    import warnings
+
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    w = warnings.catch_warnings()
+    w.__enter__()
+    warnings.simplefilter("ignore", UndefinedMetricWarning)
+    warnings.simplefilter("ignore", UserWarning)
+    warnings.simplefilter("ignore", RuntimeWarning)
+
+    class _Ctx:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return w.__exit__(*exc)
+
+    return _Ctx()
+
+
+@pytest.fixture(scope="module")
+def label_report(tmp_path_factory):
+    from benchmark import report as rpt
+    from benchmark.store import Store
+    from benchmark.synthetic import write_label_db
+
+    path = tmp_path_factory.mktemp("label") / "l.sqlite"
+    models = [SynthLabelModel("b-f16", 0.82, family="b", quant="F16", invalid_rate=0.04),
+              SynthLabelModel("b-q8", 0.80, family="b", quant="Q8_0", invalid_rate=0.02),
+              SynthLabelModel("b-q4", 0.66, family="b", quant="Q4_K_M", invalid_rate=0.08),
+              SynthLabelModel("ft-q4", 0.9, family="ft", quant="Q4_K_M", seconds=0.5)]
+    write_label_db(path, models, 50, 3, BIN, priors=[0.78, 0.22], seed=8, run_id="l", positive="spam", betas=[0.5])
+    with Store(path) as store:
+        rep = rpt.build(store, "l")
+        calls = pd.read_sql_query("SELECT c.model, c.item_id, c.iteration, c.valid, c.label, c.confidence, "
+                                  "i.target_label FROM calls c JOIN items i USING (run_id, item_id)", store.db)
+    calls["pred"] = np.where(calls["valid"] == 1, calls["label"].fillna(INVALID), INVALID)
+    calls["right"] = (calls["pred"] == calls["target_label"]).astype(float)
+    return rep, calls
+
+
+def test_label_paired_measures_recompute(label_report):
+    rep, calls = label_report
+    long = rep.sheet("Comparisons").appendix[1][2].set_index(["candidate", "metric"])
+    acc = calls.pivot_table(index="item_id", columns="model", values="right")
+    for cand in ("b-q8", "b-q4"):
+        row = long.loc[(cand, "accuracy")]
+        assert row["p"] == pytest.approx(ss.ttest_rel(acc[cand], acc["b-f16"]).pvalue)
+        assert row["estimate"] == pytest.approx((acc[cand] - acc["b-f16"]).mean())
+        # macro-F1: paired t on leave-one-item-out pseudo-values, recomputed with scikit-learn
+        items = list(acc.index)
+        n = len(items)
+
+        def f1(model, drop=None):
+            s = calls[(calls.model == model) & (calls.item_id != drop)]
+            return f1_score(s["target_label"], s["pred"], labels=BIN, average="macro", zero_division=0)
+
+        full = f1(cand) - f1("b-f16")
+        pseudo = [n * full - (n - 1) * (f1(cand, i) - f1("b-f16", i)) for i in items]
+        mf = long.loc[(cand, "macro_f1")]
+        assert mf["estimate"] == pytest.approx(full)
+        assert mf["p"] == pytest.approx(2 * ss.t.sf(abs(full / ss.sem(pseudo)), n - 1))
+    assert rep.refs == {"b-q8": "b-f16", "b-q4": "b-f16"}
+    assert rep.best.get("s_per_sample") == "ft-q4"
+
+
+def test_label_decision_recomputes_with_statsmodels(label_report):
+    from statsmodels.stats.weightstats import ttost_paired
+
+    rep, calls = label_report
+    acc = calls.pivot_table(index="item_id", columns="model", values="right")
+    dec = rep.decision_long.set_index(["candidate", "metric"])
+    for cand in ("b-q8", "b-q4"):
+        row = dec.loc[(cand, "accuracy")]
+        p, lower, upper = ttost_paired(acc[cand].to_numpy(), acc["b-f16"].to_numpy(), -0.02, 0.02)
+        assert row["p_equivalence"] == pytest.approx(p)
+        assert row["p_noninferior"] == pytest.approx(lower[1])  # H0: candidate lower by 2 points or more
+        assert row["diff"] == pytest.approx((acc[cand] - acc["b-f16"]).mean())
+    assert dec.loc[("b-q4", "accuracy"), "verdict"] == "worse"
+    assert rep.sheet("Decision").table.iloc[0]["model"] == "b-f16"
+    assert any(line.startswith("b-q4 vs b-f16: WORSE") for line in rep.decision_lines)
+
+
+def test_label_calibration_uses_the_label_probability_when_stored():
+    calls = pd.DataFrame({"model": "m", "item_id": ["a", "a", "b", "b"], "iteration": [0, 1, 0, 1],
+                          "valid": [True, True, True, False], "label": ["spam", "ham", "spam", None],
+                          "confidence": [0.9, 0.9, 0.9, np.nan],
+                          "label_probs_json": ['{"spam": 0.7, "ham": 0.3}', '{"spam": 0.4, "ham": 0.6}', None, None],
+                          "wall_seconds": 1.0})
+    items = pd.DataFrame({"item_id": ["a", "b"], "target_label": ["spam", "ham"]})
+    d = L.LabelData.of(calls, items, BIN)
+    # the answered label's probability when stored, else the stated confidence; invalid calls have none
+    assert d.confidence[0, 0].tolist() == [0.7, 0.6] and d.confidence[0, 1, 0] == 0.9
+    assert np.isnan(d.confidence[0, 1, 1])

@@ -2,70 +2,230 @@
 over DataFrames of calls.
 
 Conventions (the older tool got these wrong):
-- consistency is the variance of the value across the iterations of ONE item (ddof=1), averaged
-  over items; the variance over all calls mixes disagreement between items with inconsistency and
-  is reported only as "pooled";
-- the same items go to every model, so means are compared with tests paired by item, and the
-  all-models ANOVA treats the item as a block;
-- variances are compared with Brown-Forsythe (Levene around medians) on the deviations of each
-  call from its item's median, never with a test of means;
-- p-values of the pair comparisons are Holm-adjusted across pairs; every comparison reports an
-  effect size and a 95% interval;
-- timing and token rates cover every call; validity stands beside them.
+- every test is paired by item, with an item's iterations reduced first (``benchmark.stats.paired``):
+  the unit is the item, never the call;
+- consistency is the SAMPLE variance (ddof=1) of the value across the iterations of ONE item,
+  averaged over items (the older tool used the population variance, ddof=0: at 3 iterations its
+  figure is 2/3 of this one); the variance over all calls mixes disagreement between items with
+  inconsistency and is reported only as "pooled"; consistency is compared with a paired test on
+  per-item log variances (``paired.log_variance_test``);
+- error against the labels counts every call: an unanswered (invalid) call scores the largest error
+  possible on the value's scale (``worst_error``) and counts wrong in direction accuracy; the figures
+  over answered calls only stand beside them, labelled;
+- direction has a neutral band: a value with |x| < band is "neutral" (0), so an item labelled 0 is
+  right when the answer is within the band too, not by a rounding accident;
+- means are compared with a paired t-test (and Wilcoxon) on per-item means, all pairs with Holm;
+  the all-models ANOVA treats the item as a block.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats as ss
 
-from benchmark.stats.common import holm, model_order, timing
+from benchmark.stats import paired as P
+from benchmark.stats.common import Cube, item_mean, item_var, model_order, timing
+
+DEFAULT_BAND = 0.1
+DEFAULT_RANGE = (-1.0, 1.0)
+
+
+# --------------------------------------------------------------------------- per-call arrays
+
+
+@dataclass
+class ValueData:
+    """Everything the value statistics need, as (models, items, iterations) arrays, built once."""
+
+    cube: Cube
+    value: np.ndarray        # valid values, NaN otherwise
+    valid: np.ndarray        # bool
+    present: np.ndarray      # bool: a call exists
+    target: np.ndarray       # (items,) gold value, NaN when unknown
+    band: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, calls: pd.DataFrame, items: pd.DataFrame | None = None, band: float = DEFAULT_BAND,
+           value_range: tuple[float, float] = DEFAULT_RANGE, models: list[str] | None = None) -> "ValueData":
+        item_ids = None
+        if items is not None and len(items):
+            seen = set(pd.unique(calls["item_id"].astype(str)))
+            item_ids = [i for i in items["item_id"].astype(str) if i in seen]
+        cube = Cube(calls, models, item_ids)
+        valid = cube.valid
+        value = np.where(valid, cube.get("value"), np.nan)
+        target = np.full(len(cube.item_ids), np.nan)
+        if items is not None and len(items) and "target_value" in items:
+            t = items.drop_duplicates("item_id").set_index(items.drop_duplicates("item_id")["item_id"].astype(str))
+            target = pd.to_numeric(t["target_value"], errors="coerce").reindex(cube.item_ids).to_numpy(dtype=float)
+        return cls(cube, value, valid, cube.present, target, float(band), float(value_range[0]),
+                   float(value_range[1]))
+
+    @property
+    def models(self) -> list[str]:
+        return self.cube.models
+
+    @property
+    def has_target(self) -> bool:
+        return bool(np.isfinite(self.target).any())
+
+    def worst_error(self) -> np.ndarray:
+        """Per item, the largest absolute error an answer on the scale can make: the error scored for
+        an unanswered call."""
+        return np.maximum(self.target - self.low, self.high - self.target)
+
+    def abs_error(self, answered_only: bool = False) -> np.ndarray:
+        return abs_error(self.value, self.present, self.target, self.low, self.high, answered_only)
+
+    def direction_correct(self, answered_only: bool = False) -> np.ndarray:
+        return direction_correct(self.value, self.present, self.target, self.band, answered_only)
+
+    def direction_codes(self) -> np.ndarray:
+        return direction_codes(self.value, self.present, self.band)
+
+    def item_scores(self) -> dict[str, np.ndarray]:
+        """(models, items) per-item figures, one per metric the report tests (NaN where undefined)."""
+        c = self.cube
+        calls = c._calls
+        out = {
+            "s_per_sample": item_mean(c.get("wall_seconds"), self.present),
+            "valid_rate": item_mean(self.valid.astype(float), self.present),
+            "mean_value": item_mean(self.value),
+            "value_variance": item_var(self.value),
+        }
+        if "confidence" in calls:
+            out["mean_confidence"] = item_mean(np.where(self.valid, c.get("confidence"), np.nan))
+        if "completion_tokens" in calls and "gen_seconds" in calls:
+            tok = np.where(self.present, c.get("completion_tokens"), np.nan)
+            sec = np.where(self.present, c.get("gen_seconds"), np.nan)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out["gen_tok_s"] = np.where(np.nansum(sec, -1) > 0, np.nansum(tok, -1) / np.nansum(sec, -1), np.nan)
+        if self.has_target:
+            out["mae"] = item_mean(self.abs_error())
+            out["mae_answered"] = item_mean(self.abs_error(True))
+            out["sign_accuracy"] = item_mean(self.direction_correct())
+            out["sign_accuracy_answered"] = item_mean(self.direction_correct(True))
+        return out
+
+
+# array functions over (..., models, items, iterations) values (NaN = no valid answer) and (..., items)
+# targets: the report and the simulations in the tests call the same code
+
+
+def abs_error(value, present, target, low: float = -1.0, high: float = 1.0, answered_only: bool = False):
+    """Per call |value - target|; an unanswered call (present, no valid value) scores the largest error
+    possible on the scale [low, high] for that item (NaN when ``answered_only``)."""
+    t = np.asarray(target, dtype=float)[..., None, :, None]
+    err = np.abs(value - t)
+    if answered_only:
+        return err
+    worst = np.broadcast_to(np.maximum(t - low, high - t), err.shape)
+    return np.where(present & np.isnan(value), worst, err)
+
+
+def direction_correct(value, present, target, band: float, answered_only: bool = False):
+    """Per call 1/0: the answer's direction (neutral band) equals the label's; unanswered = 0 (NaN
+    when ``answered_only``); NaN without a label."""
+    d = P.direction(value, band)
+    g = P.direction(target, band)[..., None, :, None]
+    right = np.where(np.isnan(d) | np.isnan(g), np.nan, (d == g).astype(float))
+    if answered_only:
+        return right
+    return np.where(present & np.isnan(value) & ~np.isnan(g), 0.0, right)
+
+
+def direction_codes(value, present, band: float):
+    """Per call 0 negative, 1 neutral, 2 positive, 3 unanswered; -1 no call (for agreement)."""
+    d = P.direction(value, band)
+    return np.where(~present, -1, np.where(~np.isnan(d), d + 1, 3)).astype(np.int64)
+
+
+def value_range(task: dict | None) -> tuple[float, float]:
+    task = task or {}
+    return float(task.get("low", DEFAULT_RANGE[0])), float(task.get("high", DEFAULT_RANGE[1]))
+
 
 # --------------------------------------------------------------------------- metrics
 
 
-def per_item(calls: pd.DataFrame, items: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per (model, item): the item's figures over its iterations."""
-    g = calls.groupby(["model", "item_id"], sort=False)
-    valid = calls[calls["valid"]]
-    gv = valid.groupby(["model", "item_id"], sort=False)
+def per_item(calls: pd.DataFrame, items: pd.DataFrame | None = None, band: float = DEFAULT_BAND,
+             value_range: tuple[float, float] = DEFAULT_RANGE, data: ValueData | None = None) -> pd.DataFrame:
+    """One row per (model, item) with calls: the item's figures over its iterations.
+
+    value_variance is the sample variance (ddof=1) over the item's valid iterations; abs_error the mean
+    over its calls of |value - target| with an invalid call scored as the worst error on the scale;
+    abs_error_answered over valid calls only; direction_accuracy the share of calls whose direction
+    (neutral band ``band``) matches the label's, invalid = wrong."""
+    data = data or ValueData.of(calls, items, band, value_range)
+    s = data.item_scores()
+    n = data.present.sum(-1)
+    mm, ii = np.nonzero(n > 0)
     out = pd.DataFrame({
-        "calls": g.size(),
-        "valid_rate": g["valid"].mean(),
-        "mean_value": gv["value"].mean(),
-        "value_variance": gv["value"].var(ddof=1),  # consistency: across iterations of this item
-        "value_sd": gv["value"].std(ddof=1),
-        "mean_confidence": gv["confidence"].mean(),
-        "s_per_sample": g["wall_seconds"].mean(),
-    }).reset_index()
+        "model": np.array(data.models, dtype=object)[mm], "item_id": data.cube.item_ids[ii], "calls": n[mm, ii],
+        "valid_rate": s["valid_rate"][mm, ii], "mean_value": s["mean_value"][mm, ii],
+        "value_variance": s["value_variance"][mm, ii], "value_sd": np.sqrt(s["value_variance"][mm, ii]),
+    })
+    if "mean_confidence" in s:
+        out["mean_confidence"] = s["mean_confidence"][mm, ii]
+    out["s_per_sample"] = s["s_per_sample"][mm, ii]
     if items is not None and len(items):
         keep = ["item_id"] + [c for c in ("ticker", "title") if c in items] + ["target_value"]
-        out = out.merge(items[keep], on="item_id", how="left")
-        out["abs_error"] = (out["mean_value"] - out["target_value"]).abs()
+        out = out.merge(items[keep].drop_duplicates("item_id").astype({"item_id": str}), on="item_id", how="left")
+        if data.has_target:
+            out["abs_error"] = s["mae"][mm, ii]
+            out["abs_error_answered"] = s["mae_answered"][mm, ii]
+            out["direction_accuracy"] = s["sign_accuracy"][mm, ii]
     return out
 
 
 def per_model(calls: pd.DataFrame, items: pd.DataFrame | None = None, loads: pd.DataFrame | None = None,
-              price_per_hour: float | None = None) -> pd.DataFrame:
-    """One row per model: timing over every call, value figures over valid calls."""
-    pa = per_item(calls, items)
-    out = timing(calls, loads, price_per_hour).set_index("model")
-    v = calls[calls["valid"]].groupby("model")
-    out["value_variance"] = pa.groupby("model")["value_variance"].mean()  # mean within-item variance
-    out["mean_value"] = v["value"].mean()
-    out["mean_confidence"] = v["confidence"].mean()
-    out["pooled_value_variance"] = v["value"].var(ddof=1)
-    if "target_value" in pa and pa["target_value"].notna().any():
-        m = pa.dropna(subset=["mean_value", "target_value"])
-        m = m.assign(err=(m["mean_value"] - m["target_value"]).abs(),
-                     hit=np.sign(m["mean_value"].round(6)) == np.sign(m["target_value"]))
-        by = m.groupby("model")
-        out["mae"] = by["err"].mean()
-        out["sign_accuracy"] = by["hit"].mean()
-        out["correlation"] = pd.Series({k: ss.pearsonr(d["mean_value"], d["target_value"]).statistic
-                                        if len(d) >= 3 and d["mean_value"].std() > 0 else np.nan for k, d in by})
-    return out.reset_index()
+              price_per_hour: float | None = None, band: float = DEFAULT_BAND,
+              value_range: tuple[float, float] = DEFAULT_RANGE, data: ValueData | None = None) -> pd.DataFrame:
+    """One row per model: timing over every call; value figures as the mean over items of the per-item
+    figures (with every item asked equally often: the mean over calls).
+
+    mae / sign_accuracy count every call (invalid = worst error / wrong); mae_answered /
+    sign_accuracy_answered use answered calls only; value_variance is the mean within-item sample
+    variance (ddof=1); pooled_value_variance the variance of every valid value (mixes items);
+    correlation the Pearson correlation of per-item means with the labels."""
+    data = data or ValueData.of(calls, items, band, value_range)
+    s = data.item_scores()
+    out = timing(calls, loads, price_per_hour).set_index("model").reindex(data.models)
+    with np.errstate(invalid="ignore"), _quiet():
+        out["value_variance"] = np.nanmean(s["value_variance"], 1)
+        out["mean_value"] = np.nanmean(s["mean_value"], 1)
+        if "mean_confidence" in s:
+            out["mean_confidence"] = np.nanmean(s["mean_confidence"], 1)
+        out["pooled_value_variance"] = [np.nanvar(data.value[k], ddof=1) if np.sum(data.valid[k]) > 1 else np.nan
+                                        for k in range(len(data.models))]
+        if data.has_target:
+            for name in ("mae", "mae_answered", "sign_accuracy", "sign_accuracy_answered"):
+                out[name] = np.nanmean(s[name], 1)
+            corr = []
+            for k in range(len(data.models)):
+                m = s["mean_value"][k]
+                ok = ~np.isnan(m) & ~np.isnan(data.target)
+                corr.append(ss.pearsonr(m[ok], data.target[ok]).statistic
+                            if ok.sum() >= 3 and np.std(m[ok]) > 0 and np.std(data.target[ok]) > 0 else np.nan)
+            out["correlation"] = corr
+    return out.rename_axis("model").reset_index()
+
+
+class _quiet:
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._w.__exit__(*exc)
 
 
 # --------------------------------------------------------------------------- designs
@@ -79,82 +239,48 @@ def item_matrix(calls: pd.DataFrame, models: list[str] | None = None) -> pd.Data
     return m.reindex(columns=models).dropna()
 
 
-class _PairData:
-    """What every pair comparison needs, computed once for all models."""
-
-    def __init__(self, calls: pd.DataFrame):
-        v = calls[calls["valid"]]
-        self.means = v.pivot_table(index="item_id", columns="model", values="value", aggfunc="mean")
-        self.within_var = v.groupby(["model", "item_id"])["value"].var(ddof=1).groupby("model").mean()
-        med = v.groupby(["model", "item_id"])["value"].transform("median")
-        dev = (v["value"] - med)
-        self.deviations = {m: d.to_numpy() for m, d in dev.groupby(v["model"])}
-        self.valid_values = {m: d.to_numpy() for m, d in v["value"].groupby(v["model"])}
-        self.by_call = v.pivot_table(index=["iteration", "item_id"], columns="model", values="value",
-                                     aggfunc="first")
-        self.iterations = calls.groupby("model")["iteration"].nunique()
-
-
-def compare_pair(calls: pd.DataFrame, a: str, b: str, data: _PairData | None = None) -> dict:
-    """Every figure for one comparison pair [a (reference), b (candidate)]."""
-    data = data or _PairData(calls)
-    empty = pd.Series(dtype=float)
-    mat = data.means.reindex(columns=[a, b]).dropna()
-    d = (mat[b] - mat[a]).to_numpy()
-    n = len(d)
-    row: dict = {"model_a": a, "model_b": b, "items": n,
-                 "iterations": int(max(data.iterations.get(a, 0), data.iterations.get(b, 0))),
-                 "mean_a": mat[a].mean() if n else np.nan, "mean_b": mat[b].mean() if n else np.nan}
-    if n >= 2:
-        mean_d, sd_d = d.mean(), d.std(ddof=1)
-        row["mean_diff"] = mean_d
-        se = sd_d / np.sqrt(n)
-        tcrit = ss.t.ppf(0.975, n - 1)
-        row["ci95_low"], row["ci95_high"] = mean_d - tcrit * se, mean_d + tcrit * se
-        row["cohen_dz"] = mean_d / sd_d if sd_d > 0 else np.nan
-        t = ss.ttest_rel(mat[b], mat[a])
-        row["paired_t"], row["paired_p"] = float(t.statistic), float(t.pvalue)
-        if np.any(d != 0):
-            w = ss.wilcoxon(mat[b], mat[a])
-            row["wilcoxon_w"], row["wilcoxon_p"] = float(w.statistic), float(w.pvalue)
-        else:
-            row["wilcoxon_w"], row["wilcoxon_p"] = np.nan, 1.0
-    va, vb = data.valid_values.get(a, empty.to_numpy()), data.valid_values.get(b, empty.to_numpy())
-    if len(va) >= 2 and len(vb) >= 2:
-        w = ss.ttest_ind(vb, va, equal_var=False)
-        row["welch_t"], row["welch_p"] = float(w.statistic), float(w.pvalue)
-    row["within_var_a"] = data.within_var.get(a, np.nan)
-    row["within_var_b"] = data.within_var.get(b, np.nan)
-    row["variance_ratio"] = row["within_var_b"] / row["within_var_a"] if row["within_var_a"] else np.nan
-    da, db = data.deviations.get(a, empty.to_numpy()), data.deviations.get(b, empty.to_numpy())
-    if len(da) >= 2 and len(db) >= 2 and (np.any(da != 0) or np.any(db != 0)):
-        lev = ss.levene(db, da, center="median")
-        row["brown_forsythe_w"], row["brown_forsythe_p"] = float(lev.statistic), float(lev.pvalue)
-    # sign flips: same (iteration, item), both valid, the sign of b differs from a's
-    both = data.by_call.reindex(columns=[a, b]).dropna()
-    row["paired_calls"] = len(both)
-    row["sign_flip_rate"] = (np.sign(both[a]) != np.sign(both[b])).mean() if len(both) else np.nan
-    return row
+def rm_anova_array(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Repeated-measures ANOVA (model effect, item as block) on (..., items, models) arrays; by hand so
+    that it runs over many simulated studies at once (statsmodels' AnovaRM gives the same F, checked)."""
+    n, k = x.shape[-2], x.shape[-1]
+    grand = x.mean((-2, -1), keepdims=True)
+    ss_model = n * ((x.mean(-2, keepdims=True) - grand) ** 2).sum((-2, -1))
+    ss_item = k * ((x.mean(-1, keepdims=True) - grand) ** 2).sum((-2, -1))
+    ss_error = ((x - grand) ** 2).sum((-2, -1)) - ss_model - ss_item
+    df_model, df_error = k - 1, (n - 1) * (k - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = np.where(ss_error > 0, (ss_model / df_model) / (ss_error / df_error), np.inf)
+        eta = ss_model / (ss_model + ss_error)
+    return {"F": f, "p": ss.f.sf(f, df_model, df_error), "df_model": df_model, "df_error": df_error,
+            "partial_eta_sq": eta}
 
 
-def compare_pairs(calls: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
-    """All configured pairs, with Holm-adjusted p-values across pairs for each test."""
-    data = _PairData(calls) if pairs else None
-    df = pd.DataFrame([compare_pair(calls, a, b, data) for a, b in pairs])
-    if df.empty:
-        return df
-    for col in ("paired_p", "wilcoxon_p", "welch_p", "brown_forsythe_p"):
-        if col not in df:
-            df[col] = np.nan
-        df[col.replace("_p", "_p_holm")] = holm(df[col].to_numpy())
-    return df
+def friedman_array(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Friedman's chi-square with the tie correction (as scipy.stats.friedmanchisquare) on
+    (..., items, models) arrays."""
+    n, k = x.shape[-2], x.shape[-1]
+    r = ss.rankdata(x, axis=-1)
+    rs = r.sum(-2)
+    chi = 12.0 / (n * k * (k + 1)) * (rs ** 2).sum(-1) - 3 * n * (k + 1)
+    # ties: scipy's correction, 1 - sum(t^3 - t) / (n k (k^2 - 1))
+    srt = np.sort(x, axis=-1)
+    ties = np.zeros(x.shape[:-1])
+    run = np.ones(x.shape[:-1])
+    for j in range(1, k):
+        same = srt[..., j] == srt[..., j - 1]
+        ties += np.where(same, 0, run ** 3 - run)
+        run = np.where(same, run + 1, 1)
+    ties += run ** 3 - run
+    c = 1 - ties.sum(-1) / (n * k * (k * k - 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        chi = chi / c
+    return {"chi2": chi, "p": ss.chi2.sf(chi, k - 1), "df_model": k - 1}
 
 
 def rm_anova(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> dict:
-    """Repeated-measures ANOVA on per-item mean sentiment: model effect with item as block.
-
-    Equivalent to a two-way ANOVA without interaction on the items x models matrix of
-    per-item means (items that every model answered validly)."""
+    """Repeated-measures ANOVA on per-item mean values: model effect with item as block (a two-way
+    ANOVA without interaction on the items x models matrix of per-item means, items every model
+    answered validly)."""
     mat = item_matrix(calls) if mat is None else mat
     n, k = mat.shape
     res = {"test": "repeated-measures ANOVA (item as block)", "items": n, "models": k,
@@ -162,16 +288,9 @@ def rm_anova(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> dict:
     if n < 2 or k < 2:
         res["note"] = "needs at least 2 models and 2 items answered by all"
         return res
-    x = mat.to_numpy()
-    grand = x.mean()
-    ss_model = n * ((x.mean(axis=0) - grand) ** 2).sum()
-    ss_item = k * ((x.mean(axis=1) - grand) ** 2).sum()
-    ss_total = ((x - grand) ** 2).sum()
-    ss_error = ss_total - ss_model - ss_item
-    df_model, df_error = k - 1, (n - 1) * (k - 1)
-    f = (ss_model / df_model) / (ss_error / df_error) if ss_error > 0 else np.inf
-    res.update({"df_model": df_model, "df_error": df_error, "F": f, "p": float(ss.f.sf(f, df_model, df_error)),
-                "partial_eta_sq": ss_model / (ss_model + ss_error) if ss_model + ss_error > 0 else np.nan})
+    r = rm_anova_array(mat.to_numpy())
+    res.update({"df_model": r["df_model"], "df_error": r["df_error"], "F": float(r["F"]), "p": float(r["p"]),
+                "partial_eta_sq": float(r["partial_eta_sq"])})
     return res
 
 
@@ -188,6 +307,30 @@ def friedman(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> dict:
     return res
 
 
+def family_quant_array(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Two-way ANOVA family x quant with the item as block on (..., items, families, quants) per-item means
+    (balanced: every item in every cell), vectorized over leading axes; statsmodels' anova_lm gives the
+    same F (checked). Returns per source (family, quant, family:quant, item) F and p, and the residual."""
+    n_a, n_f, n_q = x.shape[-3:]
+    m = x.mean((-3, -2, -1), keepdims=True)
+    ss_art = n_f * n_q * ((x.mean((-2, -1), keepdims=True) - m) ** 2).sum((-3, -2, -1))
+    m_f = x.mean((-3, -1), keepdims=True)
+    m_q = x.mean((-3, -2), keepdims=True)
+    m_fq = x.mean(-3, keepdims=True)
+    ss_f = n_a * n_q * ((m_f - m) ** 2).sum((-3, -2, -1))
+    ss_q = n_a * n_f * ((m_q - m) ** 2).sum((-3, -2, -1))
+    ss_fq = n_a * ((m_fq - m_f - m_q + m) ** 2).sum((-3, -2, -1))
+    ss_err = ((x - m) ** 2).sum((-3, -2, -1)) - ss_art - ss_f - ss_q - ss_fq
+    df_err = (n_a - 1) * (n_f * n_q - 1)
+    out = {"Residual": {"sum_sq": ss_err, "df": df_err}}
+    for source, ssv, dfv in [("C(family)", ss_f, n_f - 1), ("C(quant)", ss_q, n_q - 1),
+                             ("C(family):C(quant)", ss_fq, (n_f - 1) * (n_q - 1)), ("C(item_id)", ss_art, n_a - 1)]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f = np.where(ss_err > 0, (ssv / dfv) / (ss_err / df_err), np.inf)
+        out[source] = {"sum_sq": ssv, "df": dfv, "F": f, "p": ss.f.sf(f, dfv, df_err)}
+    return out
+
+
 def family_quant_anova(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> pd.DataFrame | None:
     """Two-way ANOVA family x quant, with the item as block, on per-item means.
 
@@ -201,45 +344,18 @@ def family_quant_anova(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> 
     if models.groupby(["family", "quant"]).size().max() != 1:
         return None
     mat = item_matrix(calls) if mat is None else mat
-    n_a, n_f, n_q = len(mat), len(fams), len(quants)
+    n_a = len(mat)
     if n_a < 2:
         return None
-    x = np.empty((n_a, n_f, n_q))
+    x = np.empty((n_a, len(fams), len(quants)))
     for model, (fam, q) in models.iterrows():
         x[:, fams.index(fam), quants.index(q)] = mat[model].to_numpy()
-    m = x.mean()
-    ss_art = n_f * n_q * ((x.mean(axis=(1, 2)) - m) ** 2).sum()
-    m_f, m_q, m_fq = x.mean(axis=(0, 2)), x.mean(axis=(0, 1)), x.mean(axis=0)
-    ss_f = n_a * n_q * ((m_f - m) ** 2).sum()
-    ss_q = n_a * n_f * ((m_q - m) ** 2).sum()
-    ss_fq = n_a * ((m_fq - m_f[:, None] - m_q[None, :] + m) ** 2).sum()
-    ss_err = ((x - m) ** 2).sum() - ss_art - ss_f - ss_q - ss_fq
-    df_err = (n_a - 1) * (n_f * n_q - 1)
-    rows = []
-    for source, ssv, dfv in [("C(family)", ss_f, n_f - 1), ("C(quant)", ss_q, n_q - 1),
-                             ("C(family):C(quant)", ss_fq, (n_f - 1) * (n_q - 1)), ("C(item_id)", ss_art, n_a - 1)]:
-        f = (ssv / dfv) / (ss_err / df_err) if ss_err > 0 else np.inf
-        rows.append({"source": source, "sum_sq": ssv, "df": dfv, "F": f, "p": float(ss.f.sf(f, dfv, df_err))})
-    rows.append({"source": "Residual", "sum_sq": ss_err, "df": df_err})
+    res = family_quant_array(x)
+    rows = [{"source": k, **{kk: (float(vv) if np.ndim(vv) == 0 else vv) for kk, vv in v.items()}}
+            for k, v in res.items() if k != "Residual"]
+    rows.append({"source": "Residual", "sum_sq": float(res["Residual"]["sum_sq"]), "df": res["Residual"]["df"]})
     table = pd.DataFrame(rows)
     table["test"] = "two-way ANOVA family x quant, item as block (balanced)"
     table["items"] = n_a
     table["assumes"] = "per-item means; normal residuals; one model per family x quant cell"
     return table
-
-
-def tukey(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Tukey HSD across all models on per-item means (an all-pairs view; it ignores the pairing)."""
-    mat = item_matrix(calls) if mat is None else mat
-    cols = list(mat.columns)
-    if len(cols) < 2 or len(mat) < 2:
-        return pd.DataFrame()
-    res = ss.tukey_hsd(*[mat[c].to_numpy() for c in cols])
-    ci = res.confidence_interval(0.95)
-    rows = []
-    for i in range(len(cols)):
-        for j in range(i + 1, len(cols)):
-            rows.append({"model_a": cols[i], "model_b": cols[j], "mean_diff": mat[cols[j]].mean() - mat[cols[i]].mean(),
-                         "ci95_low": -ci.high[i, j], "ci95_high": -ci.low[i, j], "p_adj": float(res.pvalue[i, j]),
-                         "items": len(mat)})
-    return pd.DataFrame(rows)

@@ -1,0 +1,292 @@
+"""Comparisons of every task kind, over per-item figures: configured pairs, each model against its
+family's reference, the significant best, all pairs. One row per (pair, metric), long format, with
+the test that fits the metric (``Measure.kind``):
+
+- "mean": a per-item figure (a mean over the item's iterations: error, correctness, value, seconds)
+  compared with a paired t-test over items (``paired.paired``); 95% t interval; MDE at 80% power;
+- "logvar": within-item variances compared with the paired log-variance test (consistency);
+- "agreement": answers of the candidate against the reference's own repeatability (``paired.agreement``);
+- "jackknife": a figure that does not split into per-item parts (macro-F1, kappa, balanced accuracy,
+  a correlation) compared with a paired t-test on per-item jackknife pseudo-values (leave one item
+  out; Tukey's jackknife): the per-item parts of a smooth statistic, so that the same paired t over
+  items applies. In null simulations of 50 items x 3 iterations it kept 4.5-6.9% false positives at
+  alpha 0.05, where a paired bootstrap with the expanded percentile interval gave 6-8%.
+
+Every comparison is paired by item and keeps an item's iterations together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from benchmark import metrics as M
+from benchmark.stats import paired as P
+from benchmark.stats.common import holm
+
+
+@dataclass
+class Measure:
+    metric: str                              # the metric-table key (label, direction, format)
+    kind: str                                # "mean" | "logvar" | "agreement" | "jackknife"
+    x: np.ndarray | None = None              # (models, items): per-item figure, or per-item variance
+    codes: np.ndarray | None = None          # agreement: (models, items, iterations) answer codes
+    n_codes: int = 0
+    suff: np.ndarray | None = None           # jackknife: (models, items, S) additive per-item statistics
+    fn: Callable | None = None               # jackknife: (..., S) sums -> figure
+    test_fn: Callable | None = None          # jackknife: the scale the test runs on (Fisher z of a correlation)
+    higher_is_better: bool | None = None
+
+    def value(self, k: int) -> float:
+        """The model's figure: the mean over items (mean within-item variance for "logvar")."""
+        if self.kind == "jackknife":
+            s = self.suff[k]
+            ok = np.isfinite(s.reshape(len(s), -1)).all(-1)
+            return float(self.fn(s[ok].sum(0))) if ok.any() else np.nan
+        if self.x is None:
+            return np.nan
+        with np.errstate(invalid="ignore"):
+            col = self.x[k]
+            return float(np.nanmean(col)) if np.isfinite(col).any() else np.nan
+
+
+TESTS = {"mean": "paired t over items", "logvar": "paired t on per-item log variance",
+         "agreement": "paired t on per-item excess disagreement",
+         "jackknife": "paired t on per-item jackknife pseudo-values"}
+ESTIMATES = {"mean": "difference (candidate - reference)",
+             "logvar": "variance ratio candidate / reference (interval: geometric mean over items)",
+             "agreement": "extra disagreement with the reference beyond its own (share of answer pairs)",
+             "jackknife": "difference (candidate - reference)"}
+
+
+def measure(metric: str, kind: str = "mean", **kw) -> Measure:
+    return Measure(metric, kind, higher_is_better=M.higher_is_better(metric), **kw)
+
+
+# --------------------------------------------------------------------------- the jackknife
+
+
+def _rows_ok(s: np.ndarray) -> np.ndarray:
+    """Items whose additive statistics are all finite (the item is there for this model)."""
+    return np.isfinite(s.reshape(len(s), -1)).all(-1)
+
+
+def pseudo_values(suff: np.ndarray, fn: Callable) -> np.ndarray:
+    """Per-item jackknife pseudo-values n * f(all) - (n - 1) * f(all but item i) of a statistic of summed
+    per-item parts ``suff`` (..., items, S); their mean is the jackknife estimate and their standard error
+    over items the jackknife standard error. Written by hand: a leave-one-out over additive sums is one
+    subtraction per item."""
+    n = suff.shape[-2]
+    total = suff.sum(-2, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return n * fn(total) - (n - 1) * fn(total - suff)
+
+
+def jackknife_paired(sa: np.ndarray, sb: np.ndarray, fn: Callable, alpha: float = 0.05,
+                     test_fn: Callable | None = None) -> dict:
+    """Paired jackknife comparison of fn(b) - fn(a) on per-item parts (..., items, S) of the same items:
+    the ``paired`` fields of the per-item pseudo-value differences, with ``mean`` the plain difference
+    fn(b) - fn(a) and t, p and the (1 - alpha) interval (ci_low, ci_high) centred on it.
+
+    With ``test_fn`` (a variance-stabilizing scale, e.g. Fisher's z of a correlation) t and p come from
+    that scale and the interval on the figure's own scale is the test-based one (Miettinen): estimate
+    +- t_crit * |estimate / t|, so that it excludes 0 exactly when p < alpha. A correlation's jackknife
+    on its own scale was conservative at 24 items (1.8-2.7% false positives at alpha 0.05); on the z
+    scale 4.5-5%."""
+    from scipy import stats as ss
+
+    g = test_fn or fn
+    r = P.paired(pseudo_values(sb, g) - pseudo_values(sa, g))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        est_t = g(sb.sum(-2)) - g(sa.sum(-2))
+        t = np.where(r["se"] > 0, est_t / r["se"], np.where(est_t == 0, 0.0, np.sign(est_t) * np.inf))
+        p = np.where(r["n"] > 1, 2 * ss.t.sf(np.abs(t), np.maximum(r["df"], 1)), np.nan)
+        est = fn(sb.sum(-2)) - fn(sa.sum(-2)) if test_fn is not None else est_t
+        if test_fn is not None:
+            r["se"] = np.where(np.abs(t) > 0, np.abs(est / t), np.nan)
+    r.update(mean=est, t=t, p=p)
+    lo, hi = P.t_interval(r, 1 - alpha)
+    r.update(ci_low=lo, ci_high=hi)
+    return r
+
+
+def jackknife_diff(ms: Measure, a: int, b: int, alpha: float = 0.05) -> dict:
+    """``jackknife_paired`` over the items both models have."""
+    ok = _rows_ok(ms.suff[a]) & _rows_ok(ms.suff[b])
+    return jackknife_paired(ms.suff[a][ok], ms.suff[b][ok], ms.fn, alpha, ms.test_fn)
+
+
+# --------------------------------------------------------------------------- one pair
+
+
+def pair(ms: Measure, a: int, b: int, alpha: float = 0.05, power: float = 0.8, seed: int = 0) -> dict:
+    """Every figure of one comparison [a reference, b candidate] on one measure."""
+    row: dict = {"metric": ms.metric, "test": TESTS[ms.kind], "estimate_is": ESTIMATES[ms.kind]}
+    if ms.kind == "mean":
+        r = P.paired(ms.x[b] - ms.x[a])
+        lo, hi = P.t_interval(r, 1 - alpha)
+        both = ~np.isnan(ms.x[a]) & ~np.isnan(ms.x[b])
+        row.update(items=int(r["n"]), value_ref=float(np.mean(ms.x[a][both])) if both.any() else np.nan,
+                   value_cand=float(np.mean(ms.x[b][both])) if both.any() else np.nan,
+                   estimate=float(r["mean"]), ci95_low=float(lo), ci95_high=float(hi), p=float(r["p"]),
+                   sd_diff=float(r["sd"]), mde80=float(P.mde(r["sd"], r["n"], alpha, power)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            row["effect_dz"] = float(r["mean"] / r["sd"]) if r["sd"] > 0 else np.nan
+    elif ms.kind == "logvar":
+        r = P.log_variance_test(ms.x[a], ms.x[b])
+        row.update(items=int(r["n"]), value_ref=float(ms.value(a)), value_cand=float(ms.value(b)),
+                   estimate=float(r["ratio"]), ci95_low=float(r["geo_ratio_low"]),
+                   ci95_high=float(r["geo_ratio_high"]), p=float(r["p"]), sd_diff=float(r["sd"]),
+                   mde80=float(np.exp(P.mde(r["sd"], r["n"], alpha, power))))
+    elif ms.kind == "agreement":
+        r = P.agreement(ms.codes[a], ms.codes[b], ms.n_codes)
+        row.update(items=int(r["n"]), value_ref=float(r["own_disagree"]), value_cand=float(r["cross_disagree"]),
+                   estimate=float(r["mean"]), ci95_low=float(r["ci_low"]), ci95_high=float(r["ci_high"]),
+                   p=float(r["p"]), sd_diff=float(r["sd"]), mde80=float(P.mde(r["sd"], r["n"], alpha, power)),
+                   same_seed=float(r["same_seed_disagree"]))
+    else:
+        r = jackknife_diff(ms, a, b, alpha)
+        row.update(items=int(r["n"]), value_ref=float(ms.value(a)), value_cand=float(ms.value(b)),
+                   estimate=float(r["mean"]), ci95_low=float(r["ci_low"]), ci95_high=float(r["ci_high"]),
+                   p=float(r["p"]), sd_diff=float(r["sd"]), mde80=float(P.mde(r["sd"], r["n"], alpha, power)))
+    row["significant"] = _excludes(row, ms.kind)
+    row["direction"] = _direction(row, ms)
+    return row
+
+
+def _excludes(row: dict, kind: str) -> bool:
+    null = 1.0 if kind == "logvar" else 0.0
+    lo, hi = row.get("ci95_low", np.nan), row.get("ci95_high", np.nan)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return False
+    return bool(lo > null or hi < null)
+
+
+def _direction(row: dict, ms: Measure) -> str:
+    """"better" / "worse" (significantly, for the candidate), "differs" (no better direction), or
+    "not distinguishable"."""
+    if not row["significant"]:
+        return "not distinguishable"
+    up = row["estimate"] > (1.0 if ms.kind == "logvar" else 0.0)
+    if ms.kind == "agreement":
+        return "worse" if up else "better"
+    if ms.higher_is_better is None:
+        return "differs"
+    return "better" if up == ms.higher_is_better else "worse"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def compare(measures: list[Measure], models: list[str], pairs: list[tuple[str, str]], alpha: float = 0.05,
+            power: float = 0.8, holm_within: str = "metric") -> pd.DataFrame:
+    """Long table: one row per (pair, measure); ``p_holm`` adjusts across the pairs of each metric."""
+    index = {m: k for k, m in enumerate(models)}
+    rows = []
+    for j, (ref, cand) in enumerate(pairs):
+        if ref not in index or cand not in index:
+            continue
+        for ms in measures:
+            if ms.kind == "agreement" and ms.codes is None:
+                continue
+            row = {"reference": ref, "candidate": cand}
+            row.update(pair(ms, index[ref], index[cand], alpha, power, seed=j))
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["p_holm"] = np.nan
+    for _, g in out.groupby("metric", sort=False):
+        out.loc[g.index, "p_holm"] = holm(g["p"].to_numpy(dtype=float))
+    cols = ["reference", "candidate", "metric", "test", "items", "value_ref", "value_cand", "estimate", "ci95_low",
+            "ci95_high", "p", "p_holm", "mde80", "direction", "significant", "effect_dz", "sd_diff", "same_seed",
+            "estimate_is"]
+    return out[[c for c in cols if c in out]]
+
+
+def significant_best(ms: Measure, alpha: float = 0.05) -> int | None:
+    """The model with the best figure, when it is significantly better than EVERY other model (paired
+    tests, Holm across those k - 1 comparisons); else None."""
+    if ms.higher_is_better is None or ms.kind == "agreement":
+        return None
+    k = ms.x.shape[0] if ms.x is not None else ms.suff.shape[0]
+    vals = np.array([ms.value(j) for j in range(k)])
+    if k < 2 or not np.isfinite(vals).any():
+        return None
+    best = int(np.nanargmax(vals) if ms.higher_is_better else np.nanargmin(vals))
+    others = [j for j in range(k) if j != best and np.isfinite(vals[j])]
+    if not others:
+        return None
+    ps, ok = [], True
+    for j in others:
+        row = pair(ms, j, best, alpha)
+        up = row["estimate"] > (1.0 if ms.kind == "logvar" else 0.0)
+        ok &= up == bool(ms.higher_is_better)
+        ps.append(row["p"])
+    if not ok or np.isnan(ps).any():
+        return None
+    return best if (holm(ps) < alpha).all() else None
+
+
+def model_intervals(measures: list[Measure], models: list[str], level: float = 0.95) -> pd.DataFrame:
+    """Per (model, metric) the figure and its interval over items: the t interval of the per-item mean,
+    or for "jackknife" measures the figure +- t x its jackknife standard error."""
+    rows = []
+    for ms in measures:
+        if ms.kind not in ("mean", "jackknife"):
+            continue
+        for k, m in enumerate(models):
+            if ms.kind == "mean":
+                mean, lo, hi = P.mean_interval(ms.x[k], level=level)
+                n = int(np.isfinite(ms.x[k]).sum())
+            else:
+                s = ms.suff[k][_rows_ok(ms.suff[k])]
+                n = len(s)
+                r = P.paired(pseudo_values(s, ms.fn)) if n else P.paired(np.zeros((0,)))
+                mean = ms.fn(s.sum(0)) if n else np.nan
+                r["mean"] = mean
+                lo, hi = P.t_interval(r, level)
+            rows.append({"model": m, "metric": ms.metric, "value": float(mean), "ci95_low": float(lo),
+                         "ci95_high": float(hi), "items": n})
+    return pd.DataFrame(rows)
+
+
+def all_pairs(ms: Measure, models: list[str], alpha: float = 0.05) -> pd.DataFrame:
+    """Every pair of models on one "mean" measure: paired t over items, 95% interval, Holm across all
+    pairs (replaces Tukey's HSD, which treats the models as independent groups)."""
+    r = P.all_pairs(ms.x.T, alpha)
+    names = np.array(models, dtype=object)
+    return pd.DataFrame({"metric": ms.metric, "model_a": names[r["a"]], "model_b": names[r["b"]],
+                         "items": r["n"], "mean_diff": r["mean"], "ci95_low": r["ci_low"], "ci95_high": r["ci_high"],
+                         "t": r["t"], "p": r["p"], "p_holm": r["p_holm"],
+                         "test": "paired t over items, Holm across all pairs"})
+
+
+# --------------------------------------------------------------------------- correlation as a jackknife measure
+
+
+def correlation_measure(item_means: np.ndarray, target: np.ndarray) -> Measure:
+    """Pearson correlation of per-item means with the labels, as additive per-item sums (x, y, x^2, y^2,
+    xy, 1) so that leaving an item out is one subtraction."""
+    x = np.asarray(item_means, dtype=float)
+    target = np.asarray(target, dtype=float)
+    y = np.broadcast_to(target if target.ndim == x.ndim else target[None, :], x.shape)
+    ok = np.isfinite(x) & np.isfinite(y)
+    suff = np.stack([x, y, x * x, y * y, x * y, np.ones_like(x)], -1)
+    suff = np.where(ok[..., None], suff, np.nan)
+
+    def fn(s):
+        s = np.asarray(s, dtype=float)
+        sx, sy, sxx, syy, sxy, n = (s[..., j] for j in range(6))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cov = sxy - sx * sy / n
+            return cov / np.sqrt((sxx - sx * sx / n) * (syy - sy * sy / n))
+
+    def z(s):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.arctanh(np.clip(fn(s), -0.999999, 0.999999))
+
+    return measure("correlation", "jackknife", suff=suff, fn=fn, test_fn=z)

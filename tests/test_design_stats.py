@@ -1,0 +1,257 @@
+"""Every test the report runs keeps its level in studies shaped like ours, and finds what it should.
+
+Simulated studies, vectorized across runs (each test is the same function the report calls):
+- value tasks: the demo's shape, 24 items x 3 iterations, 4 models (``benchmark.synthetic.DEMO_SHAPE``),
+  and a shape where model x item variation dominates (``INTERACTION_SHAPE``), 5% invalid calls;
+- label tasks: the label examples' shape, 50 items x 3 iterations, 4 models, 78/22 classes, with
+  shared item difficulty, and with model x item variation dominating.
+Under the null every model has the same distribution per item; false-positive rates at alpha 0.05
+must lie in [0.03, 0.07]. The agreement test's null is a replica of the reference (no model x item
+variation): with its own reading of the items, a model really does disagree more, and the test's
+rejections there are power, printed beside.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmark.stats import common
+from benchmark.stats import compare as C
+from benchmark.stats import label as L
+from benchmark.stats import paired as P
+from benchmark.stats import value as V
+from benchmark.synthetic import DEMO_SHAPE, INTERACTION_SHAPE, simulate
+
+ALPHA = 0.05
+BAND = (0.03, 0.07)
+RUNS = 1000  # Monte Carlo standard error of a 5% rate: 0.7 points (per pair; rates pool 3 pairs)
+SHAPES = {"demo": DEMO_SHAPE, "interaction": INTERACTION_SHAPE}
+
+
+def _rate(p) -> float:
+    p = np.asarray(p, dtype=float)
+    return float(np.mean(np.nan_to_num(p, nan=1.0) < ALPHA))
+
+
+def _value_arrays(shape: dict, runs: int, n: int, R: int, M: int, seed: int, invalid: float = 0.05, **kw):
+    sim = simulate(runs, M, n, R, seed, invalid_rate=invalid, **{**shape, **kw})
+    v, tgt = sim["value"], sim["target"]
+    present = np.ones(v.shape, dtype=bool)
+    rng = np.random.default_rng(seed + 1)
+    # seconds per call: longer items take longer for every model; no model is faster
+    seconds = np.exp(rng.normal(0, 0.3, (runs, 1, n, 1)) + rng.normal(0, 0.2, v.shape))
+    return v, tgt, present, seconds
+
+
+def value_null_pvalues(shape: dict, runs: int = RUNS, n: int = 24, R: int = 3, M: int = 4, seed: int = 0) -> dict:
+    """p-values of every value-task test, reference = model 0, candidates 1..M-1: arrays (M-1, runs)."""
+    v, tgt, present, seconds = _value_arrays(shape, runs, n, R, M, seed)
+    x = {
+        "mean_value": common.item_mean(v),
+        "mae": common.item_mean(V.abs_error(v, present, tgt)),
+        "mae_answered": common.item_mean(V.abs_error(v, present, tgt, answered_only=True)),
+        "sign_accuracy": common.item_mean(V.direction_correct(v, present, tgt, 0.1)),
+        "valid_rate": common.item_mean((~np.isnan(v)).astype(float)),
+        "s_per_sample": common.item_mean(seconds),
+    }
+    out = {k: np.stack([P.paired(a[:, k_] - a[:, 0])["p"] for k_ in range(1, M)]) for k, a in x.items()}
+    var = common.item_var(v)
+    out["value_variance (log-variance test)"] = np.stack([P.log_variance_test(var[:, 0], var[:, k])["p"]
+                                                          for k in range(1, M)])
+    corr = C.correlation_measure(x["mean_value"], tgt[:, None, :])
+    suff = corr.suff  # (runs, models, items, 6)
+    ok = np.isfinite(suff).all(-1).all(1)  # items every model answered (as the report's pairwise rows)
+    out["correlation (jackknife, Fisher z)"] = np.stack([
+        [float(C.jackknife_paired(suff[r, 0][ok[r]], suff[r, k][ok[r]], corr.fn, test_fn=corr.test_fn)["p"])
+         for r in range(runs)]
+        for k in range(1, M)])
+    m = x["mean_value"].transpose(0, 2, 1)  # (runs, items, models)
+    complete = np.isfinite(m).all((1, 2))
+    out["repeated-measures ANOVA"] = np.where(complete, V.rm_anova_array(np.nan_to_num(m))["p"], np.nan)[None]
+    out["Friedman"] = np.where(complete, V.friedman_array(np.nan_to_num(m))["p"], np.nan)[None]
+    ap = P.all_pairs(m)
+    out["all pairs, Holm (any pair)"] = np.nanmin(ap["p_holm"], -1)[None]
+    if M == 4:  # the four models as a complete 2 families x 2 quants grid
+        fq = V.family_quant_array(np.nan_to_num(m).reshape(runs, n, 2, 2))
+        for source in ("C(family)", "C(quant)", "C(family):C(quant)"):
+            out[f"family x quant ANOVA {source}"] = np.where(complete, fq[source]["p"], np.nan)[None]
+    return out
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_value_tests_keep_their_level_under_the_null(shape):
+    ps = value_null_pvalues(SHAPES[shape], seed=11 if shape == "demo" else 12)
+    rates = {k: _rate(p) for k, p in ps.items()}
+    print(f"\nnull, value task, {shape} shape, 24 items x 3 iterations, 4 models, {RUNS} runs: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
+    for k, r in rates.items():
+        assert BAND[0] <= r <= BAND[1], (k, r)
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_agreement_with_the_reference_keeps_its_level_for_a_replica(shape):
+    runs, n, R, M = RUNS, 24, 3, 4
+    replica = {**SHAPES[shape], "item_sd": 0.0}
+    v, _, present, _ = _value_arrays(replica, runs, n, R, M, seed=21)
+    codes = V.direction_codes(v, present, 0.1)
+    p = np.stack([P.agreement(codes[:, 0], codes[:, k], 4)["p"] for k in range(1, M)])
+    v2, _, present2, _ = _value_arrays(SHAPES[shape], runs, n, R, M, seed=22)
+    codes2 = V.direction_codes(v2, present2, 0.1)
+    p2 = np.stack([P.agreement(codes2[:, 0], codes2[:, k], 4)["p"] for k in range(1, M)])
+    print(f"\nagreement (excess direction disagreement), {shape} shape, {runs} runs: replica {_rate(p):.3f}; "
+          f"models with their own reading of items (item sd {SHAPES[shape]['item_sd']}) found {_rate(p2):.3f}")
+    assert BAND[0] <= _rate(p) <= BAND[1]
+    assert _rate(p2) > _rate(p)
+
+
+def test_tost_and_verdicts_hold_their_level_at_the_margin():
+    """A candidate worse by exactly the margin is called non-inferior (or equivalent) in ~5% of runs at the
+    demo's size; under no difference the two-sided test behind 'worse' is at 5% (2.5% per direction).
+    Equivalence needs the 90% interval narrower than the margin: at 24 items it is never reached at this
+    noise (TOST is then conservative, below 5%), so its level at the margin is checked at 300 items,
+    where it can be reached."""
+    runs, R, margin = 4000, 3, 0.1
+    noclip = dict(DEMO_SHAPE, step=0.01)  # no clipping at the scale's ends: the planted difference is exact
+    rates = {}
+    for true, n in ((margin, 24), (-margin, 300), (0.0, 24)):
+        sim = simulate(runs, 2, n, R, seed=31, shift=[0.0, true], low=-9, high=9, **noclip)
+        m = common.item_mean(sim["value"])
+        r = P.paired(m[:, 1] - m[:, 0])  # positive = worse, as for an error
+        v = P.verdict(r, margin)
+        rates[true] = {"non-inferior or equivalent": float(np.isin(v, ["non-inferior", "equivalent"]).mean()),
+                       "equivalent": float((v == "equivalent").mean()), "worse": float((v == "worse").mean()),
+                       "two-sided p < 0.05": _rate(r["p"])}
+    print("\nTOST verdicts, 4000 runs (24 x 3; -margin at 300 x 3): "
+          + "; ".join(f"true {k:+g}: {v}" for k, v in rates.items()))
+    assert BAND[0] <= rates[margin]["non-inferior or equivalent"] <= BAND[1]
+    assert BAND[0] <= rates[-margin]["equivalent"] <= BAND[1]
+    assert BAND[0] <= rates[0.0]["two-sided p < 0.05"] <= BAND[1]
+    assert 0.015 <= rates[0.0]["worse"] <= 0.035
+
+
+def test_a_planted_shift_is_found_and_the_reported_mde_matches_the_simulation(tmp_path):
+    from benchmark import report as rpt
+    from benchmark.store import Store
+    from benchmark.synthetic import SynthModel, write_db
+
+    runs = 2000
+    found = {}
+    for n in (24, 96):
+        sim = simulate(runs, 2, n, 3, seed=41 + n, shift=[0.0, 0.2], **DEMO_SHAPE)
+        m = common.item_mean(sim["value"])
+        found[n] = _rate(P.paired(m[:, 1] - m[:, 0])["p"])
+    sim = simulate(runs, 2, 24, 3, seed=43, sd=[DEMO_SHAPE["sd"], DEMO_SHAPE["sd"] * np.sqrt(2)],
+                   **{k: v for k, v in DEMO_SHAPE.items() if k != "sd"})
+    var = common.item_var(sim["value"])
+    var2_24 = _rate(P.log_variance_test(var[:, 0], var[:, 1])["p"])
+    sim = simulate(runs, 2, 96, 3, seed=44, sd=[DEMO_SHAPE["sd"], DEMO_SHAPE["sd"] * np.sqrt(2)],
+                   **{k: v for k, v in DEMO_SHAPE.items() if k != "sd"})
+    var = common.item_var(sim["value"])
+    var2_96 = _rate(P.log_variance_test(var[:, 0], var[:, 1])["p"])
+    # the MDE a 24 x 3 report shows, against the simulation. The MDE is a difference in the observed mean;
+    # clipping at the scale's ends shrinks a planted shift, so this check plants it without clipping.
+    wide = dict(low=-9.0, high=9.0)
+    null = simulate(runs, 2, 24, 3, seed=45, **DEMO_SHAPE, **wide)
+    m = common.item_mean(null["value"])
+    r0 = P.paired(m[:, 1] - m[:, 0])
+    mdes = P.mde(r0["sd"][:400], r0["n"][:400])
+    typical = float(np.median(mdes))
+    sim = simulate(runs, 2, 24, 3, seed=46, shift=[0.0, typical], **DEMO_SHAPE, **wide)
+    m = common.item_mean(sim["value"])
+    at_typical = _rate(P.paired(m[:, 1] - m[:, 0])["p"])
+    shape = {k: v for k, v in DEMO_SHAPE.items() if k not in ("sd", "item_sd")}
+    models = [SynthModel(f"m-{q}", family="m", quant=q, sd=DEMO_SHAPE["sd"], item_sd=DEMO_SHAPE["item_sd"])
+              for q in ("F16", "Q8_0")]
+    db = tmp_path / "mde.sqlite"
+    write_db(db, models, 24, 3, seed=5, run_id="mde", **shape, **wide)
+    with Store(db) as store:
+        rep = rpt.build(store, "mde")
+    cmp = rep.sheet("Comparisons").table.set_index("metric")
+    reported = float(cmp.loc["mean_value", "mde80"])
+    print(f"\npower, demo shape, +0.2 shift: 24 x 3 {found[24]:.3f}, 96 x 3 {found[96]:.3f} ({runs} runs each); "
+          f"doubled variance (log-variance test): 24 x 3 {var2_24:.3f}, 96 x 3 {var2_96:.3f}; "
+          f"MDE80 of the mean value in a 24 x 3 report (no clipping) {reported:.3f} (simulated runs without "
+          f"clipping: median {typical:.3f}, 5-95% {np.quantile(mdes, 0.05):.3f}-{np.quantile(mdes, 0.95):.3f}); "
+          f"a difference of the median MDE is found in {at_typical:.3f} of runs")
+    assert found[96] >= 0.85
+    assert found[24] < found[96]
+    assert var2_96 >= 0.8
+    assert np.quantile(mdes, 0.05) <= reported <= np.quantile(mdes, 0.95)
+    assert 0.72 <= at_typical <= 0.88
+
+
+# --------------------------------------------------------------------------- label tasks
+
+LABEL_RUNS = 600
+BIN = ["spam", "ham"]
+LABEL_SHAPES = {"shared difficulty": dict(difficulty_sd=1.0, item_effect_sd=0.3),
+                "model x item dominates": dict(difficulty_sd=0.3, item_effect_sd=1.0)}
+
+
+def _label_data(shape: dict, runs: int, n: int, R: int, M: int, seed: int, accuracy=0.75, invalid=0.05,
+                item_effect_sd=None):
+    ies = shape["item_effect_sd"] if item_effect_sd is None else item_effect_sd
+    acc = np.broadcast_to(accuracy, (M,))
+    models = [L.SynthLabelModel(f"m{k}", float(acc[k]), item_effect_sd=ies, invalid_rate=invalid) for k in range(M)]
+    calls, items = L.synthetic_calls(models, n * runs, R, BIN, priors=[0.78, 0.22], seed=seed,
+                                     difficulty_sd=shape["difficulty_sd"])
+    return L.LabelData.of(calls, items, BIN, models=[m.name for m in models])
+
+
+def label_null_pvalues(shape: dict, runs: int = LABEL_RUNS, n: int = 50, R: int = 3, M: int = 4, seed: int = 0):
+    d = _label_data(shape, runs, n, R, M, seed)
+    s = d.item_scores()
+    cnt = d.counts()
+    ans = cnt[..., :d.K]
+    vote = np.where(ans.sum(-1) > 0, ans.argmax(-1), d.K)
+    s["vote_accuracy"] = (vote == d.gold[None, :]).astype(float)
+    out = {}
+    for name in ("accuracy", "accuracy_answered", "valid_rate", "self_consistency", "vote_accuracy", "s_per_sample"):
+        x = s[name].reshape(M, runs, n)
+        out[name] = np.stack([P.paired(x[k] - x[0])["p"] for k in range(1, M)])
+    tab = d.tables().reshape(M, runs, n, -1)
+    for name in ("macro_f1", "kappa", "balanced_accuracy", "f1"):
+        fn = L.table_metric(name, d.K, 0 if name == "f1" else None)
+        out[f"{name} (jackknife)"] = np.stack([C.jackknife_paired(tab[0], tab[k], fn)["p"] for k in range(1, M)])
+    acc = s["accuracy"].reshape(M, runs, n).transpose(1, 2, 0)
+    out["all pairs, Holm (any pair)"] = np.nanmin(P.all_pairs(acc)["p_holm"], -1)[None]
+    votes = s["vote_accuracy"].reshape(M, runs, n).transpose(1, 2, 0)
+    out["Cochran's Q"] = np.array([[L.cochran_q_test(votes[r])["p"] for r in range(runs)]])
+    return out
+
+
+@pytest.mark.parametrize("shape", list(LABEL_SHAPES))
+def test_label_tests_keep_their_level_under_the_null(shape):
+    ps = label_null_pvalues(LABEL_SHAPES[shape], seed=51 if shape.startswith("shared") else 52)
+    rates = {k: _rate(p) for k, p in ps.items()}
+    print(f"\nnull, label task, {shape}, 50 items x 3 iterations, 4 models, 78/22 classes, {LABEL_RUNS} runs: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
+    for k, r in rates.items():
+        assert BAND[0] <= r <= BAND[1], (k, r)
+
+
+def test_label_agreement_keeps_its_level_for_a_replica():
+    runs, n, M = LABEL_RUNS, 50, 4
+    d = _label_data(LABEL_SHAPES["shared difficulty"], runs, n, 3, M, seed=61, item_effect_sd=0.0)
+    codes = d.codes.reshape(M, runs, n, -1)
+    p = np.stack([P.agreement(codes[0], codes[k], d.K + 1)["p"] for k in range(1, M)])
+    d2 = _label_data(LABEL_SHAPES["model x item dominates"], runs, n, 3, M, seed=62)
+    codes2 = d2.codes.reshape(M, runs, n, -1)
+    p2 = np.stack([P.agreement(codes2[0], codes2[k], d2.K + 1)["p"] for k in range(1, M)])
+    print(f"\nanswer agreement vs the reference, 50 x 3, {runs} runs: replica {_rate(p):.3f}; models with their own "
+          f"reading of items found {_rate(p2):.3f}")
+    assert BAND[0] <= _rate(p) <= BAND[1]
+    assert _rate(p2) > 0.2
+
+
+def test_label_power_and_the_accuracy_verdict():
+    """A 15-point drop at 100 x 3 is found; at the margin (2 points) non-inferiority is claimed rarely."""
+    runs = 500
+    d = _label_data(LABEL_SHAPES["shared difficulty"], runs, 100, 3, 2, seed=71, accuracy=[0.85, 0.70], invalid=0.0)
+    acc = d.item_scores()["accuracy"].reshape(2, runs, 100)
+    r = P.paired(acc[0] - acc[1])  # positive = candidate worse
+    found = _rate(r["p"])
+    worse = float((P.verdict(r, 0.02) == "worse").mean())
+    print(f"\nlabel power, 85% vs 70%, 100 x 3, {runs} runs: paired t {found:.3f}, verdict 'worse' {worse:.3f}")
+    assert found >= 0.9 and worse >= 0.9
