@@ -18,12 +18,12 @@ grammar first at every step, for comparison.
 
 Sampling reads the logits in place with numpy (``sampling="fast"``, the default): the greedy
 token is their argmax (the first maximum, as llama.cpp's greedy sampler picks), and for sampling
-the 40 largest logits (found through a threshold taken from a strided sample, exact up to ties)
-go through the same llama.cpp sampler chain, whose top-k then keeps all of them: the same tokens,
-the same seeded random draws, without building a 262,144-entry candidate array in C at every
-token. When the grammar must see more than the sampled token, it sees the 256 most likely, then
-the 4,096 most likely, and only then the whole vocabulary less the tokens whose first character
-it rejects (probed with one single-character token per first character). ``sampling="reference"``
+the 40 largest logits (found from the maxima of 64-token groups, exact up to ties) go through
+the same llama.cpp sampler chain, whose top-k then keeps all of them: the same tokens, the same
+seeded random draws, without building a 262,144-entry candidate array in C at every token.
+When the grammar must see more than the sampled token, it sees the 256 most likely, then the
+4,096 most likely, and only then the whole vocabulary less the tokens whose first character it
+rejects (probed with one single-character token per first character). ``sampling="reference"``
 keeps ``llama_sampler_sample`` over the whole vocabulary and the earlier grammar passes, for tests
 and benchmarks.
 
@@ -52,7 +52,6 @@ TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
 PARTIAL_PASS = 256  # candidates the grammar sees first when the sampled token is rejected
 PARTIAL_SIZES = (PARTIAL_PASS, 4096)  # then these many, before the whole (prefiltered) vocabulary
 SAMPLING_MODES = ("fast", "reference")
-_STRIDE = 64  # the top-k threshold comes from every 64th logit
 
 
 @functools.lru_cache(maxsize=8)
@@ -260,9 +259,9 @@ class LlamaCppBackend:
         self._topk_np = np.frombuffer(self._topk, dtype=self._cand_np.dtype)
         self._topk_arr = L.llama_token_data_array(self._topk, TOP_K, -1, False)
         self._topk_ref = ctypes.byref(self._topk_arr)
-        self._mask = np.zeros(-(-self.n_vocab // 8) * 8, dtype=np.bool_)
-        self._mask_words = self._mask.view(np.uint64)
-        self._mask_bytes = self._mask.reshape(-1, 8)
+        n_groups = self.n_vocab // 64  # for _top: maxima of 64-token groups, in two passes of 8 rows
+        self._group_max = np.empty(n_groups, dtype=np.float32) if n_groups >= 1024 else None
+        self._group_max8 = np.empty(8 * n_groups, dtype=np.float32)
         from llama_cpp import llama_cpp as _raw
 
         get_logits = _raw._lib["llama_get_logits_ith"]  # a private handle: returns the address as an int
@@ -392,33 +391,29 @@ class LlamaCppBackend:
             hit = self._is_eog[token] = bool(self.L.llama_vocab_is_eog(self.vocab, token))
         return hit
 
-    def _above(self, logits, threshold: float):
-        """Ids of the logits >= threshold: a compare over the vocabulary into a preallocated mask,
-        then a scan of the mask eight bytes at a time (few of them are set)."""
-        np = self._np
-        np.greater_equal(logits, threshold, out=self._mask[:self.n_vocab])
-        words = np.flatnonzero(self._mask_words)
-        rows, cols = np.nonzero(self._mask_bytes[words])
-        return words[rows] * 8 + cols
-
     def _top(self, logits, k: int):
         """Ids of the k largest logits (unordered; which of several equal logits at the k-th place is
-        kept is unspecified, as in llama.cpp's partial sort). A threshold taken from every
-        _STRIDE-th logit (its few largest values) selects typically a few hundred tokens that
-        contain the k largest (checked: at least k of them), and a partition of those picks the k;
-        only when the threshold selects fewer than k does it partition the whole vocabulary."""
+        kept is unspecified, as in llama.cpp's partial sort). The vocabulary is cut into groups of
+        64 tokens (token j with j + C, j + 2C, ...: one pass of elementwise maxima over 64 rows of
+        C) and the k largest lie in the k groups with the largest maxima (were one of them in
+        another group, k groups would each hold a larger logit); a partition of those 64 k logits
+        picks them. A partition of the whole vocabulary when k is large next to the groups."""
         np = self._np
-        if self.sampling != "reference" and self.n_vocab >= 64 * _STRIDE:
-            sample = logits[::_STRIDE]
-            m = len(sample)
-            rank = max(8, 4 * k // _STRIDE)  # about rank * _STRIDE tokens reach the threshold
-            while rank <= m // 4:
-                ids = self._above(logits, np.partition(sample, m - rank)[m - rank])
-                if len(ids) >= k:
-                    return ids if len(ids) == k else ids[np.argpartition(logits[ids], -k)[-k:]]
-                rank *= 4
-        self.stats["top_k_full_partitions"] += 1
-        return np.argpartition(logits, -k)[-k:]
+        groups = self._group_max
+        if self.sampling == "reference" or groups is None or 4 * k > len(groups):
+            self.stats["top_k_full_partitions"] += 1
+            return np.argpartition(logits, -k)[-k:]
+        n_main, c = 64 * len(groups), len(groups)
+        np.fmax.reduce(logits[:n_main].reshape(8, -1), axis=0, out=self._group_max8)
+        np.fmax.reduce(self._group_max8.reshape(8, -1), axis=0, out=groups)
+        best = np.argpartition(groups, -k)[-k:]
+        sub = logits[:n_main].reshape(64, c)[:, best].ravel()
+        pick = np.argpartition(sub, -k)[-k:]
+        ids = (pick // k) * c + best[pick % k]
+        if n_main < self.n_vocab:  # the last n_vocab % 64 tokens, outside the groups
+            ids = np.concatenate([ids, np.arange(n_main, self.n_vocab)])
+            ids = ids[np.argpartition(logits[ids], -k)[-k:]]
+        return ids
 
     def _sample_whole(self, chain, logits) -> int:
         """The chain over the whole vocabulary, as ``llama_sampler_sample`` applies it to the context's
