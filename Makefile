@@ -1,38 +1,75 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   the whole loop offline on the embedded Gemma 3 270M
 #   make test   the test suite
-# The first run builds llama-cpp-python from source (about 10 minutes on 2 cores); pip caches the
-# wheel, so later installs take seconds.
+# The first run builds llama-cpp-python (llama.cpp) from source: about 10 minutes on 2 cores for
+# the CPU. ACCEL picks the build: auto (default: CUDA when nvidia-smi and nvcc are there, Metal on
+# Apple silicon, else the CPU), cuda, metal or cpu. The built wheel is kept per accelerator in
+# $(WHEELHOUSE), so later installs, and switching back, take seconds:
+#   make demo ACCEL=cuda    (or metal, cpu; `make engine ACCEL=...` switches an existing .venv)
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+ACCEL  ?= auto
+LLAMA_CPP_VERSION := 0.3.36
+ACCEL_KIND := $(shell $(PYTHON) core/accel.py choose $(ACCEL))
+ifeq ($(ACCEL_KIND),invalid)
+$(error ACCEL=$(ACCEL): use auto, cuda, metal or cpu)
+endif
+# extra CMake flags for llama.cpp, e.g. LLAMA_CMAKE_EXTRA=-DCMAKE_CUDA_ARCHITECTURES=90
+LLAMA_CMAKE_EXTRA ?=
+LLAMA_CMAKE_ARGS := $(strip $(shell $(PYTHON) core/accel.py cmake-args $(ACCEL_KIND)) $(LLAMA_CMAKE_EXTRA))
+WHEELHOUSE ?= $(HOME)/.cache/gguf-shootout/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(ACCEL_KIND)
+ENGINE_FILE := $(VENV)/.engine
+# ACCEL given on the command line or in the environment switches an installed engine; auto keeps it
+ACCEL_EXPLICIT := $(filter command environment,$(firstword $(origin ACCEL)))
+INSTALLED_KIND := $(shell cat $(VENV)/.engine 2>/dev/null)
+SWITCH_ENGINE := $(if $(and $(ACCEL_EXPLICIT),$(INSTALLED_KIND)),$(filter-out $(ACCEL_KIND),$(INSTALLED_KIND)))
 
-.PHONY: install demo finetune-demo test test-fast clean
+.PHONY: install engine demo finetune-demo test test-fast clean
+
+# the engine wheel: built once per accelerator with pip (no pip cache: pip's cache cannot tell a CUDA
+# build from a CPU build of the same sdist), then installed from the kept wheel
+define install_engine
+	mkdir -p $(WHEELHOUSE)
+	ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --no-deps --no-cache-dir --no-binary llama-cpp-python \
+	    -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(PY) -m pip install --quiet --force-reinstall --no-deps $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(PY) -m pip install --quiet $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	echo $(ACCEL_KIND) > $(ENGINE_FILE)
+endef
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: a looser requirement pulls a multi-GB CUDA build on Linux
 	$(PY) -m pip install --quiet torch==2.13.0
+	# llama.cpp for $(ACCEL_KIND) ($(if $(LLAMA_CMAKE_ARGS),CMAKE_ARGS=$(LLAMA_CMAKE_ARGS),default CMake flags))
+	$(install_engine)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) $(if $(SWITCH_ENGINE),engine)
 
-demo: $(STAMP)
+# (re)install the engine for ACCEL, e.g. `make engine ACCEL=cuda` after a CPU install
+engine: $(STAMP)
+	# llama.cpp for $(ACCEL_KIND), replacing the $(or $(INSTALLED_KIND),no) build installed
+	$(install_engine)
+
+demo: install
 	$(VENV)/bin/shootout demo
 
 # fine-tune the embedded model on the news snapshot (CPU), export it, benchmark base vs fine-tune
-finetune-demo: $(STAMP)
+finetune-demo: install
 	$(VENV)/bin/shootout finetune-demo
 
-test: $(STAMP)
+test: install
 	$(PY) -m pytest -q
 
 # the suite without the end-to-end subprocess tests (a quicker loop while editing)
-test-fast: $(STAMP)
+test-fast: install
 	$(PY) -m pytest -q --deselect tests/test_demo.py --deselect tests/test_runner.py
 
 clean:

@@ -1,21 +1,28 @@
-"""Time per training step of `shootout finetune` with Unsloth against transformers + PEFT + TRL,
-on the same GPU, model, data and settings (run on a CUDA machine with Unsloth installed).
+"""Seconds per training step and peak GPU memory of LoRA fine-tuning with Unsloth against
+transformers + PEFT + TRL, on the same GPU, model, data and settings (a CUDA machine with Unsloth).
 
     python benchmarks/finetune_gpu.py TOKENIZER_DIR OUT_DIR [--hidden 1024 --layers 8 --steps 30]
+    python benchmarks/finetune_gpu.py --model HF_DIR OUT_DIR --load-in-4bit --max-seq-len 1024 \
+        --context-chars 2400 --batch 4 --steps 20
 
-It builds a Llama-architecture model with random weights from the tokenizer folder (no hub
-access needed), writes a synthetic ShareGPT set, fine-tunes it once per engine in a subprocess,
-and prints seconds per step for each and their ratio: the median step time after the first 5
-steps (which include kernel compilation and warm-up), and the mean over all steps (eval steps
-included).
+The first form builds a Llama-architecture model with random weights from the tokenizer folder;
+the second takes a model folder as it is (e.g. the Llama-3-8B-shaped one from
+build_random_llama.py). Each engine trains in its own process on a synthetic ShareGPT set
+(``--context-chars`` of snapshot news before each text makes the sequences long), through the
+project's own loading and trainer set-up (finetune/train.py) but without the merge and save that
+``shootout finetune`` does after training. It prints, per engine: the median step time after the
+first 5 steps (which include compilation and warm-up), the mean, the peak GPU memory allocated and
+reserved during training, the load time, the tokens per step, and the ratio of the two engines.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,58 +44,121 @@ def build_model(tok_dir: Path, out: Path, hidden: int, layers: int) -> Path:
     return out
 
 
+def write_data(path: Path, context_chars: int) -> None:
+    from finetune.data import synthetic_sharegpt
+
+    rows = synthetic_sharegpt(512)
+    if context_chars:
+        from benchmark.tasks.sentiment.news import load_snapshot
+
+        news = " ".join(x.text for x in load_snapshot())
+        for i, r in enumerate(rows):
+            start = (i * 997) % max(1, len(news) - context_chars)
+            r["conversations"][1]["value"] = news[start:start + context_chars] + "\n\n" + r["conversations"][1]["value"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def worker(a) -> dict:
+    """One engine's training run, in this process: load, LoRA, train; timings and peak memory."""
+    import torch
+    from rich.console import Console
+
+    from finetune.data import load_conversations
+    from finetune.train import (FinetuneOptions, _trainer, ensure_chat_template, ensure_pad, load_base, pick_engine,
+                                set_seeds, split, tokenize_conversations)
+
+    out = Path(a.out) / f"ft-{a.worker}"
+    out.mkdir(parents=True, exist_ok=True)
+    opts = FinetuneOptions(base=a.model, dataset=str(Path(a.out) / "train.sharegpt.jsonl"), out=str(out),
+                           max_steps=a.steps, batch_size=a.batch, max_seq_len=a.max_seq_len, learning_rate=1e-4,
+                           eval_fraction=0.0, engine=a.worker, load_in_4bit=a.load_in_4bit)
+    engine = pick_engine(opts.engine)
+    set_seeds(opts.seed)
+    console = Console(stderr=True)
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    model, tok, arch, how = load_base(opts.base, opts, engine)
+    load_s = time.perf_counter() - t0
+    load_peak = torch.cuda.max_memory_allocated()
+    ensure_chat_template(tok, arch, None)
+    ensure_pad(tok, model)
+    examples, counts = tokenize_conversations(tok, load_conversations(opts.dataset), opts.max_seq_len)
+    train_ex, _ = split(examples, 0.0, opts.seed)
+    lengths = [len(e["input_ids"]) for e in train_ex]
+    log: list[dict] = []
+    trainer, model = _trainer(model, tok, train_ex, [], opts, engine, out, log, console)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t1 = time.perf_counter()
+    result = trainer.train()
+    torch.cuda.synchronize()
+    train_s = time.perf_counter() - t1
+    ticks = [e["t"] for e in log if "t" in e]
+    steps = [b - c for c, b in zip(ticks, ticks[1:])]
+    losses = [e["loss"] for e in log if "loss" in e]
+    return {"engine": engine, "loaded_with": how, "load_seconds": round(load_s, 1),
+            "load_peak_gib": round(load_peak / 2**30, 2),
+            "train_seconds": round(train_s, 1), "steps": result.global_step,
+            "median_step_s": round(statistics.median(steps[5:]), 4) if len(steps) > 6 else None,
+            "step_s_range_after_5": [round(min(steps[5:]), 4), round(max(steps[5:]), 4)] if len(steps) > 6 else None,
+            "mean_step_s": round(train_s / max(1, result.global_step), 4),
+            "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
+            "sequence_tokens": {"median": statistics.median(lengths), "max": max(lengths)},
+            "tokens_per_step": round(statistics.mean(lengths) * a.batch),
+            "dropped_too_long": counts.get("dropped_too_long"), "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None, "gpu": torch.cuda.get_device_name(),
+            "versions": {m: __import__(m).__version__ for m in ("torch", "transformers", "peft", "trl")}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("tokenizer")
+    ap.add_argument("tokenizer", nargs="?", help="a tokenizer folder to build a model from (first form)")
     ap.add_argument("out")
+    ap.add_argument("--model", default=None, help="a Hugging Face model folder to fine-tune as it is")
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--engines", default="unsloth,transformers")
+    ap.add_argument("--load-in-4bit", action="store_true", help="QLoRA: NF4 base weights for both engines")
     ap.add_argument("--context-chars", type=int, default=0,
                     help="prepend this many characters of snapshot news to each text (longer sequences)")
     ap.add_argument("--max-seq-len", type=int, default=512)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    from finetune.data import synthetic_sharegpt
-
     out = Path(a.out)
+    if a.worker:
+        res = worker(a)
+        (out / f"{a.worker}.json").write_text(json.dumps(res, indent=2))
+        return
     out.mkdir(parents=True, exist_ok=True)
-    model = build_model(Path(a.tokenizer), out / "base", a.hidden, a.layers)
-    data = out / "train.sharegpt.jsonl"
-    rows = synthetic_sharegpt(512)
-    if a.context_chars:
-        from benchmark.tasks.sentiment.news import load_snapshot
-
-        news = " ".join(x.text for x in load_snapshot())
-        for i, r in enumerate(rows):
-            start = (i * 997) % max(1, len(news) - a.context_chars)
-            r["conversations"][1]["value"] = news[start:start + a.context_chars] + "\n\n" + r["conversations"][1]["value"]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if a.model is None:
+        if not a.tokenizer:
+            ap.error("give a tokenizer folder or --model")
+        a.model = str(build_model(Path(a.tokenizer), out / "base", a.hidden, a.layers))
+    write_data(out / "train.sharegpt.jsonl", a.context_chars)
     results = {}
     for engine in a.engines.split(","):
-        run_dir = out / f"ft-{engine}"
-        cmd = [sys.executable, "-m", "shootout.cli", "finetune", str(model), str(data), "--out", str(run_dir),
-               "--engine", engine, "--max-steps", str(a.steps), "--batch-size", str(a.batch), "--lr", "1e-3",
-               "--eval-fraction", "0.05", "--eval-steps", str(a.steps), "--max-seq-len", str(a.max_seq_len)]
+        cmd = [sys.executable, str(Path(__file__).resolve()), str(out), "--model", a.model, "--worker", engine,
+               "--steps", str(a.steps), "--batch", str(a.batch), "--max-seq-len", str(a.max_seq_len)]
+        if a.load_in_4bit:
+            cmd.append("--load-in-4bit")
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         (out / f"{engine}.log").write_text(r.stdout + r.stderr)
         if r.returncode != 0:
-            results[engine] = {"error": (r.stderr or r.stdout)[-2000:]}
-            print(f"{engine}: FAILED\n{results[engine]['error']}")
+            results[engine] = {"error": (r.stderr or r.stdout)[-3000:]}
+            print(f"{engine}: FAILED\n{results[engine]['error']}", flush=True)
             continue
-        rep = json.loads((run_dir / "training_report.json").read_text())
-        results[engine] = {"median_step_s": rep["median_step_seconds_after_5"],
-                           "seconds_per_step": rep["seconds_per_step"], "train_seconds": rep["train_seconds"],
-                           "steps": rep["global_steps"], "first_loss": rep["train_loss_per_step"][0]["loss"],
-                           "last_loss": rep["train_loss_per_step"][-1]["loss"],
-                           "final_eval_loss": rep["final_eval_loss"], "versions": rep["versions"]}
-        print(engine, json.dumps(results[engine]))
-    if all("median_step_s" in results.get(e, {}) for e in ("unsloth", "transformers")):
-        ratio = results["transformers"]["median_step_s"] / results["unsloth"]["median_step_s"]
-        results["transformers_over_unsloth"] = round(ratio, 2)
-        print(f"median seconds per step: unsloth {results['unsloth']['median_step_s']}, transformers "
-              f"{results['transformers']['median_step_s']} -> ratio {ratio:.2f}")
+        results[engine] = json.loads((out / f"{engine}.json").read_text())
+        print(engine, json.dumps(results[engine]), flush=True)
+    if all(results.get(e, {}).get("median_step_s") for e in ("unsloth", "transformers")):
+        u, t = results["unsloth"], results["transformers"]
+        results["transformers_over_unsloth_step_time"] = round(t["median_step_s"] / u["median_step_s"], 2)
+        results["unsloth_over_transformers_peak_memory"] = round(u["peak_allocated_gib"] / t["peak_allocated_gib"], 2)
+        print(f"median s/step: unsloth {u['median_step_s']}, transformers {t['median_step_s']} "
+              f"(transformers / unsloth {results['transformers_over_unsloth_step_time']}); peak GiB allocated: "
+              f"unsloth {u['peak_allocated_gib']}, transformers {t['peak_allocated_gib']}")
     (out / "finetune_gpu.json").write_text(json.dumps(results, indent=2))
 
 

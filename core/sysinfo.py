@@ -135,3 +135,16 @@ def vram_used_mb(pid: int | None = None) -> float | None:
     except Exception:
         return None
     return total / 2**20
+
+
+def accelerator_warning(gpu_offload_supported: bool) -> str | None:
+    """One sentence when a GPU is visible but the engine cannot use it (llama-cpp-python built for the
+    CPU only), naming the command that rebuilds it; None otherwise."""
+    if gpu_offload_supported:
+        return None
+    gpus = _gpus()
+    if not gpus:
+        return None
+    accel = "metal" if gpus[0].startswith("Apple") else "cuda"
+    return (f"a GPU is visible ({gpus[0]}) but llama-cpp-python was built for the CPU only, so every model runs "
+            f"on the CPU: rebuild the engine with `make install ACCEL={accel}` (README: Install with a GPU)")

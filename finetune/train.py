@@ -203,6 +203,18 @@ def load_base(base: str, opts: FinetuneOptions, engine: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(p)
+    if opts.load_in_4bit:  # QLoRA as Unsloth does it: NF4 weights, double quantization, bf16 compute
+        if not torch.cuda.is_available():
+            raise ShootoutError("--load-in-4bit needs a CUDA GPU (bitsandbytes)", "leave it out on this machine")
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(p, quantization_config=q, dtype=torch.bfloat16,
+                                                     device_map={"": 0})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        return model, tok, getattr(model.config, "model_type", None), "transformers + bitsandbytes 4-bit (QLoRA)"
     model = AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32)
     return model, tok, getattr(model.config, "model_type", None), "transformers"
 

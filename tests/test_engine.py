@@ -121,3 +121,159 @@ def test_constrained_replies_are_always_json_objects(engine):
             data = json.loads(r.text)
             assert set(data) == {"reasoning", "sentiment", "confidence"}
     assert stopped >= len(arts) // 2
+
+
+# ------------------------------------------------------------------ sampling (issue 16)
+
+def _chain_distribution(logits, temperature):
+    """The distribution llama.cpp's chain samples from, computed independently in float64: top-k 40,
+    then top-p 0.95 over the top-k softmax, then min-p 0.05 on the logits, then temperature."""
+    import numpy as np
+
+    from benchmark.backends.llamacpp import MIN_P, TOP_K, TOP_P
+
+    order = np.argsort(-logits, kind="stable")[:TOP_K]
+    rel = logits[order].astype(np.float64) - logits[order[0]]
+    cum = np.cumsum(np.exp(rel)) / np.exp(rel).sum()
+    keep = min(int(np.searchsorted(cum, TOP_P)) + 1, int(np.count_nonzero(rel >= np.log(MIN_P))))
+    margin = abs(cum[keep - 1] - TOP_P) if keep <= len(cum) else 1.0
+    w = np.exp(rel[:keep] / temperature)
+    return order[:keep], w / w.sum(), margin
+
+
+def _test_logits(engine, kind):
+    import numpy as np
+
+    rng = np.random.default_rng({"spread": 1, "peaked": 2}[kind])
+    x = rng.standard_normal(engine.n_vocab).astype(np.float32)
+    top = rng.choice(engine.n_vocab, 60, replace=False)
+    if kind == "spread":  # many candidates: top-k, top-p and min-p all cut
+        x[top] = 9.0 - 0.25 * np.arange(60, dtype=np.float32)
+    else:  # a few tokens far above the rest: fewer than 40 within the threshold pass's width
+        x[top[:5]] = [40.0, 38.5, 38.0, 37.2, 36.0]
+    return x
+
+
+@pytest.mark.parametrize("kind", ["spread", "peaked"])
+@pytest.mark.parametrize("temperature", [0.7, 1.3])
+def test_fast_sampler_draws_the_same_tokens_as_the_whole_vocabulary_chain(engine, kind, temperature):
+    """The same seed gives the same sequence of tokens from the fast path (the chain over the top
+    candidates) as from the chain over all 262,144 tokens, draw for draw."""
+    logits = _test_logits(engine, kind)
+    engine._greedy = False
+    seqs = {}
+    for mode in ("reference", "fast"):
+        engine.sampling = mode
+        chain = engine._chain(temperature, seed=1234)
+        try:
+            seqs[mode] = [engine._sample_free(chain, logits) for _ in range(300)]
+        finally:
+            engine.L.llama_sampler_free(chain)
+    engine.sampling = "fast"
+    assert seqs["fast"] == seqs["reference"]
+    assert len(set(seqs["fast"])) > (3 if kind == "spread" else 1)
+
+
+def test_fast_greedy_takes_the_first_maximum_like_llama_cpp(engine):
+    import numpy as np
+
+    x = _test_logits(engine, "spread")
+    x[[70_000, 5, 200_000]] = 50.0  # a tie: llama.cpp's greedy sampler keeps the lowest id
+    engine._greedy = True
+    for mode in ("reference", "fast"):
+        engine.sampling = mode
+        chain = engine._chain(0.0, seed=0)
+        try:
+            assert engine._sample_free(chain, x) == 5
+        finally:
+            engine.L.llama_sampler_free(chain)
+    engine.sampling = "fast"
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.3])
+def test_fast_sampler_frequencies_match_the_chain_distribution(engine, temperature):
+    """20,000 seeded draws from the fast path against the distribution computed independently in
+    float64 (top-k, top-p, min-p, temperature): Pearson's chi-square over the kept tokens must not
+    reject at alpha = 0.001, so the test fails by chance once in 1,000 runs at most (the seed is
+    fixed, so in practice it either always passes or always fails); no token outside the kept set
+    may ever be drawn."""
+    import numpy as np
+    from scipy import stats
+
+    logits = _test_logits(engine, "spread")
+    ids, probs, margin = _chain_distribution(logits, temperature)
+    assert margin > 1e-4 and 3 <= len(ids) < 40  # the fixture is far from top-p's boundary, and cuts
+    engine.sampling, engine._greedy = "fast", False
+    chain = engine._chain(temperature, seed=20251130)
+    try:
+        draws = np.array([engine._sample_free(chain, logits) for _ in range(20_000)])
+    finally:
+        engine.L.llama_sampler_free(chain)
+    assert set(draws.tolist()) <= set(ids.tolist())
+    counts = np.array([(draws == t).sum() for t in ids])
+    expected = probs * len(draws)
+    assert expected.min() >= 5  # chi-square's usual validity condition
+    chi2 = stats.chisquare(counts, expected)
+    assert chi2.pvalue > 1e-3, (counts, expected)
+    tv = 0.5 * np.abs(counts / len(draws) - probs).sum()
+    assert tv < 0.02
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_fast_sampling_writes_the_same_replies_as_the_reference_sampler(engine, temperature):
+    """On real prompts, free and schema-constrained, the default sampling gives the text llama.cpp's
+    sampler over the whole vocabulary gives: identical at temperature 0, and at 0.8 with the same
+    seed (the same random draws)."""
+    for i, art in enumerate(ARTICLES[:2]):
+        for schema in (None, SENTIMENT.constraint().schema):
+            texts = {}
+            for mode in ("reference", "fast"):
+                engine.sampling = mode
+                engine.clear_cache()  # the same cache state for both, so the logits are bit-identical
+                texts[mode] = engine.chat(_messages(art), schema=schema, temperature=temperature, seed=40 + i,
+                                          max_tokens=48).text
+            engine.sampling = "fast"
+            assert texts["fast"] == texts["reference"], (art.title, schema is not None)
+
+
+def test_first_character_filter_keeps_every_token_the_grammar_allows(engine):
+    """At every step of a valid reply, the full grammar pass over the prefiltered candidates keeps
+    exactly the tokens a pass over all 262,144 tokens keeps; at the JSON object's punctuation the
+    filter leaves under a tenth of the vocabulary (about 20k tokens: those whose first character
+    has no single-character token to probe with are always checked)."""
+    import numpy as np
+
+    reply = '{"reasoning": "Zahl é 中文 up 5%", "sentiment": -0.25, "confidence": 0.9}'
+    tokens = engine.tokenize(reply, parse_special=False)
+    L = engine.L
+    engine.sampling, engine.grammar_mode = "fast", "fast"
+    grammar = engine._grammar(SENTIMENT.constraint().schema)
+    sizes = []
+    for i, tok in enumerate(tokens):
+        ids = engine._grammar_prefilter(grammar)
+        c = engine._cand_np
+        c["id"], c["logit"], c["p"] = engine._ids, 0.0, 0.0
+        arr = engine._cand_arr
+        arr.size, arr.selected, arr.sorted = engine.n_vocab, -1, False
+        L.llama_sampler_apply(grammar, engine._cand_ref)
+        allowed = np.flatnonzero(np.isfinite(c["logit"]))
+        assert tok in set(allowed.tolist())
+        if ids is not None:
+            assert set(allowed.tolist()) <= set(ids.tolist()), i
+            sizes.append(len(ids))
+        L.llama_sampler_accept(grammar, tok)
+        engine._tail = (engine._tail + engine._piece_of(tok))[-4:]
+    assert len(sizes) >= len(tokens) - 2
+    assert min(sizes) < engine.n_vocab // 10
+
+
+def test_first_character_decoding_follows_llama_cpp():
+    from benchmark.backends.llamacpp import _first_char, _utf8_unfinished
+
+    for ch in ("a", "é", "中", "😀", "{"):
+        data = (ch + "xyz").encode()
+        assert _first_char(data) == (ord(ch), len(ch.encode()))
+    assert _first_char("中".encode()[:2]) == (None, 0)  # ends inside the character
+    assert _first_char(b"\x80abc") == (None, 0)  # a continuation byte cannot lead
+    assert not _utf8_unfinished(b"") and not _utf8_unfinished("ab中".encode())
+    assert _utf8_unfinished("ab中".encode()[:-1]) and _utf8_unfinished(b"a\xf0\x9f")

@@ -1,0 +1,290 @@
+"""This engine's decoding speed against llama.cpp's own ceiling, on one GGUF and one GPU (or the CPU).
+
+    python benchmarks/gpu_ceiling.py [--model GGUF] [--llama-bench PATH] [--runs 3] [--n 12]
+
+Side by side in one run:
+- llama-bench (built from the same llama.cpp as the engine): pp512 and tg128, and tg128 at the
+  depth of this task's prompts (``-d``), 5 repetitions each: median and range of the repetitions;
+- this engine's generation tokens/s on the sentiment few-shot prompts, unconstrained and
+  schema-constrained, at each temperature, with the default sampling (``fast``) and the earlier
+  one (``reference``: llama.cpp's sampler over the whole vocabulary): median and range over
+  ``--runs`` runs, each the tokens over the seconds of ``--n`` replies; valid replies counted;
+- the decode loop alone (llama_decode + llama_synchronize, no logits read, no sampling) after the
+  same prompt: what Python and the engine's loop cost before any sampling;
+- the bandwidth bound: the bytes a token must read (every weight once; only one row of an
+  embedding table that is not also the output layer) against the GPU's memory bandwidth, measured
+  by a device-to-device copy through PyTorch when it is there, and the datasheet figure.
+Ratios: engine / llama-bench tg128, constrained / unconstrained, and each against the bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from _common import embedded_model, machine, table
+
+from benchmark.backends.llamacpp import LlamaCppBackend
+from benchmark.tasks.sentiment import SENTIMENT
+from benchmark.tasks.sentiment.news import load_snapshot
+
+
+def bytes_per_token(path: Path) -> tuple[int, int]:
+    """(bytes of weights read per generated token, bytes of all tensors) from the GGUF's tensor table."""
+    from core import gguf_meta
+
+    info = gguf_meta.read(path)
+    sizes = {t.name: (t.n_bytes or 0) for t in info.tensors}
+    total = sum(sizes.values())
+    per_token = total
+    if "output.weight" in sizes and "token_embd.weight" in sizes:
+        emb = next(t for t in info.tensors if t.name == "token_embd.weight")
+        rows = emb.shape[-1] if len(emb.shape) > 1 else 1
+        per_token = total - sizes["token_embd.weight"] + sizes["token_embd.weight"] // max(1, rows)
+    return per_token, total
+
+
+def measured_bandwidth() -> float | None:
+    """Device-to-device copy bandwidth in bytes/s (bytes read + written), median of 20 copies of 4 GiB,
+    measured by PyTorch in a child process (torch's CUDA libraries loaded beside llama.cpp's abort)."""
+    import os
+    import sys
+
+    if os.environ.get("GPU_CEILING_BW"):
+        return float(os.environ["GPU_CEILING_BW"])
+    here = str(Path(__file__).parent)
+    code = f"import sys; sys.path.insert(0, {here!r}); import gpu_ceiling as g; print(g._copy_bandwidth())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def _copy_bandwidth() -> float | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    n = 4 << 30
+    a = torch.empty(n, dtype=torch.uint8, device="cuda").random_(0, 255)
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    times = []
+    for _ in range(20):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        b.copy_(a)
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) / 1000)
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * n / statistics.median(times)
+
+
+def gpu_name() -> str:
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True).stdout.strip()
+        if out:
+            return out.splitlines()[0]
+    return "no GPU"
+
+
+def llama_bench(binary: str, model: str, ngl: int, depth: int, reps: int, threads: int | None) -> list[dict]:
+    """llama-bench's JSON rows: pp512, tg128, and tg128 at ``depth`` when this build knows -d."""
+    runs = [["-p", "512", "-n", "128"]]
+    helptext = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+    if "n-depth" in helptext and depth > 0:
+        runs.append(["-p", "0", "-n", "128", "-d", str(depth)])
+    rows = []
+    for extra in runs:
+        cmd = [binary, "-m", model, "-ngl", str(ngl), "-r", str(reps), "-o", "json", *extra]
+        if threads:
+            cmd += ["-t", str(threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"llama-bench failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+        rows += json.loads(out.stdout)
+    return rows
+
+
+def bench_label(row: dict) -> str:
+    if row.get("n_prompt") and not row.get("n_gen"):
+        label = f"pp{row['n_prompt']}"
+    else:
+        label = f"tg{row['n_gen']}"
+    return label + (f" @ d{row['n_depth']}" if row.get("n_depth") else "")
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
+            "values": values}
+
+
+def fmt(s: dict) -> str:
+    return f"{s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f}, n={s['n']})"
+
+
+def engine_run(eng: LlamaCppBackend, prompts, schema, temperature: float, max_tokens: int, seed0: int) -> dict:
+    toks = secs = valid = 0
+    before = dict(eng.stats)
+    for i, m in enumerate(prompts):
+        r = eng.chat(m, schema=schema, temperature=temperature, seed=seed0 + i, max_tokens=max_tokens)
+        toks += r.completion_tokens
+        secs += r.gen_seconds
+        valid += SENTIMENT.parse(r.text).valid
+    passes = {k: eng.stats[k] - before[k] for k in eng.stats}
+    return {"tok_s": toks / secs, "tokens": toks, "valid": valid, "replies": len(prompts), **passes}
+
+
+def decode_only(eng: LlamaCppBackend, prompt_tokens: list[int], n: int = 128) -> float:
+    """Tokens/s of llama_decode + llama_synchronize alone, one token at a time after the prompt."""
+    L = eng.L
+    eng.clear_cache()
+    eng._decode(prompt_tokens)
+    L.llama_synchronize(eng.ctx)
+    tok = prompt_tokens[-1]
+    t0 = time.perf_counter()
+    for _ in range(n):
+        eng._decode_one(tok)
+        L.llama_synchronize(eng.ctx)
+    dt_s = time.perf_counter() - t0
+    eng.clear_cache()
+    return n / dt_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None, help="a GGUF (default: the embedded Gemma 3 270M Q4_K_M)")
+    ap.add_argument("--chat-template", default=None, help="default: gemma for the embedded model, else the GGUF's")
+    ap.add_argument("--llama-bench", default=None, help="llama-bench from the same llama.cpp build")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--n", type=int, default=12, help="replies per run")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--temperatures", default="0,0.7")
+    ap.add_argument("--sampling", default="fast,reference")
+    ap.add_argument("--gpu-layers", type=int, default=None, help="default: all when the build can offload")
+    ap.add_argument("--n-ctx", type=int, default=4096)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--bench-reps", type=int, default=5)
+    ap.add_argument("--spec-bandwidth", type=float, default=4.8e12, help="datasheet bytes/s (H200: 4.8 TB/s)")
+    ap.add_argument("--json", default=None, help="write every figure here")
+    a = ap.parse_args()
+    import llama_cpp
+
+    path = Path(a.model) if a.model else embedded_model()
+    template = a.chat_template or ("gemma" if a.model is None else None)
+    ngl = a.gpu_layers if a.gpu_layers is not None else (999 if llama_cpp.llama_supports_gpu_offload() else 0)
+    temps = [float(t) for t in a.temperatures.split(",")]
+    modes = [m for m in a.sampling.split(",") if m]
+    arts = load_snapshot()
+    prompts = [SENTIMENT.messages(x.to_item(), "few_shot") for x in (arts * 4)[: a.n]]
+    schema = SENTIMENT.constraint().schema
+    started = dt.datetime.now(dt.timezone.utc)
+
+    eng = LlamaCppBackend(path, n_ctx=a.n_ctx, n_gpu_layers=ngl, chat_template=template, n_threads=a.threads)
+    load_s = eng.load()
+    info = eng.engine_info()
+    plen = [len(eng.prompt_tokens(m)) for m in prompts]
+    depth = int(statistics.median(plen))
+    res: dict = {"model": str(path), "machine": machine(), "gpu": gpu_name(), "date": started.date().isoformat(),
+                 "llama_cpp_python": llama_cpp.__version__, "engine": {k: v for k, v in info.items()},
+                 "load_seconds": load_s, "prompt_tokens_median": depth, "replies_per_run": a.n, "runs": a.runs,
+                 "max_tokens": a.max_tokens}
+
+    # warm-up, not timed: the first calls set up the device's graphs and the grammar's tables
+    for sampling in modes:
+        eng.sampling = sampling
+        for c in (None, schema):
+            eng.chat(prompts[-1], schema=c, temperature=temps[-1], seed=1, max_tokens=16)
+
+    # the decode loop alone, three times
+    res["decode_only"] = summary([decode_only(eng, eng.prompt_tokens(prompts[0])) for _ in range(a.runs)])
+
+    # the engine: every configuration once per round, the rounds repeated (drift hits all alike)
+    configs = [(m, t, c) for m in modes for t in temps for c in (False, True)]
+    raw: dict = {f"{m} T={t} {'constrained' if c else 'free'}": [] for m, t, c in configs}
+    for _ in range(a.runs):
+        for m, t, c in configs:
+            eng.sampling = m
+            raw[f"{m} T={t} {'constrained' if c else 'free'}"].append(
+                engine_run(eng, prompts, schema if c else None, t, a.max_tokens, seed0=1000))
+    eng.close()
+    res["engine_runs"] = raw
+
+    bench_rows = []
+    if a.llama_bench:
+        bench_rows = llama_bench(a.llama_bench, str(path), ngl, depth, a.bench_reps, a.threads)
+    res["llama_bench"] = bench_rows
+    bench = {bench_label(r): summary([float(x) for x in r.get("samples_ts") or [r["avg_ts"]]]) for r in bench_rows}
+    if bench_rows:
+        b0 = bench_rows[0]
+        res["llama_cpp_build"] = f"{b0.get('build_commit', '?')} (build {b0.get('build_number', '?')})"
+
+    per_tok, total = bytes_per_token(path)
+    bw = measured_bandwidth()  # in a subprocess: torch's CUDA libraries beside llama.cpp's abort the process
+    res["bytes_per_token"], res["tensor_bytes"] = per_tok, total
+    res["bandwidth_measured"] = bw
+    res["bandwidth_spec"] = a.spec_bandwidth
+    bound_spec = a.spec_bandwidth / per_tok
+    bound_meas = bw / per_tok if bw else None
+    res["bound_tok_s"] = {"spec": bound_spec, "measured": bound_meas}
+    bound = bound_meas or bound_spec
+
+    # ---- the table
+    tg = bench.get("tg128", {}).get("median")
+    tgd = next((v["median"] for k, v in bench.items() if k.startswith("tg128 @")), None)
+    rows = []
+    for k, v in bench.items():
+        rows.append([f"llama-bench {k}", fmt(v), "", f"{v['median'] / tg:.3f}" if tg and k.startswith("tg") else "",
+                     "", f"{v['median'] / bound:.2f}" if k.startswith("tg") else ""])
+    dec = res["decode_only"]["median"]
+    rows.append(["decode + sync alone (Python loop)", fmt(res["decode_only"]), "", f"{dec / tg:.3f}" if tg else "", "",
+                 f"{dec / bound:.2f}"])
+    res["summary"] = {}
+    for m, t, c in configs:
+        key = f"{m} T={t} {'constrained' if c else 'free'}"
+        s = summary([r["tok_s"] for r in raw[key]])
+        free = statistics.median(r["tok_s"] for r in raw[f"{m} T={t} free"])
+        valid = sum(r["valid"] for r in raw[key])
+        n = sum(r["replies"] for r in raw[key])
+        toks = sum(r["tokens"] for r in raw[key])
+        full = sum(r["grammar_full_passes"] for r in raw[key])
+        part = sum(r["grammar_partial_passes"] for r in raw[key])
+        res["summary"][key] = {**{k2: v2 for k2, v2 in s.items() if k2 != "values"}, "valid": valid, "replies": n,
+                               "x_tg128": s["median"] / tg if tg else None,
+                               "x_tg128_depth": s["median"] / tgd if tgd else None,
+                               "x_free": s["median"] / free, "x_bound": s["median"] / bound,
+                               "partial_passes_per_100_tokens": 100 * part / max(1, toks),
+                               "full_passes_per_100_tokens": 100 * full / max(1, toks)}
+        rows.append([f"engine {key}", fmt(s), f"{valid}/{n}", f"{s['median'] / tg:.3f}" if tg else "",
+                     f"{s['median'] / free:.3f}", f"{s['median'] / bound:.2f}"])
+    print(f"model: {path} ({info['model_desc']}, {per_tok / 2**20:.0f} MiB read per token)")
+    print(f"machine: {res['machine']}\nGPU: {res['gpu']}; layers offloaded: {info.get('layers_offloaded')}/"
+          f"{info.get('layers_offloadable')}; llama-cpp-python {llama_cpp.__version__}"
+          + (f"; llama.cpp {res['llama_cpp_build']}" if bench_rows else "") + f"; {res['date']}")
+    print(f"prompts: {a.n} few-shot sentiment prompts per run (median {depth} tokens), at most {a.max_tokens} "
+          f"tokens, {a.runs} runs; tokens/s as median (range, runs)")
+    print(f"bandwidth bound: {bound_spec:.0f} tok/s at {a.spec_bandwidth / 1e12:.2f} TB/s (datasheet)"
+          + (f", {bound_meas:.0f} tok/s at {bw / 1e12:.2f} TB/s (measured copy)" if bw else "") + "\n")
+    print(table(["what", "tokens/s", "valid", "x llama-bench tg128", "x unconstrained", "x bound"], rows))
+    if tgd:
+        print(f"\n(tg128 at depth {depth}, the prompts' length: {tgd:.1f} tok/s; engine free / that: "
+              + ", ".join(f"{k}: {v['x_tg128_depth']:.3f}" for k, v in res["summary"].items() if "free" in k) + ")")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
