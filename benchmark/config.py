@@ -7,7 +7,6 @@ and what to write instead. Relative paths in the file are resolved from the file
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 from typing import Any, Literal
 

@@ -34,7 +34,6 @@ import pandas as pd
 from benchmark import metrics as M
 from benchmark.stats import common
 from benchmark.stats import compare as C
-from benchmark.stats import paired as P
 from benchmark.stats import value as vstats
 from core.errors import ShootoutError
 

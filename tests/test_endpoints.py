@@ -4,7 +4,6 @@ merged into one run that reports like the unsharded one."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal

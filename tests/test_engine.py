@@ -175,7 +175,6 @@ def test_fast_sampler_draws_the_same_tokens_as_the_whole_vocabulary_chain(engine
 
 
 def test_fast_greedy_takes_the_first_maximum_like_llama_cpp(engine):
-    import numpy as np
 
     x = _test_logits(engine, "spread")
     x[[70_000, 5, 200_000]] = 50.0  # a tie: llama.cpp's greedy sampler keeps the lowest id

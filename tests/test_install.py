@@ -57,8 +57,8 @@ def test_a_machine_without_accelerator_builds_the_cpu_engine(tmp_path):
     assert 'CMAKE_ARGS=""' in out and "GGML_CUDA" not in out and "GGML_METAL" not in out
     # the wheel is built once into a folder of its own per accelerator, then installed from there
     wheelhouse = "wheels/llama-cpp-python-0.3.36-cpu"
-    assert f"pip wheel --no-deps --no-cache-dir --no-binary llama-cpp-python -w " in out and wheelhouse in out
-    assert f"--force-reinstall --no-deps " in out and f"{tmp_path / 'venv'}/.engine" in out
+    assert "pip wheel --no-deps --no-cache-dir --no-binary llama-cpp-python -w " in out and wheelhouse in out
+    assert "--force-reinstall --no-deps " in out and f"{tmp_path / 'venv'}/.engine" in out
     assert out.index("pip wheel") < out.index("-e '.[dev]'")  # the engine is in place before the project
 
 

@@ -111,7 +111,6 @@ def test_snapshot_has_labelled_items_with_stable_unique_ids():
 # 127.0.0.2); loopback is allowed only where the test says so, through the explicit option.
 
 import contextlib  # noqa: E402
-import socket  # noqa: E402
 import threading  # noqa: E402
 import urllib.parse  # noqa: E402
 from http.server import ThreadingHTTPServer  # noqa: E402

@@ -5,7 +5,6 @@ honest, and `report` reads the run's own stored settings."""
 from __future__ import annotations
 
 import itertools
-import json
 
 import numpy as np
 import pandas as pd

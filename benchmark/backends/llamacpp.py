@@ -644,7 +644,7 @@ class LlamaCppBackend:
 
     def _sample_full(self, chain, grammar) -> int:
         """Apply the grammar to every candidate, then the chain (llama.cpp's resampling step)."""
-        L, np = self.L, self._np
+        L = self.L
         logits = self._logits()
         if self.grammar_mode == "fast" and self.n_vocab > 4 * PARTIAL_PASS:
             # sampling needs TOP_K allowed tokens in the set; a second, wider set before the whole vocabulary

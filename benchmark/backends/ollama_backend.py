@@ -31,7 +31,6 @@ the requests go out through httpx directly because the client has no ``truncate`
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time

@@ -144,7 +144,7 @@ def pareto(quality: np.ndarray, higher_is_better: bool | None, seconds: np.ndarr
 
 def _words(row: dict, details: pd.DataFrame) -> str:
     """One sentence per verdict that a reader can act on."""
-    cand, ref, metric = row["candidate"], row["reference"], row["metric"]
+    ref, metric = row["reference"], row["metric"]
     label = M.metric(metric).label
     ci = f"{_fmt(row['diff'], metric, True)}, 90% CI [{_fmt(row['ci90_low'], metric, True)}, " \
          f"{_fmt(row['ci90_high'], metric, True)}]"

@@ -412,7 +412,6 @@ def compare_pairs(calls: pd.DataFrame, items: pd.DataFrame, pairs, alpha: float 
     t = _items(c)
     acc = t.accuracy
     index = {m: k for k, m in enumerate(c.models)}
-    K = c.K
     correct_call = c.p == c.g
     width = int(c.it.max()) + 1 if len(c.it) else 1
     seeds = np.random.SeedSequence(seed).spawn(max(len(pairs), 1))

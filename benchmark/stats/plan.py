@@ -128,7 +128,7 @@ def make_plan(store, run_id: str, *, metric: str | None = None, effect: float | 
     if effect is None:
         if goal == "difference" or metric not in cfg.margins:
             raise ShootoutError("no effect to plan for", "pass --effect (the difference to detect, or the margin; "
-                                                         f"in the metric's units, e.g. 0.05 for mae, 0.02 for 2 points)")
+                                                         "in the metric's units, e.g. 0.05 for mae, 0.02 for 2 points)")
         effect = cfg.margins[metric]
     if not effect > 0:
         raise ShootoutError(f"--effect must be positive, got {effect}", "pass the size of the difference or margin")
