@@ -29,12 +29,14 @@ SWITCH_ENGINE := $(if $(and $(ACCEL_EXPLICIT),$(INSTALLED_KIND)),$(filter-out $(
 
 .PHONY: install engine demo finetune-demo test test-fast clean
 
-# the engine wheel: built once per accelerator with pip (no pip cache: pip's cache cannot tell a CUDA
-# build from a CPU build of the same sdist), then installed from the kept wheel
+# the engine wheel: built once per accelerator with pip, then installed from the kept wheel. A build
+# with CMake flags skips pip's cache (it cannot tell a CUDA build from a CPU build of the same sdist);
+# the plain CPU build may take pip's cached wheel (a fresh CI machine then installs in seconds)
 define install_engine
 	mkdir -p $(WHEELHOUSE)
 	ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --no-deps --no-cache-dir --no-binary llama-cpp-python \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --no-deps $(if $(LLAMA_CMAKE_ARGS),--no-cache-dir) \
+	    --no-binary llama-cpp-python \
 	    -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	$(PY) -m pip install --quiet --force-reinstall --no-deps $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(PY) -m pip install --quiet $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl

@@ -1,7 +1,7 @@
 """A Llama-3-8B-shaped model with random weights, as a Hugging Face folder and as GGUFs, for speed
 measurements at a size users run (random weights decode at the same speed as trained ones).
 
-    python benchmarks/build_random_llama.py OUT [--size 8b|tiny] [--quants Q4_K_M,Q8_0] [--quantize-with BIN]
+    python benchmarks/build_random_llama.py OUT [--size 8b|270m|tiny] [--quants Q4_K_M,Q8_0] [--quantize-with BIN]
 
 1. a byte-level BPE tokenizer with Llama 3's vocabulary size (128,000 tokens + 256 special tokens),
    built offline from printable ASCII merges, with a Llama 3 chat template;
@@ -29,6 +29,10 @@ from pathlib import Path
 SHAPES = {
     "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=8, n_regular=128000),
+    # Gemma 3 270M's sizes (hidden 640, 18 layers, 4 heads with 1 KV head, FFN 2048, a 262,144-token
+    # vocabulary, tied embeddings) in Llama's architecture: the vocabulary's sampling cost of the real one
+    "270m": dict(hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4,
+                 num_key_value_heads=1, head_dim=256, n_regular=262144 - 256, tie_word_embeddings=True),
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, n_regular=2000),
 }
@@ -83,7 +87,7 @@ def build_model(out: Path, shape: str, seed: int = 0) -> None:
     tok = AutoTokenizer.from_pretrained(out)
     cfg = LlamaConfig(vocab_size=len(tok), max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=500000.0,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=False, **dims)
+                      **{"tie_word_embeddings": False, **dims})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(seed)
     with torch.device(device):

@@ -46,14 +46,18 @@ def start(cmd: str, model: str, n: int, gpus: int) -> tuple[list[subprocess.Pope
         env = dict(os.environ)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        log = tempfile.TemporaryFile()  # the server's output, shown if it fails to come up
         procs.append(subprocess.Popen(shlex.split(cmd.format(model=model, port=port)), env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        procs[-1].log = log
         urls.append(f"http://127.0.0.1:{port}/v1")
     for url, p in zip(urls, procs):
         t0 = time.time()
         while True:
             if p.poll() is not None:
-                raise SystemExit(f"server for {url} exited with {p.returncode}")
+                p.log.seek(0)
+                tail = p.log.read().decode("utf-8", "replace")[-3000:]
+                raise SystemExit(f"server for {url} exited with {p.returncode}:\n{tail}")
             try:
                 urllib.request.urlopen(url + "/models", timeout=2)
                 break

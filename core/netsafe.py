@@ -365,7 +365,10 @@ def _exchange(url: str, policy: Policy, deadline: float, dog: _Watchdog, method:
                                     f"{policy.max_bytes:,}", f"{policy.bytes_option} raises the cap")
             data = bytearray()
             while True:
-                sock.settimeout(max(0.01, _remaining(deadline)))
+                try:
+                    sock.settimeout(max(0.01, _remaining(deadline)))
+                except OSError:  # newer Pythons (3.12.3, 3.13) close the socket object once the response holds the
+                    pass         # connection; the read keeps the timeout set before, the watchdog the deadline
                 chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
                 if not chunk:
                     break
