@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import loopback_server, shootout
+from tests.conftest import ROOT, loopback_server, shootout
 
 VALID = json.dumps({"reasoning": "Orders rose.", "sentiment": 0.5, "confidence": 0.8})
 
@@ -396,3 +397,45 @@ def test_a_full_database_raises_disk_full_and_keeps_every_stored_call(tmp_path):
         assert store.count_calls("r") == stored
         assert store.add_call({"run_id": "r", "model": "m", "iteration": stored, "item_id": "i0", "valid": 1})
         assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _other_pythons() -> list[str]:
+    """Interpreters of other CPython versions on this machine (pyenv's, /usr/bin's), one per version."""
+    import glob
+
+    found = {}
+    for exe in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python3")) +
+                      glob.glob("/usr/bin/python3.1[2-9]")):
+        try:
+            v = subprocess.run([exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
+                               text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if v and v != f"{sys.version_info[0]}.{sys.version_info[1]}":
+            found.setdefault(v, exe)
+    return list(found.values())
+
+
+@pytest.mark.parametrize("python", _other_pythons() or [pytest.param(None, marks=pytest.mark.skip(
+    reason="no CPython 3.12+ besides the test's own on this machine"))])
+def test_the_http_client_reads_answers_on_newer_pythons(python):
+    """Python 3.12.3+ and 3.13 close the socket object once the response owns the connection; a
+    fetch that touched it afterwards failed with 'Bad file descriptor' there (seen on the GPU box)."""
+    class Models(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    with loopback_server(Models) as url:
+        code = ("from core import netsafe; r = netsafe.fetch(%r, netsafe.Policy(allow_private=True, deadline_s=20)); "
+                "print(r.status, r.body.decode())" % (url + "/v1/models"))
+        r = subprocess.run([python, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert r.stdout.split(" ", 1)[0] == "200" and '"id": "m"' in r.stdout
