@@ -46,7 +46,7 @@ def _rate(label: str, higher: bool | None = True, short: str | None = None) -> M
 
 METRICS: dict[str, Metric] = {
     # every task: time and validity
-    "s_per_sample": Metric("Seconds per sample (all calls)", False, "0.000", None, "s / sample", ratio=True),
+    "s_per_sample": Metric("Seconds per sample", False, "0.000", None, "s / sample", ratio=True),
     "valid_rate": _rate("Valid reply rate", short="valid"),
     "invalid_rate": _rate("Invalid reply rate", False, "invalid"),
     "truncated_rate": _rate("Hit token limit", False),
@@ -57,6 +57,15 @@ METRICS: dict[str, Metric] = {
     "load_seconds": Metric("Load time (s)", False, ratio=True),
     "cost_per_1k": Metric("Cost per 1,000 calls", False, "0.0000", None, "cost/1k", ratio=True),
     "size_mb": Metric("File size (MB)", False, "0.0", None, "MB", ratio=True),
+    "rss_mb": Metric("Resident memory the load took (MiB)", False, "0.0", None, "RAM MiB", ratio=True),
+    "kv_cache_mb": Metric("KV cache (MiB)", False, "0.0", None, "KV MiB", ratio=True),
+    "vram_mb": Metric("GPU memory (MiB)", False, "0.0", None, "VRAM MiB", ratio=True),
+    # throughput over endpoints (the Throughput sheet)
+    "requests_per_s": Metric("Requests per second", True, "0.00", None, "req/s"),
+    "gen_tok_per_s": Metric("Generated tokens per second (all calls in flight)", True, "0.0", None, "tok/s"),
+    "span_seconds": Metric("Span, first start to last end (s)", None, "0.0"),
+    "mean_in_flight": Metric("Calls in flight (mean)", None, "0.00"),
+    "max_in_flight": Metric("Calls in flight (max)", None, "0"),
     # value tasks (e.g. sentiment in [-1, 1])
     "value_variance": Metric("{value} variance (mean within-{item}, sample variance ddof=1)", False, "0.0000", None,
                              "mean per-{item} var", range_scale="variance"),
