@@ -396,3 +396,26 @@ def test_a_full_database_raises_disk_full_and_keeps_every_stored_call(tmp_path):
         assert store.count_calls("r") == stored
         assert store.add_call({"run_id": "r", "model": "m", "iteration": stored, "item_id": "i0", "valid": 1})
         assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_bad_thread_count_in_the_environment_is_one_clear_error(tmp_path, embedded_gguf):
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path, embedded_gguf, iterations=1, articles=1)
+    r = shootout("run", "-c", str(config), "--no-progress", env_extra={"SHOOTOUT_THREADS": "two"})
+    assert r.returncode == 2, r.stderr
+    assert "SHOOTOUT_THREADS='two'" in r.stderr and "whole number" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_damaged_embedded_model_is_assembled_again_and_never_seen_half_written(tmp_path, embedded_gguf):
+    import hashlib
+
+    from core.embedded import embedded_gguf as assemble
+
+    dest = tmp_path / "models" / embedded_gguf.name
+    dest.parent.mkdir()
+    dest.write_bytes(b"GGUF" + b"\0" * 1000)  # an interrupted assembly
+    assert assemble(dest) == dest
+    digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+    assert digest == hashlib.sha256(embedded_gguf.read_bytes()).hexdigest()
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]  # no part file left behind

@@ -37,14 +37,13 @@ import ctypes
 import functools
 import json
 import math
-import os
 import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from core import chat
+from core import chat, sysinfo
 from benchmark.backends.base import LabelScores, PromptTooLong, Reply
 from core.errors import ShootoutError
 
@@ -167,7 +166,7 @@ class LlamaCppBackend:
         self.path = Path(path)
         self.name = name or self.path.stem
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or sysinfo.default_threads()
         self.n_gpu_layers = n_gpu_layers
         self.template_override = chat_template
         self.n_batch = n_batch
@@ -716,8 +715,6 @@ class LlamaCppBackend:
         """The KV cache, compute and model buffers llama.cpp reported when it loaded this model (MiB),
         and the GPU memory this process holds (NVML, where present)."""
         import re
-
-        from core import sysinfo
 
         kv = sum(float(m.group(1)) for line in self._load_log
                  if (m := re.search(r"llama_kv_cache: size =\s*([\d.]+) MiB", line)))
