@@ -13,6 +13,7 @@ only where the figure differs significantly from the reference (see ``benchmark.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -25,6 +26,18 @@ class Metric:
     short: str | None = None        # console column header
     range_scale: str | None = None  # "value" (lo, hi); "error" (0, (hi - lo) / 4); "variance" (0, ((hi - lo) / 2)^2 / 2)
     ratio: bool = False             # coloured by the ratio to the reference (0.5x .. 2x), no absolute scale
+    log_scale: bool = False         # ``scale`` is logarithmic (e.g. a KL divergence from 0.001 to 0.1)
+    exact: bool = False             # a fixed property of the model (export checks), not a noisy sample:
+                                    # coloured on its scale without a test against the reference
+
+    def position(self, value: float) -> float:
+        """Where ``value`` lies on the fixed scale, 0 .. 1 (clipped by the caller)."""
+        import math
+
+        lo, hi = self.scale
+        if self.log_scale:
+            return (math.log(max(value, lo * 1e-3)) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        return (value - lo) / (hi - lo)
 
     @property
     def percent(self) -> bool:
@@ -101,11 +114,11 @@ METRICS: dict[str, Metric] = {
     "self_consistency": _rate("Self-consistency (iterations agreeing)", short="consistency"),
     "support": Metric("Support (calls)", None, "0"),
     # export quant quality
-    "mean_kld": Metric("Mean KLD from F16 (nats)", False, "0.0000"),
-    "median_kld": Metric("Median KLD (nats)", False, "0.0000"),
-    "p99_kld": Metric("99th percentile KLD (nats)", False, "0.0000"),
-    "max_kld": Metric("Max KLD (nats)", False, "0.0000"),
-    "same_top_pct": Metric("Same top token as F16 (%)", True, "0.0", (0.0, 100.0)),
+    "mean_kld": Metric("Mean KLD from F16 (nats)", False, "0.0000", (0.001, 0.1), log_scale=True, exact=True),
+    "median_kld": Metric("Median KLD (nats)", False, "0.0000", (0.001, 0.1), log_scale=True, exact=True),
+    "p99_kld": Metric("99th percentile KLD (nats)", False, "0.0000", (0.01, 1.0), log_scale=True, exact=True),
+    "max_kld": Metric("Max KLD (nats)", False, "0.0000", (0.01, 1.0), log_scale=True, exact=True),
+    "same_top_pct": Metric("Same top token as F16 (%)", True, "0.0", (80.0, 100.0), exact=True),
 }
 
 
@@ -137,8 +150,7 @@ def metric(name: str, value_name: str = "value", item_noun: str = "item",
         scale = (0.0, half / 2)
     elif m.range_scale == "variance":
         scale = (0.0, half * half / 2)
-    return Metric(f(m.label), m.higher_is_better, m.fmt, scale, m.short.format(**fill) if m.short else None,
-                  m.range_scale, m.ratio)
+    return dataclasses.replace(m, label=f(m.label), scale=scale, short=m.short.format(**fill) if m.short else None)
 
 
 RATIO_SCALE = (0.5, 2.0)  # colour of a ratio metric: its value over the reference's, on a log scale

@@ -258,7 +258,7 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None, *,
     if len(qq):
         report.quant_quality = qq
         report.sheets.append(Sheet(
-            "Quant Quality", "quant_quality", qq,
+            "Quant Quality", "quant_quality", qq, colour=True,
             note="From each model's export manifest: KL divergence of the level's next-token distribution from the "
                  "F16 GGUF's (nats, per position of the task's prompts) and the share of positions with the same top "
                  "token, as llama.cpp's perplexity tool reports them. F16 is the reference. size_mb: the GGUF file."))
@@ -695,6 +695,8 @@ def cell_colour(report: Report, model: str, col: str, value: float, table: pd.Da
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     m = report.metric(col)
+    if m.exact and m.scale is not None:  # measured once, exactly (export checks): its place on the scale
+        return _scale_colour(m.position(float(value)), m.higher_is_better)
     status = report.status(model, col)
     if status == "untested":
         return None
@@ -709,8 +711,7 @@ def cell_colour(report: Report, model: str, col: str, value: float, table: pd.Da
         return _scale_colour(t, m.higher_is_better)
     if m.scale is None:
         return None
-    lo, hi = m.scale
-    return _scale_colour((float(value) - lo) / (hi - lo), m.higher_is_better)
+    return _scale_colour(m.position(float(value)), m.higher_is_better)
 
 
 def _write_table(report: Report, ws, df: pd.DataFrame, start: int, *, best: bool, colour: bool,
