@@ -67,12 +67,17 @@ demo: install
 finetune-demo: install
 	$(VENV)/bin/shootout finetune-demo
 
-test: install
-	$(PY) -m pytest -q
+# the suite in parallel workers, one per core (TEST_WORKERS=0 runs it in one process); a test module
+# stays on one worker, so the servers and models it shares are started once
+TEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
-# the suite without the end-to-end subprocess tests (a quicker loop while editing)
+test: install
+	$(PYTEST)
+
+# a quicker loop while editing: without the tests marked slow (the Gemma export round trips)
 test-fast: install
-	$(PY) -m pytest -q --deselect tests/test_demo.py --deselect tests/test_runner.py
+	$(PYTEST) -m "not slow"
 
 clean:
 	rm -rf $(VENV) demo finetune-demo .cache .pytest_cache

@@ -171,6 +171,10 @@ class ReportSettings(_Strict):
     alpha: float = Field(0.05, gt=0, lt=0.5, description="level of every test (TOST uses the 1 - 2 alpha interval)")
     power: float = Field(0.8, gt=0, lt=1, description="power for the minimal detectable effects and items to decide")
     calibration_bins: int = Field(10, ge=2, le=50, description="equal-width confidence bins for calibration (ECE)")
+    latency: Literal["alone", "all"] = Field(
+        "alone", description="which calls the latency figures (seconds per sample, percentiles, token rates) use: "
+                             "those that ran alone on their endpoint (alone), or every call (all, e.g. when the "
+                             "whole run was in throughput mode and latency under load is the question)")
 
     @field_validator("margins")
     @classmethod

@@ -83,7 +83,7 @@ def _colourbar(fig, ax, m, label: str):
         norm = mpl.colors.LogNorm(lo, hi)
         label = f"{_short(label, 28)}: ratio to reference"
     elif m.scale:
-        norm = mpl.colors.Normalize(*m.scale)
+        norm = mpl.colors.LogNorm(*m.scale) if m.log_scale else mpl.colors.Normalize(*m.scale)
     else:
         return
     sm = mpl.cm.ScalarMappable(norm=norm, cmap=_cmap(m))

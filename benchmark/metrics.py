@@ -13,6 +13,7 @@ only where the figure differs significantly from the reference (see ``benchmark.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -25,6 +26,18 @@ class Metric:
     short: str | None = None        # console column header
     range_scale: str | None = None  # "value" (lo, hi); "error" (0, (hi - lo) / 4); "variance" (0, ((hi - lo) / 2)^2 / 2)
     ratio: bool = False             # coloured by the ratio to the reference (0.5x .. 2x), no absolute scale
+    log_scale: bool = False         # ``scale`` is logarithmic (e.g. a KL divergence from 0.001 to 0.1)
+    exact: bool = False             # a fixed property of the model (export checks), not a noisy sample:
+                                    # coloured on its scale without a test against the reference
+
+    def position(self, value: float) -> float:
+        """Where ``value`` lies on the fixed scale, 0 .. 1 (clipped by the caller)."""
+        import math
+
+        lo, hi = self.scale
+        if self.log_scale:
+            return (math.log(max(value, lo * 1e-3)) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        return (value - lo) / (hi - lo)
 
     @property
     def percent(self) -> bool:
@@ -46,7 +59,7 @@ def _rate(label: str, higher: bool | None = True, short: str | None = None) -> M
 
 METRICS: dict[str, Metric] = {
     # every task: time and validity
-    "s_per_sample": Metric("Seconds per sample (all calls)", False, "0.000", None, "s / sample", ratio=True),
+    "s_per_sample": Metric("Seconds per sample", False, "0.000", None, "s / sample", ratio=True),
     "valid_rate": _rate("Valid reply rate", short="valid"),
     "invalid_rate": _rate("Invalid reply rate", False, "invalid"),
     "truncated_rate": _rate("Hit token limit", False),
@@ -57,6 +70,15 @@ METRICS: dict[str, Metric] = {
     "load_seconds": Metric("Load time (s)", False, ratio=True),
     "cost_per_1k": Metric("Cost per 1,000 calls", False, "0.0000", None, "cost/1k", ratio=True),
     "size_mb": Metric("File size (MB)", False, "0.0", None, "MB", ratio=True),
+    "rss_mb": Metric("Resident memory the load took (MiB)", False, "0.0", None, "RAM MiB", ratio=True),
+    "kv_cache_mb": Metric("KV cache (MiB)", False, "0.0", None, "KV MiB", ratio=True),
+    "vram_mb": Metric("GPU memory (MiB)", False, "0.0", None, "VRAM MiB", ratio=True),
+    # throughput over endpoints (the Throughput sheet)
+    "requests_per_s": Metric("Requests per second", True, "0.00", None, "req/s"),
+    "gen_tok_per_s": Metric("Generated tokens per second (all calls in flight)", True, "0.0", None, "tok/s"),
+    "span_seconds": Metric("Span, first start to last end (s)", None, "0.0"),
+    "mean_in_flight": Metric("Calls in flight (mean)", None, "0.00"),
+    "max_in_flight": Metric("Calls in flight (max)", None, "0"),
     # value tasks (e.g. sentiment in [-1, 1])
     "value_variance": Metric("{value} variance (mean within-{item}, sample variance ddof=1)", False, "0.0000", None,
                              "mean per-{item} var", range_scale="variance"),
@@ -92,11 +114,11 @@ METRICS: dict[str, Metric] = {
     "self_consistency": _rate("Self-consistency (iterations agreeing)", short="consistency"),
     "support": Metric("Support (calls)", None, "0"),
     # export quant quality
-    "mean_kld": Metric("Mean KLD from F16 (nats)", False, "0.0000"),
-    "median_kld": Metric("Median KLD (nats)", False, "0.0000"),
-    "p99_kld": Metric("99th percentile KLD (nats)", False, "0.0000"),
-    "max_kld": Metric("Max KLD (nats)", False, "0.0000"),
-    "same_top_pct": Metric("Same top token as F16 (%)", True, "0.0", (0.0, 100.0)),
+    "mean_kld": Metric("Mean KLD from F16 (nats)", False, "0.0000", (0.001, 0.1), log_scale=True, exact=True),
+    "median_kld": Metric("Median KLD (nats)", False, "0.0000", (0.001, 0.1), log_scale=True, exact=True),
+    "p99_kld": Metric("99th percentile KLD (nats)", False, "0.0000", (0.01, 1.0), log_scale=True, exact=True),
+    "max_kld": Metric("Max KLD (nats)", False, "0.0000", (0.01, 1.0), log_scale=True, exact=True),
+    "same_top_pct": Metric("Same top token as F16 (%)", True, "0.0", (80.0, 100.0), exact=True),
 }
 
 
@@ -128,8 +150,7 @@ def metric(name: str, value_name: str = "value", item_noun: str = "item",
         scale = (0.0, half / 2)
     elif m.range_scale == "variance":
         scale = (0.0, half * half / 2)
-    return Metric(f(m.label), m.higher_is_better, m.fmt, scale, m.short.format(**fill) if m.short else None,
-                  m.range_scale, m.ratio)
+    return dataclasses.replace(m, label=f(m.label), scale=scale, short=m.short.format(**fill) if m.short else None)
 
 
 RATIO_SCALE = (0.5, 2.0)  # colour of a ratio metric: its value over the reference's, on a log scale

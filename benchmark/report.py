@@ -34,6 +34,7 @@ import pandas as pd
 from benchmark import metrics as M
 from benchmark.stats import common
 from benchmark.stats import compare as C
+from benchmark.stats import throughput as TP
 from benchmark.stats import value as vstats
 from core.errors import ShootoutError
 
@@ -70,6 +71,7 @@ class Settings:
     power: float = 0.8
     calibration_bins: int = 10
     price_per_hour: float | None = None
+    latency: str = "alone"
 
     @classmethod
     def of(cls, stored: dict | None, override: dict | None = None) -> "Settings":
@@ -82,7 +84,8 @@ class Settings:
         except Exception as exc:
             raise ShootoutError(f"report settings: {exc}", "fix the report block of config.yaml") from None
         return cls(reference=rs.reference, margins=dict(rs.margins), neutral_band=rs.neutral_band, alpha=rs.alpha,
-                   power=rs.power, calibration_bins=rs.calibration_bins, price_per_hour=rs.price_per_hour)
+                   power=rs.power, calibration_bins=rs.calibration_bins, price_per_hour=rs.price_per_hour,
+                   latency=rs.latency)
 
 
 @dataclass
@@ -238,6 +241,8 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None, *,
     task = json.loads(run["task_json"] or "{}") or {"name": run["task"], "kind": "value", "value_name": run["task"],
                                                     "item_noun": "item"}
     cfg = Settings.of(stored_settings(run), {**(settings or {}), "price_per_hour": price_per_hour})
+    spread = TP.throughput(calls)
+    calls, latency_note = TP.latency_view(calls, cfg.latency)
     pairs = stored_pairs(run) if pairs is None else pairs
     known = set(calls["model"])
     pairs = [tuple(p) for p in pairs if p[0] in known and p[1] in known]
@@ -253,12 +258,23 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None, *,
     if len(qq):
         report.quant_quality = qq
         report.sheets.append(Sheet(
-            "Quant Quality", "quant_quality", qq,
+            "Quant Quality", "quant_quality", qq, colour=True,
             note="From each model's export manifest: KL divergence of the level's next-token distribution from the "
                  "F16 GGUF's (nats, per position of the task's prompts) and the share of positions with the same top "
                  "token, as llama.cpp's perplexity tool reports them. F16 is the reference. size_mb: the GGUF file."))
+    if len(spread) and (spread["endpoint"].nunique() > 2 or spread["max_in_flight"].max() > 1):
+        report.sheets.append(Sheet(
+            "Throughput", "throughput", spread,
+            note="Calls spread over endpoints: per model and endpoint, then over all its endpoints, requests and "
+                 "generated tokens per second over the span from the first call's start to the last call's end, "
+                 "with the calls in flight on the endpoint when each started. " + latency_note))
     report.sheets.append(Sheet("Run Info", "run_info", _run_info(run, run_id, task, loads, cfg)))
     return report
+
+
+def _memory_columns(details: pd.DataFrame) -> list[str]:
+    """The memory columns some load measured (resident memory, KV cache, VRAM), for Summary and Decision."""
+    return [c for c in common.MEMORY_COLUMNS if c in details and details[c].notna().any()]
 
 
 def _models_frame(details: pd.DataFrame) -> pd.DataFrame:
@@ -300,6 +316,9 @@ def _decision_sheet(report: Report, measures, cfg: Settings, primary: str, noun:
     models = report.details[["model", "family", "quant", "iterations", "s_per_sample"]]
     table, long, lines = D.decide(measures, models, report.refs, margins, cfg.alpha, cfg.power, report.sizes,
                                   report.intervals)
+    memory = _memory_columns(report.details)
+    if memory:
+        table = table.merge(report.details[["model"] + memory], on="model", how="left")
     report.decision, report.decision_long, report.decision_lines = table, long, lines
     ref_text = ("each family's widest quant (highest precision)" if cfg.reference == "highest_precision"
                 else "the configured compare pairs [reference, candidate]")
@@ -318,14 +337,15 @@ def _decision_sheet(report: Report, measures, cfg: Settings, primary: str, noun:
     keep = ["family", "model", "quant", "role", "reference", "verdict", "quality", "quality_ci95_low",
             "quality_ci95_high", "diff", "ci90_low", "ci90_high", "margin", "p_noninferior", "p_equivalence",
             "mde80", "items", "iterations", "items_to_decide", "s_per_sample", "s_per_sample_ci95_low",
-            "s_per_sample_ci95_high", "speedup_vs_ref", "size_mb", "size_vs_ref", "pareto", "what_it_means"]
+            "s_per_sample_ci95_high", "speedup_vs_ref", "size_mb", "size_vs_ref", *common.MEMORY_COLUMNS, "pareto",
+            "what_it_means"]
     shown = table[[c for c in keep if c in table]].rename(columns={"quality": primary})
     lines = [f"Quality metric: {report.metric(primary).label}."] + lines
     fmt = report.metric(primary).fmt
     formats = {c: fmt for c in ("quality_ci95_low", "quality_ci95_high", "diff", "ci90_low", "ci90_high", "margin",
                                 "mde80")}
     formats.update(speedup_vs_ref="0.00", size_vs_ref="0%", s_per_sample_ci95_low="0.000",
-                   s_per_sample_ci95_high="0.000", size_mb="0.0")
+                   s_per_sample_ci95_high="0.000", size_mb="0.0", **{c: "0.0" for c in common.MEMORY_COLUMNS})
     return Sheet("Decision", "decision", shown, note=note, lines=lines, image="decision", formats=formats,
                  appendix=[("Every decision metric, candidate by candidate (TOST at the margin)", "decision_tests",
                             long)] if len(long) else [])
@@ -338,7 +358,7 @@ def _build_value(run_id, task, calls, items, loads, pairs, cfg: Settings, checkp
     order = common.model_order(calls)
     data = vstats.ValueData.of(calls, items, cfg.neutral_band, rng, models=order)
     details = vstats.per_model(calls, items, loads, cfg.price_per_hour, data=data)
-    summary = details[[c for c in VALUE_SUMMARY if c in details]]
+    summary = details[[c for c in VALUE_SUMMARY if c in details] + _memory_columns(details)]
     pa = vstats.per_item(calls, items, data=data)
     scores = data.item_scores()
     measures = {k: C.measure(k, "logvar" if k == "value_variance" else "mean", x=v) for k, v in scores.items()}
@@ -446,7 +466,7 @@ def _build_label(run_id, task, calls, items, loads, pairs, cfg: Settings, checkp
                                 "precision", "recall", "f1") if c in details] + \
         [c for c in details.columns if c.startswith("f_beta_")] + \
         [c for c in ("vote_accuracy", "self_consistency", "invalid_rate", "s_per_sample", "cost_per_1k")
-         if c in details]
+         if c in details] + _memory_columns(details)
     summary = details[order + summary_cols]
     base_rows = base.drop(columns=["strategy"], errors="ignore")
     base_rows["model"] = "baseline: " + base_rows["model"]
@@ -675,6 +695,8 @@ def cell_colour(report: Report, model: str, col: str, value: float, table: pd.Da
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     m = report.metric(col)
+    if m.exact and m.scale is not None:  # measured once, exactly (export checks): its place on the scale
+        return _scale_colour(m.position(float(value)), m.higher_is_better)
     status = report.status(model, col)
     if status == "untested":
         return None
@@ -689,8 +711,7 @@ def cell_colour(report: Report, model: str, col: str, value: float, table: pd.Da
         return _scale_colour(t, m.higher_is_better)
     if m.scale is None:
         return None
-    lo, hi = m.scale
-    return _scale_colour((float(value) - lo) / (hi - lo), m.higher_is_better)
+    return _scale_colour(m.position(float(value)), m.higher_is_better)
 
 
 def _write_table(report: Report, ws, df: pd.DataFrame, start: int, *, best: bool, colour: bool,

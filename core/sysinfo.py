@@ -148,3 +148,17 @@ def accelerator_warning(gpu_offload_supported: bool) -> str | None:
     accel = "metal" if gpus[0].startswith("Apple") else "cuda"
     return (f"a GPU is visible ({gpus[0]}) but llama-cpp-python was built for the CPU only, so every model runs "
             f"on the CPU: rebuild the engine with `make install ACCEL={accel}` (README: Install with a GPU)")
+
+
+def default_threads() -> int:
+    """CPU threads for llama.cpp when the config names none: SHOOTOUT_THREADS, else every core. (Two
+    llama.cpp processes on a small machine should each get fewer: their threads spin while waiting.)"""
+    raw = os.environ.get("SHOOTOUT_THREADS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            from core.errors import ShootoutError
+
+            raise ShootoutError(f"SHOOTOUT_THREADS={raw!r} is not a number of threads",
+                                "set it to a whole number of at least 1, or unset it to use every core")
+        return int(raw)
+    return os.cpu_count() or 1

@@ -7,10 +7,10 @@ Any llama.cpp file type by name (F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, IQ4_XS, 
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from pathlib import Path
 
+from core import sysinfo
 from core.errors import ShootoutError
 
 DEFAULT_LADDER = ("Q8_0", "Q5_K_M", "Q4_K_M")
@@ -51,7 +51,7 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, *, allow_requantize: 
     params = L.llama_model_quantize_default_params()
     params.ftype = ftype(qtype)
     params.allow_requantize = allow_requantize
-    params.nthread = nthread or os.cpu_count() or 1
+    params.nthread = nthread or sysinfo.default_threads()
     keep = None
     if imatrix and qtype.upper() not in ("F16", "BF16", "F32"):
         from export.imatrix import to_ctypes

@@ -16,6 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "test-models"
 # configs that name the embedded model (path: embedded) share the tests' copy of it, subprocesses too
 os.environ.setdefault("SHOOTOUT_CACHE", str(ROOT / ".cache" / "shootout"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # parallel workers (make test): one thread each for llama.cpp and torch, here and in the commands the
+    # tests start, so that the workers' threads never spin waiting for each other on shared cores
+    os.environ.setdefault("SHOOTOUT_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

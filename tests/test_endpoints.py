@@ -212,7 +212,7 @@ def test_ollama_hosts_in_throughput_mode_spread_calls_and_count_them_in_flight(t
     with loopback_server(make_handler(hosts[0])) as u1, loopback_server(make_handler(hosts[1])) as u2:
         for h, u in zip(hosts, (u1, u2)):
             h.url = u
-            h.add(FakeModel("gemma3:270m"))
+            h.add(FakeModel("gemma3:270m", vram_share=0.75))
         (tmp_path / "config.yaml").write_text(
             "task: sentiment\nnews: {source: snapshot, max_articles: 8}\n"
             "run: {iterations: 2, temperature: 0.7, num_predict: 96, seed: 7, database: results.sqlite, "
@@ -227,3 +227,51 @@ def test_ollama_hosts_in_throughput_mode_spread_calls_and_count_them_in_flight(t
     assert calls["in_flight"].between(1, 2).all()
     for h in hosts:
         h.close()
+
+    # the report: a Throughput sheet per endpoint and overall; memory from /api/ps in Summary and Decision
+    r = shootout("report", "--db", str(tmp_path / "results.sqlite"), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    xlsx = next((tmp_path / "out").glob("*.xlsx"))
+    sheets = pd.read_excel(xlsx, sheet_name=None, header=None)
+    assert "Throughput" in sheets
+    tp = next((tmp_path / "out").glob("*/throughput.csv"))
+    tp = pd.read_csv(tp)
+    assert set(tp["endpoint"]) == {u1, u2, "all endpoints"}
+    allrow = tp[tp["endpoint"] == "all endpoints"].iloc[0]
+    assert allrow["calls"] == 16 and tp.loc[tp["endpoint"] != "all endpoints", "calls"].sum() == 16
+    full = pd.read_sql_query("SELECT started_at, wall_seconds, completion_tokens FROM calls",
+                             sqlite3.connect(tmp_path / "results.sqlite"))
+    span = (full["started_at"] + full["wall_seconds"]).max() - full["started_at"].min()
+    assert allrow["requests_per_s"] == pytest.approx(16 / span, rel=1e-6)
+    assert allrow["gen_tok_per_s"] == pytest.approx(full["completion_tokens"].sum() / span, rel=1e-6)
+    summary = pd.read_csv(next((tmp_path / "out").glob("*/summary.csv")))
+    decision = pd.read_csv(next((tmp_path / "out").glob("*/decision.csv")))
+    for table in (summary, decision):
+        row = table[table["model"] == "olla"].iloc[0]
+        assert row["vram_mb"] == pytest.approx(536_000_000 * 0.75 / 2**20)
+        assert row["rss_mb"] == pytest.approx(536_000_000 * 0.25 / 2**20)
+
+
+def test_latency_figures_use_the_calls_that_ran_alone():
+    """Seconds per sample, percentiles and token rates from calls alone on their endpoint; quality from all."""
+    from benchmark.stats.common import timing
+    from benchmark.stats.throughput import latency_view
+
+    calls = pd.DataFrame({
+        "model": ["a"] * 6 + ["b"] * 2, "family": "f", "quant": "Q4_K_M", "backend": "openai", "prompt_style": "z",
+        "item_id": ["1", "2", "3", "1", "2", "3", "1", "2"], "iteration": [0, 0, 0, 1, 1, 1, 0, 0],
+        "valid": True, "finish_reason": "stop", "prompt_tokens": 10, "cached_tokens": 0,
+        "completion_tokens": [5, 5, 5, 50, 50, 50, 5, 5],
+        "prompt_seconds": [0.1, 0.1, 0.1, 1.0, 1.0, 1.0, 0.2, 0.2],
+        "gen_seconds": [0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 0.5, 0.5],
+        "wall_seconds": [1.0, 2.0, 3.0, 9.0, 9.0, 9.0, 4.0, 6.0],
+        "in_flight": [1, 1, 1, 3, 3, 2, 2, 2]})
+    view, note = latency_view(calls)
+    t = timing(view).set_index("model")
+    assert t.loc["a", "s_per_sample"] == pytest.approx(2.0)       # 1, 2, 3 alone; the 9 s calls under load
+    assert t.loc["a", "latency_p50"] == pytest.approx(2.0)
+    assert t.loc["a", "gen_tok_s"] == pytest.approx(15 / 1.5)
+    assert t.loc["a", "calls"] == 6                                # every call still counts
+    assert t.loc["b", "s_per_sample"] == pytest.approx(5.0)       # no call of b ran alone: all kept, and said
+    assert "3 calls that ran alone" in note and "No call of b ran alone" in note
+    assert timing(latency_view(calls, "all")[0]).set_index("model").loc["a", "s_per_sample"] == pytest.approx(5.5)

@@ -439,3 +439,26 @@ def test_the_http_client_reads_answers_on_newer_pythons(python):
         r = subprocess.run([python, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-800:]
     assert r.stdout.split(" ", 1)[0] == "200" and '"id": "m"' in r.stdout
+
+
+def test_a_bad_thread_count_in_the_environment_is_one_clear_error(tmp_path, embedded_gguf):
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path, embedded_gguf, iterations=1, articles=1)
+    r = shootout("run", "-c", str(config), "--no-progress", env_extra={"SHOOTOUT_THREADS": "two"})
+    assert r.returncode == 2, r.stderr
+    assert "SHOOTOUT_THREADS='two'" in r.stderr and "whole number" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_damaged_embedded_model_is_assembled_again_and_never_seen_half_written(tmp_path, embedded_gguf):
+    import hashlib
+
+    from core.embedded import embedded_gguf as assemble
+
+    dest = tmp_path / "models" / embedded_gguf.name
+    dest.parent.mkdir()
+    dest.write_bytes(b"GGUF" + b"\0" * 1000)  # an interrupted assembly
+    assert assemble(dest) == dest
+    digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+    assert digest == hashlib.sha256(embedded_gguf.read_bytes()).hexdigest()
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]  # no part file left behind

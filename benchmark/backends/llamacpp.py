@@ -37,14 +37,13 @@ import ctypes
 import functools
 import json
 import math
-import os
 import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from core import chat
+from core import chat, sysinfo
 from benchmark.backends.base import LabelScores, PromptTooLong, Reply
 from core.errors import ShootoutError
 
@@ -167,7 +166,7 @@ class LlamaCppBackend:
         self.path = Path(path)
         self.name = name or self.path.stem
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or sysinfo.default_threads()
         self.n_gpu_layers = n_gpu_layers
         self.template_override = chat_template
         self.n_batch = n_batch
@@ -432,18 +431,35 @@ class LlamaCppBackend:
     def _sample_whole(self, chain, logits) -> int:
         """The chain over the whole vocabulary, as ``llama_sampler_sample`` applies it to the context's
         logits (every token a candidate, unsorted), then accepted."""
-        L = self.L
-        c = self._cand_np
-        c["id"] = self._ids
-        c["logit"] = logits
-        c["p"] = 0.0
-        arr = self._cand_arr
-        arr.size, arr.selected, arr.sorted = self.n_vocab, -1, False
-        L.llama_sampler_apply(chain, self._cand_ref)
+        return self._apply_chain(chain, self._cand_np, self._cand_arr, self._cand_ref, self._ids, logits)
+
+    @staticmethod
+    def _fill(cand, arr, ids, logits) -> None:
+        """Write the candidates ``ids`` with their ``logits`` into the candidate array ``cand`` that
+        ``arr`` describes to llama.cpp (unsorted, nothing selected)."""
+        n = len(ids)
+        cand["id"][:n] = ids
+        cand["logit"][:n] = logits
+        cand["p"][:n] = 0.0
+        arr.size, arr.selected, arr.sorted = n, -1, False
+
+    def _select(self, chain, cand, arr, ref) -> int | None:
+        """The chain over the filled candidates; the token it selects, accepted (None if none)."""
+        self.L.llama_sampler_apply(chain, ref)
         if arr.selected < 0:
+            return None
+        token = int(cand["id"][arr.selected])
+        self.L.llama_sampler_accept(chain, token)
+        return token
+
+    def _apply_chain(self, chain, cand, arr, ref, ids, logits, grammar=None) -> int:
+        """The chain (after the grammar, when given) over the candidates ``ids`` with their ``logits``."""
+        self._fill(cand, arr, ids, logits)
+        if grammar is not None:
+            self.L.llama_sampler_apply(grammar, ref)
+        token = self._select(chain, cand, arr, ref)
+        if token is None:
             raise RuntimeError("sampler chain selected no token")
-        token = int(c["id"][arr.selected])
-        L.llama_sampler_accept(chain, token)
         return token
 
     def _sample_free(self, chain, logits=None) -> int:
@@ -462,19 +478,7 @@ class LlamaCppBackend:
         # applied to them (top-k, top-p, min-p, temperature, the seeded draw) picks as it would
         # from the whole vocabulary, drawing the same random number
         ids = self._top(logits, TOP_K)
-        n = len(ids)
-        c = self._topk_np
-        c["id"][:n] = ids
-        c["logit"][:n] = logits[ids]
-        c["p"][:n] = 0.0
-        arr = self._topk_arr
-        arr.size, arr.selected, arr.sorted = n, -1, False
-        L.llama_sampler_apply(chain, self._topk_ref)
-        if arr.selected < 0:
-            raise RuntimeError("sampler chain selected no token")
-        token = int(c["id"][arr.selected])
-        L.llama_sampler_accept(chain, token)
-        return token
+        return self._apply_chain(chain, self._topk_np, self._topk_arr, self._topk_ref, ids, logits[ids])
 
     def logits_chunks(self, tokens: list[int]):
         """Yield ``(start, logits)`` with the next-token logits at every position of ``tokens``
@@ -621,30 +625,19 @@ class LlamaCppBackend:
         Exact whenever at least ``need`` of them are allowed: every allowed token outside this set
         has a lower logit than all inside, so greedy (need 1) or top-k (need k) picks the same
         tokens as a pass over the whole vocabulary. Otherwise None, and the caller goes on."""
-        L, np = self.L, self._np
+        np = self._np
         top = self._top(logits, size).astype(np.int32)
         ids = np.union1d(top, self._eog) if len(self._eog) else top
-        n = len(ids)
-        c = self._part_np[:n]
-        c["id"] = ids
-        c["logit"] = logits[ids]
-        c["p"] = 0.0
-        arr = self._part_arr
-        arr.size, arr.selected, arr.sorted = n, -1, False
-        L.llama_sampler_apply(grammar, self._part_ref)
-        allowed = int(np.count_nonzero(np.isfinite(c["logit"])))  # the grammar sets rejected logits to -inf
+        c, arr = self._part_np, self._part_arr
+        self._fill(c, arr, ids, logits[ids])
+        self.L.llama_sampler_apply(grammar, self._part_ref)
+        allowed = int(np.count_nonzero(np.isfinite(c["logit"][:len(ids)])))  # rejected logits become -inf
         if allowed < need:
             return None
-        L.llama_sampler_apply(chain, self._part_ref)
-        if arr.selected < 0:
-            return None
-        token = int(self._part_np["id"][arr.selected])
-        L.llama_sampler_accept(chain, token)
-        return token
+        return self._select(chain, c, arr, self._part_ref)
 
     def _sample_full(self, chain, grammar) -> int:
         """Apply the grammar to every candidate, then the chain (llama.cpp's resampling step)."""
-        L = self.L
         logits = self._logits()
         if self.grammar_mode == "fast" and self.n_vocab > 4 * PARTIAL_PASS:
             # sampling needs TOP_K allowed tokens in the set; a second, wider set before the whole vocabulary
@@ -659,26 +652,11 @@ class LlamaCppBackend:
         self.stats["grammar_full_passes"] += 1
         ids = self._grammar_prefilter(grammar) if self.sampling == "fast" and self.grammar_mode == "fast" else None
         if ids is None:
-            n = self.n_vocab
-            c = self._cand_np
-            c["id"] = self._ids
-            c["logit"] = logits
+            ids = self._ids
         else:  # the same candidates in the same (id) order, less those the grammar must reject
             self.stats["grammar_filtered_passes"] += 1
-            n = len(ids)
-            c = self._cand_np[:n]
-            c["id"] = ids
-            c["logit"] = logits[ids]
-        c["p"] = 0.0
-        arr = self._cand_arr
-        arr.size, arr.selected, arr.sorted = n, -1, False
-        L.llama_sampler_apply(grammar, self._cand_ref)
-        L.llama_sampler_apply(chain, self._cand_ref)
-        if arr.selected < 0:
-            raise RuntimeError("sampler chain selected no token")
-        token = int(c["id"][arr.selected])
-        L.llama_sampler_accept(chain, token)
-        return token
+            logits = logits[ids]
+        return self._apply_chain(chain, self._cand_np, self._cand_arr, self._cand_ref, ids, logits, grammar)
 
     def _sample(self, chain, grammar) -> int:
         L = self.L
@@ -737,8 +715,6 @@ class LlamaCppBackend:
         """The KV cache, compute and model buffers llama.cpp reported when it loaded this model (MiB),
         and the GPU memory this process holds (NVML, where present)."""
         import re
-
-        from core import sysinfo
 
         kv = sum(float(m.group(1)) for line in self._load_log
                  if (m := re.search(r"llama_kv_cache: size =\s*([\d.]+) MiB", line)))

@@ -193,6 +193,15 @@ class OllamaBackend:
     def _find_ps(self, ps):
         return next((m for m in ps.models if _same_model(m.model or m.name or "", self.tag)), None)
 
+    def memory_facts(self) -> dict[str, float]:
+        """Memory from /api/ps after the load (server/routes.go's PsHandler: ``size`` is the whole
+        model's memory, ``size_vram`` the part on the GPU): VRAM and the rest, in system memory, in MiB."""
+        ps = self.ps
+        if ps is None or not ps.size:
+            return {}
+        vram = ps.size_vram or 0
+        return {"vram_mb": vram / 2**20, "rss_mb": max(ps.size - vram, 0) / 2**20}
+
     def engine_info(self) -> dict[str, Any]:
         show, ps = self.show, self.ps
         details = show.details if show is not None else None

@@ -30,8 +30,8 @@ def load_frames(store, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
         items = pd.concat([items, fields], axis=1)
     else:
         items = items.drop(columns=["fields_json"])
-    loads = pd.read_sql_query("SELECT model, load_seconds, warmup_seconds, engine_json FROM model_loads "
-                              "WHERE run_id=?", store.db, params=(run_id,))
+    loads = pd.read_sql_query("SELECT model, load_seconds, warmup_seconds, engine_json, endpoint, rss_mb, kv_cache_mb,"
+                              " vram_mb FROM model_loads WHERE run_id=?", store.db, params=(run_id,))
     calls["valid"] = calls["valid"].astype(bool)
     return calls, items, loads
 
@@ -73,13 +73,20 @@ def holm(pvalues) -> np.ndarray:
     return np.where(ok, out, np.nan)
 
 
+MEMORY_COLUMNS = ("rss_mb", "kv_cache_mb", "vram_mb")  # per model load: resident memory it took, KV cache, GPU memory
+
+
 def timing(calls: pd.DataFrame, loads: pd.DataFrame | None = None, price_per_hour: float | None = None) -> pd.DataFrame:
     """Per model, over every call (valid or not): identity columns, counts, validity, seconds per
     sample, token rates (prompt rate counts evaluated tokens only: cached ones cost no time),
-    latency percentiles, token-limit hits, load time and cost per 1,000 calls."""
+    latency percentiles, token-limit hits, load time, cost per 1,000 calls and the memory of the
+    model's largest load (MiB; NaN where the backend does not say)."""
     order = model_order(calls)
     g = calls.groupby("model", sort=False)
-    evaluated = (calls["prompt_tokens"] - calls["cached_tokens"].fillna(0)).groupby(calls["model"]).sum()
+    timed_p, timed_g = calls["prompt_seconds"].notna(), calls["gen_seconds"].notna()  # (blanked: ran under load)
+    evaluated = ((calls["prompt_tokens"] - calls["cached_tokens"].fillna(0)).where(timed_p)
+                 .groupby(calls["model"]).sum())
+    generated = calls["completion_tokens"].where(timed_g).groupby(calls["model"]).sum()
     prompt_s = g["prompt_seconds"].sum(min_count=1)
     gen_s = g["gen_seconds"].sum(min_count=1)
     first = g[["family", "quant", "backend", "prompt_style"] + (["variant"] if "variant" in calls else [])].first()
@@ -89,7 +96,7 @@ def timing(calls: pd.DataFrame, loads: pd.DataFrame | None = None, price_per_hou
         "s_per_sample": g["wall_seconds"].mean(),
         "valid_rate": g["valid"].mean(),
         "prompt_tok_s": (evaluated / prompt_s).where(prompt_s > 0),
-        "gen_tok_s": (g["completion_tokens"].sum() / gen_s).where(gen_s > 0),
+        "gen_tok_s": (generated / gen_s).where(gen_s > 0),
         "latency_p50": g["wall_seconds"].quantile(0.50),
         "latency_p95": g["wall_seconds"].quantile(0.95),
         "truncated_rate": (calls["finish_reason"] == "length").groupby(calls["model"]).mean(),
@@ -97,6 +104,9 @@ def timing(calls: pd.DataFrame, loads: pd.DataFrame | None = None, price_per_hou
     out["load_seconds"] = (loads.groupby("model")["load_seconds"].mean().reindex(out.index)
                            if loads is not None and len(loads) else np.nan)
     out["cost_per_1k"] = out["s_per_sample"] * 1000 / 3600 * price_per_hour if price_per_hour else np.nan
+    for col in MEMORY_COLUMNS:  # the largest load of the model (several loads: endpoints, resumed runs)
+        out[col] = (loads.groupby("model")[col].max().reindex(out.index)
+                    if loads is not None and col in loads and loads[col].notna().any() else np.nan)
     if "variant" in out and out["variant"].isna().all():
         out = out.drop(columns=["variant"])
     return out.reindex(order).rename_axis("model").reset_index()

@@ -33,10 +33,27 @@ def throughput(calls: pd.DataFrame) -> pd.DataFrame:
                            if s.name == "endpoint" else s, kind="stable").reset_index(drop=True)
 
 
-def latency_calls(calls: pd.DataFrame) -> pd.DataFrame:
-    """The calls latency figures use: those that ran alone on their endpoint (all of them in latency mode)."""
-    if "in_flight" not in calls or calls["in_flight"].isna().all():
-        return calls
-    alone = calls[calls["in_flight"].fillna(1) <= 1]
-    return alone if len(alone) else calls
+TIMED = ("wall_seconds", "prompt_seconds", "gen_seconds")
 
+
+def latency_view(calls: pd.DataFrame, which: str = "alone") -> tuple[pd.DataFrame, str]:
+    """The calls with the timings of calls that shared their endpoint with others blanked (NaN), so that
+    seconds per sample, latency percentiles and token rates describe a call that ran alone; quality
+    figures are untouched. A model none of whose calls ran alone keeps all its timings. ``which="all"``
+    keeps every timing. Returns (calls, a sentence saying what was used)."""
+    if which == "all" or "in_flight" not in calls or not (calls["in_flight"].fillna(1) > 1).any():
+        return calls, ("Latency figures use every call." if which == "all" else "")
+    crowded = calls["in_flight"].fillna(1) > 1
+    has_alone = (~crowded).groupby(calls["model"]).transform("any")
+    blank = crowded & has_alone
+    out = calls.copy()
+    for col in TIMED:
+        if col in out:
+            out[col] = out[col].where(~blank)
+    kept = sorted(set(calls.loc[crowded & ~has_alone, "model"]))
+    note = (f"Latency figures (seconds per sample, percentiles, token rates) use the {int((~crowded).sum())} calls "
+            f"that ran alone on their endpoint; {int(blank.sum())} calls made while others were in flight count "
+            "only here (config: report.latency: all to use every call).")
+    if kept:
+        note += f" No call of {', '.join(kept)} ran alone: its latency figures are under load."
+    return out, note

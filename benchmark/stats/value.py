@@ -101,8 +101,8 @@ class ValueData:
         if "confidence" in calls:
             out["mean_confidence"] = item_mean(np.where(self.valid, c.get("confidence"), np.nan))
         if "completion_tokens" in calls and "gen_seconds" in calls:
-            tok = np.where(self.present, c.get("completion_tokens"), np.nan)
-            sec = np.where(self.present, c.get("gen_seconds"), np.nan)
+            sec = np.where(self.present, c.get("gen_seconds"), np.nan)  # NaN also where blanked (ran under load)
+            tok = np.where(~np.isnan(sec), c.get("completion_tokens"), np.nan)
             with np.errstate(invalid="ignore", divide="ignore"):
                 out["gen_tok_s"] = np.where(np.nansum(sec, -1) > 0, np.nansum(tok, -1) / np.nansum(sec, -1), np.nan)
         if self.has_target:
