@@ -73,6 +73,7 @@ METRICS: dict[str, Metric] = {
     "rss_mb": Metric("Resident memory the load took (MiB)", False, "0.0", None, "RAM MiB", ratio=True),
     "kv_cache_mb": Metric("KV cache (MiB)", False, "0.0", None, "KV MiB", ratio=True),
     "vram_mb": Metric("GPU memory (MiB)", False, "0.0", None, "VRAM MiB", ratio=True),
+    "joules_per_call": Metric("GPU energy per call (J, calls that ran alone)", False, "0.0", None, "J/call", ratio=True),
     # throughput over endpoints (the Throughput sheet)
     "requests_per_s": Metric("Requests per second", True, "0.00", None, "req/s"),
     "gen_tok_per_s": Metric("Generated tokens per second (all calls in flight)", True, "0.0", None, "tok/s"),

@@ -273,8 +273,9 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None, *,
 
 
 def _memory_columns(details: pd.DataFrame) -> list[str]:
-    """The memory columns some load measured (resident memory, KV cache, VRAM), for Summary and Decision."""
-    return [c for c in common.MEMORY_COLUMNS if c in details and details[c].notna().any()]
+    """The resource columns measured for some model (resident memory, KV cache, VRAM, energy per call), for
+    Summary and Decision."""
+    return [c for c in common.RESOURCE_COLUMNS if c in details and details[c].notna().any()]
 
 
 def _models_frame(details: pd.DataFrame) -> pd.DataFrame:
@@ -337,7 +338,7 @@ def _decision_sheet(report: Report, measures, cfg: Settings, primary: str, noun:
     keep = ["family", "model", "quant", "role", "reference", "verdict", "quality", "quality_ci95_low",
             "quality_ci95_high", "diff", "ci90_low", "ci90_high", "margin", "p_noninferior", "p_equivalence",
             "mde80", "items", "iterations", "items_to_decide", "s_per_sample", "s_per_sample_ci95_low",
-            "s_per_sample_ci95_high", "speedup_vs_ref", "size_mb", "size_vs_ref", *common.MEMORY_COLUMNS, "pareto",
+            "s_per_sample_ci95_high", "speedup_vs_ref", "size_mb", "size_vs_ref", *common.RESOURCE_COLUMNS, "pareto",
             "what_it_means"]
     shown = table[[c for c in keep if c in table]].rename(columns={"quality": primary})
     lines = [f"Quality metric: {report.metric(primary).label}."] + lines
@@ -345,7 +346,7 @@ def _decision_sheet(report: Report, measures, cfg: Settings, primary: str, noun:
     formats = {c: fmt for c in ("quality_ci95_low", "quality_ci95_high", "diff", "ci90_low", "ci90_high", "margin",
                                 "mde80")}
     formats.update(speedup_vs_ref="0.00", size_vs_ref="0%", s_per_sample_ci95_low="0.000",
-                   s_per_sample_ci95_high="0.000", size_mb="0.0", **{c: "0.0" for c in common.MEMORY_COLUMNS})
+                   s_per_sample_ci95_high="0.000", size_mb="0.0", **{c: "0.0" for c in common.RESOURCE_COLUMNS})
     return Sheet("Decision", "decision", shown, note=note, lines=lines, image="decision", formats=formats,
                  appendix=[("Every decision metric, candidate by candidate (TOST at the margin)", "decision_tests",
                             long)] if len(long) else [])

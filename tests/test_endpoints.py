@@ -166,7 +166,7 @@ def _two_model_config(tmp_path: Path, gguf: Path) -> Path:
 
 
 TIMING = {"s_per_sample", "latency_p50", "latency_p95", "prompt_tok_s", "gen_tok_s", "load_seconds", "cost_per_1k",
-          "rss_mb", "kv_cache_mb", "vram_mb"}  # measurements of the machine at the time, not of the answers
+          "rss_mb", "kv_cache_mb", "vram_mb", "joules_per_call"}  # measurements of the machine at the time, not of the answers
 
 
 def test_shards_run_as_separate_processes_merge_into_the_unsharded_report(tiny_gguf, tmp_path):
@@ -266,13 +266,14 @@ def test_latency_figures_use_the_calls_that_ran_alone():
         "prompt_seconds": [0.1, 0.1, 0.1, 1.0, 1.0, 1.0, 0.2, 0.2],
         "gen_seconds": [0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 0.5, 0.5],
         "wall_seconds": [1.0, 2.0, 3.0, 9.0, 9.0, 9.0, 4.0, 6.0],
-        "in_flight": [1, 1, 1, 3, 3, 2, 2, 2]})
+        "in_flight": [1, 1, 1, 3, 3, 2, 2, 2], "energy_j": [10.0, 20.0, 30.0, 500.0, 500.0, 500.0, 40.0, 60.0]})
     view, note = latency_view(calls)
     t = timing(view).set_index("model")
     assert t.loc["a", "s_per_sample"] == pytest.approx(2.0)       # 1, 2, 3 alone; the 9 s calls under load
     assert t.loc["a", "latency_p50"] == pytest.approx(2.0)
     assert t.loc["a", "gen_tok_s"] == pytest.approx(15 / 1.5)
     assert t.loc["a", "calls"] == 6                                # every call still counts
+    assert t.loc["a", "joules_per_call"] == pytest.approx(20.0)    # NVML counts the whole GPU: alone calls only
     assert t.loc["b", "s_per_sample"] == pytest.approx(5.0)       # no call of b ran alone: all kept, and said
     assert "3 calls that ran alone" in note and "No call of b ran alone" in note
     assert timing(latency_view(calls, "all")[0]).set_index("model").loc["a", "s_per_sample"] == pytest.approx(5.5)

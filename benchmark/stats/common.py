@@ -74,6 +74,7 @@ def holm(pvalues) -> np.ndarray:
 
 
 MEMORY_COLUMNS = ("rss_mb", "kv_cache_mb", "vram_mb")  # per model load: resident memory it took, KV cache, GPU memory
+RESOURCE_COLUMNS = (*MEMORY_COLUMNS, "joules_per_call")  # shown in Summary and Decision where measured
 
 
 def timing(calls: pd.DataFrame, loads: pd.DataFrame | None = None, price_per_hour: float | None = None) -> pd.DataFrame:
@@ -104,6 +105,9 @@ def timing(calls: pd.DataFrame, loads: pd.DataFrame | None = None, price_per_hou
     out["load_seconds"] = (loads.groupby("model")["load_seconds"].mean().reindex(out.index)
                            if loads is not None and len(loads) else np.nan)
     out["cost_per_1k"] = out["s_per_sample"] * 1000 / 3600 * price_per_hour if price_per_hour else np.nan
+    # NVML's energy counter over each call (GPU machines; the whole GPU, so only calls that ran alone count)
+    out["joules_per_call"] = (g["energy_j"].mean() if "energy_j" in calls and calls["energy_j"].notna().any()
+                              else np.nan)
     for col in MEMORY_COLUMNS:  # the largest load of the model (several loads: endpoints, resumed runs)
         out[col] = (loads.groupby("model")[col].max().reindex(out.index)
                     if loads is not None and col in loads and loads[col].notna().any() else np.nan)

@@ -33,7 +33,7 @@ def throughput(calls: pd.DataFrame) -> pd.DataFrame:
                            if s.name == "endpoint" else s, kind="stable").reset_index(drop=True)
 
 
-TIMED = ("wall_seconds", "prompt_seconds", "gen_seconds")
+TIMED = ("wall_seconds", "prompt_seconds", "gen_seconds", "energy_j")
 
 
 def latency_view(calls: pd.DataFrame, which: str = "alone") -> tuple[pd.DataFrame, str]:
