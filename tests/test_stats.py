@@ -201,6 +201,7 @@ def test_model_metrics_match_direct_computation(effects):
         assert d.loc[name, "value_variance"] == pytest.approx(within)
         assert d.loc[name, "pooled_value_variance"] == pytest.approx(v.value.var(ddof=1))
         assert d.loc[name, "pooled_value_variance"] > d.loc[name, "value_variance"]  # pooled mixes items
+        assert d.loc[name, "latency_p50"] == pytest.approx(np.percentile(c.wall_seconds, 50))
         assert d.loc[name, "latency_p95"] == pytest.approx(np.percentile(c.wall_seconds, 95))
         assert d.loc[name, "gen_tok_s"] == pytest.approx(c.completion_tokens.sum() / c.gen_seconds.sum())
         # unanswered calls count: as the worst error, as a wrong direction; the answered-only figures beside
