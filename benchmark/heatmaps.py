@@ -361,7 +361,7 @@ def decision_chart(report, path: Path) -> Path | None:
     fig, axes = plt.subplots(len(fams), ncol, figsize=(6.2 * ncol, 4.4 * len(fams)), squeeze=False)
     for fi, fam in enumerate(fams):
         g = d[d["family"] == fam]
-        panels = [("s_per_sample", "seconds per sample (all calls; lower is better)")]
+        panels = [("s_per_sample", "seconds per sample (lower is better)")]
         if has_size:
             panels.append(("size_mb", "file size, MB (lower is better)"))
         for pj, (xcol, xlabel) in enumerate(panels):
