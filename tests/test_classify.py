@@ -98,6 +98,7 @@ def test_a_broken_task_block_is_one_clear_error_naming_the_field(tmp_path):
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_every_example_runs_to_a_report_on_the_embedded_model(tmp_path, embedded_gguf, name):
     out = tmp_path / name
@@ -124,6 +125,7 @@ def test_every_example_runs_to_a_report_on_the_embedded_model(tmp_path, embedded
     assert any(p.startswith("confusion_") for p in pngs) and "per_class_f1.png" in pngs
 
 
+@pytest.mark.slow
 def test_spam_demo_baselines_and_voting(tmp_path, embedded_gguf):
     """The spam study's own figures: always-spam 78%, always-ham 22%, vote accuracy beside accuracy."""
     out = tmp_path / "spam"
@@ -148,6 +150,7 @@ def test_spam_demo_baselines_and_voting(tmp_path, embedded_gguf):
 # --------------------------------------------------------------------------- label scoring
 
 
+@pytest.mark.slow
 def test_logprob_argmax_equals_the_constrained_greedy_answer(engine):
     task = _task("sst2")
     items = task.load_items()
@@ -165,6 +168,7 @@ def test_logprob_argmax_equals_the_constrained_greedy_answer(engine):
     assert len(items) == 40 and same / len(items) >= 0.95, same
 
 
+@pytest.mark.slow
 def test_logprob_mode_stores_every_label_probability(tmp_path, embedded_gguf):
     from benchmark.runner import Runner
     from benchmark.store import Store
@@ -259,6 +263,7 @@ def test_label_report_figures_equal_scikit_learn_and_statsmodels_on_the_stored_r
 # --------------------------------------------------------------------------- the previous layout
 
 
+@pytest.mark.slow
 def test_a_database_of_the_previous_layout_migrates_resumes_and_reports(tmp_path, embedded_gguf):
     db = tmp_path / "results.sqlite"
     shutil.copy(ROOT / "tests" / "fixtures" / "v1" / "results.sqlite", db)

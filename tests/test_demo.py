@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 from tests.conftest import shootout
 
 
@@ -18,6 +20,7 @@ def _few_shot_prefix_tokens(engine) -> int:
     return next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
 
 
+@pytest.mark.slow
 def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
     out = tmp_path / "demo"
     res = shootout("demo", "--out", str(out), "--iterations", "2", "--articles", "2", "--no-progress")
@@ -85,6 +88,7 @@ def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
     assert ticker.isupper() and it in ("0", "1")
 
 
+@pytest.mark.slow
 def test_an_interrupted_demo_is_resumed_by_running_it_again(tmp_path, embedded_gguf):
     """The README's promise: re-running the demo resumes its unfinished run (same config, same run)."""
     import signal
@@ -119,6 +123,7 @@ def test_an_interrupted_demo_is_resumed_by_running_it_again(tmp_path, embedded_g
     assert con.execute("SELECT COUNT(*), COUNT(DISTINCT model || iteration || item_id) FROM calls").fetchone() == (6, 6)
 
 
+@pytest.mark.slow
 def test_run_resume_picks_the_latest_unfinished_run_of_the_same_config(tmp_path, embedded_gguf):
     from tests.conftest import write_config
 

@@ -49,6 +49,7 @@ def _created(tmp_path, embedded_gguf, ollama, *extra):
     return tmp_path / "tiny.Q4_K_M.Modelfile"
 
 
+@pytest.mark.slow
 def test_a_healthy_host_passes_every_check(tmp_path, embedded_gguf, ollama):
     modelfile = _created(tmp_path, embedded_gguf, ollama)
     r, rows = _doctor("--tag", TAG, "--modelfile", str(modelfile), "-c", str(tmp_path / "none.yaml"),
@@ -79,6 +80,7 @@ def test_what_differs_from_the_modelfile_and_a_partial_offload_are_reported(tmp_
     assert "2 check(s) failed: tiny:q4_k_m template; tiny:q4_k_m parameters" in " ".join((r.stdout + r.stderr).split())
 
 
+@pytest.mark.slow
 def test_ollama_rendering_the_ggufs_own_template_is_named_with_its_fix(tmp_path, embedded_gguf, ollama):
     tools = (ROOT / "tests" / "fixtures" / "chat_templates" / "llama3.1.jinja").read_text()
     modelfile = _created(tmp_path, embedded_gguf, ollama)
@@ -104,6 +106,7 @@ def test_a_context_capped_below_the_runs_and_an_invalid_reply_fail(tmp_path, oll
     assert "'Positive, I think.'" in rows["smoke call"]
 
 
+@pytest.mark.slow
 def test_the_smoke_call_uses_the_configs_task(tmp_path, ollama):
     shutil.copytree(ROOT / "examples" / "spam" / "data", tmp_path / "data")
     text = (ROOT / "examples" / "spam" / "config.yaml").read_text()

@@ -90,6 +90,7 @@ def _calls(db: Path) -> pd.DataFrame:
         con.close()
 
 
+@pytest.mark.slow
 def test_three_endpoints_store_the_rows_and_answers_of_one(servers, tmp_path):
     urls, _ = servers
     one, three = tmp_path / "one", tmp_path / "three"
@@ -111,6 +112,7 @@ def test_three_endpoints_store_the_rows_and_answers_of_one(servers, tmp_path):
     assert {e for (e,) in loads} == set(urls)  # each endpoint loaded and warmed up
 
 
+@pytest.mark.slow
 def test_a_server_killed_mid_run_loses_nothing_and_its_work_finishes_elsewhere(tiny_gguf, tmp_path):
     ports = [_free_port() for _ in range(3)]
     procs = [_start_server(tiny_gguf, p) for p in ports]
@@ -169,6 +171,7 @@ TIMING = {"s_per_sample", "latency_p50", "latency_p95", "prompt_tok_s", "gen_tok
           "rss_mb", "kv_cache_mb", "vram_mb", "joules_per_call"}  # measurements of the machine at the time, not of the answers
 
 
+@pytest.mark.slow
 def test_shards_run_as_separate_processes_merge_into_the_unsharded_report(tiny_gguf, tmp_path):
     full, s1, s2 = (tmp_path / n for n in ("full", "s1", "s2"))
     for d in (full, s1, s2):
@@ -203,6 +206,7 @@ def test_shards_run_as_separate_processes_merge_into_the_unsharded_report(tiny_g
     assert sqlite3.connect(merged).execute("SELECT finished_at IS NOT NULL FROM runs").fetchone() == (1,)
 
 
+@pytest.mark.slow
 def test_ollama_hosts_in_throughput_mode_spread_calls_and_count_them_in_flight(tmp_path):
     """Two Ollama hosts (the loopback fixture of tests/ollama_fixture.py), two calls in flight each:
     every call stored once, both hosts used, concurrency recorded per call."""

@@ -30,6 +30,7 @@ def _prefix_len(engine) -> int:
     return n
 
 
+@pytest.mark.slow
 def test_fast_and_full_grammar_paths_give_identical_text_at_temperature_0(engine):
     for art in ARTICLES:
         texts = {}
@@ -51,6 +52,7 @@ def test_fast_and_full_grammar_paths_give_identical_text_at_temperature_0(engine
         assert texts["fast"] == texts["full"], art.title
 
 
+@pytest.mark.slow
 def test_shared_few_shot_prefix_is_evaluated_once(engine):
     engine.clear_cache()
     prefix = _prefix_len(engine)
@@ -70,6 +72,7 @@ def test_reply_carries_counts_and_timings(engine):
     assert r.wall_seconds >= r.prompt_seconds + r.gen_seconds
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_text(engine):
     outs = []
     for seed in (11, 11):
@@ -109,6 +112,7 @@ def test_missing_template_without_fallback_names_the_fix():
     assert chat.resolve("{{ x }}", "chatml")[1] == "built-in 'chatml'"
 
 
+@pytest.mark.slow
 def test_constrained_replies_are_always_json_objects(engine):
     """Even at a high temperature, a reply that ends by end-of-turn is a JSON object (no raw
     control characters inside strings: the grammar follows JSON, not llama-cpp-python's looser rule)."""
@@ -218,6 +222,7 @@ def test_fast_sampler_frequencies_match_the_chain_distribution(engine, temperatu
     assert tv < 0.02
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_fast_sampling_writes_the_same_replies_as_the_reference_sampler(engine, temperature):
     """On real prompts, free and schema-constrained, the default sampling gives the text llama.cpp's

@@ -49,6 +49,7 @@ def _one_error(r, *needles: str) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_tiny_model_exports_to_a_verified_ladder(tiny_export):
     out, r = tiny_export
     assert r.returncode == 0, r.stderr
@@ -141,6 +142,7 @@ def test_rerun_keeps_complete_levels_and_rebuilds_a_damaged_one(tiny_hf, tiny_ex
     assert after["files"]["Q4_K_M"]["sha256"] == before["files"]["Q4_K_M"]["sha256"] == _sha(q4)
 
 
+@pytest.mark.slow
 def test_parity_beyond_tolerance_is_exit_code_2_and_keeps_the_figures(tiny_hf, tiny_export, tmp_path):
     """Through the command line, on a copy of the verified ladder (its F16 is kept, but a tolerance
     it was not checked at is checked again): the logit-difference branch, then the top-1 branch."""
@@ -249,6 +251,7 @@ def _heatmap_cells(path: Path) -> list[tuple[int, int, int]]:
     return [tuple(int(v) for v in colours[i]) for i in sorted(cells, key=lambda i: x[inverse == i].mean())]
 
 
+@pytest.mark.slow
 def test_register_then_benchmark_shows_quant_quality_in_the_report(tiny_hf, tiny_export, tmp_path, embedded_gguf):
     out, r = tiny_export
     assert r.returncode == 0, r.stderr

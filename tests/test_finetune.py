@@ -73,6 +73,7 @@ def test_bad_builder_input_is_one_clear_error(tmp_path):
     assert r.returncode == 2 and "expected the columns" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_labelling_killed_midway_resumes_without_relabelling(tmp_path, embedded_gguf):
     config = write_config(tmp_path, embedded_gguf, models=[("teacher", "few_shot")], articles=4)
     # one engine thread: on a shared 2-core machine two spin against the other processes (measured
@@ -99,6 +100,7 @@ def test_labelling_killed_midway_resumes_without_relabelling(tmp_path, embedded_
     assert all(-1 <= x["answer"]["sentiment"] <= 1 and x["source"] == "labelled:teacher" for x in recs)
 
 
+@pytest.mark.slow
 def test_labelling_retries_invalid_replies_and_rejects_what_stays_invalid(tmp_path, ollama):  # noqa: F811
     """`data label` against an Ollama server (tests/ollama_fixture.py): the first item is answered
     at once, the second only on its first retry, the third never (three calls with --retries 2):
@@ -179,6 +181,7 @@ def test_every_example_ends_with_eos_and_pad_differs(tiny_base):
         check_examples(examples, tok)
 
 
+@pytest.mark.slow
 def test_tiny_model_finetunes_on_cpu_and_its_merged_folder_exports(tiny_base, tmp_path):
     data = tmp_path / "train.sharegpt.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in _synthetic(64)))
@@ -225,6 +228,7 @@ def seeded_runs(tiny_base, tmp_path_factory) -> dict[str, dict]:
     return reports
 
 
+@pytest.mark.slow
 def test_one_seed_gives_the_same_losses_and_another_seed_different_ones(seeded_runs):
     a, b, c = (seeded_runs[k]["report"] for k in ("a", "b", "c"))
     assert a["seeds"] == b["seeds"] == {"python": 7, "numpy": 7, "torch": 7} and c["seeds"]["torch"] == 8
@@ -254,6 +258,7 @@ def test_unsloth_is_refused_without_cuda(tiny_base, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_learning_curve_benchmarks_every_checkpoint_on_train_and_held_out_items(tiny_base, tmp_path):
     """The stance-study workflow on the spam example: a checkpoint every 10 steps, each exported and
     asked about the training and the held-out split; the report plots both curves."""

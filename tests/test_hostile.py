@@ -186,6 +186,7 @@ def test_markup_in_a_server_error_is_printed_as_it_is(tmp_path):
     assert "answered HTTP 503: overloaded [/x] [bold]retry[/bold] :smile:" in msg
 
 
+@pytest.mark.slow
 def test_markup_in_a_feed_url_warning_and_a_run_id_is_printed_as_it_is(tmp_path):
     with fake_server() as (url, _):
         cfg = config(tmp_path, url, extra="")
@@ -233,6 +234,7 @@ def test_export_out_that_is_a_file_is_one_clear_error(tmp_path, out):
     assert (tmp_path / "afile").read_text() == "x"
 
 
+@pytest.mark.slow
 def test_report_out_that_is_a_file_is_one_clear_error(tmp_path):
     with fake_server() as (url, _):
         cfg = config(tmp_path, url)

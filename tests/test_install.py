@@ -97,6 +97,7 @@ def test_accel_named_explicitly_is_taken_as_asked_and_switches_an_installed_engi
     assert "Nothing to be done" in _make_dry(env, venv).stdout + _make_dry(env, venv).stderr
 
 
+@pytest.mark.slow
 def test_offload_facts_and_the_cpu_build_warning_are_stored_with_each_model_load(tmp_path):
     """A real run on the embedded model with a GPU pretended visible: the CPU-only build warns on
     stderr, and model_loads.engine_json holds the engine's system info, the layers offloaded (none

@@ -83,6 +83,7 @@ def test_a_run_loads_once_at_its_context_and_stores_ollamas_counts(tmp_path, oll
     assert load_request["options"] == {"num_ctx": 2048} and load_request["shift"] is False
 
 
+@pytest.mark.slow
 def test_report_counts_evaluated_prompt_tokens_and_lists_the_models_provenance(tmp_path, ollama):
     ollama.add(FakeModel(TAG, vram_share=0.75))
     config = _config(tmp_path, articles=4)
@@ -113,6 +114,7 @@ def test_report_counts_evaluated_prompt_tokens_and_lists_the_models_provenance(t
     assert '"<end_of_turn>"' in info["model olla: parameters"]
 
 
+@pytest.mark.slow
 def test_a_prompt_longer_than_num_ctx_is_refused_with_its_counts_and_nothing_wrong_is_stored(tmp_path, ollama):
     ollama.add(FakeModel(TAG))
     res = _run(_config(tmp_path, num_ctx=512), ollama.url)

@@ -35,6 +35,7 @@ def _digest(path) -> str:
     return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
 
 
+@pytest.mark.slow
 def test_create_uploads_once_and_the_server_shows_the_modelfile(tmp_path, embedded_gguf, ollama):
     a, b = _ladder(tmp_path, embedded_gguf)
     args = ("modelfile", str(a), str(b), "--system", "Reply with JSON.", "--ollama-create")
@@ -127,6 +128,7 @@ def test_live_create_show_and_chat(tmp_path, embedded_gguf):
     assert reply["done_reason"] == "stop"  # ended by the end-of-turn stop, not by the token limit
 
 
+@pytest.mark.slow
 def test_create_on_several_hosts_uploads_each_blob_once_per_host(tmp_path, embedded_gguf, ollama):
     """Provisioning a fleet: every host gets every model; a host that has a blob is not sent it again."""
     from tests.conftest import loopback_server

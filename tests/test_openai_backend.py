@@ -44,6 +44,7 @@ def server(embedded_gguf, tmp_path_factory):
     proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_run_against_a_real_openai_compatible_server(server, tmp_path, embedded_gguf):
     extra = ("  - name: served\n    backend: openai\n"
              f"    base_url: {server}\n    model: gemma3-270m\n    family: gemma3-270m\n    quant: Q4_K_M\n")
@@ -75,6 +76,7 @@ def test_server_down_is_one_clear_error(tmp_path, embedded_gguf):
     assert f"no OpenAI-compatible server answers at http://127.0.0.1:{port}/v1" in " ".join(res.stderr.split())
 
 
+@pytest.mark.slow
 def test_an_article_longer_than_the_servers_context_is_a_failed_call_and_the_run_finishes(server, tmp_path,
                                                                                           embedded_gguf):
     """The real llama-cpp-python server (n_ctx 2048) refuses the long article with HTTP 400; the call is
@@ -108,6 +110,7 @@ def test_an_article_longer_than_the_servers_context_is_a_failed_call_and_the_run
     assert con.execute("SELECT finished_at IS NOT NULL FROM runs WHERE run_id='ctx'").fetchone() == (1,)
 
 
+@pytest.mark.slow
 def test_what_the_server_receives_few_shot_turns_and_the_schema_in_every_request(server, tmp_path, embedded_gguf):
     """A recording pass-through proxy on 127.0.0.1 sits between the backend and the real server: the
     requests it forwards are what the server received."""

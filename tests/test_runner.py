@@ -13,6 +13,7 @@ from benchmark.runner import Runner, call_seed, iteration_order
 from benchmark.store import Store
 from benchmark.tasks.sentiment import EXAMPLES, SYSTEM_PROMPT
 from tests.conftest import ROOT, shootout, write_config
+import pytest
 
 
 def _rows(db, sql="SELECT model, iteration, item_id FROM calls"):
@@ -45,6 +46,7 @@ class Spy:
         return self.inner.chat(messages, **kw)
 
 
+@pytest.mark.slow
 def test_run_stores_one_row_per_call_with_timings_and_shows_few_shot_turns(tmp_path, embedded_gguf):
     from benchmark.backends import make_backend
 
@@ -133,6 +135,7 @@ def _seeds(db):
             _rows(db, "SELECT model, iteration, item_id, position, seed FROM calls")}
 
 
+@pytest.mark.slow
 def test_sigkill_midway_then_resume_gives_exactly_one_row_per_call(tmp_path, embedded_gguf):
     config = write_config(tmp_path, embedded_gguf, iterations=2, articles=3, models=[("a", "zero_shot"), ("b", "zero_shot")])
     db = tmp_path / "results.sqlite"
@@ -156,6 +159,7 @@ def test_sigkill_midway_then_resume_gives_exactly_one_row_per_call(tmp_path, emb
     assert _rows(db, "SELECT finished_at IS NOT NULL FROM runs") == [(1,)]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_after_the_call_in_flight_and_resumes(tmp_path, embedded_gguf):
     config = write_config(tmp_path, embedded_gguf, iterations=2, articles=3, models=[("m", "zero_shot")])
     db = tmp_path / "results.sqlite"
@@ -171,6 +175,7 @@ def test_ctrl_c_stops_after_the_call_in_flight_and_resumes(tmp_path, embedded_gg
     assert len(set(_rows(db))) == len(_rows(db)) == 6
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_and_leaves_a_resumable_database(tmp_path, embedded_gguf):
     config = write_config(tmp_path, embedded_gguf, iterations=2, articles=3, models=[("m", "zero_shot")])
     db = tmp_path / "results.sqlite"
@@ -194,6 +199,7 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_a_resumable_database(tmp_path,
     assert len(set(_rows(db))) == len(_rows(db)) == 6
 
 
+@pytest.mark.slow
 def test_an_item_longer_than_the_context_is_a_failed_call_and_the_run_finishes(tmp_path, embedded_gguf):
     config = write_config(tmp_path, embedded_gguf, iterations=1, articles=2,
                           models=[("short-ctx", "few_shot"), ("fits", "zero_shot")],

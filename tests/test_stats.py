@@ -376,6 +376,7 @@ def test_heatmap_cells_overlapping_the_reference_are_hatched(effects, tmp_path):
             assert (colour == "grey") == (status == "not distinguishable"), (model, metric, status, colour)
 
 
+@pytest.mark.slow
 def test_heatmaps_grow_with_the_number_of_models(tmp_path):
     from PIL import Image
 
