@@ -4,6 +4,7 @@ merged into one run that reports like the unsharded one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -49,10 +50,11 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise AssertionError(f"{url} did not come up")
 
 
-@pytest.fixture(scope="module")
-def servers(tiny_gguf):
+@contextlib.contextmanager
+def _three_servers(gguf: Path):
+    """Three llama_cpp.server processes of ``gguf`` on 127.0.0.1, ready: (urls, processes); killed after."""
     ports = [_free_port() for _ in range(3)]
-    procs = [_start_server(tiny_gguf, p) for p in ports]
+    procs = [_start_server(gguf, p) for p in ports]
     urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
     try:
         for u, p in zip(urls, procs):
@@ -63,6 +65,12 @@ def servers(tiny_gguf):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+@pytest.fixture(scope="module")
+def servers(tiny_gguf):
+    with _three_servers(tiny_gguf) as both:
+        yield both
 
 
 def _config(tmp_path: Path, endpoints: list[str], *, items: int = 6, iterations: int = 2) -> Path:
@@ -114,12 +122,7 @@ def test_three_endpoints_store_the_rows_and_answers_of_one(servers, tmp_path):
 
 @pytest.mark.slow
 def test_a_server_killed_mid_run_loses_nothing_and_its_work_finishes_elsewhere(tiny_gguf, tmp_path):
-    ports = [_free_port() for _ in range(3)]
-    procs = [_start_server(tiny_gguf, p) for p in ports]
-    urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
-    try:
-        for u, p in zip(urls, procs):
-            _wait_ready(u, p)
+    with _three_servers(tiny_gguf) as (urls, procs):
         config = _config(tmp_path, urls, items=10, iterations=3)
         run = subprocess.Popen([sys.executable, "-m", "shootout.cli", "run", "-c", str(config), "--no-progress"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -143,11 +146,6 @@ def test_a_server_killed_mid_run_loses_nothing_and_its_work_finishes_elsewhere(t
         after = calls[calls["endpoint"] != urls[1]]
         assert len(after) > 0 and set(calls["endpoint"]) <= set(urls)
         assert sqlite3.connect(db).execute("SELECT finished_at IS NOT NULL FROM runs").fetchone() == (1,)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
 
 
 # --------------------------------------------------------------------------- shards and merge
