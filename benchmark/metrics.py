@@ -14,6 +14,7 @@ only where the figure differs significantly from the reference (see ``benchmark.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 
@@ -32,8 +33,6 @@ class Metric:
 
     def position(self, value: float) -> float:
         """Where ``value`` lies on the fixed scale, 0 .. 1 (clipped by the caller)."""
-        import math
-
         lo, hi = self.scale
         if self.log_scale:
             return (math.log(max(value, lo * 1e-3)) - math.log(lo)) / (math.log(hi) - math.log(lo))

@@ -262,7 +262,8 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None, *,
             note="From each model's export manifest: KL divergence of the level's next-token distribution from the "
                  "F16 GGUF's (nats, per position of the task's prompts) and the share of positions with the same top "
                  "token, as llama.cpp's perplexity tool reports them. F16 is the reference. size_mb: the GGUF file."))
-    if len(spread) and (spread["endpoint"].nunique() > 2 or spread["max_in_flight"].max() > 1):
+    endpoints = spread["endpoint"][spread["endpoint"] != "all endpoints"].nunique() if len(spread) else 0
+    if endpoints > 1 or (len(spread) and spread["max_in_flight"].max() > 1):
         report.sheets.append(Sheet(
             "Throughput", "throughput", spread,
             note="Calls spread over endpoints: per model and endpoint, then over all its endpoints, requests and "
@@ -272,7 +273,7 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None, *,
     return report
 
 
-def _memory_columns(details: pd.DataFrame) -> list[str]:
+def _resource_columns(details: pd.DataFrame) -> list[str]:
     """The resource columns measured for some model (resident memory, KV cache, VRAM, energy per call), for
     Summary and Decision."""
     return [c for c in common.RESOURCE_COLUMNS if c in details and details[c].notna().any()]
@@ -317,7 +318,7 @@ def _decision_sheet(report: Report, measures, cfg: Settings, primary: str, noun:
     models = report.details[["model", "family", "quant", "iterations", "s_per_sample"]]
     table, long, lines = D.decide(measures, models, report.refs, margins, cfg.alpha, cfg.power, report.sizes,
                                   report.intervals)
-    memory = _memory_columns(report.details)
+    memory = _resource_columns(report.details)
     if memory:
         table = table.merge(report.details[["model"] + memory], on="model", how="left")
     report.decision, report.decision_long, report.decision_lines = table, long, lines
@@ -359,7 +360,7 @@ def _build_value(run_id, task, calls, items, loads, pairs, cfg: Settings, checkp
     order = common.model_order(calls)
     data = vstats.ValueData.of(calls, items, cfg.neutral_band, rng, models=order)
     details = vstats.per_model(calls, items, loads, cfg.price_per_hour, data=data)
-    summary = details[[c for c in VALUE_SUMMARY if c in details] + _memory_columns(details)]
+    summary = details[[c for c in VALUE_SUMMARY if c in details] + _resource_columns(details)]
     pa = vstats.per_item(calls, items, data=data)
     scores = data.item_scores()
     measures = {k: C.measure(k, "logvar" if k == "value_variance" else "mean", x=v) for k, v in scores.items()}
@@ -467,7 +468,7 @@ def _build_label(run_id, task, calls, items, loads, pairs, cfg: Settings, checkp
                                 "precision", "recall", "f1") if c in details] + \
         [c for c in details.columns if c.startswith("f_beta_")] + \
         [c for c in ("vote_accuracy", "self_consistency", "invalid_rate", "s_per_sample", "cost_per_1k")
-         if c in details] + _memory_columns(details)
+         if c in details] + _resource_columns(details)
     summary = details[order + summary_cols]
     base_rows = base.drop(columns=["strategy"], errors="ignore")
     base_rows["model"] = "baseline: " + base_rows["model"]

@@ -82,12 +82,23 @@ def shootout(*args: str, cwd: Path | None = None, timeout: float = 600, env_extr
 
 
 @contextlib.contextmanager
-def loopback_server(handler):
-    """A real HTTP server on 127.0.0.1 (an ephemeral port) serving ``handler``; yields its base URL."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def loopback_server(handler, host: str = "127.0.0.1"):
+    """A real HTTP server on ``host`` (an ephemeral port) serving ``handler``; yields its base URL."""
+    srv = ThreadingHTTPServer((host, 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
+        yield f"http://{host}:{srv.server_address[1]}"
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def send(handler, status: int, ctype: str, body: bytes | str) -> None:
+    """Answer a test server's request: status, content type and length, then the body (none for HEAD)."""
+    body = body.encode() if isinstance(body, str) else body
+    handler.send_response(status)
+    handler.send_header("Content-Type", ctype)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)

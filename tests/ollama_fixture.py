@@ -35,6 +35,7 @@ from typing import Any, Callable
 import pytest
 
 from core import chat, gotemplate
+from tests.conftest import send
 
 VERSION = "0.33.0"
 PROMPT_NS = 1_000_000        # 1 ms per evaluated prompt token: 1,000 tokens/s
@@ -165,13 +166,7 @@ def make_handler(state: FakeOllama):
 
         # ------------------------------------------------------------ plumbing
         def _send(self, code: int, body: Any = None, ctype: str = "application/json; charset=utf-8"):
-            data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
+            send(self, code, ctype, b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode()))
 
         def _body(self) -> bytes:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, loopback_server, shootout
+from tests.conftest import ROOT, loopback_server, send, shootout
 
 VALID = json.dumps({"reasoning": "Orders rose.", "sentiment": 0.5, "confidence": 0.8})
 
@@ -32,12 +32,7 @@ class FakeServer(BaseHTTPRequestHandler):
     chats: list[dict] = []
 
     def _send(self, status: int, ctype: str, body: bytes | str) -> None:
-        body = body.encode() if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send(self, status, ctype, body)
 
     def do_GET(self):  # noqa: N802
         if self.path.endswith("/models"):
@@ -425,12 +420,7 @@ def test_the_http_client_reads_answers_on_newer_pythons(python):
     fetch that touched it afterwards failed with 'Bad file descriptor' there (seen on the GPU box)."""
     class Models(BaseHTTPRequestHandler):
         def do_GET(self):
-            body = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send(self, 200, "application/json", json.dumps({"object": "list", "data": [{"id": "m"}]}))
 
         def log_message(self, *a):
             pass

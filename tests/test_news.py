@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from benchmark.tasks.sentiment.news import NewsCache, article_id, fetch_rss, load_snapshot
-from tests.conftest import loopback_server
+from tests.conftest import loopback_server, send
 
 NOW = time.time()
 
@@ -44,11 +44,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(404)
             self.end_headers()
             return
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send(self, 200, ctype, body)
 
     def log_message(self, *args):
         pass
@@ -146,13 +142,7 @@ class Site(BaseHTTPRequestHandler):
         if callable(route):
             route(self)
             return
-        status, ctype, body = route or (404, "text/plain", b"not found")
-        body = body.encode() if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send(self, *(route or (404, "text/plain", b"not found")))
 
     def log_message(self, *args):
         pass
@@ -161,13 +151,8 @@ class Site(BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def site(routes: dict, host: str = "127.0.0.1"):
     handler = type("S", (Site,), {"routes": routes, "hits": []})
-    srv = ThreadingHTTPServer((host, 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://{host}:{srv.server_address[1]}", handler
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with loopback_server(handler, host) as url:
+        yield url, handler
 
 
 def fetch(url_template, tmp_path, tickers=None, **kw):

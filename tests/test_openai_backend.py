@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import shootout, write_config
+from tests.conftest import send, shootout, write_config
 
 
 def _free_port() -> int:
@@ -131,11 +131,7 @@ def test_what_the_server_receives_few_shot_turns_and_the_schema_in_every_request
                     status, data = r.status, r.read()
             except urllib.error.HTTPError as e:
                 status, data = e.code, e.read()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send(self, status, "application/json", data)
 
         def do_GET(self):
             self._forward(None)
