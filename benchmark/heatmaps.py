@@ -458,7 +458,9 @@ def write_heatmaps(report, out_dir: Path) -> list[Path]:
         p = grid_heatmap(report, report.details, name, out_dir / f"grid_{name}.png")
         if p:
             paths.append(p)
-    for p in (decision_chart(report, out_dir / "decision_pareto.png"), reliability_plot(report, out_dir / "reliability.png")):
+    from benchmark.report import decision_png
+
+    for p in (decision_png(report, out_dir / "decision_pareto.png"), reliability_plot(report, out_dir / "reliability.png")):
         if p:
             paths.append(p)
     qq = report.quant_quality

@@ -126,6 +126,7 @@ class Report:
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
     per_class_versus: pd.DataFrame = field(default_factory=pd.DataFrame)
     sizes: dict = field(default_factory=dict)
+    chart: Path | None = None      # the Decision chart once drawn (copied, not drawn again, for other folders)
 
     @property
     def kind(self) -> str:
@@ -149,9 +150,6 @@ class Report:
             for _, csv, t in s.appendix:
                 out[csv] = t
         return out
-
-    def reference_of(self, model: str) -> str | None:
-        return self.refs.get(model)
 
     def status(self, model: str, metric: str) -> str:
         """How a cell of ``model`` on ``metric`` may be coloured: "reference" (a family's reference, or
@@ -290,7 +288,7 @@ def _compare_all(report_models: list[str], details: pd.DataFrame, measures: dict
     ms = list(measures.values())
     ref_pairs = [(r, c) for c, r in refs.items()]
     versus = C.compare(ms, report_models, ref_pairs, cfg.alpha, cfg.power)
-    comparisons = C.compare(ms, report_models, pairs or ref_pairs, cfg.alpha, cfg.power)
+    comparisons = C.compare(ms, report_models, pairs, cfg.alpha, cfg.power) if pairs else versus
     best = {}
     for name, m in measures.items():
         if m.kind in ("mean", "logvar", "jackknife"):
@@ -506,7 +504,7 @@ def _build_label(run_id, task, calls, items, loads, pairs, cfg: Settings, checkp
     for k_, lab in enumerate(data.labels):
         ms = C.measure("f1", "jackknife", suff=tables, fn=lstats.table_metric("f1", K, k_))
         for cand, ref in refs.items():
-            r = C.pair(ms, model_names.index(ref), model_names.index(cand), cfg.alpha, cfg.power, seed=k_)
+            r = C.pair(ms, model_names.index(ref), model_names.index(cand), cfg.alpha, cfg.power)
             pcv.append({"model": cand, "reference": ref, "class": lab, "direction": r["direction"],
                         "estimate": r["estimate"], "ci95_low": r["ci95_low"], "ci95_high": r["ci95_high"]})
     calib, relia = pd.DataFrame(), pd.DataFrame()
@@ -633,6 +631,20 @@ def details(store, run_id: str) -> tuple[dict, pd.DataFrame | None]:
 # --------------------------------------------------------------------------- writing
 
 
+def decision_png(report: Report, path: Path) -> Path | None:
+    """The Decision chart at ``path``: drawn once per report, then copied (workbook, CSV folder, heatmaps)."""
+    import shutil
+
+    from benchmark.heatmaps import decision_chart
+
+    if report.chart is not None and report.chart.is_file():
+        if report.chart.resolve() != path.resolve():
+            shutil.copyfile(report.chart, path)
+        return path
+    report.chart = decision_chart(report, path)
+    return report.chart
+
+
 def write_csvs(report: Report, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -641,9 +653,7 @@ def write_csvs(report: Report, out_dir: Path) -> list[Path]:
         df.to_csv(p, index=False)
         paths.append(p)
     if len(report.decision):
-        from benchmark.heatmaps import decision_chart
-
-        p = decision_chart(report, out_dir / "decision_pareto.png")
+        p = decision_png(report, out_dir / "decision_pareto.png")
         if p:
             paths.append(p)
     return paths
@@ -816,9 +826,7 @@ def _write_sheet(report: Report, wb, sheet: Sheet, chart_dir: Path | None = None
             ws.cell(row=i, column=j).alignment = Alignment(wrap_text=True, vertical="top")
     row = last + 2
     if sheet.image == "decision" and chart_dir is not None:
-        from benchmark.heatmaps import decision_chart
-
-        png = decision_chart(report, chart_dir / "decision_pareto.png")
+        png = decision_png(report, chart_dir / "decision_pareto.png")
         if png:
             from openpyxl.drawing.image import Image
 

@@ -35,13 +35,11 @@ class Endpoint:
     limit: int = 1
     in_flight: int = 0
     alive: bool = True
-    done: int = 0
     error: str | None = None
 
 
 @dataclass
 class Outcome:
-    stored: int = 0
     retired: list[str] = field(default_factory=list)
 
 
@@ -68,9 +66,7 @@ async def _drive(endpoints: list[Endpoint], jobs: collections.deque, ask: Callab
                 return
             finally:
                 ep.in_flight -= 1
-            ep.done += 1
-            if record(job, result, endpoint=ep.url, in_flight=n, started_at=started):
-                outcome.stored += 1
+            record(job, result, endpoint=ep.url, in_flight=n, started_at=started)
 
     await asyncio.gather(*(worker(ep) for ep in endpoints for _ in range(max(1, ep.limit))))
 
@@ -78,7 +74,7 @@ async def _drive(endpoints: list[Endpoint], jobs: collections.deque, ask: Callab
 def run_calls(endpoints: list[Endpoint], jobs: list, ask: Callable, record: Callable,
               stopped: Callable[[], bool], model: str) -> Outcome:
     """Answer ``jobs`` on ``endpoints``: ``ask(backend, job) -> result`` runs in a worker thread,
-    ``record(job, result, endpoint=, in_flight=, started_at=) -> stored?`` in this one."""
+    ``record(job, result, endpoint=, in_flight=, started_at=)`` in this one."""
     queue = collections.deque(jobs)
     outcome = Outcome()
     asyncio.run(_drive(endpoints, queue, ask, record, stopped, outcome))

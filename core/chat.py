@@ -201,6 +201,7 @@ def canonical(name: str) -> str:
     return FAMILIES[name].name
 
 
+@functools.lru_cache(maxsize=64)  # a pure function of its strings; engines ask per prompt when they fold
 def detect(chat_template: str | None, architecture: str | None = None, override: str | None = None, *,
            bos: str = "", eos: str = "") -> tuple[str, str]:
     """(family, how it was decided) from a named override, the GGUF's Jinja template, or its architecture.

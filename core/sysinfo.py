@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -47,17 +48,18 @@ def _ram_bytes() -> int | None:
         return None
 
 
-def _gpus() -> list[str]:
+@functools.lru_cache(maxsize=1)  # asked at every model load (the CPU-build warning): nvidia-smi once
+def _gpus() -> tuple[str, ...]:
     if shutil.which("nvidia-smi"):
         try:
             out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                                  capture_output=True, text=True, timeout=10).stdout
-            return [line.strip() for line in out.splitlines() if line.strip()]
+            return tuple(line.strip() for line in out.splitlines() if line.strip())
         except (OSError, subprocess.SubprocessError):
-            return []
+            return ()
     if platform.system() == "Darwin" and platform.machine() == "arm64":
-        return ["Apple silicon GPU (Metal)"]
-    return []
+        return ("Apple silicon GPU (Metal)",)
+    return ()
 
 
 def hardware() -> dict:
@@ -68,7 +70,7 @@ def hardware() -> dict:
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "ram_gib": round(ram / 2**30, 1) if ram else None,
-        "gpus": _gpus(),
+        "gpus": list(_gpus()),
         "hostname": platform.node(),
     }
 

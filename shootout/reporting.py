@@ -116,8 +116,8 @@ def write(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | Non
     rid = pick_run(store, run_id)
     with console.status(f"statistics for run {rid}"):
         rep = build(store, rid, pairs)
+    files = rpt.write_csvs(rep, reports_dir / rid)  # first: the workbook takes its Decision chart from there
     xlsx = rpt.write_workbook(rep, reports_dir / f"{rid}.xlsx")
-    files = rpt.write_csvs(rep, reports_dir / rid)
     csvs = [p for p in files if p.suffix == ".csv"]
     chart = " and the Decision chart (decision_pareto.png)" if len(files) > len(csvs) else ""
     console.print(f"report: {xlsx} and {len(csvs)} CSV files{chart} in {reports_dir / rid}/", markup=False)

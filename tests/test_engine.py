@@ -283,3 +283,12 @@ def test_first_character_decoding_follows_llama_cpp():
     assert _first_char(b"\x80abc") == (None, 0)  # a continuation byte cannot lead
     assert not _utf8_unfinished(b"") and not _utf8_unfinished("ab中".encode())
     assert _utf8_unfinished("ab中".encode()[:-1]) and _utf8_unfinished(b"a\xf0\x9f")
+
+
+def test_memory_facts_are_the_kv_cache_and_weights_the_model_needs(engine, embedded_gguf):
+    """What a load stores in model_loads: the KV cache llama.cpp allocated equals n_ctx x layers x KV
+    heads x head size x (K and V) x 2 bytes (f16) for Gemma 3 270M (18 layers, 1 KV head of 256), and the
+    weights' buffers hold about the GGUF's size."""
+    facts = engine.memory_facts()
+    assert facts["kv_cache_mb"] == pytest.approx(engine.n_ctx * 18 * 1 * 256 * 2 * 2 / 2**20)
+    assert facts["model_buffer_mb"] == pytest.approx(embedded_gguf.stat().st_size / 2**20, rel=0.1)

@@ -61,8 +61,9 @@ def schema_to_gbnf(schema_json: str) -> str:
 
 
 LOG_TAIL: list[str] = []  # llama.cpp's recent log lines, quoted in load errors
-LOAD_FACTS: list[str] = []  # the lines of the last load that say where the weights went
-_FACT_WORDS = ("offloaded", "using device", "model buffer size", "KV buffer size", "compute buffer size")
+LOAD_FACTS: list[str] = []  # the lines of the last load that say where the weights went and what it took
+_FACT_WORDS = ("offloaded", "using device", "model buffer size", "KV buffer size", "compute buffer size",
+               "llama_kv_cache: size")
 
 
 def _backend_ready() -> Any:
@@ -73,7 +74,7 @@ def _backend_ready() -> Any:
         def _log(level, text, user_data):  # keep llama.cpp quiet; remember the tail for errors
             line = text.decode("utf-8", "replace")
             LOG_TAIL.append(line)
-            del LOG_TAIL[:-400]
+            del LOG_TAIL[:-40]
             if any(w in line for w in _FACT_WORDS):
                 LOAD_FACTS.append(line.strip())
 
@@ -110,9 +111,7 @@ def _offload_facts(L, model, n_gpu_layers: int, lines: list[str]) -> dict[str, A
     facts["layers_offloadable"] = offloaded[1] if offloaded else facts["n_layers"] + 1
     facts["devices"] = [re.sub(r"^\S+: ", "", x) for x in lines if "using device" in x]
     facts["buffers"] = [re.sub(r"^\S+:\s+", "", x) for x in lines if "buffer size" in x]
-    from core.sysinfo import accelerator_warning
-
-    warning = accelerator_warning(supports)
+    warning = sysinfo.accelerator_warning(supports)
     if warning:
         facts["warning"] = warning
     return facts
@@ -175,7 +174,7 @@ class LlamaCppBackend:
         self.model = self.ctx = None
         self.offload: dict[str, Any] = {}
         self._kv: list[int] = []  # tokens whose keys/values are in the context now (sequence 0)
-        self._load_log: list[str] = []  # llama.cpp's log while loading (memory figures)
+        self._load_facts: list[str] = []  # llama.cpp's log lines of this load about devices and memory
         self._grammars: dict[str, Any] = {}
         self.stats = {"grammar_checks": 0, "grammar_partial_passes": 0, "grammar_full_passes": 0,
                       "grammar_filtered_passes": 0, "top_k_full_partitions": 0}
@@ -214,8 +213,8 @@ class LlamaCppBackend:
             raise ShootoutError(f"model '{self.name}': llama.cpp could not create a context of {self.n_ctx} tokens",
                                 "lower run.num_ctx (or the model's options.num_ctx)")
         self.L, self.model, self.ctx = L, model, ctx
-        self._load_log = list(LOG_TAIL)
-        self.offload = _offload_facts(L, model, mp.n_gpu_layers, list(LOAD_FACTS))
+        self._load_facts = list(LOAD_FACTS)
+        self.offload = _offload_facts(L, model, mp.n_gpu_layers, self._load_facts)
         if self.offload.get("warning"):
             _warn_once(self.offload["warning"])
         self.vocab = L.llama_model_get_vocab(model)
@@ -714,14 +713,11 @@ class LlamaCppBackend:
     def memory_facts(self) -> dict[str, float]:
         """The KV cache, compute and model buffers llama.cpp reported when it loaded this model (MiB),
         and the GPU memory this process holds (NVML, where present)."""
-        import re
+        def total(pattern: str) -> float:
+            return sum(float(m.group(1)) for line in self._load_facts
+                       if (m := re.search(pattern + r"\s*=\s*([\d.]+) MiB", line)))
 
-        kv = sum(float(m.group(1)) for line in self._load_log
-                 if (m := re.search(r"llama_kv_cache: size =\s*([\d.]+) MiB", line)))
-        compute = sum(float(m.group(1)) for line in self._load_log
-                      if (m := re.search(r"compute buffer size =\s*([\d.]+) MiB", line)))
-        weights = sum(float(m.group(1)) for line in self._load_log
-                      if (m := re.search(r"model buffer size =\s*([\d.]+) MiB", line)))
+        kv, compute, weights = total("llama_kv_cache: size"), total("compute buffer size"), total("model buffer size")
         out = {"kv_cache_mb": kv or None, "compute_buffer_mb": compute or None, "model_buffer_mb": weights or None,
                "vram_mb": sysinfo.vram_used_mb()}
         return {k: v for k, v in out.items() if v is not None}

@@ -307,7 +307,6 @@ class OllamaBackend:
         if self.load_seconds and load_s > max(0.25, 0.5 * self.load_seconds):
             cached = 0  # the model was loaded again inside this call: nothing came from the cache
             self.reloads += 1
-            self._previous = self._rendered + text if self._rendered is not None else None
         return Reply(text=text, finish_reason=resp.done_reason, prompt_tokens=prompt_tokens, cached_tokens=cached,
                      completion_tokens=resp.eval_count or 0,
                      prompt_seconds=(resp.prompt_eval_duration or 0) / ns, gen_seconds=(resp.eval_duration or 0) / ns,

@@ -147,10 +147,6 @@ class Cube:
     def valid(self) -> np.ndarray:
         return self.get(self._calls["valid"].astype(float), 0.0) > 0
 
-    @property
-    def n_calls(self) -> np.ndarray:
-        return self.present.sum(-1)
-
     def index(self, model: str) -> int:
         return self.models.index(model)
 

@@ -44,7 +44,7 @@ class Measure:
         """The model's figure: the mean over items (mean within-item variance for "logvar")."""
         if self.kind == "jackknife":
             s = self.suff[k]
-            ok = np.isfinite(s.reshape(len(s), -1)).all(-1)
+            ok = _rows_ok(s)
             return float(self.fn(s[ok].sum(0))) if ok.any() else np.nan
         if self.x is None:
             return np.nan
@@ -122,7 +122,7 @@ def jackknife_diff(ms: Measure, a: int, b: int, alpha: float = 0.05) -> dict:
 # --------------------------------------------------------------------------- one pair
 
 
-def pair(ms: Measure, a: int, b: int, alpha: float = 0.05, power: float = 0.8, seed: int = 0) -> dict:
+def pair(ms: Measure, a: int, b: int, alpha: float = 0.05, power: float = 0.8) -> dict:
     """Every figure of one comparison [a reference, b candidate] on one measure."""
     row: dict = {"metric": ms.metric, "test": TESTS[ms.kind], "estimate_is": ESTIMATES[ms.kind]}
     if ms.kind == "mean":
@@ -186,14 +186,14 @@ def compare(measures: list[Measure], models: list[str], pairs: list[tuple[str, s
     """Long table: one row per (pair, measure); ``p_holm`` adjusts across the pairs of each metric."""
     index = {m: k for k, m in enumerate(models)}
     rows = []
-    for j, (ref, cand) in enumerate(pairs):
+    for ref, cand in pairs:
         if ref not in index or cand not in index:
             continue
         for ms in measures:
             if ms.kind == "agreement" and ms.codes is None:
                 continue
             row = {"reference": ref, "candidate": cand}
-            row.update(pair(ms, index[ref], index[cand], alpha, power, seed=j))
+            row.update(pair(ms, index[ref], index[cand], alpha, power))
             rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:

@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import stats as ss
 
-VERDICTS = ("equivalent", "non-inferior", "worse", "inconclusive")  # and "differs" without a better direction
+from benchmark.stats.common import item_mean
 
 
 def _errstate():
@@ -243,17 +243,9 @@ def agreement(codes_a, codes_b, n_codes: int) -> dict[str, np.ndarray]:
         same = np.where(same_pairs > 0, 1 - same_agree / np.maximum(same_pairs, 1), np.nan)
     r = paired(cross - own)
     lo, hi = t_interval(r)
-    r.update(cross_disagree=_nanmean(cross), own_disagree=_nanmean(own), same_seed_disagree=_nanmean(same),
+    r.update(cross_disagree=item_mean(cross), own_disagree=item_mean(own), same_seed_disagree=item_mean(same),
              ci_low=lo, ci_high=hi)
     return r
-
-
-def _nanmean(x: np.ndarray) -> np.ndarray:
-    """Mean over the last axis of the non-NaN cells; NaN (and no warning) when there are none."""
-    ok = ~np.isnan(x)
-    n = ok.sum(-1)
-    with _errstate():
-        return np.where(n > 0, np.where(ok, x, 0).sum(-1) / np.maximum(n, 1), np.nan)
 
 
 def direction(x, band: float) -> np.ndarray:

@@ -10,7 +10,7 @@ Conventions (the older tool got these wrong):
   inconsistency and is reported only as "pooled"; consistency is compared with a paired test on
   per-item log variances (``paired.log_variance_test``);
 - error against the labels counts every call: an unanswered (invalid) call scores the largest error
-  possible on the value's scale (``worst_error``) and counts wrong in direction accuracy; the figures
+  possible on the value's scale (``abs_error``) and counts wrong in direction accuracy; the figures
   over answered calls only stand beside them, labelled;
 - direction has a neutral band: a value with |x| < band is "neutral" (0), so an item labelled 0 is
   right when the answer is within the band too, not by a rounding accident;
@@ -73,11 +73,6 @@ class ValueData:
     @property
     def has_target(self) -> bool:
         return bool(np.isfinite(self.target).any())
-
-    def worst_error(self) -> np.ndarray:
-        """Per item, the largest absolute error an answer on the scale can make: the error scored for
-        an unanswered call."""
-        return np.maximum(self.target - self.low, self.high - self.target)
 
     def abs_error(self, answered_only: bool = False) -> np.ndarray:
         return abs_error(self.value, self.present, self.target, self.low, self.high, answered_only)
