@@ -24,12 +24,28 @@ def _gguf_gate():
     if importlib.util.find_spec("gguf") is None:
         raise ShootoutError("reading a GGUF with transformers needs the gguf module",
                             "pip install 'gguf-shootout[export]' (it ships one)")
+    import gguf
+
+    # transformers parses the whole GGUF three times (config, tokenizer, weights), each time with a
+    # new gguf.GGUFReader: ~40 s of Python objects for a 262k-token vocabulary. One reader per file
+    # serves all three (it is read-only and memory-mapped).
+    readers: dict[tuple[str, str], object] = {}
+    reader_class = gguf.GGUFReader
+
+    def one_reader(path, mode="r"):
+        key = (str(path), mode)
+        if key not in readers:
+            readers[key] = reader_class(path, mode)
+        return readers[key]
+
     saved = mg.is_gguf_available
     mg.is_gguf_available = lambda *a, **k: True
+    gguf.GGUFReader = one_reader
     try:
         yield
     finally:
         mg.is_gguf_available = saved
+        gguf.GGUFReader = reader_class
 
 
 def load_gguf(gguf: str | Path, dtype=None):

@@ -32,13 +32,15 @@ def _prefix_len(engine) -> int:
 
 @pytest.mark.slow
 def test_fast_and_full_grammar_paths_give_identical_text_at_temperature_0(engine):
-    for art in ARTICLES:
+    # zero-shot prompts: the grammar paths are under test, not the prompt (the few-shot prefix
+    # would be evaluated afresh 2 x 3 times for the same tokens out)
+    for art in ARTICLES[:3]:
         texts = {}
         for mode in ("fast", "full"):
             engine.grammar_mode = mode
             engine.clear_cache()  # the same cache state for both, so the logits are bit-identical
             before = dict(engine.stats)
-            reply = engine.chat(_messages(art), schema=SENTIMENT.constraint().schema, temperature=0.0, seed=1, max_tokens=160)
+            reply = engine.chat(_messages(art, "zero_shot"), schema=SENTIMENT.constraint().schema, temperature=0.0, seed=1, max_tokens=160)
             texts[mode] = reply.text
             assert reply.finish_reason == "stop"
             data = json.loads(reply.text)  # the grammar guarantees the shape of the object
