@@ -70,7 +70,7 @@ finetune-demo: install
 # the suite in parallel workers, one per core (TEST_WORKERS=0 runs it in one process); a test module
 # stays on one worker, so the servers and models it shares are started once
 TEST_WORKERS ?= auto
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test: install
 	$(PYTEST)

@@ -105,6 +105,25 @@ class _Reader:
         n = self.scalar("<Q")
         return self.take(n).decode("utf-8", errors="replace")
 
+    def strings(self, n: int) -> list[str]:
+        """An array of ``n`` strings (a vocabulary: 262k for Gemma), read in one tight loop."""
+        b, pos, end, out = self.b, self.pos, len(self.b), []
+        length = struct.Struct("<Q").unpack_from
+        append = out.append
+        for _ in range(n):
+            if pos + 8 > end:
+                self.pos = pos
+                self.take(8)  # raises: cut short
+            k = length(b, pos)[0]
+            pos += 8
+            if pos + k > end:
+                self.pos = pos
+                self.take(k)
+            append(b[pos:pos + k].decode("utf-8", errors="replace"))
+            pos += k
+        self.pos = pos
+        return out
+
     def value(self, vtype: int):
         if vtype in _SCALAR:
             return self.scalar(_SCALAR[vtype])
@@ -117,6 +136,8 @@ class _Reader:
                 size = struct.calcsize(fmt)
                 raw = self.take(size * n)
                 return list(struct.unpack(f"<{n}{fmt[1]}", raw))
+            if itype == 8:
+                return self.strings(n)
             return [self.value(itype) for _ in range(n)]
         raise GGUFError(f"{self.path}: unknown metadata value type {vtype} (not a GGUF this tool can read)")
 

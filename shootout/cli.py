@@ -394,7 +394,10 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
                system: Optional[str] = typer.Option(None, "--system", help="SYSTEM prompt for the Modelfiles"),
                num_ctx: int = typer.Option(4096, "--num-ctx"),
                verify: bool = typer.Option(True, "--verify/--no-verify", help="parity, KLD and smoke checks"),
-               kld_prompts: int = typer.Option(6, "--kld-prompts", help="task prompts for the KLD check"),
+               kld_prompts: int = typer.Option(6, "--kld-prompts", min=0, help="task prompts for the KLD check"),
+               parity_prompts: int = typer.Option(3, "--parity-prompts", min=1,
+                                                  help="task prompts for the parity check of a Hugging Face "
+                                                       "source (every position of each is compared)"),
                parity_max_diff: float = typer.Option(0.01, "--parity-max-diff",
                                                      help="parity: largest logit difference allowed, as a share "
                                                           "of the largest logit"),
@@ -420,7 +423,8 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
         items = task.load_items(cfg) if cfg is not None else []
     opts = ExportOptions(name=name, out=out, quants=tuple(q for q in quants.split(",") if q.strip()),
                          imatrix=imatrix, chat_format=chat_format, system=system, num_ctx=num_ctx,
-                         verify=verify, kld_prompts=kld_prompts, max_rel_logit_diff=parity_max_diff,
+                         verify=verify, kld_prompts=kld_prompts, parity_prompts=parity_prompts,
+                         max_rel_logit_diff=parity_max_diff,
                          min_top1=parity_min_top1, task=task, items=items)
     res = run_export(src, opts, console=console)
     m = res.manifest

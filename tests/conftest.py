@@ -73,12 +73,29 @@ def write_config(tmp_path: Path, gguf: Path, *, models=None, iterations=1, artic
     return path
 
 
+# commands that import torch and transformers (training, or a Hugging Face folder's parity check)
+ML_COMMANDS = {"finetune", "finetune-demo", "export"}
+_ZYGOTE = None
+
+
 def shootout(*args: str, cwd: Path | None = None, timeout: float = 600, env_extra: dict | None = None,
              **kw) -> subprocess.CompletedProcess:
-    """Run the real `shootout` command line in a subprocess."""
+    """Run the real `shootout` command line in a new process: forked from the worker's zygote
+    (tests/zygote.py: the imports done once) on Linux, else ``python -m shootout.cli``."""
+    global _ZYGOTE
     env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "shootout.cli", *args], cwd=cwd or ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env, **kw)
+    if kw or not sys.platform.startswith("linux") or os.environ.get("SHOOTOUT_TEST_FORK") == "0":
+        return subprocess.run([sys.executable, "-m", "shootout.cli", *args], cwd=cwd or ROOT, capture_output=True,
+                              text=True, timeout=timeout, env=env, **kw)
+    if _ZYGOTE is None:
+        import atexit
+
+        from tests.zygote import Zygote
+
+        _ZYGOTE = Zygote(str(ROOT))
+        atexit.register(_ZYGOTE.close)
+    preload = "ml" if args and args[0] in ML_COMMANDS else None
+    return _ZYGOTE.run(args, cwd or ROOT, env, timeout, preload)
 
 
 @contextlib.contextmanager
@@ -102,3 +119,17 @@ def send(handler, status: int, ctype: str, body: bytes | str) -> None:
     handler.end_headers()
     if handler.command != "HEAD":
         handler.wfile.write(body)
+
+
+# Modules in the order a parallel run should start them: the longest first (seconds of one worker,
+# measured with `--durations=0` on 2 cores), so that no long module starts last and leaves one
+# worker running alone at the end. Only the order changes (make test passes --no-loadscope-reorder);
+# modules not listed keep their place after these.
+LONGEST_FIRST = ("test_demo", "test_export_gemma", "test_classify", "test_finetune", "test_engine", "test_runner",
+                 "test_export", "test_openai_backend", "test_hostile", "test_endpoints", "test_ollama_backend",
+                 "test_stats")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the order inside a module stays

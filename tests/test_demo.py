@@ -61,16 +61,16 @@ def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
     assert "valid_rate_heatmap.png" in pngs and "mean_sentiment_heatmap.png" in pngs
 
     # a second demo with other settings keeps the ladder and starts a new, complete run
-    again = shootout("demo", "--out", str(out), "--iterations", "1", "--articles", "2", "--no-progress")
+    again = shootout("demo", "--out", str(out), "--iterations", "1", "--articles", "1", "--no-progress")
     assert again.returncode == 0 and "kept (already built)" in again.stderr
     runs = con.execute("SELECT run_id, finished_at, iterations FROM runs ORDER BY rowid").fetchall()
     assert len(runs) == 2 and runs[1][1] is not None and runs[1][2] == 1
-    assert con.execute("SELECT COUNT(*) FROM calls WHERE run_id = ?", (runs[1][0],)).fetchone()[0] == 4 * 1 * 2
+    assert con.execute("SELECT COUNT(*) FROM calls WHERE run_id = ?", (runs[1][0],)).fetchone()[0] == 4 * 1 * 1
     listing = shootout("runs", "-c", str(out / "config.yaml"))
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.strip().splitlines()
     assert [l.split()[0] for l in lines] == [r[0] for r in runs]
-    assert all(l.split()[2] == "16" if l.startswith(runs[0][0]) else l.split()[2] == "8" for l in lines)
+    assert all(l.split()[2] == "16" if l.startswith(runs[0][0]) else l.split()[2] == "4" for l in lines)
     assert all(l.endswith("finished") and "unfinished" not in l for l in lines)
 
     # seed-format export of the first run
