@@ -51,8 +51,12 @@ def _short(label: str, n: int = 48) -> str:
 
 
 def _save(fig, path: Path) -> Path:
+    import warnings
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    with warnings.catch_warnings():  # a one-row figure cannot always fit its title: drawn as it is, not warned
+        warnings.filterwarnings("ignore", "Tight layout not applied", UserWarning)
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     _plt().close(fig)
     return path

@@ -14,6 +14,10 @@ from pathlib import Path
 
 from core.errors import ShootoutError
 
+# one gguf-py reader per file for transformers' three parses (benchmarks/gguf_reading.py turns it off
+# to measure the difference)
+_one_reader_per_file = True
+
 
 @contextlib.contextmanager
 def _gguf_gate():
@@ -40,7 +44,8 @@ def _gguf_gate():
 
     saved = mg.is_gguf_available
     mg.is_gguf_available = lambda *a, **k: True
-    gguf.GGUFReader = one_reader
+    if _one_reader_per_file:
+        gguf.GGUFReader = one_reader
     try:
         yield
     finally:

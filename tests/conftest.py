@@ -74,7 +74,7 @@ def write_config(tmp_path: Path, gguf: Path, *, models=None, iterations=1, artic
 
 
 # commands that import torch and transformers (training, or a Hugging Face folder's parity check)
-ML_COMMANDS = {"finetune", "finetune-demo", "export"}
+ML_COMMANDS = {"finetune", "finetune-demo", "learning-curve", "export"}
 _ZYGOTE = None
 
 

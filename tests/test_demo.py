@@ -63,6 +63,9 @@ def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
     # a second demo with other settings keeps the ladder and starts a new, complete run
     again = shootout("demo", "--out", str(out), "--iterations", "1", "--articles", "1", "--no-progress")
     assert again.returncode == 0 and "kept (already built)" in again.stderr
+    # one article: no paired interval yet, and the verdict says so instead of guessing
+    said = " ".join(again.stderr.split())
+    assert "gemma3-270m-q8_0 vs gemma3-270m-f16: NO VERDICT" in said and "fewer than two items" in said
     runs = con.execute("SELECT run_id, finished_at, iterations FROM runs ORDER BY rowid").fetchall()
     assert len(runs) == 2 and runs[1][1] is not None and runs[1][2] == 1
     assert con.execute("SELECT COUNT(*) FROM calls WHERE run_id = ?", (runs[1][0],)).fetchone()[0] == 4 * 1 * 1

@@ -107,7 +107,14 @@ def candidate_rows(measures: dict[str, Measure], models: list[str], refs: dict[s
                 "more_items": (max(n_dec - int(r["n"]), 0) if np.isfinite(n_dec) else np.nan),
                 "mde80": float(P.mde(r["sd"], r["n"], alpha, power)), "sd_diff": float(r["sd"]),
             })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=LONG_COLUMNS)
+
+
+# the long table's columns: also those of an empty table (no candidate with two items paired)
+LONG_COLUMNS = ["reference", "candidate", "metric", "margin", "margin_text", "items", "iterations", "value_ref",
+                "value_cand", "diff", "ci90_low", "ci90_high", "ci95_low", "ci95_high", "worse_by",
+                "worse_by_ci90_low", "worse_by_ci95_high", "p_noninferior", "p_equivalence", "p_difference",
+                "verdict", "items_to_decide", "decide_as", "more_items", "mde80", "sd_diff"]
 
 
 def overall(verdicts: list[str]) -> str:
@@ -256,7 +263,9 @@ def _headline(row) -> str:
            "non-inferior": "Safe to ship: not worse than the reference by more than the margins",
            "worse": f"Do not ship in place of {row.reference}: worse",
            "differs": f"Answers differ from {row.reference}'s (no labels to say which is better)",
-           "inconclusive": "No decision yet: run more items"}.get(row.verdict, row.verdict)
+           "inconclusive": "No decision yet: run more items",
+           "no verdict": "No decision: fewer than two items were answered by both this model and the reference, "
+                         "so there is no interval yet; run more items"}.get(row.verdict, row.verdict)
     pareto = (" Pareto-optimal." if row.pareto else
               " Not Pareto-optimal (another rung is at least as good on quality, speed and size, and better on one).")
     return f"{act}{cost}.{pareto}"
