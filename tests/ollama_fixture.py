@@ -136,6 +136,7 @@ class FakeOllama:
         self.fail_next: list[tuple[int, str]] = []        # (status, error) answers to the next chats
         self.abort_next = 0                               # chats that end without a final chunk
         self.lock = threading.Lock()
+        self.errors: list[str] = []                       # exceptions raised while answering (a test's bug)
         self._dir = tempfile.TemporaryDirectory(prefix="fake-ollama-")
         self.url = ""
 
@@ -163,6 +164,15 @@ def make_handler(state: FakeOllama):
 
         def log_message(self, *args):
             pass
+
+        def handle(self):
+            """A failure inside the fake (a test's reply function, say) is recorded: the client would
+            only see a dropped connection and retry, and the test would pass slowly on retries."""
+            try:
+                super().handle()
+            except Exception as exc:  # noqa: BLE001
+                state.errors.append(f"{type(exc).__name__}: {exc}")
+                raise
 
         # ------------------------------------------------------------ plumbing
         def _send(self, code: int, body: Any = None, ctype: str = "application/json; charset=utf-8"):
@@ -576,3 +586,4 @@ def ollama():
         state.url = url
         yield state
     state.close()
+    assert not state.errors, f"the fake Ollama failed while answering: {state.errors[:3]}"

@@ -50,7 +50,7 @@ class Spy:
 def test_run_stores_one_row_per_call_with_timings_and_shows_few_shot_turns(tmp_path, embedded_gguf):
     from benchmark.backends import make_backend
 
-    cfg = load_config(write_config(tmp_path, embedded_gguf, iterations=2, articles=3,
+    cfg = load_config(write_config(tmp_path, embedded_gguf, iterations=2, articles=2,
                                    models=[("fs", "few_shot"), ("zs", "zero_shot")]))
     spies = {}
 
@@ -60,12 +60,12 @@ def test_run_stores_one_row_per_call_with_timings_and_shows_few_shot_turns(tmp_p
 
     with Store(tmp_path / "results.sqlite") as store:
         result = Runner(cfg, store, run_id="r1", progress=False, backend_factory=factory).run()
-        assert result.stored == 2 * 2 * 3 and not result.stopped
+        assert result.stored == 2 * 2 * 2 and not result.stopped
         rows = store.calls("r1")
         run = store.run("r1")
         loads = store.db.execute("SELECT * FROM model_loads").fetchall()
     # one row per (model, iteration, article), each with timings and token counts
-    assert len({(r["model"], r["iteration"], r["item_id"]) for r in rows}) == len(rows) == 12
+    assert len({(r["model"], r["iteration"], r["item_id"]) for r in rows}) == len(rows) == 8
     for r in rows:
         assert r["prompt_tokens"] > 0 and r["completion_tokens"] > 0
         assert r["prompt_seconds"] > 0 and r["gen_seconds"] > 0 and r["wall_seconds"] >= r["gen_seconds"]
@@ -78,7 +78,7 @@ def test_run_stores_one_row_per_call_with_timings_and_shows_few_shot_turns(tmp_p
     assert "llama-cpp-python" in run["versions_json"] and "cpu" in run["hardware_json"]
     # every request of the few-shot model carries the five worked examples as model turns
     fs, zs = spies["fs"].prompts, spies["zs"].prompts
-    assert len(fs) == len(zs) == 1 + 6  # warm-up + 2 iterations x 3 articles
+    assert len(fs) == len(zs) == 1 + 4  # warm-up + 2 iterations x 2 articles
     for prompt in fs:  # the turns, in order: the system prompt opens the first user turn (Gemma's way)
         turns = [t.split("<end_of_turn>")[0] for t in prompt.split("<start_of_turn>")[1:]]
         assert [t.split("\n", 1)[0] for t in turns] == ["user", "model"] * 5 + ["user", "model"]
