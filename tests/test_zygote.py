@@ -1,0 +1,35 @@
+"""The harness that runs `shootout` commands for the tests (tests/zygote.py): a command forked from
+the zygote behaves as the same command started with ``python -m shootout.cli``: exit code, output,
+environment and working folder are its own, nothing carries over to the next command, and a
+command past its time limit is killed without taking the zygote with it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import shootout, write_config
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.environ.get("SHOOTOUT_TEST_FORK") == "0",
+                                reason="the zygote forks on Linux only")
+
+
+def test_a_forked_command_answers_as_a_plain_process_and_leaves_nothing_behind(tmp_path, embedded_gguf):
+    write_config(tmp_path, embedded_gguf, iterations=1, articles=1)
+    args = ("run", "-c", "config.yaml", "--no-progress")  # a relative path: found from the working folder
+    bad = {"SHOOTOUT_THREADS": "two"}
+    forked = shootout(*args, cwd=tmp_path, env_extra=bad)
+    plain = subprocess.run([sys.executable, "-m", "shootout.cli", *args], cwd=tmp_path, capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": "200", **bad}, timeout=120)
+    assert forked.returncode == plain.returncode == 2
+    assert forked.stderr == plain.stderr and "SHOOTOUT_THREADS='two'" in forked.stderr
+    assert forked.stdout == plain.stdout
+    # the next command has its own environment: without the bad setting it starts the run (and is
+    # killed at its time limit, long before a model load and a call are done)
+    with pytest.raises(subprocess.TimeoutExpired):
+        shootout(*args, cwd=tmp_path, timeout=0.5)
+    again = shootout("--help")
+    assert again.returncode == 0 and "export" in again.stdout
