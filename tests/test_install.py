@@ -102,7 +102,7 @@ def test_offload_facts_and_the_cpu_build_warning_are_stored_with_each_model_load
     """A real run on the embedded model with a GPU pretended visible: the CPU-only build warns on
     stderr, and model_loads.engine_json holds the engine's system info, the layers offloaded (none
     here) out of the model's, the buffers and the warning."""
-    config = write_config(tmp_path, "embedded", iterations=1, articles=1)
+    config = write_config(tmp_path, "embedded", iterations=1, articles=1, models=[("m-q4", "zero_shot")])
     r = shootout("run", "-c", str(config), "--no-progress", env_extra={"PATH": _bin(tmp_path, True, False)["PATH"]})
     assert r.returncode == 0, r.stderr
     assert "warning: a GPU is visible (NVIDIA H200" in r.stderr and "make install ACCEL=cuda" in r.stderr

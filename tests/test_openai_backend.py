@@ -69,7 +69,7 @@ def test_an_article_longer_than_the_servers_context_is_a_failed_call_and_the_run
          "expected_sentiment": 0.5},
         {"ticker": "ACME", "company": "Acme", "title": "short", "summary": "Acme shares fell 3% on weak guidance.",
          "expected_sentiment": -0.5}]}))
-    extra = ("  - name: served\n    backend: openai\n"
+    extra = ("  - name: served\n    backend: openai\n    prompt_style: zero_shot\n"
              f"    base_url: {server}\n    model: gemma3-270m\n    family: gemma3-270m\n    quant: Q4_K_M\n")
     config = write_config(tmp_path, embedded_gguf, models=[], iterations=1, articles=2)
     text = config.read_text().replace("models:\n", "models:\n" + extra).replace(
