@@ -71,9 +71,10 @@ demo: install
 finetune-demo: install
 	$(VENV)/bin/shootout finetune-demo
 
-# the suite in parallel workers, one per core (TEST_WORKERS=0 runs it in one process); a test module
-# stays on one worker, so the servers and models it shares are started once
-TEST_WORKERS ?= auto
+# the suite in parallel workers, one per core and one more (a worker waiting on a server or a
+# subprocess leaves its core to the others); TEST_WORKERS=0 runs it in one process. A test module stays
+# on one worker, so the servers and models it shares are started once
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print((os.cpu_count() or 1) + 1)")
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test: install

@@ -129,7 +129,7 @@ def test_every_example_runs_to_a_report_on_the_embedded_model(tmp_path, embedded
 def test_spam_demo_baselines_and_voting(tmp_path, embedded_gguf):
     """The spam study's own figures: always-spam 78%, always-ham 22%, vote accuracy beside accuracy."""
     out = tmp_path / "spam"
-    r = shootout("demo", "--task", "spam", "--out", str(out), "--iterations", "3", "--items", "10",
+    r = shootout("demo", "--task", "spam", "--out", str(out), "--iterations", "3", "--items", "6",
                  "--no-progress")
     assert r.returncode == 0, r.stderr
     run_id = sqlite3.connect(out / "results.sqlite").execute("SELECT run_id FROM runs").fetchone()[0]
