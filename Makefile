@@ -22,10 +22,12 @@ LLAMA_CMAKE_EXTRA ?=
 LLAMA_CMAKE_ARGS := $(strip $(shell $(PYTHON) core/accel.py cmake-args $(ACCEL_KIND)) $(LLAMA_CMAKE_EXTRA))
 WHEELHOUSE ?= $(HOME)/.cache/gguf-shootout/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(ACCEL_KIND)
 ENGINE_FILE := $(VENV)/.engine
-# --no-compile: Python compiles a module when it is first imported instead of pip compiling every file
-# of every package at install (torch and transformers hold thousands never imported here): with pip's
-# cache warm, `make install` took 94.9 s compiling and 44.6 s not (benchmarks/install_time.sh, 2 cores)
+# pip compiles every installed file to bytecode one file at a time; --no-compile leaves that out and
+# compileall then does it on every core (leaving it to first imports instead made each parallel test
+# worker compile torch and transformers again). benchmarks/install_time.sh measures the three ways.
 PIP_INSTALL = $(PY) -m pip install --quiet --no-compile
+# some packages ship files for other Python versions that do not compile: skipped, as pip skips them
+COMPILE = $(PY) -m compileall -q -j 0 $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") >/dev/null || true
 # ACCEL given on the command line or in the environment switches an installed engine; auto keeps it
 ACCEL_EXPLICIT := $(filter command environment,$(firstword $(origin ACCEL)))
 INSTALLED_KIND := $(shell cat $(VENV)/.engine 2>/dev/null)
@@ -55,6 +57,7 @@ $(STAMP): pyproject.toml
 	# llama.cpp for $(ACCEL_KIND) ($(if $(LLAMA_CMAKE_ARGS),CMAKE_ARGS=$(LLAMA_CMAKE_ARGS),default CMake flags))
 	$(install_engine)
 	$(PIP_INSTALL) -e '.[dev]'
+	$(COMPILE)
 	touch $(STAMP)
 
 install: $(STAMP) $(if $(SWITCH_ENGINE),engine)
