@@ -308,6 +308,21 @@ def test_decision_sheet_comes_first_and_says_what_to_do(effects, tmp_path):
     assert {p.name for p in csvs} >= {"decision.csv", "decision_tests.csv", "summary.csv", "comparisons.csv"}
 
 
+def test_a_run_of_one_item_reports_no_verdict_and_says_why(tmp_path):
+    """One article (a demo asked for one): no paired interval exists, so each candidate's verdict is
+    NO VERDICT with the reason and what to do, and the workbook is still written."""
+    path = tmp_path / "one.sqlite"
+    write_db(path, [SynthModel(BASE, family="f1", quant="F16"), SynthModel(SHIFTED, shift=0.2, family="f1", quant="Q4_K_M")],
+             n_articles=1, n_iterations=3, seed=1, run_id="one")
+    with Store(path) as store:
+        rep = rpt.build(store, "one")
+    d = rep.decision.set_index("model")
+    assert d.loc[BASE, "role"] == "reference" and d.loc[SHIFTED, "verdict"] == "no verdict"
+    line = next(x for x in rep.decision_lines if x.startswith(SHIFTED))
+    assert "NO VERDICT" in line and "fewer than two items" in line and "run more items" in line
+    assert rpt.write_workbook(rep, tmp_path / "one.xlsx").stat().st_size > 0
+
+
 # --------------------------------------------------------------------------- colours
 
 
