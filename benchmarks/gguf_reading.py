@@ -77,7 +77,7 @@ def best_of(variants: dict, repeat: int) -> dict[str, float]:
 def show(title: str, times: dict[str, float], base: str) -> None:
     print(title)
     for name, t in times.items():
-        print(f"  {name:<44} {t:8.2f} s   {times[base] / t:5.2f}x of {base}" if name != base
+        print(f"  {name:<44} {t:8.2f} s   {times[base] / t:5.2f}x as fast" if name != base
               else f"  {name:<44} {t:8.2f} s")
 
 
