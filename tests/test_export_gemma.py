@@ -5,16 +5,10 @@ worker (about a minute each)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from tests.conftest import shootout
-
-
-def _manifest(folder: Path, name: str) -> dict:
-    return json.loads((folder / f"{name}.manifest.json").read_text())
+from tests.test_export import _manifest
 
 
 @pytest.mark.slow
