@@ -22,12 +22,13 @@ LLAMA_CMAKE_EXTRA ?=
 LLAMA_CMAKE_ARGS := $(strip $(shell $(PYTHON) core/accel.py cmake-args $(ACCEL_KIND)) $(LLAMA_CMAKE_EXTRA))
 WHEELHOUSE ?= $(HOME)/.cache/gguf-shootout/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(ACCEL_KIND)
 ENGINE_FILE := $(VENV)/.engine
-# pip compiles every installed file to bytecode one file at a time; --no-compile leaves that out and
-# compileall then does it on every core (leaving it to first imports instead made each parallel test
-# worker compile torch and transformers again). benchmarks/install_time.sh measures the three ways.
+# pip compiles every installed file to bytecode, one file at a time (about 17,000 with the dev extras);
+# --no-compile leaves that out and shootout.precompile imports what the commands and the tests use
+# (about 5,000 files) in two processes, which writes their bytecode once (leaving it to first imports
+# would make each parallel test worker compile torch and transformers again). benchmarks/install_time.sh
+# measures the ways side by side.
 PIP_INSTALL = $(PY) -m pip install --quiet --no-compile
-# some packages ship files for other Python versions that do not compile: skipped, as pip skips them
-COMPILE = $(PY) -m compileall -q -j 0 $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") >/dev/null || true
+COMPILE = $(PY) -m shootout.precompile
 # ACCEL given on the command line or in the environment switches an installed engine; auto keeps it
 ACCEL_EXPLICIT := $(filter command environment,$(firstword $(origin ACCEL)))
 INSTALLED_KIND := $(shell cat $(VENV)/.engine 2>/dev/null)

@@ -113,15 +113,12 @@ ML_COMMANDS = {"finetune", "finetune-demo", "learning-curve", "export"}
 _ZYGOTE = None
 
 
-def shootout(*args: str, cwd: Path | None = None, timeout: float = 600, env_extra: dict | None = None,
-             **kw) -> subprocess.CompletedProcess:
-    """Run the real `shootout` command line in a new process: forked from the worker's zygote
-    (tests/zygote.py: the imports done once) on Linux, else ``python -m shootout.cli``."""
+def _forking() -> bool:
+    return sys.platform.startswith("linux") and os.environ.get("SHOOTOUT_TEST_FORK") != "0"
+
+
+def _zygote():
     global _ZYGOTE
-    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-    if kw or not sys.platform.startswith("linux") or os.environ.get("SHOOTOUT_TEST_FORK") == "0":
-        return subprocess.run([sys.executable, "-m", "shootout.cli", *args], cwd=cwd or ROOT, capture_output=True,
-                              text=True, timeout=timeout, env=env, **kw)
     if _ZYGOTE is None:
         import atexit
 
@@ -129,8 +126,37 @@ def shootout(*args: str, cwd: Path | None = None, timeout: float = 600, env_extr
 
         _ZYGOTE = Zygote(str(ROOT))
         atexit.register(_ZYGOTE.close)
-    preload = "ml" if args and args[0] in ML_COMMANDS else None
-    return _ZYGOTE.run(args, cwd or ROOT, env, timeout, preload)
+    return _ZYGOTE
+
+
+def _env(env_extra: dict | None) -> dict:
+    return {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+
+
+def _preload(args) -> str | None:
+    return "ml" if args and args[0] in ML_COMMANDS else None
+
+
+def shootout(*args: str, cwd: Path | None = None, timeout: float = 600, env_extra: dict | None = None,
+             **kw) -> subprocess.CompletedProcess:
+    """Run the real `shootout` command line in a new process: forked from the worker's zygote
+    (tests/zygote.py: the imports done once) on Linux, else ``python -m shootout.cli``."""
+    env = _env(env_extra)
+    if kw or not _forking():
+        return subprocess.run([sys.executable, "-m", "shootout.cli", *args], cwd=cwd or ROOT, capture_output=True,
+                              text=True, timeout=timeout, env=env, **kw)
+    return _zygote().run(args, cwd or ROOT, env, timeout, _preload(args))
+
+
+def start_shootout(*args: str, cwd: Path | None = None, env_extra: dict | None = None):
+    """Start the real `shootout` command line and return at once, for a test that signals it or
+    watches it run: a ``subprocess.Popen`` of ``python -m shootout.cli``, or on Linux the zygote's
+    handle that answers the same way (pid, poll, wait, send_signal, communicate, stderr.readline)."""
+    env = _env(env_extra)
+    if not _forking():
+        return subprocess.Popen([sys.executable, "-m", "shootout.cli", *args], cwd=cwd or ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return _zygote().start(args, cwd or ROOT, env, _preload(args))
 
 
 @contextlib.contextmanager

@@ -95,16 +95,13 @@ def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
 def test_an_interrupted_demo_is_resumed_by_running_it_again(tmp_path, embedded_gguf):
     """The README's promise: re-running the demo resumes its unfinished run (same config, same run)."""
     import signal
-    import subprocess
-    import sys
     import time
 
-    from tests.conftest import ROOT
+    from tests.conftest import start_shootout
 
     out = tmp_path / "demo"
     args = ["demo", "--task", "sst2", "--out", str(out), "--items", "3", "--iterations", "2", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "shootout.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_shootout(*args)
     db = out / "results.sqlite"
     t0 = time.time()
     while time.time() - t0 < 300:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from benchmark.tasks.sentiment import ZERO_SHOT_SYSTEM_PROMPT
-from tests.conftest import ROOT, shootout, write_config
+from tests.conftest import ROOT, shootout, start_shootout, write_config
 from tests.ollama_fixture import FakeModel, ollama  # noqa: F401 (fixture)
 
 TWEETS = (
@@ -81,9 +79,7 @@ def test_labelling_killed_midway_resumes_without_relabelling(tmp_path, embedded_
     config.write_text(config.read_text().replace("options: {chat_template: gemma}",
                                                  "options: {chat_template: gemma, n_threads: 1}"))
     out = tmp_path / "labelled.jsonl"
-    cmd = [sys.executable, "-m", "shootout.cli", "data", "label", "-c", str(config), "-m", "teacher",
-           "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_shootout("data", "label", "-c", str(config), "-m", "teacher", "--out", str(out), "--no-progress")
     deadline = time.time() + 300
     while time.time() < deadline and (not out.is_file() or len(out.read_text().splitlines()) < 2):
         time.sleep(0.2)

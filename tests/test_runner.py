@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 
 from benchmark.config import load_config
 from benchmark.runner import Runner, call_seed, iteration_order
 from benchmark.store import Store
 from benchmark.tasks.sentiment import EXAMPLES, SYSTEM_PROMPT
-from tests.conftest import ROOT, shootout, write_config
+from tests.conftest import shootout, start_shootout, write_config
 import pytest
 
 
@@ -128,8 +126,7 @@ def _wait_for_rows(db, n, proc, timeout=300):
 
 
 def _start(config, run_id):
-    return subprocess.Popen([sys.executable, "-m", "shootout.cli", "run", "-c", str(config), "--run-id", run_id,
-                             "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_shootout("run", "-c", str(config), "--run-id", run_id, "--no-progress")
 
 
 def _seeds(db):

@@ -116,6 +116,7 @@ class Zygote:
         self.root = root
         self.proc = None
         self.buf = b""
+        self.running: Started | None = None
 
     def _start(self) -> None:
         import subprocess
@@ -144,32 +145,35 @@ class Zygote:
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
-    def run(self, args, cwd: str, env: dict, timeout: float, preload: str | None = None):
-        import subprocess
+    def start(self, args, cwd: str, env: dict, preload: str | None = None) -> Started:
+        """Start a command and return at once, with a handle that answers as ``subprocess.Popen``
+        does for what the tests use. One command at a time: the zygote waits for it to end."""
         import tempfile
-        import time
 
+        if self.running is not None and self.running.poll() is None:
+            raise RuntimeError("the zygote still runs a started command: wait for it first")
         if self.proc is None or self.proc.poll() is not None:
             self._start()
-        with tempfile.TemporaryDirectory(prefix="shootout-cmd-") as tmp:
-            out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
-            req = {"args": list(args), "cwd": str(cwd), "env": env, "stdout": out, "stderr": err, "preload": preload}
-            self.proc.stdin.write((json.dumps(req) + "\n").encode())
-            self.proc.stdin.flush()
-            pid = self._read(None if preload else 300)["pid"]
-            deadline = time.monotonic() + timeout
-            try:
-                status = self._read(deadline - time.monotonic())["status"]
-            except TimeoutError:
-                os.kill(pid, 9)
-                self._read(None)
-                raise subprocess.TimeoutExpired(["shootout", *args], timeout) from None
+        tmp = tempfile.mkdtemp(prefix="shootout-cmd-")
+        out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
+        req = {"args": list(args), "cwd": str(cwd), "env": env, "stdout": out, "stderr": err, "preload": preload}
+        self.proc.stdin.write((json.dumps(req) + "\n").encode())
+        self.proc.stdin.flush()
+        pid = self._read(None if preload else 300)["pid"]
+        self.running = Started(self, pid, tmp, ["shootout", *args])
+        return self.running
 
-            def text(path: str) -> str:
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    return f.read()
+    def run(self, args, cwd: str, env: dict, timeout: float, preload: str | None = None):
+        import subprocess
 
-            return subprocess.CompletedProcess(["shootout", *args], status, text(out), text(err))
+        proc = self.start(args, cwd, env, preload)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(9)
+            proc.communicate()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -178,6 +182,91 @@ class Zygote:
                 self.proc.wait(timeout=10)
             except Exception:  # noqa: BLE001
                 self.proc.kill()
+
+
+class Started:
+    """A command the zygote started: ``pid``, ``args``, ``returncode`` (None while it runs, minus the
+    signal's number when one ended it), ``poll()``, ``wait()``, ``send_signal()``, ``communicate()``
+    and ``stderr.readline()`` as on ``subprocess.Popen`` (its output goes to files read back here)."""
+
+    def __init__(self, zygote: Zygote, pid: int, tmp: str, args: list[str]):
+        self.zygote, self.pid, self.tmp, self.args = zygote, pid, tmp, args
+        self.returncode: int | None = None
+        self.stderr = _Follow(os.path.join(tmp, "stderr"), self)
+
+    def _status(self, timeout: float | None) -> int | None:
+        if self.returncode is None:
+            try:
+                self.returncode = self.zygote._read(timeout)["status"]
+            except TimeoutError:
+                return None
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return self._status(0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        import subprocess
+
+        code = self._status(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """Wait for the end; (stdout, the part of stderr not yet read by ``stderr.readline()``)."""
+        import shutil
+
+        self.wait(timeout)
+        try:
+            with open(os.path.join(self.tmp, "stdout"), encoding="utf-8", errors="replace") as f:
+                out = f.read()
+        except FileNotFoundError:  # ended before it opened its output
+            out = ""
+        err = self.stderr.rest()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return out, err
+
+
+class _Follow:
+    """Lines of a file a running command writes, as from its pipe: ``readline`` waits for a whole
+    line, or gives what is left once the command has ended ('' at the end)."""
+
+    def __init__(self, path: str, proc: Started):
+        self.path, self.proc, self.pos = path, proc, 0
+
+    def _take(self, whole_line: bool) -> bytes | None:
+        """The next line; without a newline yet, None, or what there is when ``whole_line`` is False."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        if b"\n" in data:
+            data = data[:data.index(b"\n") + 1]
+        elif whole_line:
+            return None
+        self.pos += len(data)
+        return data
+
+    def readline(self) -> str:
+        import time
+
+        while True:
+            ended = self.proc.poll() is not None  # before reading: what it wrote before ending is there
+            line = self._take(whole_line=not ended)
+            if line is not None:
+                return line.decode("utf-8", errors="replace")
+            time.sleep(0.05)
+
+    def rest(self) -> str:
+        lines = iter(lambda: self._take(whole_line=False), b"")
+        return b"".join(lines).decode("utf-8", errors="replace")
 
 
 if __name__ == "__main__":
