@@ -72,6 +72,20 @@ def hand():
     return pd.DataFrame(rows), items
 
 
+def test_a_run_whose_items_share_one_gold_label_scores_without_warnings(hand):
+    """One item (or all of one class), as a one-item demo gives: the figures are the hand-made case's
+    on those items, and sklearn's "a single label was found" warning does not reach the user."""
+    import warnings
+
+    calls, items = hand
+    one = items[items["item_id"] == "i1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pm = L.per_model(calls[calls["item_id"] == "i1"], one, BIN, positive="spam").set_index("model")
+    assert pm.loc["A", "accuracy"] == pm.loc["A", "balanced_accuracy"] == 1.0
+    assert pm.loc["B", "accuracy"] == pm.loc["B", "balanced_accuracy"] == 0.5
+
+
 def test_hand_made_case_by_eye(hand):
     calls, items = hand
     pm = L.per_model(calls, items, BIN, positive="spam", betas=(0.5,), price_per_hour=3.6).set_index("model")

@@ -188,6 +188,9 @@ def _metrics(g: np.ndarray, p: np.ndarray, w: np.ndarray, K: int, pos: int | Non
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         # INVALID is never a gold class: balanced accuracy drops it (mean recall over the gold classes)
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        # items of one gold class only (a one-item run): balanced accuracy is the recall of that class;
+        # sklearn's note on the confusion matrix's shape is about a matrix this code never returns
+        warnings.filterwarnings("ignore", message="A single label was found")
         warnings.filterwarnings("ignore", category=RuntimeWarning)
         row = {
             "accuracy": accuracy_score(g, p, sample_weight=w),
