@@ -248,6 +248,69 @@ def test_fast_sampling_writes_the_same_replies_as_the_reference_sampler(engine, 
         assert texts["fast"] == texts["reference"], (art.title, schema is not None)
 
 
+def test_first_character_groups_are_kept_per_vocabulary_and_a_damaged_cache_file_is_rebuilt(engine, tmp_path,
+                                                                                             monkeypatch):
+    """A second load of the vocabulary (another rung of a ladder, the next run) reads the groups
+    from the cache instead of building them again; what it reads is what a build gives; a damaged
+    or foreign cache file is never used but rebuilt; another vocabulary gets another entry."""
+    import shutil
+
+    import numpy as np
+
+    from benchmark.backends import llamacpp
+    from core import gguf_meta
+
+    monkeypatch.setenv("SHOOTOUT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(llamacpp, "_CHAR_GROUPS", {})
+    monkeypatch.setattr(llamacpp, "_VOCAB_DIGESTS", {})
+    built = engine._char_groups()
+    copy = tmp_path / "rung.gguf"  # another file with the same vocabulary, as the rungs of a ladder
+    shutil.copyfile(engine.path, copy)
+    digest = llamacpp._vocab_digest(copy, engine.n_vocab)
+    assert digest == llamacpp._vocab_digest(engine.path, engine.n_vocab)
+
+    def load(path):
+        llamacpp._CHAR_GROUPS.clear()  # a new process: only the disk cache is left
+        b = LlamaCppBackend(path, n_ctx=256, name="rung")
+        b.load()
+        try:
+            return b._chars["group"], b._chars["probes"]
+        finally:
+            b.close()
+
+    first = load(copy)
+    assert llamacpp._groups_file(digest).is_file()
+    assert all(np.array_equal(a, b) for a, b in zip(first, built))
+    # the next load reads them: building again would fail here
+    with monkeypatch.context() as m:
+        m.setattr(LlamaCppBackend, "_char_groups", lambda self: pytest.fail("the groups were built again"))
+        again = load(copy)
+    assert all(np.array_equal(a, b) for a, b in zip(again, built))
+    # a damaged file, or a well-formed one that does not fit this vocabulary, is rebuilt and replaced
+    for bad in (b"not an npz", None):
+        if bad is None:
+            with open(llamacpp._groups_file(digest), "wb") as f:
+                np.savez(f, group=np.zeros(engine.n_vocab, np.int32), probes=np.array([engine.n_vocab + 5], np.int32))
+        else:
+            llamacpp._groups_file(digest).write_bytes(bad)
+        assert llamacpp._read_groups(digest, engine.n_vocab) is None
+        assert all(np.array_equal(a, b) for a, b in zip(load(copy), built))
+        assert all(np.array_equal(a, b) for a, b in zip(llamacpp._read_groups(digest, engine.n_vocab), built))
+    # one token changed in the header: another vocabulary, another digest
+    real = gguf_meta.read
+
+    def one_token_changed(path, **kw):
+        info = real(path, **kw)
+        info.metadata["tokenizer.ggml.tokens"][1000] += "x"
+        return info
+
+    monkeypatch.setattr(gguf_meta, "read", one_token_changed)
+    copy.touch()  # a newer file: its digest is computed again
+    other = tmp_path / "other.gguf"
+    copy.rename(other)
+    assert llamacpp._vocab_digest(other, engine.n_vocab) != digest
+
+
 def test_first_character_filter_keeps_every_token_the_grammar_allows(engine):
     """At every step of a valid reply, the full grammar pass over the prefiltered candidates keeps
     exactly the tokens a pass over all 262,144 tokens keeps; at the JSON object's punctuation the

@@ -154,9 +154,113 @@ def _warn_once(message: str) -> None:
 _warn_once.seen = set()
 
 
-# first-character groups of a vocabulary, per GGUF file (path, size, mtime): loading the same file
-# again in one process (another prompt arm, the next run of a study) reuses them (0.6 s each)
-_CHAR_GROUPS: dict[tuple, tuple] = {}
+# First-character groups of a vocabulary take about a second to build for Gemma's 262,144 tokens on
+# one core. They are kept in this process and on disk (``<cache>/char-groups/<digest>.npz``), keyed by
+# a digest of what llama.cpp builds the pieces from: the GGUF's tokenizer metadata, the vocabulary
+# size and the llama-cpp-python version. The rungs of a ladder share one entry, and so do later runs
+# (benchmarks/char_groups.py measures it).
+CHAR_GROUPS_FORMAT = 1
+_CHAR_GROUPS: dict[str, tuple] = {}
+_VOCAB_DIGESTS: dict[tuple, str | None] = {}  # (path, size, mtime, what builds the groups) -> digest
+
+
+def _vocab_digest(path: Path, n_vocab: int) -> str | None:
+    """The digest of a GGUF's vocabulary as llama.cpp reads it (None when its header cannot be read
+    here: the groups are then built and kept for this file in this process only)."""
+    import hashlib
+
+    import numpy as np
+
+    from core import gguf_meta
+
+    from importlib.metadata import version
+
+    st = path.stat()
+    built_by = f"char-groups {CHAR_GROUPS_FORMAT} llama-cpp-python {version('llama_cpp_python')} n_vocab {n_vocab}"
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, built_by)
+    if memo in _VOCAB_DIGESTS:
+        return _VOCAB_DIGESTS[memo]
+    # reading the header takes a few tenths of a second for a 262k vocabulary: the digest of this very
+    # file (path, size, modification time) is kept on disk too
+    seen = _groups_file(hashlib.sha256(repr(memo).encode()).hexdigest(), "file")
+    try:
+        digest = seen.read_text().strip()
+        if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+            _VOCAB_DIGESTS[memo] = digest
+            return digest
+    except OSError:
+        pass
+    try:
+        meta = gguf_meta.read(path, check_complete=False).metadata
+    except (gguf_meta.GGUFError, OSError):
+        digest = None
+    else:
+        h = hashlib.sha256(built_by.encode())
+        for key in sorted(k for k in meta if k.startswith("tokenizer.") and "chat_template" not in k):
+            value = meta[key]
+            h.update(b"\0" + key.encode() + b"\0")
+            if isinstance(value, list) and value and isinstance(value[0], str):
+                h.update(np.fromiter(map(len, value), dtype=np.int64, count=len(value)).tobytes())
+                h.update("".join(value).encode("utf-8", errors="surrogatepass"))
+            elif isinstance(value, list):
+                h.update(np.asarray(value, dtype=np.float64).tobytes())
+            else:
+                h.update(repr(value).encode())
+        digest = h.hexdigest()
+        _write_atomic(seen, digest.encode())
+    _VOCAB_DIGESTS[memo] = digest
+    return digest
+
+
+def _groups_file(digest: str, kind: str = "npz") -> Path:
+    from core.embedded import cache_dir
+
+    return cache_dir() / "char-groups" / f"{digest}.{kind}"
+
+
+def _read_groups(digest: str, n_vocab: int):
+    """(group, probes) from the disk cache, or None when absent or not what a build gives (a damaged
+    or foreign file is never used: it is rebuilt and replaced)."""
+    import numpy as np
+
+    try:
+        with np.load(_groups_file(digest), allow_pickle=False) as z:
+            group, probes = z["group"], z["probes"]
+    except Exception:  # noqa: BLE001 - absent, truncated, not an npz: build instead
+        return None
+    if (group.dtype != np.int32 or group.shape != (n_vocab,) or probes.dtype != np.int32 or probes.ndim != 1
+            or (n_vocab and not 0 <= group.min() <= group.max() <= len(probes))
+            or (len(probes) and not 0 <= probes.min() <= probes.max() < n_vocab)):
+        return None
+    group.setflags(write=False)
+    probes.setflags(write=False)
+    return group, probes
+
+
+def _write_groups(digest: str, groups) -> None:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, group=groups[0], probes=groups[1])
+    _write_atomic(_groups_file(digest), buf.getvalue())
+
+
+def _write_atomic(dest: Path, data: bytes) -> None:
+    """Write a cache file whole, then rename it (parallel processes never see half a file); a cache
+    folder that cannot be written only costs the next process the work again."""
+    import os
+    import tempfile
+
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+    except OSError:
+        pass
 
 
 class LlamaCppBackend:
@@ -547,15 +651,20 @@ class LlamaCppBackend:
     def _char_index(self):
         """Tokens grouped by the first character llama.cpp's grammar reads from them (decoded as its
         decode_utf8 does), with one single-character probe token per large group; built once per
-        model, at load (0.6 s for 262,144 tokens on a Xeon). Group 0 holds the tokens always checked: end of
+        vocabulary (about a second for 262,144 tokens on one core; kept, see ``_CHAR_GROUPS``). Group 0 holds the tokens always checked: end of
         generation, pieces that do not start with a whole character, and small or probe-less groups."""
         if self._chars is not None:
             return self._chars
         np, L = self._np, self.L
-        st = self.path.stat()
-        key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns, self.n_vocab)
-        if key not in _CHAR_GROUPS:  # the same file loaded again in this process (another arm, a rerun)
-            _CHAR_GROUPS[key] = self._char_groups()
+        digest = _vocab_digest(self.path, self.n_vocab)
+        key = digest or f"file:{self.path.resolve()}:{self.path.stat().st_mtime_ns}"
+        if key not in _CHAR_GROUPS:  # another rung of the ladder, another arm: the same vocabulary
+            groups = _read_groups(digest, self.n_vocab) if digest else None
+            if groups is None:
+                groups = self._char_groups()
+                if digest:
+                    _write_groups(digest, groups)
+            _CHAR_GROUPS[key] = groups
             while len(_CHAR_GROUPS) > 4:
                 _CHAR_GROUPS.pop(next(iter(_CHAR_GROUPS)))
         group, probes = _CHAR_GROUPS[key]
