@@ -31,7 +31,7 @@ news:
   structured_output: true   # JSON-schema-constrained decoding
   database: results.sqlite  # relative to this file
 models:
-{models}compare:              # pairs for the paired tests of `shootout report`
+{models}compare:{no_pairs}              # pairs for the paired tests of `shootout report`
 {pairs}"""
 
 MODEL_TEMPLATE = """\
@@ -99,7 +99,8 @@ def write_config(out_dir: Path, ladder: dict[str, Path], iterations: int, articl
     config_path = out_dir / "config.yaml"
     articles_line = f"  max_articles: {articles}\n" if articles else ""
     config_path.write_text(CONFIG_TEMPLATE.format(config_path=config_path.as_posix(), iterations=iterations,
-                                                  articles_line=articles_line, models=models, pairs=pairs),
+                                                  articles_line=articles_line, models=models, pairs=pairs,
+                                                  no_pairs="" if pairs else " []"),
                            encoding="utf-8")
     return config_path
 
