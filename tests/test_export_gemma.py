@@ -18,9 +18,9 @@ def test_embedded_gemma_gguf_to_hf_folder_and_back_to_a_verified_rung(embedded_g
 
     folder = gguf_to_hf_folder(embedded_gguf, tmp_path / "gemma3-270m-hf")
     assert (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
-    # one rung and two KLD prompts: a real model's vocabulary, architecture and template (the ladder's
+    # one rung and one KLD prompt: a real model's vocabulary, architecture and template (the ladder's
     # order from a 16-bit source is checked on the tiny model); one parity prompt against transformers
-    r = shootout("export", str(folder), "--out", str(tmp_path / "out"), "--quants", "Q8_0", "--kld-prompts", "2",
+    r = shootout("export", str(folder), "--out", str(tmp_path / "out"), "--quants", "Q8_0", "--kld-prompts", "1",
                  "--parity-prompts", "1", timeout=1800)
     assert r.returncode == 0, r.stderr
     m = _manifest(tmp_path / "out", "gemma3-270m-hf")
@@ -29,11 +29,12 @@ def test_embedded_gemma_gguf_to_hf_folder_and_back_to_a_verified_rung(embedded_g
     p = ver["parity"]
     assert p["reference"] == "transformers (float32)" and p["passed"] and p["top1_agreement"] >= 0.99
     assert p["positions"] > 100  # every position of the one prompt asked for
-    # Q8_0 is close to F16 but not equal to it (measured 0.0036 nats over 2 prompts). The weights are
+    # Q8_0 is close to F16 but not equal to it (measured 0.0036 nats over 2 prompts, 0.0032 over the 117
+    # positions of 1, same top token 96%). The weights are
     # those of a Q4_K_M file, already on the Q4_K grid: lower rungs do not keep the order a 16-bit
     # source gives (see README, Export), which is checked on the tiny model.
     q8 = ver["quant_quality"]["Q8_0"]
-    assert 0 < q8["mean_kld"] < 0.01 and q8["same_top_pct"] > 90
+    assert 0 < q8["mean_kld"] < 0.01 and q8["same_top_pct"] > 90 and q8["positions"] > 100
     assert set(ver["smoke"]) == {"F16", "Q8_0"} and all(s["ok"] for s in ver["smoke"].values())
     assert all(e["template_check"].startswith("equal") for e in m["files"].values())
     # the round trip lost nothing: every tensor of the F16 is the source's (Q4_K and Q6_K blocks,
