@@ -173,10 +173,10 @@ def _vocab_digest(path: Path, n_vocab: int) -> str | None:
 
     from core import gguf_meta
 
-    from importlib.metadata import version
+    import llama_cpp
 
     st = path.stat()
-    built_by = f"char-groups {CHAR_GROUPS_FORMAT} llama-cpp-python {version('llama_cpp_python')} n_vocab {n_vocab}"
+    built_by = f"char-groups {CHAR_GROUPS_FORMAT} llama-cpp-python {llama_cpp.__version__} n_vocab {n_vocab}"
     memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, built_by)
     if memo in _VOCAB_DIGESTS:
         return _VOCAB_DIGESTS[memo]
