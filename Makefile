@@ -13,13 +13,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ACCEL  ?= auto
 LLAMA_CPP_VERSION := 0.3.36
-ACCEL_KIND := $(shell $(PYTHON) core/accel.py choose $(ACCEL))
+ACCEL_KIND := $(shell $(PYTHON) src/core/accel.py choose $(ACCEL))
 ifeq ($(ACCEL_KIND),invalid)
 $(error ACCEL=$(ACCEL): use auto, cuda, metal or cpu)
 endif
 # extra CMake flags for llama.cpp, e.g. LLAMA_CMAKE_EXTRA=-DCMAKE_CUDA_ARCHITECTURES=90
 LLAMA_CMAKE_EXTRA ?=
-LLAMA_CMAKE_ARGS := $(strip $(shell $(PYTHON) core/accel.py cmake-args $(ACCEL_KIND)) $(LLAMA_CMAKE_EXTRA))
+LLAMA_CMAKE_ARGS := $(strip $(shell $(PYTHON) src/core/accel.py cmake-args $(ACCEL_KIND)) $(LLAMA_CMAKE_EXTRA))
 WHEELHOUSE ?= $(HOME)/.cache/gguf-shootout/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(ACCEL_KIND)
 ENGINE_FILE := $(VENV)/.engine
 # pip compiles every installed file to bytecode, one file at a time (about 17,000 with the dev extras);

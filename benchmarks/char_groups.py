@@ -22,14 +22,14 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
 
 from core.embedded import embedded_gguf  # noqa: E402
 
 CHILD = """
 import sys, time
-from benchmark.backends import llamacpp
-from benchmark.backends.llamacpp import LlamaCppBackend
+from engine import llamacpp
+from engine.llamacpp import LlamaCppBackend
 if sys.argv[2] == "off":
     llamacpp._vocab_digest = lambda path, n_vocab: None  # no digest: built, kept in this process only
 t = time.perf_counter()

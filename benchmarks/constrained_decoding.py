@@ -12,7 +12,7 @@ import time
 
 from _common import embedded_model, machine, table
 
-from benchmark.backends.llamacpp import LlamaCppBackend, schema_to_gbnf
+from engine.llamacpp import LlamaCppBackend, schema_to_gbnf
 from benchmark.tasks.sentiment.news import load_snapshot
 from benchmark.tasks.sentiment import SENTIMENT
 

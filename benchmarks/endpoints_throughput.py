@@ -83,7 +83,7 @@ def run_grid(urls: list[str], concurrency: int, items: int, iterations: int, max
     import sqlite3
 
     from benchmark.config import load_config
-    from benchmark.runner import Runner
+    from benchmark.run.runner import Runner
     from benchmark.store import Store
 
     cfg_path = workdir / f"n{len(urls)}.yaml"

@@ -1,7 +1,7 @@
 """Reading GGUF files for the export checks, side by side in one run on the embedded Gemma 3 270M.
 
 1. The header (metadata with the 262,144-token vocabulary, tensor table):
-   core.gguf_meta.read (string arrays in one loop) against the same reader taking one string at a
+   formats.gguf_meta.read (string arrays in one loop) against the same reader taking one string at a
    time (its previous way), and against gguf-py's GGUFReader (an object per field part).
 2. Weight parity of an F16 GGUF with its source (every tensor dequantized and compared):
    export.verify.parity_weights (tables from gguf_meta, data memory-mapped) against the same
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
 

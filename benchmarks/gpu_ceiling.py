@@ -30,14 +30,14 @@ from pathlib import Path
 
 from _common import embedded_model, machine, table
 
-from benchmark.backends.llamacpp import LlamaCppBackend
+from engine.llamacpp import LlamaCppBackend
 from benchmark.tasks.sentiment import SENTIMENT
 from benchmark.tasks.sentiment.news import load_snapshot
 
 
 def bytes_per_token(path: Path) -> tuple[int, int]:
     """(bytes of weights read per generated token, bytes of all tensors) from the GGUF's tensor table."""
-    from core import gguf_meta
+    from formats import gguf_meta
 
     info = gguf_meta.read(path)
     sizes = {t.name: (t.n_bytes or 0) for t in info.tensors}

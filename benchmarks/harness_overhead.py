@@ -18,7 +18,7 @@ from pathlib import Path
 from _common import embedded_model, machine, table
 
 from benchmark.config import parse_config
-from benchmark.runner import Runner
+from benchmark.run.runner import Runner
 from benchmark.store import Store
 
 

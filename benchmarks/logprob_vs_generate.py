@@ -16,7 +16,7 @@ import time
 
 from _common import ROOT, embedded_model, machine, table
 
-from benchmark.backends.llamacpp import LlamaCppBackend
+from engine.llamacpp import LlamaCppBackend
 from benchmark.config import load_config
 from benchmark.tasks import task_for
 

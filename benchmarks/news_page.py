@@ -54,7 +54,7 @@ def main() -> None:
     rows = []
     modes = ("uncapped", "capped") if "--no-before" in sys.argv else ("before", "uncapped", "capped")
     for mode in modes:
-        res = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), mode], capture_output=True, text=True,
+        res = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "src"), mode], capture_output=True, text=True,
                              check=True)
         rows.append(json.loads(res.stdout))
     print(f"page: {rows[0]['bytes'] / 1e6:.1f} MB, 135,000 paragraphs")

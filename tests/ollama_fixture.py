@@ -34,7 +34,8 @@ from typing import Any, Callable
 
 import pytest
 
-from core import chat, gotemplate
+from formats import chat
+from formats import gotemplate
 from tests.conftest import send
 
 VERSION = "0.33.0"
@@ -539,7 +540,7 @@ def make_handler(state: FakeOllama):
                 if digest not in state.blobs:
                     blob = Path(state._dir.name) / "blobs" / digest.replace(":", "-")
                     return fail(f"open {blob}: no such file or directory")
-                from core import gguf_meta
+                from formats import gguf_meta
 
                 try:
                     info = gguf_meta.read(state.blobs[digest])

@@ -1,6 +1,6 @@
 """Our test conversations and the prompts Ollama's official chat templates give for them.
 
-The conversations are slices of ``core.chat.FEW_SHOT_PROBE`` (written for gguf-shootout). For each
+The conversations are slices of ``formats.chat.FEW_SHOT_PROBE`` (written for gguf-shootout). For each
 official template a family maps to (``ChatFamily.ollama``), tests/fixtures/ollama_prompts/<name>/
 holds one file per conversation: the exact prompt that template rendered (see the README there for
 the Ollama commit; tests/fixtures/ollama_prompts/regenerate.py writes them from an Ollama checkout).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core import chat
+from formats import chat
 
 PROMPTS = Path(__file__).resolve().parent / "fixtures" / "ollama_prompts"
 

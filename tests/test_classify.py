@@ -180,7 +180,7 @@ def test_logprob_argmax_equals_the_constrained_greedy_answer(engine):
 
 @pytest.mark.slow
 def test_logprob_mode_stores_every_label_probability(tmp_path, embedded_gguf):
-    from benchmark.runner import Runner
+    from benchmark.run.runner import Runner
     from benchmark.store import Store
 
     cfg_text = (EXAMPLES / "sst2" / "config.yaml").read_text().replace("answer: json", "answer: json\n  decoding: logprob")
@@ -291,7 +291,7 @@ def test_a_database_of_the_previous_layout_migrates_resumes_and_reports(tmp_path
     assert r.returncode == 0, r.stderr
     assert f"resuming run {run_id}: 4 calls already stored, 2 to go" in r.stderr  # its model's calls
     con = sqlite3.connect(db)
-    from benchmark.migrations import VERSION
+    from benchmark.store.migrations import VERSION
 
     assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(VERSION)
     assert con.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 24

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from core import chat
+from formats import chat
 from tests.conftest import ROOT, shootout
 from tests.ollama_fixture import FakeModel, ollama  # noqa: F401
 from tests.test_ollama_backend import _live_host, _live_model

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from core import chat
-from benchmark.backends.llamacpp import LlamaCppBackend
+from formats import chat
+from engine.llamacpp import LlamaCppBackend
 from benchmark.tasks.sentiment.news import load_snapshot
 from benchmark.tasks.sentiment import SENTIMENT
 from core.errors import ShootoutError
@@ -138,7 +138,7 @@ def _chain_distribution(logits, temperature):
     then top-p 0.95 over the top-k softmax, then min-p 0.05 on the logits, then temperature."""
     import numpy as np
 
-    from benchmark.backends.llamacpp import MIN_P, TOP_K, TOP_P
+    from engine.llamacpp import MIN_P, TOP_K, TOP_P
 
     order = np.argsort(-logits, kind="stable")[:TOP_K]
     rel = logits[order].astype(np.float64) - logits[order[0]]
@@ -258,8 +258,8 @@ def test_first_character_groups_are_kept_per_vocabulary_and_a_damaged_cache_file
 
     import numpy as np
 
-    from benchmark.backends import llamacpp
-    from core import gguf_meta
+    from engine import llamacpp
+    from formats import gguf_meta
 
     monkeypatch.setenv("SHOOTOUT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(llamacpp, "_CHAR_GROUPS", {})
@@ -346,7 +346,7 @@ def test_first_character_filter_keeps_every_token_the_grammar_allows(engine):
 
 
 def test_first_character_decoding_follows_llama_cpp():
-    from benchmark.backends.llamacpp import _first_char, _utf8_unfinished
+    from engine.llamacpp import _first_char, _utf8_unfinished
 
     for ch in ("a", "é", "中", "😀", "{"):
         data = (ch + "xyz").encode()

@@ -83,7 +83,7 @@ def test_kld_from_a_16_bit_source_orders_the_ladder_and_matches_a_reference_comp
     with scipy in float64 from the engine's logits."""
     from scipy.special import log_softmax, rel_entr, softmax
 
-    from benchmark.backends.llamacpp import LlamaCppBackend
+    from engine.llamacpp import LlamaCppBackend
     from benchmark.tasks.sentiment import SENTIMENT
     from benchmark.tasks.sentiment.news import load_snapshot
 
@@ -171,7 +171,7 @@ def test_parity_beyond_tolerance_is_exit_code_2_and_keeps_the_figures(tiny_hf, t
 
 def _tensor_view(path: Path, name: str, dtype) -> np.memmap:
     """The data of one tensor of a GGUF, writable in place."""
-    from core import gguf_meta
+    from formats import gguf_meta
 
     info = gguf_meta.read(path)
     t = next(t for t in info.tensors if t.name == name)
@@ -179,7 +179,7 @@ def _tensor_view(path: Path, name: str, dtype) -> np.memmap:
 
 
 def test_gguf_source_weight_mismatch_is_reported_with_the_worst_tensor(tiny_gguf, tmp_path):
-    from core import gguf_meta
+    from formats import gguf_meta
     from export import verify
 
     same = verify.parity_weights(tiny_gguf, tiny_gguf)
@@ -341,7 +341,7 @@ def test_importance_matrix_lowers_the_weighted_error_and_both_formats_agree(tiny
     large. Against the F16 weights, the imatrix-weighted squared error of every tensor it covers is
     lower with it than without; tensors it does not cover are quantized as before. The legacy .dat
     and llama.cpp's GGUF format give the same file, and the manifest records which one was used."""
-    from core import gguf_meta
+    from formats import gguf_meta
     from export import imatrix
 
     out, r = tiny_export

@@ -428,7 +428,7 @@ def test_the_http_client_reads_answers_on_newer_pythons(python):
     with loopback_server(Models) as url:
         code = ("from core import netsafe; r = netsafe.fetch(%r, netsafe.Policy(allow_private=True, deadline_s=20)); "
                 "print(r.status, r.body.decode())" % (url + "/v1/models"))
-        r = subprocess.run([python, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        r = subprocess.run([python, "-c", code], cwd=ROOT / "src", capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-800:]
     assert r.stdout.split(" ", 1)[0] == "200" and '"id": "m"' in r.stdout
 

@@ -1,5 +1,5 @@
 """The accelerated install: which llama.cpp build `make` asks pip for, decided without building
-anything (the real Makefile in dry-run mode and core/accel.py, with fake `nvidia-smi`/`nvcc` where a
+anything (the real Makefile in dry-run mode and src/core/accel.py, with fake `nvidia-smi`/`nvcc` where a
 GPU is pretended), and the offload facts every model load stores."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _bin(tmp_path: Path, gpu: bool, nvcc: bool) -> dict:
 
 
 def _choose(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "core/accel.py", "choose", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "src/core/accel.py", "choose", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True)
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from core import chat, gotemplate
-from core import gguf_meta
+from formats import chat
+from formats import gotemplate
+from formats import gguf_meta
 from export import modelfile
 from core.errors import ShootoutError
 from tests import ollama_prompts

@@ -12,7 +12,7 @@ import urllib.request
 import httpx
 import pytest
 
-from core import chat
+from formats import chat
 from core.errors import ShootoutError
 from export import modelfile
 from export.ollama_create import OllamaCreator

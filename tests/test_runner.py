@@ -7,7 +7,7 @@ import sqlite3
 import time
 
 from benchmark.config import load_config
-from benchmark.runner import Runner, call_seed, iteration_order
+from benchmark.run.runner import Runner, call_seed, iteration_order
 from benchmark.store import Store
 from benchmark.tasks.sentiment import EXAMPLES, SYSTEM_PROMPT
 from tests.conftest import shootout, start_shootout, write_config

@@ -6,7 +6,7 @@ import json
 
 from benchmark.synthetic import SENTIMENT_TASK
 from benchmark.tasks.base import Item
-from benchmark.seed_format import export_seed_format, weighted_average
+from benchmark.report.seed_json import export_seed_format, weighted_average
 from benchmark.store import Store
 
 

@@ -375,7 +375,7 @@ def test_workbook_colours_are_honest(effects, tmp_path):
 
 
 def test_heatmap_cells_overlapping_the_reference_are_hatched(effects, tmp_path):
-    from benchmark import heatmaps as H
+    from benchmark.report import charts as H
 
     rep, _, _ = effects
     assert H.grid_heatmap(rep, rep.details, "mae", tmp_path / "grid_mae.png").stat().st_size > 0
@@ -395,7 +395,7 @@ def test_heatmap_cells_overlapping_the_reference_are_hatched(effects, tmp_path):
 def test_heatmaps_grow_with_the_number_of_models(tmp_path):
     from PIL import Image
 
-    from benchmark.heatmaps import item_heatmap, write_heatmaps
+    from benchmark.report.charts import item_heatmap, write_heatmaps
 
     sizes = {}
     for n in (3, 32):
@@ -489,7 +489,7 @@ def test_invalid_margins_are_one_clear_error():
 def test_planner_recovers_the_variance_components_and_its_plan_has_the_power(tmp_path):
     from statsmodels.stats.power import TTestPower
 
-    from benchmark.stats.plan import components, make_plan
+    from benchmark.report.plan import components, make_plan
     from benchmark.synthetic import simulate
 
     sd, item_sd, crn = 0.3, 0.2, 0.3

@@ -62,7 +62,7 @@ def test_valid_reply_parses_exactly():
 
 
 def test_the_reply_schema_is_generated_from_the_reply_model_and_keeps_its_bounds_and_order():
-    from benchmark.backends.gbnf import schema_to_gbnf
+    from formats.gbnf import schema_to_gbnf
     from benchmark.tasks.sentiment import SCHEMA, SentimentReply
 
     assert SCHEMA == {"type": "object",

@@ -21,7 +21,7 @@ SPECIALS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
 
 def corpus_lines() -> list[str]:
-    data = json.loads((ROOT / "benchmark" / "tasks" / "sentiment" / "news_snapshot.json").read_text())
+    data = json.loads((ROOT / "src" / "benchmark" / "tasks" / "sentiment" / "news_snapshot.json").read_text())
     lines = []
     for it in data["items"]:
         lines += [it["title"], it.get("summary") or "", *it.get("paragraphs", [])]

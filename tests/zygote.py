@@ -22,8 +22,8 @@ import json
 import os
 import sys
 
-BASE = ("shootout.cli", "shootout.reporting", "shootout.demo", "benchmark.runner", "benchmark.config",
-        "benchmark.report", "benchmark.heatmaps", "benchmark.backends", "benchmark.backends.llamacpp",
+BASE = ("shootout.cli", "shootout.reporting", "shootout.demo", "benchmark.run.runner", "benchmark.config",
+        "benchmark.report", "benchmark.report.charts", "benchmark.backends", "engine.llamacpp",
         "benchmark.backends.openai_compat", "benchmark.backends.ollama_backend", "export.pipeline",
         "openpyxl", "pandas", "scipy.stats", "statsmodels.api", "seaborn", "matplotlib.pyplot", "httpx")
 ML = ("torch", "transformers", "peft", "trl", "finetune.train")

@@ -1,0 +1,484 @@
+"""The schema of config.yaml, and loading it with one clear message per problem.
+
+Every problem names the field path (``models[3].quant``), the line in the file, the value found
+and what to write instead. Relative paths in the file are resolved from the file's own folder.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from benchmark.backends import BACKENDS
+from benchmark.tasks.classify import ClassifyTaskSpec
+from core.errors import ConfigError
+
+DEFAULT_RSS_URL = "https://feeds.finance.yahoo.com/rss/2.0/headline?s={ticker}&region=US&lang=en-US"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelOptions(_Strict):
+    """Per-model overrides of the run settings and engine knobs."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    num_ctx: int | None = Field(None, ge=256)
+    num_predict: int | None = Field(None, ge=1)
+    n_threads: int | None = Field(None, ge=1, description="llamacpp: CPU threads (default: all cores)")
+    n_gpu_layers: int | None = Field(None, description="llamacpp: layers to offload (-1 = all)")
+    chat_template: str | None = Field(
+        None,
+        description="a built-in template name (chatml, llama3, gemma, mistral, phi3) or a Jinja "
+        "template; used when the GGUF has none, or to override it",
+    )
+    keep_alive: str | None = Field(None, description="ollama: how long the server keeps the model loaded")
+    api_key: str | None = Field(None, description="openai: bearer token, if the server wants one")
+    timeout_s: float | None = Field(None, gt=0, description="openai: wall-clock seconds allowed for one request "
+                                                            "(default 300)")
+    retries: int | None = Field(None, ge=0, le=10, description="openai: retries after a connection failure or a "
+                                                               "timeout (default 2)")
+
+
+EMBEDDED = "embedded"  # a model path naming the embedded Gemma 3 270M GGUF (PyPI package)
+
+
+class ModelEntry(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    backend: Literal[tuple(BACKENDS)] = "llamacpp"  # type: ignore[valid-type]
+    path: str | None = Field(None, description="llamacpp: the GGUF file, or 'embedded' for the embedded "
+                                               "Gemma 3 270M (Q4_K_M)")
+    tag: str | None = Field(None, description="ollama: the model tag, e.g. llama3.1:8b-instruct-q4_K_M")
+    base_url: str | None = Field(None, description="openai: server root, e.g. http://127.0.0.1:8000/v1")
+    model: str | None = Field(None, description="openai: model name to send (default: name)")
+    family: str
+    quant: str
+    prompt_style: Literal["few_shot", "zero_shot"] = "few_shot"
+    system_prompt: str | None = Field(None, description="zero_shot: the system prompt the fine-tune was trained with")
+    options: ModelOptions = Field(default_factory=ModelOptions)
+    manifest: str | None = Field(None, description="export manifest with this model's quant quality (default: "
+                                                   "the one beside its GGUF, if any)")
+    checkpoint: float | None = Field(None, ge=0, description="learning curves: the training step or epoch of this "
+                                                              "checkpoint")
+    endpoints: list[str] | None = Field(None, min_length=1,
+                                        description="ollama/openai: several servers hosting this model (host URLs / "
+                                                    "base URLs); its calls are spread over them")
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> "ModelEntry":
+        need = BACKENDS[self.backend].where
+        if getattr(self, need) in (None, "") and not (self.endpoints and need == "base_url"):
+            raise ValueError(f"backend '{self.backend}' needs '{need}'")
+        if self.endpoints and not BACKENDS[self.backend].endpoints:
+            raise ValueError(f"backend '{self.backend}' runs in this process: endpoints are for ollama and openai")
+        return self
+
+
+class NewsSettings(_Strict):
+    source: Literal["snapshot", "rss"] = "snapshot"
+    snapshot: str | None = Field(None, description="snapshot JSON file (default: the one shipped with gguf-shootout)")
+    tickers: dict[str, str] = Field(
+        default_factory=lambda: {"NVDA": "Nvidia", "AAPL": "Apple", "MSFT": "Microsoft"},
+        description="ticker -> company name (used to pick the article paragraphs that matter)",
+    )
+    rss_url: str = DEFAULT_RSS_URL
+    max_age_days: float = Field(3, gt=0)
+    max_items_per_ticker: int = Field(8, ge=1)
+    max_articles: int | None = Field(None, ge=1, description="cap on the total number of articles")
+    fetch_pages: bool = True
+    cache_dir: str = ".cache/news"
+    timeout_s: float = Field(15, gt=0, description="wall-clock seconds allowed for one fetch (a feed or a page), "
+                                                   "redirects included")
+    max_fetch_bytes: int = Field(5_000_000, ge=1024, description="the largest feed or page read; a larger one is "
+                                                                 "skipped with a warning")
+    max_article_chars: int = Field(10_000, ge=100, description="an article's text is cut (at a word boundary) to "
+                                                               "this many characters; the item records "
+                                                               "truncated_from")
+    allow_private_addresses: bool | list[str] = Field(
+        False, description="fetch from loopback, link-local and private addresses too: true, or a list of addresses "
+                           "and networks (e.g. [192.168.1.10, 10.0.0.0/8]); false refuses them")
+
+    @field_validator("rss_url")
+    @classmethod
+    def _has_placeholder(cls, v: str) -> str:
+        import string
+        from urllib.parse import urlsplit
+
+        try:
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(v) if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"has unbalanced braces ({exc}); the only placeholder is {{ticker}}, and a literal brace "
+                             "is written {{ or }}") from None
+        for name, spec, conv in fields:
+            if name != "ticker" or spec or conv:
+                shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+                raise ValueError(f"has the placeholder {shown}; the only placeholder is {{ticker}} (write a literal "
+                                 "brace as {{ or }})")
+        if not fields:
+            raise ValueError("must contain the placeholder {ticker}")
+        scheme = urlsplit(v).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ValueError(f"must be an http:// or https:// URL (found {scheme + ':' if scheme else 'no scheme'})")
+        return v
+
+    @field_validator("allow_private_addresses")
+    @classmethod
+    def _networks(cls, v: bool | list[str]) -> bool | list[str]:
+        if not isinstance(v, bool):
+            from core.netsafe import parse_networks
+
+            parse_networks(v)
+        return v
+
+
+class RunSettings(_Strict):
+    iterations: int = Field(3, ge=1)
+    temperature: float = Field(0.7, ge=0, le=2)
+    num_ctx: int = Field(2048, ge=256)
+    num_predict: int = Field(256, ge=1)
+    seed: int = Field(1234, ge=0)
+    structured_output: bool = True
+    warmup: bool = True
+    database: str = "reports/shootout.sqlite"
+    concurrency: int = Field(1, ge=1, description="calls in flight per endpoint (1: latency mode; more: throughput "
+                                                  "mode)")
+
+
+DEFAULT_MARGINS = {"mae": 0.05, "sign_accuracy": 0.05, "accuracy": 0.02}
+DECISION_METRICS = {"mae", "mae_answered", "sign_accuracy", "sign_accuracy_answered", "mean_value", "valid_rate",
+                    "accuracy", "accuracy_answered", "vote_accuracy", "self_consistency", "invalid_rate"}
+
+
+class ReportSettings(_Strict):
+    """How the report compares models and decides (the Decision sheet)."""
+
+    price_per_hour: float | None = Field(None, ge=0, description="machine price per hour, for cost per 1,000 calls")
+    reference: Literal["highest_precision", "compare"] = Field(
+        "highest_precision", description="each candidate's reference in the Decision sheet: the widest quant of its "
+                                         "family (highest_precision), or the `compare` pairs [reference, candidate]")
+    margins: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_MARGINS),
+        description="equivalence / non-inferiority margin per metric, in the metric's units: mae 0.05 (a candidate "
+                    "may be at most 0.05 worse), accuracy 0.02 (2 points), sign_accuracy 0.05; the Decision sheet "
+                    "tests every metric listed here (value tasks: those of value tasks; label tasks: theirs)")
+    neutral_band: float = Field(0.1, ge=0, description="value tasks: |value| below this is 'neutral' for direction "
+                                                      "accuracy and agreement (labels and answers alike)")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="level of every test (TOST uses the 1 - 2 alpha interval)")
+    power: float = Field(0.8, gt=0, lt=1, description="power for the minimal detectable effects and items to decide")
+    calibration_bins: int = Field(10, ge=2, le=50, description="equal-width confidence bins for calibration (ECE)")
+    latency: Literal["alone", "all"] = Field(
+        "alone", description="which calls the latency figures (seconds per sample, percentiles, token rates) use: "
+                             "those that ran alone on their endpoint (alone), or every call (all, e.g. when the "
+                             "whole run was in throughput mode and latency under load is the question)")
+
+    @field_validator("margins")
+    @classmethod
+    def _known_margins(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, m in v.items():
+            if k not in DECISION_METRICS:
+                raise ValueError(f"no decision metric '{k}'; use one of {', '.join(sorted(DECISION_METRICS))}")
+            if not m > 0:
+                raise ValueError(f"margin of '{k}' must be positive (it is the size of the allowed difference)")
+        return v
+
+
+class OutputSettings(_Strict):
+    reports_dir: str = "reports"
+    heatmaps_dir: str = "heatmaps"
+
+
+class Arm(BaseModel):
+    """A model under one prompt variant: what the runner asks and the report compares."""
+
+    name: str
+    entry: ModelEntry
+    variant: str | None = None
+
+
+class Config(_Strict):
+    task: str | ClassifyTaskSpec = Field("sentiment", description="a built-in task by name (sentiment), or a "
+                                                                  "classification task block")
+    news: NewsSettings = Field(default_factory=NewsSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
+    models: list[ModelEntry] = Field(min_length=1)
+    compare: list[tuple[str, str]] = Field(default_factory=list)
+    report: ReportSettings = Field(default_factory=ReportSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
+
+    # set by load_config, not part of the file
+    _base_dir: Path = Path(".")
+    _source: str = "config.yaml"
+    _text: str = ""
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    def resolve(self, p: str | Path) -> Path:
+        """A path from the file, resolved from the file's folder (``~`` expanded)."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self._base_dir / path)
+
+    @property
+    def task_name(self) -> str:
+        return self.task if isinstance(self.task, str) else self.task.name
+
+    def variants(self) -> tuple[str | None, ...]:
+        """The task's prompt variants; (None,) when it has one prompt."""
+        if isinstance(self.task, str) or not self.task.variants:
+            return (None,)
+        return tuple(self.task.variants)
+
+    def arms(self, variants: tuple[str | None, ...] | None = None) -> list[Arm]:
+        """Every model under every prompt variant; an arm is named ``model@variant`` when there are several."""
+        variants = variants or self.variants()
+        return [Arm(name=m.name if v is None else f"{m.name}@{v}", entry=m, variant=v)
+                for m in self.models for v in variants]
+
+    def model_path(self, entry: ModelEntry) -> Path:
+        """The GGUF of a llamacpp entry ('embedded' is assembled from its PyPI package on first use)."""
+        if entry.path == EMBEDDED:
+            from core.embedded import embedded_gguf
+
+            return embedded_gguf()
+        return self.resolve(entry.path)
+
+    def model(self, name: str) -> ModelEntry:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def setting(self, entry: ModelEntry, key: str) -> Any:
+        """A per-model option when set, else the run-wide value."""
+        value = getattr(entry.options, key, None)
+        return getattr(self.run, key) if value is None else value
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _yaml():
+    from ruamel.yaml import YAML
+
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    return y
+
+
+def _loc_str(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _line_of(data: Any, loc: tuple) -> int | None:
+    """1-based line of the deepest key or item of ``loc`` found in the round-trip YAML tree."""
+    line = None
+    node = data
+    for part in loc:
+        lc = getattr(node, "lc", None)
+        try:
+            if isinstance(part, int) and isinstance(node, list):
+                if lc is not None:
+                    line = lc.item(part)[0] + 1
+                node = node[part]
+            elif isinstance(node, dict) and part in node:
+                if lc is not None:
+                    line = lc.key(part)[0] + 1
+                node = node[part]
+            else:
+                break
+        except Exception:
+            break
+    return line
+
+
+def _model_class_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic class whose fields live at ``loc`` (for listing allowed keys)."""
+    cls: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        models = [a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not models:
+            return None
+        cls = models[0]
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true/false",
+               "list": "a list", "dict": "a mapping", "NoneType": "empty", "CommentedMap": "a mapping",
+               "CommentedSeq": "a list", "ScalarFloat": "a number", "ScalarInt": "an integer",
+               "ScalarBoolean": "true/false", "DoubleQuotedScalarString": "a string",
+               "SingleQuotedScalarString": "a string", "LiteralScalarString": "a string"}
+
+
+def _describe(value: Any) -> str:
+    kind = _TYPE_NAMES.get(type(value).__name__, type(value).__name__)
+    shown = repr(value) if not isinstance(value, (dict, list)) else ("{...}" if isinstance(value, dict) else "[...]")
+    return f"{shown} ({kind})"
+
+
+def _format_error(err: dict, data: Any) -> str:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    value = err.get("input")
+    where = _loc_str(loc)
+    line = _line_of(data, loc)
+    at = f"{where} (line {line})" if line else where
+    key = loc[-1] if loc else ""
+    if kind == "extra_forbidden":
+        cls = _model_class_at(loc[:-1])
+        allowed = ", ".join(cls.model_fields) if cls else "see config.yaml's comments"
+        return f"{at}: unknown key '{key}'. Allowed keys here: {allowed}. Check the spelling or remove it."
+    if kind == "missing":
+        return f"{at}: required but missing. Add '{key}: ...'."
+    if kind == "string_type":
+        return (f"{at}: expected a string, got {_describe(value)}. "
+                f"Quote it, e.g. {key}: \"{value}\".")
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"{at}: expected a whole number, got {_describe(value)}."
+    if kind in ("float_type", "float_parsing"):
+        return f"{at}: expected a number, got {_describe(value)}."
+    if kind in ("bool_type", "bool_parsing"):
+        return f"{at}: expected true or false, got {_describe(value)}."
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"{at}: {_describe(value)} is not allowed; use one of {expected}."
+    if kind == "string_pattern_mismatch":
+        return (f"{at}: {_describe(value)} is not a valid name; use letters, digits and . _ : + - "
+                f"(no spaces), starting with a letter or digit.")
+    msg = err.get("msg", kind)
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if isinstance(value, (dict, list)):
+        return f"{at}: {msg}."
+    return f"{at}: {msg} (got {_describe(value)})."
+
+
+def _without_union_tags(errors: list[dict], data: Any) -> list[dict]:
+    """``task`` is a name or a classification block: report only the errors of the form written."""
+    out = []
+    for e in errors:
+        loc = tuple(e["loc"])
+        if loc[:1] == ("task",) and len(loc) > 1 and loc[1] in ("str", "ClassifyTaskSpec"):
+            written_block = isinstance(data.get("task") if isinstance(data, dict) else None, dict)
+            if (loc[1] == "str") == written_block:
+                continue
+            e = {**e, "loc": loc[:1] + loc[2:]}
+        out.append(e)
+    return out
+
+
+def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
+    from benchmark.tasks import BUILTIN
+
+    problems: list[str] = []
+
+    def at(loc: tuple) -> str:
+        line = _line_of(data, loc)
+        return f"{_loc_str(loc)} (line {line})" if line else _loc_str(loc)
+
+    if isinstance(cfg.task, str) and cfg.task not in BUILTIN:
+        problems.append(f"{at(('task',))}: unknown task '{cfg.task}'; built in: {', '.join(sorted(BUILTIN))}, or "
+                        "write a classification block (task: {{name: ..., kind: classify, labels: [...], data: ...}}).")
+    if not isinstance(cfg.task, str) and check_files:
+        d = cfg.task.data
+        for key, p in ([("path", d.path)] if d.path else [("files", v) for v in (d.files or {}).values()]):
+            if not cfg.resolve(p).exists():
+                problems.append(f"{at(('task', 'data', key))}: data file not found: {p} (looked in {cfg.resolve(p)}).")
+    seen: dict[str, int] = {}
+    for i, m in enumerate(cfg.models):
+        if m.name in seen:
+            problems.append(f"{at(('models', i, 'name'))}: duplicate model name '{m.name}' "
+                            f"(also models[{seen[m.name]}]); every model needs its own name.")
+        seen.setdefault(m.name, i)
+        if check_files and m.backend == "llamacpp" and m.path and m.path != EMBEDDED:
+            p = cfg.resolve(m.path)
+            if not p.is_file():
+                problems.append(
+                    f"{at(('models', i, 'path'))}: GGUF file not found: {m.path} (looked in {p}). "
+                    "Relative paths start at config.yaml's folder; build the file with `shootout export` "
+                    "or `shootout demo`, or fix the path.")
+            else:  # a truncated or foreign file fails here, not when the model loads hours into a run
+                from formats.gguf_meta import GGUFError, read as read_gguf
+
+                try:
+                    read_gguf(p)
+                except (GGUFError, OSError) as exc:
+                    advice = "" if "again" in str(exc) else "; export or download it again, or fix the path"
+                    problems.append(f"{at(('models', i, 'path'))}: model '{m.name}': {exc}{advice}.")
+    names = {a.name for a in cfg.arms()}
+    for j, (a, b) in enumerate(cfg.compare):
+        for k, n in enumerate((a, b)):
+            if n not in names:
+                problems.append(f"{at(('compare', j, k))}: '{n}' is not a model in models; known models: "
+                                f"{', '.join(sorted(names))} (a model under a prompt variant is model@variant).")
+        if a == b:
+            problems.append(f"{at(('compare', j))}: compares '{a}' with itself; name two different models.")
+    if cfg.news.source == "snapshot" and cfg.news.snapshot and check_files:
+        if not cfg.resolve(cfg.news.snapshot).is_file():
+            problems.append(f"{at(('news', 'snapshot'))}: snapshot file not found: {cfg.news.snapshot}.")
+    return problems
+
+
+def parse_config(text: str, source: str = "config.yaml", base_dir: Path | None = None,
+                 check_files: bool = True) -> Config:
+    """Validate config text; raise ConfigError listing every problem found."""
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        data = _yaml().load(io.StringIO(text))
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(source, [f"not valid YAML{where}: {problem}. Check the indentation and quoting there."]) from None
+    if data is None:
+        raise ConfigError(source, ["the file is empty; start from the config.yaml shipped with gguf-shootout."])
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"the top level must be a mapping of keys (task, news, run, models, ...), got {_describe(data)}."])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_format_error(e, data) for e in _without_union_tags(exc.errors(), data)]) from None
+    cfg._base_dir = (base_dir or Path(".")).resolve()
+    cfg._source = source
+    cfg._text = text
+    problems = _semantic_problems(cfg, data, check_files)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load_config(path: str | Path, check_files: bool = True) -> Config:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(p), ["file not found. Pass --config PATH, or copy the config.yaml shipped with gguf-shootout."])
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), [f"cannot read the file: {exc}."]) from None
+    return parse_config(text, source=str(p), base_dir=p.parent, check_files=check_files)

@@ -1,0 +1,1 @@
+"""Running a study: the runner, the endpoint scheduler, shard merges, config entries."""

@@ -1,0 +1,1 @@
+"""The in-process llama.cpp engine, shared by benchmark/, export/ and finetune/."""

@@ -1,0 +1,1 @@
+"""File and prompt formats: the GGUF header, chat families, Go templates, JSON schema -> GBNF."""

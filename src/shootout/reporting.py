@@ -1,0 +1,132 @@
+"""The CLI's side of reporting: where a run's results live, what the export stage says about its
+models (quant quality), and writing the workbook, CSVs and heatmaps. The report itself
+(``benchmark.report``) never reads export's files: the rows are handed to it from here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from core.errors import ShootoutError
+
+
+def store_for(config: Path | None, db: Path | None):
+    """The results database named by --db, else by the config (--config, default config.yaml)."""
+    from benchmark.store import Store
+
+    if db is not None:
+        return Store(db, create=False)
+    from benchmark.config import load_config
+
+    path = config or Path("config.yaml")
+    if not path.is_file():
+        raise ShootoutError(f"config not found: {path}", "pass --config PATH, or --db RESULTS.sqlite")
+    cfg = load_config(path, check_files=False)
+    return Store(cfg.resolve(cfg.run.database), create=False)
+
+
+def output_dirs(config: Path | None, db: Path | None) -> tuple[Path, Path]:
+    """(reports folder, heatmaps folder): the config's when there is one, else reports/ and heatmaps/."""
+    if config is not None and not config.is_file():
+        raise ShootoutError(f"config not found: {config}", "pass an existing --config, or leave it out and give --db")
+    path = config or Path("config.yaml")
+    if db is not None and not path.is_file():
+        return Path("reports"), Path("heatmaps")
+    from benchmark.config import load_config
+
+    cfg = load_config(path, check_files=False)
+    return cfg.resolve(cfg.output.reports_dir), cfg.resolve(cfg.output.heatmaps_dir)
+
+
+def pick_run(store, run_id: str | None) -> str:
+    if run_id:
+        if store.run(run_id) is None:
+            raise ShootoutError(f"no run '{run_id}' in {store.path}", f"runs there: {', '.join(store.run_ids()) or 'none'}")
+        return run_id
+    latest = store.latest_run_id()
+    if latest is None:
+        raise ShootoutError(f"{store.path} holds no runs", "run `shootout run` first")
+    return latest
+
+
+def stored_models(run) -> list[dict]:
+    """The model entries of the config a run stored, paths resolved from that config's folder, one
+    per arm (a model under a prompt variant keeps its entry, named as the arm)."""
+    from ruamel.yaml import YAML
+
+    try:
+        cfg = YAML(typ="safe").load(run["config_text"]) or {}
+    except Exception:
+        return []
+    base = Path(run["config_path"]).parent if run["config_path"] else Path(".")
+    task = json.loads(run["task_json"] or "{}")
+    variants = [v for v in task.get("variants") or [None]] or [None]
+    out = []
+    for m in cfg.get("models") or []:
+        if not isinstance(m, dict) or not m.get("name"):
+            continue
+        m = dict(m)
+        for key in ("path", "manifest"):
+            if m.get(key) and m[key] != "embedded" and not Path(m[key]).is_absolute():
+                m[key] = str(base / m[key])
+        for v in variants:
+            out.append({**m, "name": m["name"] if v is None else f"{m['name']}@{v}"})
+    return out
+
+
+def quant_quality_rows(run) -> list[dict]:
+    from export.pipeline import quality_rows
+
+    return quality_rows([m for m in stored_models(run) if m.get("path") != "embedded"])
+
+
+def model_sizes(run) -> dict[str, float]:
+    """File size in MB of each model's GGUF named by the run's stored config, where the file is still there
+    (the quant-quality rows' size_mb win over these in the report)."""
+    out = {}
+    for m in stored_models(run):
+        path = m.get("path")
+        if not path or path == "embedded":
+            continue
+        p = Path(path)
+        if p.suffix == ".gguf" and p.is_file():
+            out[m["name"]] = round(p.stat().st_size / 1e6, 1)
+    return out
+
+
+def checkpoints(run) -> dict[str, float]:
+    return {m["name"]: float(m["checkpoint"]) for m in stored_models(run) if m.get("checkpoint") is not None}
+
+
+def build(store, run_id: str, pairs=None):
+    """The report of a run with what the CLI knows beside the database: quant quality from export
+    manifests, file sizes of the GGUFs, checkpoints. Pairs and report settings: the run's stored ones
+    unless ``pairs`` is given."""
+    from benchmark import report as rpt
+
+    run = store.run(run_id)
+    return rpt.build(store, run_id, pairs, quant_quality=quant_quality_rows(run), checkpoints=checkpoints(run),
+                     sizes=model_sizes(run))
+
+
+def write(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | None, console, pairs=None) -> str:
+    """Workbook + CSVs (+ heatmaps) of a run; returns its id."""
+    from benchmark import report as rpt
+
+    rid = pick_run(store, run_id)
+    with console.status(f"statistics for run {rid}"):
+        rep = build(store, rid, pairs)
+    files = rpt.write_csvs(rep, reports_dir / rid)  # first: the workbook takes its Decision chart from there
+    xlsx = rpt.write_workbook(rep, reports_dir / f"{rid}.xlsx")
+    csvs = [p for p in files if p.suffix == ".csv"]
+    chart = " and the Decision chart (decision_pareto.png)" if len(files) > len(csvs) else ""
+    console.print(f"report: {xlsx} and {len(csvs)} CSV files{chart} in {reports_dir / rid}/", markup=False)
+    for line in rep.decision_lines:
+        console.print(line, markup=False, highlight=False)
+    if heatmaps_dir is not None:
+        from benchmark.report.charts import write_heatmaps
+
+        with console.status("heatmaps"):
+            pngs = write_heatmaps(rep, heatmaps_dir / rid)
+        console.print(f"heatmaps: {len(pngs)} PNG files in {heatmaps_dir / rid}/")
+    return rid
