@@ -42,9 +42,9 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, *, allow_requantize: 
     ``imatrix``: {tensor name: importance values} (see export.imatrix) to weight the rounding."""
     import llama_cpp as L
 
-    from engine.llamacpp import _backend_ready
+    from engine import llama_cpp_ready
 
-    _backend_ready()
+    llama_cpp_ready()
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise ShootoutError(f"cannot quantize: {src} not found")
