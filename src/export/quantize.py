@@ -27,6 +27,11 @@ def _ftypes() -> dict[str, int]:
     return out
 
 
+def quant_types() -> list[str]:
+    """The llama.cpp file types the quantizer writes, by name (the table ``ftype`` reads)."""
+    return sorted(_ftypes())
+
+
 def ftype(name: str) -> int:
     types = _ftypes()
     key = name.strip().upper()
