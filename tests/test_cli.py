@@ -143,7 +143,25 @@ def test_the_entry_builder_writes_entries_the_config_accepts(tmp_path):
     m = models["m-q4_k_m"]
     assert (m.backend, m.tag, m.endpoints, m.quant, m.prompt_style, m.system_prompt) == \
         ("ollama", "m:q4_k_m", ["http://h1:11434", "http://h2:11434"], "Q4_K_M", "zero_shot", "S")
-    assert m.manifest == "ladder/manifest.json" and m.options.chat_template is None
+    assert m.manifest == "ladder/manifest.json" and "options" not in in_ollama[1]  # Ollama's model has its template
     m2 = models["m2-q8_0"]
     assert (m2.backend, m2.path, m2.options.chat_template) == ("llamacpp", "ladder/m.Q8_0.gguf", "gemma3")
     assert models["ckpt-10"].checkpoint == 10
+
+
+def test_the_zygote_preloads_what_the_install_compiles_and_both_name_modules_there_are():
+    """tests/zygote.py imports once what the commands use; shootout.precompile writes the bytecode of
+    the same modules at install time. A module renamed or moved must be renamed in both lists."""
+    from shootout.precompile import GROUPS
+    from tests.zygote import BASE, ML
+
+    compiled = set(GROUPS["base"]) | set(GROUPS["training"])
+    assert set(BASE) | set(ML) <= compiled
+    ours = {p.name for p in (ROOT / "src").iterdir() if (p / "__init__.py").is_file()}
+    missing = []
+    for name in sorted(compiled):
+        if name.split(".")[0] in ours:
+            path = ROOT / "src" / name.replace(".", "/")
+            if not (path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()):
+                missing.append(name)
+    assert missing == []
