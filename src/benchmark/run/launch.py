@@ -15,7 +15,8 @@ from core.errors import DiskFull, ShootoutError
 
 
 class Stopped(ShootoutError):
-    """The run stopped before its end (Ctrl-C); what was stored is kept and the message says how to resume."""
+    """The run stopped before its end (Ctrl-C); what was stored is kept. The message starts with "stopped"
+    and says how to resume; the command line prints it as a notice and exits with 130."""
 
     exit_code = 130
 

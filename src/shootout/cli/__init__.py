@@ -52,8 +52,10 @@ def main() -> None:
     try:
         app()
     except ShootoutError as exc:
-        if exc.exit_code == 130 and exc.message.startswith("stopped "):  # Ctrl-C: a notice, not an error
-            _print_error(exc.message[len("stopped "):], exc.hint, ("stopped", "yellow"))
+        from benchmark.run.launch import Stopped
+
+        if isinstance(exc, Stopped):  # Ctrl-C: a notice ("stopped ..." with how to resume), not an error
+            _print_error(exc.message.removeprefix("stopped "), exc.hint, ("stopped", "yellow"))
         else:
             _print_error(exc.message, exc.hint)
         sys.exit(exc.exit_code)
