@@ -83,11 +83,16 @@ finetune-demo: install
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print((os.cpu_count() or 1) + 1)")
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
+# the layer contracts of pyproject.toml (import-linter) first: arrows only point down
+LINT_IMPORTS := $(VENV)/bin/lint-imports
+
 test: install
+	$(LINT_IMPORTS)
 	$(PYTEST)
 
 # a quicker loop while editing: without the tests marked slow (the Gemma export round trips)
 test-fast: install
+	$(LINT_IMPORTS)
 	$(PYTEST) -m "not slow"
 
 clean:

@@ -18,7 +18,8 @@ import time
 
 GROUPS = {
     # the commands' modules and what they import at the top or on their common paths
-    "base": ("shootout.cli", "shootout.reporting", "shootout.demo", "shootout.doctor", "benchmark.run.runner",
+    "base": ("shootout.cli", "shootout.running", "shootout.reporting", "shootout.exporting", "shootout.datasets",
+             "shootout.training", "shootout.demo", "shootout.doctor", "benchmark.run.launch", "benchmark.run.runner",
              "benchmark.config", "benchmark.report", "benchmark.report.charts", "benchmark.run.merge",
              "benchmark.backends", "engine.llamacpp", "benchmark.backends.openai_compat",
              "benchmark.backends.ollama_backend", "benchmark.tasks.classify", "export.pipeline", "export.verify",

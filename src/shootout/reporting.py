@@ -1,6 +1,7 @@
-"""The CLI's side of reporting: where a run's results live, what the export stage says about its
-models (quant quality), and writing the workbook, CSVs and heatmaps. The report itself
-(``benchmark.report``) never reads export's files: the rows are handed to it from here."""
+"""Reporting from the command line: where a run's results live (--config, --db, --run-id), what
+the export stage says about its models (quant quality), and what `report`, `heatmaps`, `plan`,
+`export-json` and `runs` make of a results database. The report itself (``benchmark.report``)
+never reads export's files: the rows are handed to it from here."""
 
 from __future__ import annotations
 
@@ -130,3 +131,48 @@ def write(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | Non
             pngs = write_heatmaps(rep, heatmaps_dir / rid)
         console.print(f"heatmaps: {len(pngs)} PNG files in {heatmaps_dir / rid}/")
     return rid
+
+
+def report(config: Path | None, db: Path | None, run_id: str | None, out: Path | None, heatmaps: bool, console,
+           pairs=None) -> str:
+    """`shootout report`: the workbook and CSVs (and heatmaps) of a run; returns its id."""
+    reports_dir, heatmaps_dir = output_dirs(config, db)
+    with store_for(config, db) as store:
+        return write(store, run_id, out or reports_dir, heatmaps_dir if heatmaps else None, console, pairs)
+
+
+def heatmaps(config: Path | None, db: Path | None, run_id: str | None, out: Path | None) -> tuple[list[Path], Path]:
+    """`shootout heatmaps`: (the PNG files, their folder) of a run."""
+    from benchmark.report.charts import write_heatmaps
+
+    _, heatmaps_dir = output_dirs(config, db)
+    with store_for(config, db) as store:
+        rid = pick_run(store, run_id)
+        rep = build(store, rid)
+    folder = (out or heatmaps_dir) / rid
+    return write_heatmaps(rep, folder), folder
+
+
+def plan(config: Path | None, db: Path | None, run_id: str | None, **how):
+    """`shootout plan`: the design (items and iterations per comparison) from a pilot run
+    (``benchmark.report.plan.make_plan``; ``how``: its metric, effect, goal, alpha, power...)."""
+    from benchmark.report.plan import make_plan
+
+    with store_for(config, db) as store:
+        return make_plan(store, pick_run(store, run_id), **how)
+
+
+def seed_json(config: Path | None, db: Path | None, run_id: str | None, out: Path) -> tuple[list[Path], str]:
+    """`shootout export-json`: (the files written in the older tool's layout, the run id)."""
+    from benchmark.report.seed_json import export_seed_format
+
+    with store_for(config, db) as store:
+        rid = pick_run(store, run_id)
+        return export_seed_format(store, rid, out), rid
+
+
+def runs(config: Path | None, db: Path | None) -> list[dict]:
+    """`shootout runs`: every run of a results database with its start, calls and whether it finished."""
+    with store_for(config, db) as store:
+        return [{"run_id": rid, "created_at": r["created_at"], "calls": store.count_calls(rid),
+                 "finished": bool(r["finished_at"])} for rid in store.run_ids() for r in [store.run(rid)]]
