@@ -121,7 +121,9 @@ def write(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | Non
     csvs = [p for p in files if p.suffix == ".csv"]
     chart = " and the Decision chart (decision_pareto.png)" if len(files) > len(csvs) else ""
     console.print(f"report: {xlsx} and {len(csvs)} CSV files{chart} in {reports_dir / rid}/", markup=False)
-    for line in rep.decision_lines:
+    from benchmark.report.console import verdict_lines
+
+    for line in verdict_lines(rep):
         console.print(line, markup=False, highlight=False)
     if heatmaps_dir is not None:
         from benchmark.report.charts import write_heatmaps
