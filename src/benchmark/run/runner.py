@@ -21,10 +21,11 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from benchmark.backends import make_backend
+from benchmark.backends import BACKENDS, make_backend
 from benchmark.backends.base import PromptTooLong, Reply
 from benchmark.config import Arm, Config
 from benchmark.store import Store
+from benchmark.store.rows import ArmFacts
 from benchmark.tasks import task_for
 from benchmark.tasks.base import Answer, Item, TaskInfo
 from core import sysinfo
@@ -41,6 +42,25 @@ def iteration_order(item_ids: list[str], run_seed: int, iteration: int) -> list[
     order = list(item_ids)
     random.Random(f"{run_seed}:order:{iteration}").shuffle(order)
     return order
+
+
+def arm_facts(cfg: Config, arm: Arm, run_id: str) -> ArmFacts:
+    """What the run knows about an arm before loading it: its entry, and where the model is (a local
+    GGUF with its size and modification time)."""
+    entry = arm.entry
+    where = BACKENDS[entry.backend].where  # the entry field that says where the model is
+    location = getattr(entry, where, None) or (", ".join(entry.endpoints) if entry.endpoints else None)
+    size = mtime = None
+    if where == "path" and location:  # a file on this machine
+        try:
+            path = cfg.model_path(entry)
+            stat = path.stat()
+            location, size, mtime = str(path), stat.st_size, stat.st_mtime
+        except (OSError, ShootoutError):
+            pass
+    return ArmFacts(run_id=run_id, model=arm.name, entry=entry.name, variant=arm.variant, backend=entry.backend,
+                    family=entry.family, quant=entry.quant, prompt_style=entry.prompt_style, model_bytes=size,
+                    location=location, checkpoint=entry.checkpoint, file_mtime=mtime)
 
 
 def new_run_id() -> str:
@@ -130,6 +150,7 @@ class Runner:
                                   config_text=self.cfg.text, settings=settings, versions=sysinfo.versions(),
                                   hardware=sysinfo.hardware(), items=items,
                                   task_info=asdict(TaskInfo.of(self.task)))
+            self.store.add_arms([arm_facts(self.cfg, a, run_id) for a in self.arms])
             return run_id, self.cfg.run.seed, self.cfg.run.iterations, items
         if run["config_text"] != self.cfg.text:
             self._warn(f"config differs from the one run {self.run_id} started with; resuming with the stored "
@@ -137,6 +158,7 @@ class Runner:
         if run["task"] != self.task.name:
             raise ShootoutError(f"run {self.run_id} was a '{run['task']}' run; the config now says '{self.task.name}'",
                                 "start a new run (omit --run-id) or restore the task in config.yaml")
+        self.store.add_arms([arm_facts(self.cfg, a, self.run_id) for a in self.arms])
         return self.run_id, run["seed"], run["iterations"], self.store.items(self.run_id)
 
     # ------------------------------------------------------------------ the loop
@@ -266,6 +288,10 @@ class Runner:
         self.store.add_model_load(self.run_id, arm.name, arm.entry.backend, load["load_seconds"],
                                   load["warmup_seconds"], load["warmup_prompt_tokens"], load["engine"],
                                   endpoint=endpoint, memory=load["memory"])
+        engine = load["engine"] or {}
+        size = engine.get("model_file_bytes")  # what a server reports of the model's file, where it does
+        self.store.complete_arm(self.run_id, arm.name, model_bytes=size if isinstance(size, int) else None,
+                                digest=engine.get("digest") if isinstance(engine.get("digest"), str) else None)
 
     def _run_arm(self, arm: Arm, todo, seed, bar, overall, stop) -> int:
         cfg, entry = self.cfg, arm.entry

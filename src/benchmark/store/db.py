@@ -16,6 +16,7 @@ stored before it kept, so the run resumes once space is freed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import shutil
@@ -24,16 +25,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from benchmark.store import migrations
+from benchmark.store import migrations, rows
+from benchmark.store.rows import ARM_FACT_COLUMNS, ArmFacts, CallRow, ItemRow, LoadRow
 from core.errors import DiskFull, ShootoutError
 
 MIN_FREE_BYTES = 16_000_000  # a call takes a few KB; below this much free space a run does not start
 
-CALL_FIELDS = ("run_id", "model", "family", "quant", "backend", "prompt_style", "variant", "iteration", "item_id",
-               "position", "seed", "raw_text", "valid", "error", "answer_json", "label", "value", "confidence",
-               "label_probs_json", "finish_reason", "prompt_tokens", "cached_tokens", "completion_tokens",
-               "prompt_seconds", "gen_seconds", "wall_seconds", "created_at", "endpoint", "in_flight", "started_at",
-               "energy_j")
+CALL_FIELDS = rows.names(CallRow)  # the columns a call row gives, in insert order
 
 
 def now_iso() -> str:
@@ -161,8 +159,10 @@ class Store:
     def create_run(self, run_id: str, *, task: str, seed: int, iterations: int, config_path: str | None,
                    config_text: str, settings: dict, versions: dict, hardware: dict, items: Iterable[Any],
                    task_info: dict | None = None) -> None:
-        rows = [(run_id, it.id, pos, it.split, it.text, it.label, it.value, json.dumps(it.fields, ensure_ascii=False))
-                for pos, it in enumerate(items)]
+        item_rows = [rows.values(ItemRow(run_id=run_id, item_id=it.id, position=pos, split=it.split, text=it.text,
+                                         target_label=it.label, target_value=it.value,
+                                         fields_json=json.dumps(it.fields, ensure_ascii=False)), ItemRow)
+                     for pos, it in enumerate(items)]
 
         def work() -> None:
             self.db.execute(
@@ -170,8 +170,7 @@ class Store:
                 " settings_json, versions_json, hardware_json, task_json) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, now_iso(), task, seed, iterations, config_path, config_text, json.dumps(settings),
                  json.dumps(versions), json.dumps(hardware), json.dumps(task_info or {})))
-            self.db.executemany("INSERT INTO items (run_id, item_id, position, split, text, target_label, "
-                                "target_value, fields_json) VALUES (?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany(rows.insert_sql("items", ItemRow), item_rows)
 
         with self._writing():
             self._transaction(work)
@@ -216,23 +215,26 @@ class Store:
         rows = self.db.execute("SELECT iteration, item_id FROM calls WHERE run_id=? AND model=?", (run_id, model))
         return {(r[0], r[1]) for r in rows}
 
-    def add_call(self, row: dict[str, Any]) -> bool:
+    @staticmethod
+    def _call_values(row: CallRow | dict[str, Any], stamp: str) -> list[Any]:
+        call = rows.row_of(CallRow, row)
+        if call.created_at is None:
+            call = dataclasses.replace(call, created_at=stamp)
+        return rows.values(call, CallRow)
+
+    def add_call(self, row: CallRow | dict[str, Any]) -> bool:
         """Store one call in its own transaction; False if that call was already stored."""
-        row = {**row, "created_at": row.get("created_at") or now_iso()}
-        values = [row.get(k) for k in CALL_FIELDS]
+        values = self._call_values(row, now_iso())
         with self._writing():
-            cur = self.db.execute(
-                f"INSERT OR IGNORE INTO calls ({', '.join(CALL_FIELDS)}) VALUES ({', '.join('?' * len(CALL_FIELDS))})",
-                values)
+            cur = self.db.execute(rows.insert_sql("calls", CallRow, verb="INSERT OR IGNORE"), values)
         return cur.rowcount == 1
 
-    def add_calls(self, rows: Iterable[dict[str, Any]]) -> None:
+    def add_calls(self, calls: Iterable[CallRow | dict[str, Any]]) -> None:
         """Many calls in one transaction (synthetic results, merges)."""
         stamp = now_iso()
-        values = [[{**r, "created_at": r.get("created_at") or stamp}.get(k) for k in CALL_FIELDS] for r in rows]
+        values = [self._call_values(r, stamp) for r in calls]
         with self._writing():
-            self._transaction(lambda: self.db.executemany(f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) "
-                                                          f"VALUES ({', '.join('?' * len(CALL_FIELDS))})", values))
+            self._transaction(lambda: self.db.executemany(rows.insert_sql("calls", CallRow), values))
 
     def add_model_load(self, run_id: str, model: str, backend: str, load_seconds: float | None,
                        warmup_seconds: float | None, warmup_prompt_tokens: int | None, engine: dict, *,
@@ -240,12 +242,58 @@ class Store:
         """One model load (per endpoint), with the engine's facts and the memory it took
         (``memory``: rss_mb, kv_cache_mb, vram_mb, where known)."""
         mem = memory or {}
+        self.add_loads([LoadRow(run_id=run_id, model=model, backend=backend, load_seconds=load_seconds,
+                                warmup_seconds=warmup_seconds, warmup_prompt_tokens=warmup_prompt_tokens,
+                                engine_json=json.dumps(engine), created_at=now_iso(), endpoint=endpoint,
+                                rss_mb=mem.get("rss_mb"), kv_cache_mb=mem.get("kv_cache_mb"),
+                                vram_mb=mem.get("vram_mb"))])
+
+    def add_loads(self, loads: Iterable[LoadRow | dict[str, Any]]) -> None:
+        values = [rows.values(rows.row_of(LoadRow, r), LoadRow) for r in loads]
         with self._writing():
-            self.db.execute(
-                "INSERT INTO model_loads (run_id, model, backend, load_seconds, warmup_seconds, warmup_prompt_tokens,"
-                " engine_json, created_at, endpoint, rss_mb, kv_cache_mb, vram_mb) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, model, backend, load_seconds, warmup_seconds, warmup_prompt_tokens, json.dumps(engine),
-                 now_iso(), endpoint, mem.get("rss_mb"), mem.get("kv_cache_mb"), mem.get("vram_mb")))
+            self._transaction(lambda: self.db.executemany(rows.insert_sql("model_loads", LoadRow), values))
+
+    def loads(self, run_id: str) -> list[LoadRow]:
+        cols = rows.names(LoadRow)
+        return [LoadRow(**dict(zip(cols, r))) for r in
+                self.db.execute(f"SELECT {', '.join(cols)} FROM model_loads WHERE run_id=? ORDER BY id", (run_id,))]
+
+    # ----------------------------------------------------------------- arms
+    def add_arms(self, arms: Iterable[ArmFacts]) -> None:
+        """The facts of arms as a run starts them; an arm already stored keeps its facts."""
+        values = [rows.values(a, ArmFacts) for a in arms]
+        with self._writing():
+            self._transaction(lambda: self.db.executemany(rows.insert_sql("arms", ArmFacts, verb="INSERT OR IGNORE"),
+                                                          values))
+
+    def complete_arm(self, run_id: str, model: str, *, model_bytes: int | None = None,
+                     digest: str | None = None) -> None:
+        """What a load tells about an arm (the server's model size, a digest) where it was not known."""
+        with self._writing():
+            self.db.execute("UPDATE arms SET model_bytes = COALESCE(model_bytes, ?), digest = COALESCE(?, digest) "
+                            "WHERE run_id=? AND model=?", (model_bytes, digest, run_id, model))
+
+    def arm_rows(self, run_id: str) -> list[ArmFacts]:
+        """Every arm of a run with its facts: stored ones, then those rebuilt from calls and loads for
+        arms that stored none (older runs, synthetic ones)."""
+        from benchmark.store.facts import derive_arms
+
+        cols = rows.names(ArmFacts)
+        stored = [ArmFacts(**dict(zip(cols, r))) for r in
+                  self.db.execute(f"SELECT {', '.join(cols)} FROM arms WHERE run_id=? ORDER BY rowid", (run_id,))]
+        return stored + derive_arms(self.db, run_id, skip={a.model for a in stored})
+
+    def arm_facts(self, run_id: str):
+        """One row per arm: model, entry, variant, backend, family, quant, prompt_style, model_bytes
+        (the model file's size in bytes, or what the server reported; NaN where unknown; a float), location
+        (GGUF path, tag or base URL), checkpoint."""
+        import pandas as pd
+
+        facts = [{c: getattr(a, c) for c in ARM_FACT_COLUMNS} for a in self.arm_rows(run_id)]
+        out = pd.DataFrame(facts, columns=list(ARM_FACT_COLUMNS))
+        out["model_bytes"] = out["model_bytes"].astype(float)
+        out["checkpoint"] = out["checkpoint"].astype(float)
+        return out
 
     def calls(self, run_id: str) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM calls WHERE run_id=? ORDER BY id", (run_id,)).fetchall()
