@@ -140,3 +140,49 @@ def test_a_run_that_stored_calls_only_gets_arm_facts_from_its_calls(tmp_path):
         facts = store.arm_facts("synthetic")
     assert list(facts["model"]) == ["a-f16", "a-q4"] and list(facts["quant"]) == ["F16", "Q4_K_M"]
     assert facts["model_bytes"].isna().all() and facts["location"].isna().all()
+
+
+# --------------------------------------------------------------------------- one call row, frames
+
+
+def test_frames_are_the_declared_columns_of_every_stored_call(tmp_path):
+    from benchmark.store.rows import CallRow, frame_names
+
+    _run(_config(tmp_path))
+    with Store(tmp_path / "results.sqlite", create=False) as store:
+        calls, items, loads = store.frames("r1")
+        stored = store.count_calls("r1")
+    assert list(calls.columns) == list(frame_names(CallRow)) and len(calls) == stored == 2 * 2 * 2
+    assert calls["valid"].dtype == bool and calls["valid"].all() and set(calls["value"]) == {0.5}
+    assert sorted(calls["model"].unique()) == ["local", "served"]
+    assert list(items["position"]) == [0, 1] and {"ticker", "title"} <= set(items.columns)  # fields as columns
+    assert sorted(loads["model"]) == ["local", "served"] and "engine_json" in loads
+
+
+@pytest.mark.parametrize("setting, cap", [("", 96 * 16), (", max_reply_chars: 500", 500)])
+def test_a_huge_reply_is_stored_cut_with_its_full_length(tmp_path, setting, cap):
+    """1 MB replies (a server that ignores num_predict) are stored cut to the cap, their length kept:
+    one valid (an answer, then a megabyte of blanks), one not (a megabyte of reasoning)."""
+    padded = ANSWER + " " * 1_000_000
+    rambling = json.dumps({"reasoning": "x" * 1_000_000, "sentiment": 0.25, "confidence": 0.5})
+    replies = iter([padded, rambling] * 4)
+
+    class Alternating(Scripted):
+        def chat(self, messages, **kw):
+            self.text = next(replies)
+            return super().chat(messages, **kw)
+
+    _run(_config(tmp_path, run=", num_predict: 96" + setting),
+         factory=lambda entry, cfg_, endpoint=None: Alternating(entry))
+    con = sqlite3.connect(tmp_path / "results.sqlite")
+    rows = con.execute("SELECT raw_text, raw_chars, valid, value, error FROM calls ORDER BY id").fetchall()
+    con.close()
+    assert len(rows) == 8
+    for k, (text, chars, valid, value, error) in enumerate(rows):
+        full = padded if k % 2 == 0 else rambling
+        assert text == full[:cap] and chars == len(full)
+        if k % 2 == 0:
+            assert valid == 1 and value == 0.5  # the parse saw the whole reply
+        else:
+            assert valid == 0 and "at most 200 characters" in error
+    assert (tmp_path / "results.sqlite").stat().st_size < 1_000_000

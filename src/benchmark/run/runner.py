@@ -25,12 +25,27 @@ from benchmark.backends import BACKENDS, make_backend
 from benchmark.backends.base import PromptTooLong, Reply
 from benchmark.config import Arm, Config
 from benchmark.store import Store
-from benchmark.store.rows import ArmFacts
+from benchmark.store.rows import ArmFacts, CallRow
 from benchmark.tasks import task_for
 from benchmark.tasks.base import Answer, Item, TaskInfo
 from core import sysinfo
 from core.console import styled
 from core.errors import ShootoutError
+
+
+REPLY_CHARS_PER_TOKEN = 16  # the default cap on a stored reply: num_predict x this many characters
+
+
+def _capped_json(text: str | None, cap: int) -> str | None:
+    """An answer's JSON within ``cap`` characters: its long strings cut (marked with an ellipsis)."""
+    if text is None or len(text) <= cap:
+        return text
+    answer = json.loads(text)
+    if not isinstance(answer, dict):
+        return None
+    room = max(16, cap // max(1, len(answer)))
+    return json.dumps({k: v[:room] + "…" if isinstance(v, str) and len(v) > room else v for k, v in answer.items()},
+                      ensure_ascii=False)
 
 
 def call_seed(run_seed: int, iteration: int, item_id: str) -> int:
@@ -252,20 +267,22 @@ class Runner:
             energy = energy1 - energy0 if energy1 is not None else None
         return reply, answer, wall, energy
 
-    def _row(self, arm: Arm, job, seed: int, reply, answer, wall: float, energy, **where) -> dict:
+    def _row(self, arm: Arm, job, seed: int, reply, answer, wall: float, energy, **where) -> CallRow:
         it, pos, item = job
         entry = arm.entry
-        return {"run_id": self.run_id, "model": arm.name, "family": entry.family, "quant": entry.quant,
-                "backend": entry.backend, "prompt_style": entry.prompt_style, "variant": arm.variant,
-                "iteration": it, "item_id": item.id, "position": pos, "seed": call_seed(seed, it, item.id),
-                "raw_text": reply.text, "valid": int(answer.valid), "error": answer.error,
-                "answer_json": answer.fields_json(), "label": answer.label, "value": answer.value,
-                "confidence": answer.confidence,
-                "label_probs_json": json.dumps(answer.label_probs) if answer.label_probs else None,
-                "finish_reason": reply.finish_reason, "prompt_tokens": reply.prompt_tokens,
-                "cached_tokens": reply.cached_tokens, "completion_tokens": reply.completion_tokens,
-                "prompt_seconds": reply.prompt_seconds, "gen_seconds": reply.gen_seconds, "wall_seconds": wall,
-                "energy_j": energy, **where}
+        text = reply.text or ""
+        cap = self.cfg.run.max_reply_chars or REPLY_CHARS_PER_TOKEN * self.cfg.setting(entry, "num_predict")
+        return CallRow(run_id=self.run_id, model=arm.name, family=entry.family, quant=entry.quant,
+                       backend=entry.backend, prompt_style=entry.prompt_style, variant=arm.variant,
+                       iteration=it, item_id=item.id, position=pos, seed=call_seed(seed, it, item.id),
+                       raw_text=text[:cap], raw_chars=len(text), valid=int(answer.valid), error=answer.error,
+                       answer_json=_capped_json(answer.fields_json(), cap), label=answer.label, value=answer.value,
+                       confidence=answer.confidence,
+                       label_probs_json=json.dumps(answer.label_probs) if answer.label_probs else None,
+                       finish_reason=reply.finish_reason, prompt_tokens=reply.prompt_tokens,
+                       cached_tokens=reply.cached_tokens, completion_tokens=reply.completion_tokens,
+                       prompt_seconds=reply.prompt_seconds, gen_seconds=reply.gen_seconds, wall_seconds=wall,
+                       energy_j=energy, **where)
 
     def _load(self, backend, arm: Arm, seed: int) -> dict:
         """Load and warm up (uncounted): the load's figures, the engine's facts and the memory it took."""

@@ -295,6 +295,12 @@ class Store:
         out["checkpoint"] = out["checkpoint"].astype(float)
         return out
 
+    def frames(self, run_id: str):
+        """(calls, items, loads) of a run as DataFrames (``benchmark.store.frames``)."""
+        from benchmark.store.frames import read_frames
+
+        return read_frames(self.db, run_id)
+
     def calls(self, run_id: str) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM calls WHERE run_id=? ORDER BY id", (run_id,)).fetchall()
 
