@@ -21,31 +21,17 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from benchmark.backends import BACKENDS, make_backend
+from benchmark.backends import make_backend
 from benchmark.backends.base import PromptTooLong, Reply
 from benchmark.config import Arm, Config
-from benchmark.store import Store
-from benchmark.store.rows import ArmFacts, CallRow
+from benchmark.store import Store, StoreBusy
+from benchmark.run.records import arm_facts, call_row
+from benchmark.store.rows import CallRow
 from benchmark.tasks import task_for
 from benchmark.tasks.base import Answer, Item, TaskInfo
 from core import sysinfo
 from core.console import styled
 from core.errors import ShootoutError
-
-
-REPLY_CHARS_PER_TOKEN = 16  # the default cap on a stored reply: num_predict x this many characters
-
-
-def _capped_json(text: str | None, cap: int) -> str | None:
-    """An answer's JSON within ``cap`` characters: its long strings cut (marked with an ellipsis)."""
-    if text is None or len(text) <= cap:
-        return text
-    answer = json.loads(text)
-    if not isinstance(answer, dict):
-        return None
-    room = max(16, cap // max(1, len(answer)))
-    return json.dumps({k: v[:room] + "…" if isinstance(v, str) and len(v) > room else v for k, v in answer.items()},
-                      ensure_ascii=False)
 
 
 def call_seed(run_seed: int, iteration: int, item_id: str) -> int:
@@ -57,25 +43,6 @@ def iteration_order(item_ids: list[str], run_seed: int, iteration: int) -> list[
     order = list(item_ids)
     random.Random(f"{run_seed}:order:{iteration}").shuffle(order)
     return order
-
-
-def arm_facts(cfg: Config, arm: Arm, run_id: str) -> ArmFacts:
-    """What the run knows about an arm before loading it: its entry, and where the model is (a local
-    GGUF with its size and modification time)."""
-    entry = arm.entry
-    where = BACKENDS[entry.backend].where  # the entry field that says where the model is
-    location = getattr(entry, where, None) or (", ".join(entry.endpoints) if entry.endpoints else None)
-    size = mtime = None
-    if where == "path" and location:  # a file on this machine
-        try:
-            path = cfg.model_path(entry)
-            stat = path.stat()
-            location, size, mtime = str(path), stat.st_size, stat.st_mtime
-        except (OSError, ShootoutError):
-            pass
-    return ArmFacts(run_id=run_id, model=arm.name, entry=entry.name, variant=arm.variant, backend=entry.backend,
-                    family=entry.family, quant=entry.quant, prompt_style=entry.prompt_style, model_bytes=size,
-                    location=location, checkpoint=entry.checkpoint, file_mtime=mtime)
 
 
 def new_run_id() -> str:
@@ -122,6 +89,7 @@ class Runner:
                  shard: tuple[int, int, str] | None = None):
         self.cfg = cfg
         self.store = store
+        store.lock_wait_s = cfg.run.lock_wait_s
         self.run_id = run_id
         self.task = task_for(cfg)
         self.progress = progress
@@ -164,9 +132,10 @@ class Runner:
                                   iterations=self.cfg.run.iterations, config_path=self.cfg.source,
                                   config_text=self.cfg.text, settings=settings, versions=sysinfo.versions(),
                                   hardware=sysinfo.hardware(), items=items,
-                                  task_info=asdict(TaskInfo.of(self.task)))
+                                  task_info=asdict(TaskInfo.of(self.task)), claim=True)
             self.store.add_arms([arm_facts(self.cfg, a, run_id) for a in self.arms])
             return run_id, self.cfg.run.seed, self.cfg.run.iterations, items
+        self.store.claim_run(self.run_id)  # one process writes a run: another one on it exits 2 naming it
         if run["config_text"] != self.cfg.text:
             self._warn(f"config differs from the one run {self.run_id} started with; resuming with the stored "
                        "items, seed and iteration count, and the current model list")
@@ -178,6 +147,19 @@ class Runner:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> RunResult:
+        """Every call of the plan not stored yet; the run is claimed by this process while it runs."""
+        try:
+            return self._run()
+        except StoreBusy as exc:  # another process kept the file locked: say how to resume
+            if self.run_id is None or self.store.run(self.run_id) is None:
+                raise
+            raise StoreBusy(exc.message, f"{exc.hint}; resume with `shootout run --config {self.cfg.source} "
+                                         f"--run-id {self.run_id}`") from None
+        finally:
+            if self.run_id:
+                self.store.release_run(self.run_id)
+
+    def _run(self) -> RunResult:
         run_id, seed, iterations, items = self.prepare()
         self.run_id = run_id
         by_id = {i.id: i for i in items}
@@ -269,20 +251,9 @@ class Runner:
 
     def _row(self, arm: Arm, job, seed: int, reply, answer, wall: float, energy, **where) -> CallRow:
         it, pos, item = job
-        entry = arm.entry
-        text = reply.text or ""
-        cap = self.cfg.run.max_reply_chars or REPLY_CHARS_PER_TOKEN * self.cfg.setting(entry, "num_predict")
-        return CallRow(run_id=self.run_id, model=arm.name, family=entry.family, quant=entry.quant,
-                       backend=entry.backend, prompt_style=entry.prompt_style, variant=arm.variant,
-                       iteration=it, item_id=item.id, position=pos, seed=call_seed(seed, it, item.id),
-                       raw_text=text[:cap], raw_chars=len(text), valid=int(answer.valid), error=answer.error,
-                       answer_json=_capped_json(answer.fields_json(), cap), label=answer.label, value=answer.value,
-                       confidence=answer.confidence,
-                       label_probs_json=json.dumps(answer.label_probs) if answer.label_probs else None,
-                       finish_reason=reply.finish_reason, prompt_tokens=reply.prompt_tokens,
-                       cached_tokens=reply.cached_tokens, completion_tokens=reply.completion_tokens,
-                       prompt_seconds=reply.prompt_seconds, gen_seconds=reply.gen_seconds, wall_seconds=wall,
-                       energy_j=energy, **where)
+        return call_row(self.cfg, arm, run_id=self.run_id, iteration=it, item_id=item.id, position=pos,
+                        seed=call_seed(seed, it, item.id), reply=reply, answer=answer, wall=wall, energy=energy,
+                        **where)
 
     def _load(self, backend, arm: Arm, seed: int) -> dict:
         """Load and warm up (uncounted): the load's figures, the engine's facts and the memory it took."""
