@@ -149,6 +149,10 @@ class RunSettings(_Strict):
     database: str = "reports/shootout.sqlite"
     concurrency: int = Field(1, ge=1, description="calls in flight per endpoint (1: latency mode; more: throughput "
                                                   "mode)")
+    max_reply_chars: int | None = Field(None, ge=1, description="a stored reply is cut to this many characters (its "
+                                                                "full length is recorded; default: num_predict x 16)")
+    lock_wait_s: float = Field(60, ge=0, description="seconds to wait for the results file while another process "
+                                                    "holds a write lock, before giving up with a message")
 
 
 class ReportSettings(_Strict):
