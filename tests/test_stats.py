@@ -33,13 +33,24 @@ def effects_db(tmp_path_factory):
               SynthModel(NOISY, sd=0.1 * np.sqrt(3), family="f2", quant="Q8_0", invalid_rate=0.05),
               SynthModel(FOURTH, family="f2", quant="Q4_K_M", seconds=0.5)]
     write_db(path, models, n_articles=40, n_iterations=6, seed=3, run_id="fx", pairs=[(BASE, SHIFTED), (BASE, NOISY)])
+    store_sizes(path, "fx", models, {BASE: 300.0, SHIFTED: 180.0, NOISY: 310.0, FOURTH: 190.0})
     return path
+
+
+def store_sizes(path, run_id: str, models, mb: dict[str, float]) -> None:
+    """The facts a run stores about its arms (``Store.add_arms``), with model files of ``mb`` megabytes."""
+    from benchmark.store.rows import ArmFacts
+
+    with Store(path) as store:
+        store.add_arms([ArmFacts(run_id=run_id, model=m.name, entry=m.name, backend="llamacpp", family=m.family,
+                                 quant=m.quant, prompt_style="few_shot", model_bytes=int(mb[m.name] * 1e6),
+                                 location=f"models/{m.name}.gguf") for m in models])
 
 
 @pytest.fixture(scope="module")
 def effects(effects_db):
     with Store(effects_db) as store:
-        rep = rpt.build(store, "fx", sizes={BASE: 300.0, SHIFTED: 180.0, NOISY: 310.0, FOURTH: 190.0})
+        rep = rpt.build(store, "fx")
         calls, items, loads = common.load_frames(store, "fx")
     return rep, calls, items
 

@@ -7,6 +7,7 @@ and what to write instead. Relative paths in the file are resolved from the file
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -395,12 +396,22 @@ def _without_union_tags(errors: list[dict], data: Any) -> list[dict]:
     written = _task_form(data)
     for e in errors:
         loc = tuple(e["loc"])
-        if loc[:1] == ("task",) and len(loc) > 1 and loc[1] in TASK_FORMS.values():
-            if loc[1] != written:
+        form = _union_member(loc[1]) if loc[:1] == ("task",) and len(loc) > 1 else None
+        if form in TASK_FORMS.values():
+            if form != written:
                 continue
             e = {**e, "loc": loc[:1] + loc[2:]}
         out.append(e)
     return out
+
+
+def _union_member(tag: Any) -> str | None:
+    """The class a union member's error tag names: ``ScoreTaskSpec``, or pydantic's
+    ``function-after[_consistent(), ScoreTaskSpec]`` for a model with an after-validator."""
+    if not isinstance(tag, str):
+        return None
+    m = re.fullmatch(r"function-\w+\[.*, (\w+)\]", tag)
+    return m.group(1) if m else tag
 
 
 TASK_FORMS = {"name": "str", "classify": "ClassifyTaskSpec", "score": "ScoreTaskSpec"}

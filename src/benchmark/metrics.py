@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 # where a declared metric shows: the Summary sheet, the console table after a run, the family x quant
 # grids, the items x models heatmaps (value tasks)
@@ -226,9 +226,6 @@ def decidable() -> list[str]:
 
 
 def applies(name: str, kind: str) -> bool:
+    """Whether a metric belongs to tasks of ``kind`` (a scorer declares only those: tests check it)."""
     m = metric(name)
     return m.kinds is None or kind in m.kinds
-
-
-def for_kind(kind: str, names: Sequence[str]) -> list[str]:
-    return [n for n in names if applies(n, kind)]

@@ -1,6 +1,7 @@
 """The CLI's side of reporting: where a run's results live, what the export stage says about its
 models (quant quality), and writing the workbook, CSVs and heatmaps. The report itself
-(``benchmark.report``) never reads export's files: the rows are handed to it from here."""
+(``benchmark.report``) reads the results database only (model sizes and checkpoints included) and
+never export's files: the quant-quality rows are handed to it from here."""
 
 from __future__ import annotations
 
@@ -80,33 +81,13 @@ def quant_quality_rows(run) -> list[dict]:
     return quality_rows([m for m in stored_models(run) if m.get("path") != "embedded"])
 
 
-def model_sizes(run) -> dict[str, float]:
-    """File size in MB of each model's GGUF named by the run's stored config, where the file is still there
-    (the quant-quality rows' size_mb win over these in the report)."""
-    out = {}
-    for m in stored_models(run):
-        path = m.get("path")
-        if not path or path == "embedded":
-            continue
-        p = Path(path)
-        if p.suffix == ".gguf" and p.is_file():
-            out[m["name"]] = round(p.stat().st_size / 1e6, 1)
-    return out
-
-
-def checkpoints(run) -> dict[str, float]:
-    return {m["name"]: float(m["checkpoint"]) for m in stored_models(run) if m.get("checkpoint") is not None}
-
-
 def build(store, run_id: str, pairs=None):
-    """The report of a run with what the CLI knows beside the database: quant quality from export
-    manifests, file sizes of the GGUFs, checkpoints. Pairs and report settings: the run's stored ones
-    unless ``pairs`` is given."""
+    """The report of a run, from the results database, with the quant quality export manifests give.
+    Pairs and report settings: the run's stored ones unless ``pairs`` is given. Model sizes and
+    checkpoints are the run's stored facts, never read from the model files."""
     from benchmark import report as rpt
 
-    run = store.run(run_id)
-    return rpt.build(store, run_id, pairs, quant_quality=quant_quality_rows(run), checkpoints=checkpoints(run),
-                     sizes=model_sizes(run))
+    return rpt.build(store, run_id, pairs, quant_quality=quant_quality_rows(store.run(run_id)))
 
 
 def write(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | None, console, pairs=None) -> str:

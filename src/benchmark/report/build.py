@@ -13,7 +13,6 @@ import pandas as pd
 from benchmark.report.inputs import read_run
 from benchmark.report.kinds import kind_of
 from benchmark.report.model import Report, RunData, Sheet
-from benchmark.stats import common
 from benchmark.stats import throughput as TP
 from benchmark.tasks.base import TaskInfo
 
@@ -38,11 +37,7 @@ def _run_info(run, rd: RunData, loads: pd.DataFrame | None) -> pd.DataFrame:
     info = [("run id", rd.run_id), ("created", run["created_at"]), ("finished", run["finished_at"] or "unfinished"),
             ("task", run["task"]), ("task kind", task.kind), ("seed", run["seed"]),
             ("iterations", run["iterations"]), ("config file", run["config_path"])]
-    if task.labels:
-        info.append(("labels", ", ".join(task.labels)))
-    if task.kind == "value":
-        info.append((f"{task.value_name or 'value'} range", f"[{task.low:g}, {task.high:g}]"
-                     + (", whole numbers" if task.integer else "") + (", signed (direction)" if task.direction else "")))
+    info += task.describe()
     info += [("report: reference", settings.reference), ("report: references", rd.references.statement()),
              ("report: margins", ", ".join(f"{k} {v:g}" for k, v in (settings.margins or {}).items())),
              ("report: alpha", settings.alpha), ("report: power", settings.power)]
@@ -57,15 +52,13 @@ def _run_info(run, rd: RunData, loads: pd.DataFrame | None) -> pd.DataFrame:
 
 def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None, *,
           quant_quality: list[dict] | pd.DataFrame | None = None, price_per_hour: float | None = None,
-          checkpoints: dict[str, float] | None = None, sizes: dict[str, float] | None = None,
           settings: dict | None = None) -> Report:
-    """The report of one run. ``pairs`` default to the run's stored compare pairs, the report settings
-    (reference, margins, neutral band, alpha, power, price) to its stored ``report`` block with
-    ``settings`` / ``price_per_hour`` overriding; ``quant_quality`` rows come from export manifests
-    (the caller reads them); ``sizes`` maps models to file sizes in MB and ``checkpoints`` to training
-    steps or epochs, as the run stored them."""
-    run, rd = read_run(store, run_id, pairs, {**(settings or {}), "price_per_hour": price_per_hour}, sizes,
-                       checkpoints)
+    """The report of one run, from the results database alone. ``pairs`` default to the run's stored
+    compare pairs, the report settings (reference, margins, neutral band, alpha, power, price) to its
+    stored ``report`` block with ``settings`` / ``price_per_hour`` overriding; model sizes and
+    checkpoints are the run's stored facts; ``quant_quality`` rows come from export manifests (the
+    caller reads them)."""
+    run, rd = read_run(store, run_id, pairs, {**(settings or {}), "price_per_hour": price_per_hour})
     spread = TP.throughput(rd.calls)
     rd.calls, latency_note = TP.latency_view(rd.calls, rd.settings.latency)
     kind = kind_of(rd.task)
@@ -95,7 +88,7 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None, *,
 
 def details(store, run_id: str) -> tuple[TaskInfo, pd.DataFrame | None]:
     """(the run's task, one row per model) without the comparisons: the end-of-run table."""
-    frames = common.load_frames(store, run_id)
+    frames = store.frames(run_id)
     run = store.run(run_id)
     task = TaskInfo.stored(json.loads(run["task_json"] or "{}") if run else {}, run["task"] if run else "task")
     if frames[0].empty:

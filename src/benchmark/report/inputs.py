@@ -22,13 +22,22 @@ def models_frame(calls: pd.DataFrame) -> pd.DataFrame:
     return calls.drop_duplicates("model").set_index("model").loc[order].reset_index()[cols]
 
 
+def stored_facts(store, run_id: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(model -> file size in MB, model -> checkpoint) as the run stored them (``Store.arm_facts``): the
+    same wherever the report runs, whether or not the model files are still there."""
+    facts = store.arm_facts(run_id)
+    sizes = {m: round(float(b) / 1e6, 1) for m, b in zip(facts["model"], facts["model_bytes"]) if b == b and b > 0}
+    checkpoints = {m: float(c) for m, c in zip(facts["model"], facts["checkpoint"]) if c == c}
+    return sizes, checkpoints
+
+
 def read_run(store, run_id: str, pairs: list[tuple[str, str]] | None = None, settings: dict | None = None,
-             sizes: dict[str, float] | None = None, checkpoints: dict[str, float] | None = None,
              frames: tuple | None = None) -> tuple:
     """(the run row, its RunData with the references resolved) for the builders and the planner. ``pairs``
     default to the run's stored compare pairs, the settings to its stored ``report`` block with
-    ``settings`` overriding; ``frames``: the run's (calls, items, loads) when already read."""
-    calls, items, loads = frames or common.load_frames(store, run_id)
+    ``settings`` overriding; ``frames``: the run's (calls, items, loads) when already read. Everything
+    comes from the results database."""
+    calls, items, loads = frames or store.frames(run_id)
     if calls.empty:
         raise ShootoutError(f"run {run_id} has no stored calls", "run `shootout run` first")
     run = store.run(run_id)
@@ -38,7 +47,8 @@ def read_run(store, run_id: str, pairs: list[tuple[str, str]] | None = None, set
     pairs = stored_pairs(run) if pairs is None else pairs
     pairs = [tuple(p) for p in pairs if p[0] in known and p[1] in known]
     refs = resolve(models_frame(calls), cfg.reference, pairs)
-    sizes = {k: float(v) for k, v in (sizes or {}).items() if k in known and v is not None and v == v}
-    return run, RunData(run_id, task, cfg, calls, items, loads, refs, sizes, dict(checkpoints or {}))
+    sizes, checkpoints = stored_facts(store, run_id)
+    return run, RunData(run_id, task, cfg, calls, items, loads, refs, {k: v for k, v in sizes.items() if k in known},
+                        {k: v for k, v in checkpoints.items() if k in known})
 
 

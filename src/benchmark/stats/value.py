@@ -124,7 +124,7 @@ class ValueData:
             "mean_value": item_mean(self.value),
             "value_variance": item_var(self.value),
         }
-        if "confidence" in calls:
+        if "confidence" in calls and calls["confidence"].notna().any():
             out["mean_confidence"] = item_mean(np.where(self.valid, c.get("confidence"), np.nan))
         if "completion_tokens" in calls and "gen_seconds" in calls:
             sec = np.where(self.present, c.get("gen_seconds"), np.nan)  # NaN also where blanked (ran under load)

@@ -77,6 +77,14 @@ class LabelScorer:
     betas: tuple[float, ...] = ()        # F-beta scores to report (besides F1)
     kind: Literal["label"] = "label"
 
+    def facts(self) -> dict[str, Any]:
+        """What a run stores of this scorer (``TaskInfo``), to rebuild it with ``from_facts``."""
+        return {"labels": list(self.labels), "positive": self.positive, "betas": list(self.betas)}
+
+    @classmethod
+    def from_facts(cls, info: "TaskInfo") -> "LabelScorer":
+        return cls(tuple(info.labels), info.positive, tuple(info.betas))
+
     @property
     def metrics(self) -> tuple[str, ...]:
         """The metrics the report shows for this task, in order (names in ``benchmark.metrics``)."""
@@ -112,6 +120,19 @@ class ValueScorer:
             raise ValueError(f"direction (the sign of the value, with a neutral band around 0) needs a range around "
                              f"0, got [{self.low:g}, {self.high:g}]")
 
+    def facts(self) -> dict[str, Any]:
+        """What a run stores of this scorer (``TaskInfo``), to rebuild it with ``from_facts``."""
+        return {"value_name": self.name, "low": float(self.low), "high": float(self.high),
+                "direction": bool(self.direction), "integer": bool(self.integer), "confidence": bool(self.confidence)}
+
+    @classmethod
+    def from_facts(cls, info: "TaskInfo") -> "ValueScorer":
+        """The scorer a run stored; what a run stored before ranges were (layout 1-3 runs: sentiment)
+        takes the sentiment convention, this class's defaults."""
+        known = {k: v for k, v in (("low", info.low), ("high", info.high), ("direction", info.direction),
+                                   ("integer", info.integer), ("confidence", info.confidence)) if v is not None}
+        return cls(info.value_name or info.name, **known)
+
     @property
     def metrics(self) -> tuple[str, ...]:
         """The metrics the report shows for this task, in order (names in ``benchmark.metrics``); those
@@ -124,6 +145,7 @@ class ValueScorer:
 
 
 Scorer = LabelScorer | ValueScorer
+SCORERS: dict[str, type] = {"label": LabelScorer, "value": ValueScorer}  # a scorer's kind -> its class
 
 
 @runtime_checkable
@@ -232,16 +254,12 @@ class TaskInfo:
     @classmethod
     def of(cls, task: Task) -> "TaskInfo":
         s = task.scorer
-        if s.kind == "label":
-            return cls(task.name, "label", task.item_noun, list(s.labels), s.positive, list(s.betas),
-                       variants=list(task.variants))
-        return cls(task.name, "value", task.item_noun, value_name=s.name, variants=list(task.variants),
-                   low=float(s.low), high=float(s.high), direction=bool(s.direction), integer=bool(s.integer),
-                   confidence=bool(s.confidence))
+        return cls(task.name, s.kind, task.item_noun, variants=list(task.variants), **s.facts())
 
     @classmethod
     def stored(cls, data: dict | None, name: str = "task") -> "TaskInfo":
-        """A run's stored task; what an older run did not store takes the sentiment convention."""
+        """A run's stored task; what an older run did not store takes its scorer's defaults (for a value
+        task, the sentiment convention)."""
         data = dict(data or {})
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
@@ -249,26 +267,29 @@ class TaskInfo:
         data.setdefault("kind", "value")
         data.setdefault("item_noun", "item")
         info = cls(**data)
-        if info.kind == "value":
-            sentiment = ValueScorer()
-            info.value_name = info.value_name or data["name"]
-            info.low = sentiment.low if info.low is None else float(info.low)
-            info.high = sentiment.high if info.high is None else float(info.high)
-            info.direction = sentiment.direction if info.direction is None else bool(info.direction)
-            info.integer = sentiment.integer if info.integer is None else bool(info.integer)
-            info.confidence = sentiment.confidence if info.confidence is None else bool(info.confidence)
+        if info.kind in SCORERS:  # filled in from the scorer the run used
+            for k, v in info.scorer().facts().items():
+                setattr(info, k, v)
         return info
 
     def scorer(self) -> Scorer:
         """The scorer this task was run with (its declared metrics are the report's columns)."""
-        if self.kind == "label":
-            return LabelScorer(tuple(self.labels), self.positive, tuple(self.betas))
-        return ValueScorer(self.value_name or "value", self.low, self.high, self.direction, self.integer,
-                           self.confidence)
+        return SCORERS[self.kind].from_facts(self)
 
     @property
     def value_range(self) -> tuple[float, float]:
-        return (self.low, self.high) if self.kind == "value" else (-1.0, 1.0)
+        return (self.low, self.high) if self.low is not None else (-1.0, 1.0)
+
+    def describe(self) -> list[tuple[str, str]]:
+        """The task's answers in words, for Run Info: its labels, or its value range and what it means."""
+        out = []
+        if self.labels:
+            out.append(("labels", ", ".join(self.labels)))
+        if self.low is not None:
+            out.append((f"{self.value_name or 'value'} range", f"[{self.low:g}, {self.high:g}]"
+                        + (", whole numbers" if self.integer else "") + (", signed (direction)" if self.direction
+                                                                         else "")))
+        return out
 
     @property
     def noun(self) -> str:
