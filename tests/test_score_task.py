@@ -88,8 +88,6 @@ def test_a_reply_is_a_whole_number_in_the_range_or_invalid_with_its_reason(tmp_p
 
 
 def test_the_grammar_admits_exactly_the_scale_and_the_schema_keeps_its_bounds(tmp_path):
-    from formats.gbnf import schema_to_gbnf  # noqa: F401 (the engine's converter takes the schema)
-
     task = task_for(_reviews_config(tmp_path, {}))
     c = task.constraint()
     assert c.grammar == 'root ::= "{\\"rating\\": " ("1" | "2" | "3" | "4" | "5") "}"\n'
@@ -305,7 +303,7 @@ def test_weighted_kappa_tables_match_scikit_learn():
 def test_every_column_list_comes_from_the_declared_metrics(rating, tmp_path):
     from benchmark.report.console import model_summary
     from benchmark.synthetic import write_label_db
-    from benchmark.stats.label import SynthLabelModel
+    from benchmark.stats.label_synth import SynthLabelModel
 
     rep, _, db = rating
     declared = rep.task.scorer().metrics

@@ -43,9 +43,9 @@ def details(run) -> pd.DataFrame:
 
 def plan_scores(run, order: list[str]) -> dict:
     """Per-call (models, items, iterations) scores the planner can size a study for, and the seconds."""
-    from benchmark.stats import label as lstats
+    from benchmark.stats import label_items as LI
 
-    data = lstats.LabelData.of(run.calls, run.items[["item_id", "target_label", "split"]], _labels(run), models=order)
+    data = LI.LabelData.of(run.calls, run.items[["item_id", "target_label", "split"]], _labels(run), models=order)
     present = data.codes >= 0
     right = (data.codes == data.gold[None, :, None]).astype(float)
     valid = (data.codes < data.K).astype(float)
@@ -84,7 +84,7 @@ def _learning_curve(calls, gold, labels, positive, betas, checkpoints: dict[str,
 
 
 def _measures(data, positive, betas) -> dict[str, C.Measure]:
-    from benchmark.stats import label as lstats
+    from benchmark.stats import label_items as LI
 
     scores = data.item_scores()
     K = data.K
@@ -98,7 +98,7 @@ def _measures(data, positive, betas) -> dict[str, C.Measure]:
     tables = data.tables().reshape(len(data.models), len(data.item_ids), -1)
     for name in ["balanced_accuracy", "macro_f1", "kappa"] + (["precision", "recall", "f1"] if pos is not None else []) \
             + [f"f_beta_{b:g}" for b in betas]:
-        measures[name] = C.measure(name, "jackknife", suff=tables, fn=lstats.table_metric(name, K, pos))
+        measures[name] = C.measure(name, "jackknife", suff=tables, fn=LI.table_metric(name, K, pos))
     measures["answer_disagreement"] = C.measure("answer_disagreement", "agreement", codes=data.codes, n_codes=K + 1)
     return measures
 
@@ -106,6 +106,8 @@ def _measures(data, positive, betas) -> dict[str, C.Measure]:
 def build(run) -> Report:
     from benchmark.stats import calibration as cal
     from benchmark.stats import label as lstats
+    from benchmark.stats import label_compare as LC
+    from benchmark.stats import label_items as LI
 
     task, cfg, calls, items = run.task, run.settings, run.calls, run.items
     noun = task.noun
@@ -130,19 +132,19 @@ def build(run) -> Report:
     conf_long = conf_long[["model", "gold"] + [c for c in conf_long.columns if c not in ("model", "gold")]]
     model_names = list(details["model"])
 
-    data = lstats.LabelData.of(ev_calls, ev_items, labels, models=model_names)
+    data = LI.LabelData.of(ev_calls, ev_items, labels, models=model_names)
     measures = _measures(data, positive, betas)
     refs = run.references
     vs = compare_all(model_names, measures, refs, cfg)
-    comparisons = lstats.compare_pairs(ev_calls, ev_items, list(refs.pairs), labels=labels) if refs.pairs \
+    comparisons = LC.compare_pairs(ev_calls, ev_items, list(refs.pairs), labels=labels) if refs.pairs \
         else pd.DataFrame()
-    q = lstats.cochran_q(ev_calls, ev_items, labels=labels)
+    q = LC.cochran_q(ev_calls, ev_items, labels=labels)
     # per-class F1 against the reference (paired jackknife over items), for the honest per-class heatmap
     K = data.K
     tables = data.tables().reshape(len(model_names), len(data.item_ids), -1)
     pcv = []
     for k_, lab in enumerate(data.labels):
-        ms = C.measure("f1", "jackknife", suff=tables, fn=lstats.table_metric("f1", K, k_))
+        ms = C.measure("f1", "jackknife", suff=tables, fn=LI.table_metric("f1", K, k_))
         for cand, ref in refs.of.items():
             r = C.pair(ms, model_names.index(ref), model_names.index(cand), cfg.alpha, cfg.power)
             pcv.append({"model": cand, "reference": ref, "class": lab, "direction": r["direction"],

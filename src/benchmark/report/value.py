@@ -152,7 +152,7 @@ def build(run) -> Report:
                                  "biased upward when bins hold few calls), Brier score, mean confidence minus "
                                  "accuracy (> 0: overconfident). Reliability table below.",
                             appendix=[("Reliability table (per model and confidence bin)", "reliability", relia)]))
-    per = (f"direction_accuracy is the share of iterations with the right direction" if task.direction else
+    per = ("direction_accuracy is the share of iterations with the right direction" if task.direction else
            "exact_accuracy and within_one_accuracy are the shares of iterations exactly right and at most one step "
            "off" if task.integer else "")
     sheets.append(Sheet(f"Per {noun.title()}", "per_item", pa,
