@@ -81,8 +81,6 @@ def build(run) -> Report:
     anova_df = pd.concat([pd.DataFrame(anova), fq if fq is not None else pd.DataFrame(
         [{"test": "two-way ANOVA family x quant", "note": "skipped: needs a complete grid of at least 2 families x 2 quants"}])],
         ignore_index=True)
-    apairs = pd.concat([C.all_pairs(measures[k], order, cfg.alpha) for k in ("mae", "mean_value") if k in measures],
-                       ignore_index=True) if len(order) >= 2 else pd.DataFrame()
     from benchmark.stats import calibration as cal
 
     conf = np.where(data.valid, data.cube.get("confidence"), np.nan) if "confidence" in calls else None
@@ -110,6 +108,9 @@ def build(run) -> Report:
     extra = " ".join(x for x in (scale, band, f"An unanswered call counts as the worst error on the scale"
                                              f"{' and as a wrong direction' if task.direction else ''}.") if x)
     decision = decision_sheet(report, measures, FALLBACK, extra)
+    quality = dict.fromkeys([report.decision.attrs["metric"], "mean_value"])  # all pairs: the Decision's metric
+    apairs = pd.concat([C.all_pairs(measures[k], order, cfg.alpha) for k in quality if k in measures],
+                       ignore_index=True) if len(order) >= 2 else pd.DataFrame()
     summary = details_[["model", "family", "quant"] + (["variant"] if "variant" in details_ else [])
                        + report.columns("summary") + resource_columns(details_)]
     wrong = " / wrong" if task.direction or task.integer else ""
