@@ -211,7 +211,7 @@ def test_label_report_figures_equal_scikit_learn_and_statsmodels_on_the_stored_r
     from statsmodels.stats.contingency_tables import cochrans_q, mcnemar
 
     from benchmark import report as rpt
-    from benchmark.stats.label import SynthLabelModel, synthetic_calls
+    from benchmark.stats.label_synth import SynthLabelModel, synthetic_calls
     from benchmark.store import Store
     from benchmark.tasks.base import Item
 

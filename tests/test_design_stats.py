@@ -18,7 +18,9 @@ import pytest
 
 from benchmark.stats import common
 from benchmark.stats import compare as C
-from benchmark.stats import label as L
+from benchmark.stats import label_compare as LC
+from benchmark.stats import label_items as LI
+from benchmark.stats import label_synth as LS
 from benchmark.stats import paired as P
 from benchmark.stats import value as V
 from benchmark.synthetic import DEMO_SHAPE, INTERACTION_SHAPE, simulate
@@ -193,10 +195,10 @@ def _label_data(shape: dict, runs: int, n: int, R: int, M: int, seed: int, accur
                 item_effect_sd=None):
     ies = shape["item_effect_sd"] if item_effect_sd is None else item_effect_sd
     acc = np.broadcast_to(accuracy, (M,))
-    models = [L.SynthLabelModel(f"m{k}", float(acc[k]), item_effect_sd=ies, invalid_rate=invalid) for k in range(M)]
-    calls, items = L.synthetic_calls(models, n * runs, R, BIN, priors=[0.78, 0.22], seed=seed,
+    models = [LS.SynthLabelModel(f"m{k}", float(acc[k]), item_effect_sd=ies, invalid_rate=invalid) for k in range(M)]
+    calls, items = LS.synthetic_calls(models, n * runs, R, BIN, priors=[0.78, 0.22], seed=seed,
                                      difficulty_sd=shape["difficulty_sd"])
-    return L.LabelData.of(calls, items, BIN, models=[m.name for m in models])
+    return LI.LabelData.of(calls, items, BIN, models=[m.name for m in models])
 
 
 def label_null_pvalues(shape: dict, runs: int = LABEL_RUNS, n: int = 50, R: int = 3, M: int = 4, seed: int = 0):
@@ -212,12 +214,12 @@ def label_null_pvalues(shape: dict, runs: int = LABEL_RUNS, n: int = 50, R: int 
         out[name] = np.stack([P.paired(x[k] - x[0])["p"] for k in range(1, M)])
     tab = d.tables().reshape(M, runs, n, -1)
     for name in ("macro_f1", "kappa", "balanced_accuracy", "f1"):
-        fn = L.table_metric(name, d.K, 0 if name == "f1" else None)
+        fn = LI.table_metric(name, d.K, 0 if name == "f1" else None)
         out[f"{name} (jackknife)"] = np.stack([C.jackknife_paired(tab[0], tab[k], fn)["p"] for k in range(1, M)])
     acc = s["accuracy"].reshape(M, runs, n).transpose(1, 2, 0)
     out["all pairs, Holm (any pair)"] = np.nanmin(P.all_pairs(acc)["p_holm"], -1)[None]
     votes = s["vote_accuracy"].reshape(M, runs, n).transpose(1, 2, 0)
-    out["Cochran's Q"] = np.array([[L.cochran_q_test(votes[r])["p"] for r in range(runs)]])
+    out["Cochran's Q"] = np.array([[LC.cochran_q_test(votes[r])["p"] for r in range(runs)]])
     return out
 
 

@@ -19,8 +19,8 @@ from benchmark.backends.openai_compat import OpenAICompatBackend
 from benchmark.config import parse_config
 from benchmark.tasks.classify import ClassifyTask, ClassifyTaskSpec
 from benchmark.tasks.sentiment import SENTIMENT
-from benchmark.tasks.sentiment.news import (NotAFeed, cap_text, decode_html, entry_text, extract_paragraphs,
-                                            html_to_text, parse_feed)
+from benchmark.tasks.sentiment.news import NotAFeed, entry_text, parse_feed
+from benchmark.tasks.sentiment.pages import cap_text, decode_html, extract_paragraphs, html_to_text
 from core import netsafe
 from core.errors import ConfigError, ShootoutError
 

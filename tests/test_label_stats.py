@@ -15,7 +15,11 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kapp
 from statsmodels.stats.contingency_tables import cochrans_q, mcnemar
 
 from benchmark.stats import label as L
-from benchmark.stats.label import INVALID, SynthLabelModel
+from benchmark.stats import label_compare as LC
+from benchmark.stats import label_items as LI
+from benchmark.stats import label_synth as LS
+from benchmark.stats.label import INVALID
+from benchmark.stats.label_synth import SynthLabelModel
 
 BIN = ["spam", "ham"]
 TRI = ["negative", "neutral", "positive"]
@@ -118,7 +122,7 @@ def test_hand_made_case_by_eye(hand):
     assert pc.loc[("A", "ham"), "precision"] == pytest.approx(0.5) and pc.loc[("A", "ham"), "recall"] == 0.25
     assert pc.loc[("A", "ham"), "support"] == 4
 
-    cmp = L.compare_pairs(calls, items, [["A", "B"]]).iloc[0]
+    cmp = LC.compare_pairs(calls, items, [["A", "B"]]).iloc[0]
     assert cmp["items"] == 4 and cmp["diff"] == pytest.approx(0.0)
     assert cmp["accuracy_reference"] == pytest.approx(0.5) and cmp["accuracy_candidate"] == pytest.approx(0.5)
     # votes: A right on i1 i2 i3, B on i1 i3 -> one discordant item (i2), the reference's
@@ -132,7 +136,7 @@ def test_hand_made_case_by_eye(hand):
     assert cmp["ref_flip_rate"] == pytest.approx(2 / 4) and cmp["ref_answer_flip_rate"] == pytest.approx(2 / 4)
     assert "majority-vote" in cmp["note"]
 
-    q = L.cochran_q(calls, items)
+    q = LC.cochran_q(calls, items)
     # two models: Q is McNemar's chi-square without correction, (b - c)^2 / (b + c) = 1
     assert q["Q"] == pytest.approx(1.0) and q["df"] == 1 and q["p"] == pytest.approx(ss.chi2.sf(1, 1))
     assert (q["items"], q["models"]) == (4, 2)
@@ -146,13 +150,13 @@ def tri():
     models = [SynthLabelModel("big", 0.85, family="f1", quant="Q8_0", invalid_rate=0.03),
               SynthLabelModel("small", 0.7, family="f1", quant="Q4_K_M", invalid_rate=0.1),
               SynthLabelModel("other", 0.6, family="f2", quant="Q4_K_M", item_effect_sd=1.0)]
-    return L.synthetic_calls(models, 45, 4, TRI, priors=[0.5, 0.2, 0.3], seed=11)
+    return LS.synthetic_calls(models, 45, 4, TRI, priors=[0.5, 0.2, 0.3], seed=11)
 
 
 @pytest.fixture(scope="module")
 def binary():
     models = [SynthLabelModel("x", 0.8, invalid_rate=0.05), SynthLabelModel("y", 0.72, invalid_rate=0.02)]
-    return L.synthetic_calls(models, 60, 3, BIN, priors=[0.3, 0.7], seed=5)
+    return LS.synthetic_calls(models, 60, 3, BIN, priors=[0.3, 0.7], seed=5)
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
@@ -213,7 +217,7 @@ def test_mcnemar_and_cochran_equal_statsmodels_on_per_item_votes(tri):
     calls, items = tri
     pi = L.per_item(calls, items, TRI)
     votes = pi.pivot(index="item_id", columns="model", values="vote_correct")
-    cmp = L.compare_pairs(calls, items, [["big", "small"], ["big", "other"], ["small", "other"]]).set_index(
+    cmp = LC.compare_pairs(calls, items, [["big", "small"], ["big", "other"], ["small", "other"]]).set_index(
         ["reference", "candidate"])
     exact, mid = [], []
     for ref, cand in cmp.index:
@@ -238,7 +242,7 @@ def test_mcnemar_and_cochran_equal_statsmodels_on_per_item_votes(tri):
     from statsmodels.stats.multitest import multipletests
     np.testing.assert_allclose(cmp["mcnemar_p_exact_holm"], multipletests(exact, method="holm")[1])
     np.testing.assert_allclose(cmp["mcnemar_p_midp_holm"], multipletests(mid, method="holm")[1])
-    q = L.cochran_q(calls, items)
+    q = LC.cochran_q(calls, items)
     ref = cochrans_q(votes[list(pd.unique(calls["model"]))].to_numpy().astype(int))
     assert q["Q"] == pytest.approx(ref.statistic) and q["p"] == pytest.approx(ref.pvalue) and q["df"] == 2
     assert q["items"] == 45 and q["models"] == 3
@@ -246,13 +250,13 @@ def test_mcnemar_and_cochran_equal_statsmodels_on_per_item_votes(tri):
 
 def test_compare_pairs_interval_is_the_item_bootstrap(tri):
     calls, items = tri
-    row = L.compare_pairs(calls, items, [["big", "small"]], n_boot=500, seed=3).iloc[0]
+    row = LC.compare_pairs(calls, items, [["big", "small"]], n_boot=500, seed=3).iloc[0]
     acc = L.per_item(calls, items, TRI).pivot(index="item_id", columns="model", values="accuracy")
     d = (acc["small"] - acc["big"]).to_numpy()
-    lo, hi = L.bootstrap_diff_ci(d, 0.05, 500, np.random.SeedSequence(3).spawn(1)[0])
+    lo, hi = LC.bootstrap_diff_ci(d, 0.05, 500, np.random.SeedSequence(3).spawn(1)[0])
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((lo, hi))
     # the expanded interval contains the plain percentile one, drawn from the same resamples
-    plo, phi = L.bootstrap_diff_ci(d, 0.05, 500, np.random.SeedSequence(3).spawn(1)[0], method="percentile")
+    plo, phi = LC.bootstrap_diff_ci(d, 0.05, 500, np.random.SeedSequence(3).spawn(1)[0], method="percentile")
     assert lo <= plo and phi <= hi
 
 
@@ -273,7 +277,7 @@ def test_baselines_spam_ham_39_11():
     assert bl.loc["stratified random", "accuracy"] == pytest.approx(0.78 ** 2 + 0.22 ** 2, abs=0.015)
     assert abs(bl.loc["stratified random", "kappa"]) < 0.05
     # rows shaped like per_model rows
-    calls, its = L.synthetic_calls([SynthLabelModel("m")], 10, 2, BIN, seed=0)
+    calls, its = LS.synthetic_calls([SynthLabelModel("m")], 10, 2, BIN, seed=0)
     pm = L.per_model(calls, its, BIN, positive="spam", betas=(0.5,))
     metric_cols = [c for c in pm.columns if c not in ("model", "family", "quant", "variant", "mean_confidence")]
     assert [c for c in bl.columns if c != "strategy"] == metric_cols
@@ -281,7 +285,7 @@ def test_baselines_spam_ham_39_11():
 
 def test_generator_has_the_properties_it_claims():
     models = [SynthLabelModel("a", 0.8, invalid_rate=0.1, seconds=2.0), SynthLabelModel("b", 0.6)]
-    calls, items = L.synthetic_calls(models, 3000, 4, BIN, seed=1, difficulty_sd=1.0)
+    calls, items = LS.synthetic_calls(models, 3000, 4, BIN, seed=1, difficulty_sd=1.0)
     assert len(calls) == 2 * 3000 * 4 and items["item_id"].is_unique
     pm = L.per_model(calls, items, BIN).set_index("model")
     assert pm.loc["a", "accuracy_answered"] == pytest.approx(0.8, abs=0.015)
@@ -297,7 +301,7 @@ def test_generator_has_the_properties_it_claims():
 
 def test_voting_beats_single_samples_when_iterations_are_noisy():
     # 78 % per sample, items alike (little shared difficulty): the errors are mostly per-call noise
-    calls, items = L.synthetic_calls([SynthLabelModel("m", 0.78, item_effect_sd=0.3)], 600, 5, BIN, seed=2,
+    calls, items = LS.synthetic_calls([SynthLabelModel("m", 0.78, item_effect_sd=0.3)], 600, 5, BIN, seed=2,
                                      difficulty_sd=0.3)
     row = L.per_model(calls, items, BIN).iloc[0]
     print(f"\nper-sample accuracy {row['accuracy']:.3f}, majority of 5 {row['vote_accuracy']:.3f}")
@@ -312,7 +316,7 @@ def _studies(accuracies, n_items, n_iter, runs, seed, difficulty_sd=1.0, item_ef
     """``runs`` independent studies of ``n_items`` items, from one synthetic frame split by item: arrays
     (models, runs, items) of per-item accuracy and majority-vote correctness."""
     models = [SynthLabelModel(f"m{k}", a, item_effect_sd=item_effect_sd) for k, a in enumerate(accuracies)]
-    calls, items = L.synthetic_calls(models, n_items * runs, n_iter, BIN, seed=seed, difficulty_sd=difficulty_sd)
+    calls, items = LS.synthetic_calls(models, n_items * runs, n_iter, BIN, seed=seed, difficulty_sd=difficulty_sd)
     pi = L.per_item(calls, items, BIN)
     names = [m.name for m in models]
     acc = pi.pivot(index="item_id", columns="model", values="accuracy").loc[items["item_id"], names]
@@ -329,17 +333,17 @@ def _rates(acc, vote, alpha=0.05, n_boot=2000, seed=0):
     attainable = 0.0
     size_cache = {}
     for r in range(runs):
-        lo, hi = L.bootstrap_diff_ci(acc[1, r] - acc[0, r], alpha, n_boot, seeds[r])
+        lo, hi = LC.bootstrap_diff_ci(acc[1, r] - acc[0, r], alpha, n_boot, seeds[r])
         boot += lo > 0 or hi < 0
-        mc = L.mcnemar_test(vote[0, r], vote[1, r])
+        mc = LC.mcnemar_test(vote[0, r], vote[1, r])
         mid += mc["p_midp"] < alpha
         exact += mc["p_exact"] < alpha
-        q += L.cochran_q_test(vote[:, r].T)["p"] < alpha
+        q += LC.cochran_q_test(vote[:, r].T)["p"] < alpha
         # the best rate a level-alpha mid-p test can reach with this many discordant items
         n_d = mc["ref_only"] + mc["cand_only"]
         if n_d not in size_cache:
             size_cache[n_d] = sum(ss.binom.pmf(x, n_d, 0.5) for x in range(n_d + 1)
-                                  if L.mcnemar_test([1] * x + [0] * (n_d - x), [0] * x + [1] * (n_d - x))["p_midp"]
+                                  if LC.mcnemar_test([1] * x + [0] * (n_d - x), [0] * x + [1] * (n_d - x))["p_midp"]
                                   < alpha)
         attainable += size_cache[n_d]
     return {"bootstrap": boot / runs, "midp": mid / runs, "exact": exact / runs, "cochran": q / runs,
@@ -389,19 +393,19 @@ def test_table_metrics_equal_sklearn_on_weighted_rows():
             keep = w > 0
             y, yhat, sw = g.ravel()[keep], p.ravel()[keep], w[keep]
             with warnings_off():
-                assert L.table_metric("accuracy", K)(t) == pytest.approx(accuracy_score(y, yhat, sample_weight=sw))
-                assert L.table_metric("macro_f1", K)(t.ravel()) == pytest.approx(
+                assert LI.table_metric("accuracy", K)(t) == pytest.approx(accuracy_score(y, yhat, sample_weight=sw))
+                assert LI.table_metric("macro_f1", K)(t.ravel()) == pytest.approx(
                     f1_score(y, yhat, labels=np.arange(K), average="macro", sample_weight=sw, zero_division=0))
-                assert L.table_metric("kappa", K)(t) == pytest.approx(cohen_kappa_score(y, yhat, sample_weight=sw),
+                assert LI.table_metric("kappa", K)(t) == pytest.approx(cohen_kappa_score(y, yhat, sample_weight=sw),
                                                                      nan_ok=True)
                 if len(np.unique(y)) == K:
-                    assert L.table_metric("balanced_accuracy", K)(t) == pytest.approx(
+                    assert LI.table_metric("balanced_accuracy", K)(t) == pytest.approx(
                         balanced_accuracy_score(y, yhat, sample_weight=sw))
                 pr, rc, f1, _ = precision_recall_fscore_support(y, yhat, labels=[0], sample_weight=sw, zero_division=0)
-                assert L.table_metric("precision", K, 0)(t) == pytest.approx(pr[0])
-                assert L.table_metric("recall", K, 0)(t) == pytest.approx(rc[0])
-                assert L.table_metric("f1", K, 0)(t) == pytest.approx(f1[0])
-                assert L.table_metric("f_beta_0.5", K, 0)(t) == pytest.approx(
+                assert LI.table_metric("precision", K, 0)(t) == pytest.approx(pr[0])
+                assert LI.table_metric("recall", K, 0)(t) == pytest.approx(rc[0])
+                assert LI.table_metric("f1", K, 0)(t) == pytest.approx(f1[0])
+                assert LI.table_metric("f_beta_0.5", K, 0)(t) == pytest.approx(
                     fbeta_score(y, yhat, beta=0.5, labels=[0], average=None, sample_weight=sw, zero_division=0)[0])
 
 
@@ -496,7 +500,7 @@ def test_label_calibration_uses_the_label_probability_when_stored():
                           "label_probs_json": ['{"spam": 0.7, "ham": 0.3}', '{"spam": 0.4, "ham": 0.6}', None, None],
                           "wall_seconds": 1.0})
     items = pd.DataFrame({"item_id": ["a", "b"], "target_label": ["spam", "ham"]})
-    d = L.LabelData.of(calls, items, BIN)
+    d = LI.LabelData.of(calls, items, BIN)
     # the answered label's probability when stored, else the stated confidence; invalid calls have none
     assert d.confidence[0, 0].tolist() == [0.7, 0.6] and d.confidence[0, 1, 0] == 0.9
     assert np.isnan(d.confidence[0, 1, 1])

@@ -13,6 +13,7 @@ from scipy import stats as ss
 from statsmodels.stats.multitest import multipletests
 
 from benchmark import report as rpt
+from benchmark.report import colours
 from benchmark.stats import common
 from benchmark.stats import paired as P
 from benchmark.stats import value as stats
@@ -32,13 +33,24 @@ def effects_db(tmp_path_factory):
               SynthModel(NOISY, sd=0.1 * np.sqrt(3), family="f2", quant="Q8_0", invalid_rate=0.05),
               SynthModel(FOURTH, family="f2", quant="Q4_K_M", seconds=0.5)]
     write_db(path, models, n_articles=40, n_iterations=6, seed=3, run_id="fx", pairs=[(BASE, SHIFTED), (BASE, NOISY)])
+    store_sizes(path, "fx", models, {BASE: 300.0, SHIFTED: 180.0, NOISY: 310.0, FOURTH: 190.0})
     return path
+
+
+def store_sizes(path, run_id: str, models, mb: dict[str, float]) -> None:
+    """The facts a run stores about its arms (``Store.add_arms``), with model files of ``mb`` megabytes."""
+    from benchmark.store.rows import ArmFacts
+
+    with Store(path) as store:
+        store.add_arms([ArmFacts(run_id=run_id, model=m.name, entry=m.name, backend="llamacpp", family=m.family,
+                                 quant=m.quant, prompt_style="few_shot", model_bytes=int(mb[m.name] * 1e6),
+                                 location=f"models/{m.name}.gguf") for m in models])
 
 
 @pytest.fixture(scope="module")
 def effects(effects_db):
     with Store(effects_db) as store:
-        rep = rpt.build(store, "fx", sizes={BASE: 300.0, SHIFTED: 180.0, NOISY: 310.0, FOURTH: 190.0})
+        rep = rpt.build(store, "fx")
         calls, items, loads = common.load_frames(store, "fx")
     return rep, calls, items
 
@@ -350,8 +362,8 @@ def test_workbook_colours_are_honest(effects, tmp_path):
         else:
             assert cell.fill.fill_type == "solid"  # a reference keeps its colour
     # the fixed scale: the same value gets the same colour in any run
-    assert rpt._scale_colour(0.0, False) == rpt.GREEN and rpt._scale_colour(1.0, False) == rpt.RED
-    assert rpt.cell_colour(rep, BASE, "mae", 0.25, rep.details) == rpt._scale_colour(0.5, False)  # scale 0-0.5
+    assert colours.scale_colour(0.0, False) == colours.GREEN and colours.scale_colour(1.0, False) == colours.RED
+    assert colours.cell_colour(rep, BASE, "mae", 0.25, rep.details) == colours.scale_colour(0.5, False)  # scale 0-0.5
     # best (bold) is marked only for a model significantly better than every other (paired t, Holm)
     raw = rep.per_item.pivot_table(index="item_id", columns="model", values="valid_rate")
     for metric, col_name in (("valid_rate", "valid_rate"), ("mae", "abs_error"), ("s_per_sample", "s_per_sample")):
@@ -376,17 +388,18 @@ def test_workbook_colours_are_honest(effects, tmp_path):
 
 def test_heatmap_cells_overlapping_the_reference_are_hatched(effects, tmp_path):
     from benchmark.report import charts as H
+    from benchmark.report import plots
 
     rep, _, _ = effects
     assert H.grid_heatmap(rep, rep.details, "mae", tmp_path / "grid_mae.png").stat().st_size > 0
     assert H.item_heatmap(rep, "value_variance", tmp_path / "variance.png").stat().st_size > 0
-    assert H.decision_chart(rep, tmp_path / "decision_pareto.png").stat().st_size > 0
-    assert H.reliability_plot(rep, tmp_path / "reliability.png").stat().st_size > 0
+    assert plots.decision_chart(rep, tmp_path / "decision_pareto.png").stat().st_size > 0
+    assert plots.reliability_plot(rep, tmp_path / "reliability.png").stat().st_size > 0
     # every candidate cell's colour follows its test against the reference
     for model in rep.refs:
         for metric in ("mae", "valid_rate", "value_variance", "s_per_sample", "sign_accuracy"):
             status = rep.status(model, metric)
-            colour = rpt.cell_colour(rep, model, metric, float(rep.details.set_index("model").loc[model, metric]),
+            colour = colours.cell_colour(rep, model, metric, float(rep.details.set_index("model").loc[model, metric]),
                                      rep.details)
             assert (colour == "grey") == (status == "not distinguishable"), (model, metric, status, colour)
 

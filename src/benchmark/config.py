@@ -7,13 +7,16 @@ and what to write instead. Relative paths in the file are resolved from the file
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from benchmark import metrics as M
 from benchmark.backends import BACKENDS
 from benchmark.tasks.classify import ClassifyTaskSpec
+from benchmark.tasks.score import ScoreTaskSpec
 from core.errors import ConfigError
 
 DEFAULT_RSS_URL = "https://feeds.finance.yahoo.com/rss/2.0/headline?s={ticker}&region=US&lang=en-US"
@@ -147,11 +150,10 @@ class RunSettings(_Strict):
     database: str = "reports/shootout.sqlite"
     concurrency: int = Field(1, ge=1, description="calls in flight per endpoint (1: latency mode; more: throughput "
                                                   "mode)")
-
-
-DEFAULT_MARGINS = {"mae": 0.05, "sign_accuracy": 0.05, "accuracy": 0.02}
-DECISION_METRICS = {"mae", "mae_answered", "sign_accuracy", "sign_accuracy_answered", "mean_value", "valid_rate",
-                    "accuracy", "accuracy_answered", "vote_accuracy", "self_consistency", "invalid_rate"}
+    max_reply_chars: int | None = Field(None, ge=1, description="a stored reply is cut to this many characters (its "
+                                                                "full length is recorded; default: num_predict x 16)")
+    lock_wait_s: float = Field(60, ge=0, description="seconds to wait for the results file while another process "
+                                                    "holds a write lock, before giving up with a message")
 
 
 class ReportSettings(_Strict):
@@ -159,13 +161,16 @@ class ReportSettings(_Strict):
 
     price_per_hour: float | None = Field(None, ge=0, description="machine price per hour, for cost per 1,000 calls")
     reference: Literal["highest_precision", "compare"] = Field(
-        "highest_precision", description="each candidate's reference in the Decision sheet: the widest quant of its "
-                                         "family (highest_precision), or the `compare` pairs [reference, candidate]")
-    margins: dict[str, float] = Field(
-        default_factory=lambda: dict(DEFAULT_MARGINS),
-        description="equivalence / non-inferiority margin per metric, in the metric's units: mae 0.05 (a candidate "
-                    "may be at most 0.05 worse), accuracy 0.02 (2 points), sign_accuracy 0.05; the Decision sheet "
-                    "tests every metric listed here (value tasks: those of value tasks; label tasks: theirs)")
+        "highest_precision", description="each candidate's reference in every sheet: the widest quant of its family "
+                                         "(highest_precision; between rungs of the same precision, such as prompt "
+                                         "variants, the one a `compare` pair names as reference), or the `compare` "
+                                         "pairs [reference, candidate]")
+    margins: dict[str, float] | None = Field(
+        None,
+        description="equivalence / non-inferiority margin per metric, in the metric's units; the Decision sheet "
+                    "tests every metric listed here. Default: the task's decision metrics at their margins in the "
+                    "metric table (mae 0.05 on a [-1, 1] range, scaled with the range: 0.1 on 1..5; accuracy 0.02, "
+                    "i.e. 2 points; direction and exact accuracy 0.05)")
     neutral_band: float = Field(0.1, ge=0, description="value tasks: |value| below this is 'neutral' for direction "
                                                       "accuracy and agreement (labels and answers alike)")
     alpha: float = Field(0.05, gt=0, lt=0.5, description="level of every test (TOST uses the 1 - 2 alpha interval)")
@@ -178,10 +183,10 @@ class ReportSettings(_Strict):
 
     @field_validator("margins")
     @classmethod
-    def _known_margins(cls, v: dict[str, float]) -> dict[str, float]:
-        for k, m in v.items():
-            if k not in DECISION_METRICS:
-                raise ValueError(f"no decision metric '{k}'; use one of {', '.join(sorted(DECISION_METRICS))}")
+    def _known_margins(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for k, m in (v or {}).items():
+            if k not in M.decidable():
+                raise ValueError(f"no decision metric '{k}'; use one of {', '.join(M.decidable())}")
             if not m > 0:
                 raise ValueError(f"margin of '{k}' must be positive (it is the size of the allowed difference)")
         return v
@@ -201,8 +206,9 @@ class Arm(BaseModel):
 
 
 class Config(_Strict):
-    task: str | ClassifyTaskSpec = Field("sentiment", description="a built-in task by name (sentiment), or a "
-                                                                  "classification task block")
+    task: str | ClassifyTaskSpec | ScoreTaskSpec = Field(
+        "sentiment", description="a built-in task by name (sentiment), a classification block (kind: classify) or a "
+                                 "score block (kind: score: a number in a range, e.g. a 1-5 rating)")
     news: NewsSettings = Field(default_factory=NewsSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     models: list[ModelEntry] = Field(min_length=1)
@@ -311,11 +317,17 @@ def _line_of(data: Any, loc: tuple) -> int | None:
     return line
 
 
-def _model_class_at(loc: tuple) -> type[BaseModel] | None:
-    """The pydantic class whose fields live at ``loc`` (for listing allowed keys)."""
+def _model_class_at(loc: tuple, data: Any = None) -> type[BaseModel] | None:
+    """The pydantic class whose fields live at ``loc`` (for listing allowed keys); under ``task``, the
+    block the file wrote."""
     cls: Any = Config
     for part in loc:
         if isinstance(part, int):
+            continue
+        if cls is Config and part == "task":
+            cls = TASK_SPECS.get(_task_form(data))
+            if cls is None:
+                return None
             continue
         field = cls.model_fields.get(part) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
         if field is None:
@@ -350,7 +362,7 @@ def _format_error(err: dict, data: Any) -> str:
     at = f"{where} (line {line})" if line else where
     key = loc[-1] if loc else ""
     if kind == "extra_forbidden":
-        cls = _model_class_at(loc[:-1])
+        cls = _model_class_at(loc[:-1], data)
         allowed = ", ".join(cls.model_fields) if cls else "see config.yaml's comments"
         return f"{at}: unknown key '{key}'. Allowed keys here: {allowed}. Check the spelling or remove it."
     if kind == "missing":
@@ -379,17 +391,39 @@ def _format_error(err: dict, data: Any) -> str:
 
 
 def _without_union_tags(errors: list[dict], data: Any) -> list[dict]:
-    """``task`` is a name or a classification block: report only the errors of the form written."""
+    """``task`` is a name or a block: report only the errors of the form written (a block's ``kind``)."""
     out = []
+    written = _task_form(data)
     for e in errors:
         loc = tuple(e["loc"])
-        if loc[:1] == ("task",) and len(loc) > 1 and loc[1] in ("str", "ClassifyTaskSpec"):
-            written_block = isinstance(data.get("task") if isinstance(data, dict) else None, dict)
-            if (loc[1] == "str") == written_block:
+        form = _union_member(loc[1]) if loc[:1] == ("task",) and len(loc) > 1 else None
+        if form in TASK_FORMS.values():
+            if form != written:
                 continue
             e = {**e, "loc": loc[:1] + loc[2:]}
         out.append(e)
     return out
+
+
+def _union_member(tag: Any) -> str | None:
+    """The class a union member's error tag names: ``ScoreTaskSpec``, or pydantic's
+    ``function-after[_consistent(), ScoreTaskSpec]`` for a model with an after-validator."""
+    if not isinstance(tag, str):
+        return None
+    m = re.fullmatch(r"function-\w+\[.*, (\w+)\]", tag)
+    return m.group(1) if m else tag
+
+
+TASK_FORMS = {"name": "str", "classify": "ClassifyTaskSpec", "score": "ScoreTaskSpec"}
+TASK_SPECS = {"ClassifyTaskSpec": ClassifyTaskSpec, "ScoreTaskSpec": ScoreTaskSpec}
+
+
+def _task_form(data: Any) -> str:
+    """Which form of ``task`` a file wrote: a name, or the block its ``kind`` names (classify by default)."""
+    task = data.get("task") if isinstance(data, dict) else None
+    if not isinstance(task, dict):
+        return TASK_FORMS["name"]
+    return TASK_FORMS.get(str(task.get("kind")), TASK_FORMS["classify"])
 
 
 def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
@@ -404,6 +438,15 @@ def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
     if isinstance(cfg.task, str) and cfg.task not in BUILTIN:
         problems.append(f"{at(('task',))}: unknown task '{cfg.task}'; built in: {', '.join(sorted(BUILTIN))}, or "
                         "write a classification block (task: {{name: ..., kind: classify, labels: [...], data: ...}}).")
+    if cfg.report.margins and not (isinstance(cfg.task, str) and cfg.task not in BUILTIN):
+        from benchmark.tasks import task_for
+
+        declared = task_for(cfg).scorer.metrics
+        fits = [n for n in declared if n in M.decidable()]
+        for name in cfg.report.margins:
+            if name not in fits:
+                problems.append(f"{at(('report', 'margins', name))}: task '{cfg.task_name}' does not report "
+                                f"'{name}'; its decision metrics are {', '.join(fits)}.")
     if not isinstance(cfg.task, str) and check_files:
         d = cfg.task.data
         for key, p in ([("path", d.path)] if d.path else [("files", v) for v in (d.files or {}).values()]):

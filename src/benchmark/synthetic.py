@@ -147,9 +147,9 @@ def write_label_db(path: str | Path, models, n_items: int, n_iterations: int, la
                    seed: int = 0, run_id: str = "synthetic", pairs: list[tuple[str, str]] | None = None,
                    positive: str | None = None, betas=(), report: dict | None = None, difficulty_sd: float = 1.0,
                    split: str | None = "test") -> str:
-    """Store a classification run from ``benchmark.stats.label.synthetic_calls`` (``models``:
+    """Store a classification run from ``benchmark.stats.label_synth.synthetic_calls`` (``models``:
     SynthLabelModel) in a results database, items with their gold labels."""
-    from benchmark.stats.label import synthetic_calls
+    from benchmark.stats.label_synth import synthetic_calls
 
     calls, items = synthetic_calls(models, n_items, n_iterations, labels, priors=priors, seed=seed,
                                    difficulty_sd=difficulty_sd)

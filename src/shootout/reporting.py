@@ -1,7 +1,8 @@
 """Reporting from the command line: where a run's results live (--config, --db, --run-id), what
 the export stage says about its models (quant quality), and what `report`, `heatmaps`, `plan`,
 `export-json` and `runs` make of a results database. The report itself (``benchmark.report``)
-never reads export's files: the rows are handed to it from here."""
+reads the results database only (model sizes and checkpoints included) and never export's files:
+the quant-quality rows are handed to it from here."""
 
 from __future__ import annotations
 
@@ -81,33 +82,13 @@ def quant_quality_rows(run) -> list[dict]:
     return quality_rows([m for m in stored_models(run) if m.get("path") != "embedded"])
 
 
-def model_sizes(run) -> dict[str, float]:
-    """File size in MB of each model's GGUF named by the run's stored config, where the file is still there
-    (the quant-quality rows' size_mb win over these in the report)."""
-    out = {}
-    for m in stored_models(run):
-        path = m.get("path")
-        if not path or path == "embedded":
-            continue
-        p = Path(path)
-        if p.suffix == ".gguf" and p.is_file():
-            out[m["name"]] = round(p.stat().st_size / 1e6, 1)
-    return out
-
-
-def checkpoints(run) -> dict[str, float]:
-    return {m["name"]: float(m["checkpoint"]) for m in stored_models(run) if m.get("checkpoint") is not None}
-
-
 def build(store, run_id: str, pairs=None):
-    """The report of a run with what the CLI knows beside the database: quant quality from export
-    manifests, file sizes of the GGUFs, checkpoints. Pairs and report settings: the run's stored ones
-    unless ``pairs`` is given."""
+    """The report of a run, from the results database, with the quant quality export manifests give.
+    Pairs and report settings: the run's stored ones unless ``pairs`` is given. Model sizes and
+    checkpoints are the run's stored facts, never read from the model files."""
     from benchmark import report as rpt
 
-    run = store.run(run_id)
-    return rpt.build(store, run_id, pairs, quant_quality=quant_quality_rows(run), checkpoints=checkpoints(run),
-                     sizes=model_sizes(run))
+    return rpt.build(store, run_id, pairs, quant_quality=quant_quality_rows(store.run(run_id)))
 
 
 def write(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | None, console, pairs=None) -> str:
@@ -122,7 +103,9 @@ def write(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | Non
     csvs = [p for p in files if p.suffix == ".csv"]
     chart = " and the Decision chart (decision_pareto.png)" if len(files) > len(csvs) else ""
     console.print(f"report: {xlsx} and {len(csvs)} CSV files{chart} in {reports_dir / rid}/", markup=False)
-    for line in rep.decision_lines:
+    from benchmark.report.console import verdict_lines
+
+    for line in verdict_lines(rep):
         console.print(line, markup=False, highlight=False)
     if heatmaps_dir is not None:
         from benchmark.report.charts import write_heatmaps

@@ -22,7 +22,6 @@ to about +-sqrt(1 / (2 (n - 1))) (15% at 24 items); the plan says so.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,53 +45,28 @@ class Plan:
     designs: pd.DataFrame                  # per pair and iterations: items needed, calls, hours
     recommendation: dict = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    references: str = ""                   # the reference rule and sign the pairs follow
 
 
-def _score_cube(store, run_id: str, metric: str):
-    """(models, model frame, (models, items, iterations) per-call score, seconds per call, higher_is_better)."""
+def _score_cube(store, run_id: str, metric: str | None, pairs):
+    """(models, per-call score of ``metric`` as (models, items, iterations), seconds per call, the metric,
+    settings, references) of a pilot run; the metric defaults to the task's first decision metric."""
     from benchmark import metrics as M
-    from benchmark.report import Settings, stored_settings
-    from benchmark.stats import value as vstats
+    from benchmark.report.inputs import read_run
+    from benchmark.report.kinds import kind_of
 
-    calls, items, loads = common.load_frames(store, run_id)
-    if calls.empty:
-        raise ShootoutError(f"run {run_id} has no stored calls", "run `shootout run` (a pilot) first")
-    run = store.run(run_id)
-    task = json.loads(run["task_json"] or "{}")
-    cfg = Settings.of(stored_settings(run))
-    order = common.model_order(calls)
-    models = calls.drop_duplicates("model").set_index("model").loc[order, ["family", "quant"]].reset_index()
-    if task.get("kind") == "label":
-        from benchmark.stats import label as lstats
-
-        if metric not in ("accuracy", "accuracy_answered", "invalid_rate", "valid_rate"):
-            raise ShootoutError(f"the planner handles accuracy, valid_rate and invalid_rate for label tasks, not "
-                                f"'{metric}'", "pass --metric accuracy")
-        labels = list(task.get("labels") or sorted(items["target_label"].dropna().unique()))
-        data = lstats.LabelData.of(calls, items[["item_id", "target_label", "split"]], labels, models=order)
-        present = data.codes >= 0
-        if metric.startswith("accuracy"):
-            right = (data.codes == data.gold[None, :, None]).astype(float)
-            if metric == "accuracy_answered":
-                right = np.where(data.codes < data.K, right, np.nan)
-            score = np.where(present, right, np.nan)
-        else:
-            valid = (data.codes < data.K).astype(float)
-            score = np.where(present, valid if metric == "valid_rate" else 1 - valid, np.nan)
-        seconds = data.wall
-    else:
-        data = vstats.ValueData.of(calls, items, cfg.neutral_band, vstats.value_range(task), models=order)
-        scores = {"mae": data.abs_error(), "mae_answered": data.abs_error(True),
-                  "sign_accuracy": data.direction_correct(), "sign_accuracy_answered": data.direction_correct(True),
-                  "mean_value": data.value, "valid_rate": np.where(data.present, data.valid.astype(float), np.nan)}
-        if metric not in scores:
-            raise ShootoutError(f"the planner handles {', '.join(scores)} for value tasks, not '{metric}'",
-                                "pass --metric mae (or another of those)")
-        if metric in ("mae", "mae_answered", "sign_accuracy", "sign_accuracy_answered") and not data.has_target:
-            raise ShootoutError(f"run {run_id} has no labels to score '{metric}' against", "pass --metric mean_value")
-        score = scores[metric]
-        seconds = data.cube.get("wall_seconds")
-    return order, models, score, seconds, M.higher_is_better(metric), cfg, task
+    _, rd = read_run(store, run_id, pairs)
+    order = common.model_order(rd.calls)
+    got = kind_of(rd.task).plan_scores(rd, order)
+    scores = got["scores"]
+    metric = metric or M.decision_metrics(rd.task.scorer().metrics)[0]
+    if metric not in scores:
+        if metric in rd.task.scorer().metrics and M.metric(metric).margin is not None:
+            raise ShootoutError(f"run {run_id} has no gold values to score '{metric}' against",
+                                f"pass --metric {next(iter(scores))} (or another of {', '.join(scores)})")
+        raise ShootoutError(f"the planner handles {', '.join(scores)} for this task, not '{metric}'",
+                            f"pass --metric {next(iter(scores))} (or another of those)")
+    return order, scores[metric], got["seconds"], metric, rd.settings, rd.references
 
 
 def components(score_a: np.ndarray, score_b: np.ndarray) -> dict[str, float]:
@@ -115,24 +89,28 @@ def components(score_a: np.ndarray, score_b: np.ndarray) -> dict[str, float]:
 def make_plan(store, run_id: str, *, metric: str | None = None, effect: float | None = None, goal: str = "difference",
               assume: float = 0.0, alpha: float | None = None, power: float | None = None,
               iterations=(1, 2, 3, 5, 10), pairs: list[tuple[str, str]] | None = None) -> Plan:
-    """The plan for a pilot run: per comparison (the Decision's references, or ``pairs``) and number of
-    iterations, the items that give ``power`` to show ``goal`` at ``effect`` (a difference to detect, or
-    the margin; default: the run's margin for the metric)."""
+    """The plan for a pilot run: per comparison (the Decision's references, or ``pairs`` turned to match
+    them: ``benchmark.report.references``) and number of iterations, the items that give ``power`` to show
+    ``goal`` at ``effect`` (a difference to detect, or the margin; default: the run's margin for the
+    metric). Differences are candidate minus reference."""
     if goal not in GOALS:
         raise ShootoutError(f"unknown goal '{goal}'", f"use one of {', '.join(GOALS)}")
-    kind = json.loads(store.run(run_id)["task_json"] or "{}").get("kind")
-    metric = metric or ("accuracy" if kind == "label" else "mae")
-    order, models, score, seconds, hib, cfg, task = _score_cube(store, run_id, metric)
+    order, score, seconds, metric, cfg, references = _score_cube(store, run_id, metric, pairs)
     alpha = cfg.alpha if alpha is None else alpha
     power = cfg.power if power is None else power
     if effect is None:
-        if goal == "difference" or metric not in cfg.margins:
+        if goal == "difference" or metric not in (cfg.margins or {}):
             raise ShootoutError("no effect to plan for", "pass --effect (the difference to detect, or the margin; "
                                                          "in the metric's units, e.g. 0.05 for mae, 0.02 for 2 points)")
         effect = cfg.margins[metric]
     if not effect > 0:
         raise ShootoutError(f"--effect must be positive, got {effect}", "pass the size of the difference or margin")
-    refs = common.family_references(models, cfg.reference, pairs) if pairs is None else {b: a for a, b in pairs}
+    for pair in pairs or []:
+        missing = [m for m in pair if m not in order]
+        if missing:
+            raise ShootoutError(f"pair [{pair[0]}, {pair[1]}]: {', '.join(missing)} not in run {run_id}",
+                                f"models there: {', '.join(order)}")
+    refs = dict(references.of) if pairs is None else {c: r for r, c in references.pairs}
     if not refs:
         raise ShootoutError("no comparison to plan for: every family has one model",
                             "pass --compare REFERENCE,CANDIDATE")
@@ -192,4 +170,5 @@ def make_plan(store, run_id: str, *, metric: str | None = None, effect: float | 
         lines.append(f"The pilot's standard deviations are known to about +-{unc:.0%}; the items needed scale with "
                      f"their square (+-{(1 + unc) ** 2 - 1:.0%}). When most of the variance comes from items, more "
                      "iterations barely help: add items.")
-    return Plan(metric, goal, float(effect), alpha, power, pr, designs, rec, lines)
+    lines.append(references.statement())
+    return Plan(metric, goal, float(effect), alpha, power, pr, designs, rec, lines, references.rule)

@@ -11,6 +11,7 @@ hardware and versions are kept in the merged run's row.
 from __future__ import annotations
 
 import json
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def merge(specs: list[str], out: Path, run_id: str | None = None) -> MergeResult
                 raise ShootoutError(f"{path} (run {rid}) asked about other items than {first_path} (run {first_id})",
                                     "shards must start from the same items (same snapshot or data files)")
         seen: dict[tuple, str] = {}
-        rows, loads = [], []
+        rows, loads, arms = [], [], {}
         for path, rid, store in sources:
             for c in store.calls(rid):
                 key = (c["model"], c["iteration"], c["item_id"])
@@ -88,7 +89,10 @@ def merge(specs: list[str], out: Path, run_id: str | None = None) -> MergeResult
                                                                    "(shootout run --shard i/n)")
                 seen[key] = str(path)
                 rows.append({k: c[k] for k in CALL_FIELDS if k in c.keys()})
-            loads += [dict(r) for r in store.db.execute("SELECT * FROM model_loads WHERE run_id=?", (rid,))]
+            loads += store.loads(rid)
+            for arm in store.arm_rows(rid):  # one box may have found the model's size where another did not
+                if arm.model not in arms or (arms[arm.model].model_bytes is None and arm.model_bytes is not None):
+                    arms[arm.model] = arm
         new_id = run_id or first_id
         boxes = [{"file": str(p), "run_id": r, "hardware": json.loads(s.run(r)["hardware_json"]),
                   "versions": json.loads(s.run(r)["versions_json"])} for p, r, s in sources]
@@ -105,11 +109,8 @@ def merge(specs: list[str], out: Path, run_id: str | None = None) -> MergeResult
                             versions=json.loads(ref["versions_json"]), hardware=hardware,
                             items=first.items(first_id), task_info=task)
             dest.add_calls([{**r, "run_id": new_id} for r in rows])
-            cols = [k for k in loads[0] if k not in ("id",)] if loads else []
-            dest.db.execute("BEGIN")
-            dest.db.executemany(f"INSERT INTO model_loads ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                                [[new_id if k == "run_id" else r[k] for k in cols] for r in loads])
-            dest.db.execute("COMMIT")
+            dest.add_loads([dataclasses.replace(r, run_id=new_id) for r in loads])
+            dest.add_arms([dataclasses.replace(a, run_id=new_id) for a in arms.values()])
             if finished:
                 dest.finish_run(new_id)
         return MergeResult(new_id, len(rows), [str(p) for p, _, _ in sources], finished)

@@ -24,7 +24,9 @@ from typing import Callable
 from benchmark.backends import make_backend
 from benchmark.backends.base import PromptTooLong, Reply
 from benchmark.config import Arm, Config
-from benchmark.store import Store
+from benchmark.store import Store, StoreBusy
+from benchmark.run.records import arm_facts, call_row
+from benchmark.store.rows import CallRow
 from benchmark.tasks import task_for
 from benchmark.tasks.base import Answer, Item, TaskInfo
 from core import sysinfo
@@ -87,6 +89,7 @@ class Runner:
                  shard: tuple[int, int, str] | None = None):
         self.cfg = cfg
         self.store = store
+        store.lock_wait_s = cfg.run.lock_wait_s
         self.run_id = run_id
         self.task = task_for(cfg)
         self.progress = progress
@@ -129,18 +132,34 @@ class Runner:
                                   iterations=self.cfg.run.iterations, config_path=self.cfg.source,
                                   config_text=self.cfg.text, settings=settings, versions=sysinfo.versions(),
                                   hardware=sysinfo.hardware(), items=items,
-                                  task_info=asdict(TaskInfo.of(self.task)))
+                                  task_info=asdict(TaskInfo.of(self.task)), claim=True)
+            self.store.add_arms([arm_facts(self.cfg, a, run_id) for a in self.arms])
             return run_id, self.cfg.run.seed, self.cfg.run.iterations, items
+        self.store.claim_run(self.run_id)  # one process writes a run: another one on it exits 2 naming it
         if run["config_text"] != self.cfg.text:
             self._warn(f"config differs from the one run {self.run_id} started with; resuming with the stored "
                        "items, seed and iteration count, and the current model list")
         if run["task"] != self.task.name:
             raise ShootoutError(f"run {self.run_id} was a '{run['task']}' run; the config now says '{self.task.name}'",
                                 "start a new run (omit --run-id) or restore the task in config.yaml")
+        self.store.add_arms([arm_facts(self.cfg, a, self.run_id) for a in self.arms])
         return self.run_id, run["seed"], run["iterations"], self.store.items(self.run_id)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> RunResult:
+        """Every call of the plan not stored yet; the run is claimed by this process while it runs."""
+        try:
+            return self._run()
+        except StoreBusy as exc:  # another process kept the file locked: say how to resume
+            if self.run_id is None or self.store.run(self.run_id) is None:
+                raise
+            raise StoreBusy(exc.message, f"{exc.hint}; resume with `shootout run --config {self.cfg.source} "
+                                         f"--run-id {self.run_id}`") from None
+        finally:
+            if self.run_id:
+                self.store.release_run(self.run_id)
+
+    def _run(self) -> RunResult:
         run_id, seed, iterations, items = self.prepare()
         self.run_id = run_id
         by_id = {i.id: i for i in items}
@@ -230,20 +249,11 @@ class Runner:
             energy = energy1 - energy0 if energy1 is not None else None
         return reply, answer, wall, energy
 
-    def _row(self, arm: Arm, job, seed: int, reply, answer, wall: float, energy, **where) -> dict:
+    def _row(self, arm: Arm, job, seed: int, reply, answer, wall: float, energy, **where) -> CallRow:
         it, pos, item = job
-        entry = arm.entry
-        return {"run_id": self.run_id, "model": arm.name, "family": entry.family, "quant": entry.quant,
-                "backend": entry.backend, "prompt_style": entry.prompt_style, "variant": arm.variant,
-                "iteration": it, "item_id": item.id, "position": pos, "seed": call_seed(seed, it, item.id),
-                "raw_text": reply.text, "valid": int(answer.valid), "error": answer.error,
-                "answer_json": answer.fields_json(), "label": answer.label, "value": answer.value,
-                "confidence": answer.confidence,
-                "label_probs_json": json.dumps(answer.label_probs) if answer.label_probs else None,
-                "finish_reason": reply.finish_reason, "prompt_tokens": reply.prompt_tokens,
-                "cached_tokens": reply.cached_tokens, "completion_tokens": reply.completion_tokens,
-                "prompt_seconds": reply.prompt_seconds, "gen_seconds": reply.gen_seconds, "wall_seconds": wall,
-                "energy_j": energy, **where}
+        return call_row(self.cfg, arm, run_id=self.run_id, iteration=it, item_id=item.id, position=pos,
+                        seed=call_seed(seed, it, item.id), reply=reply, answer=answer, wall=wall, energy=energy,
+                        **where)
 
     def _load(self, backend, arm: Arm, seed: int) -> dict:
         """Load and warm up (uncounted): the load's figures, the engine's facts and the memory it took."""
@@ -266,6 +276,10 @@ class Runner:
         self.store.add_model_load(self.run_id, arm.name, arm.entry.backend, load["load_seconds"],
                                   load["warmup_seconds"], load["warmup_prompt_tokens"], load["engine"],
                                   endpoint=endpoint, memory=load["memory"])
+        engine = load["engine"] or {}
+        size = engine.get("model_file_bytes")  # what a server reports of the model's file, where it does
+        self.store.complete_arm(self.run_id, arm.name, model_bytes=size if isinstance(size, int) else None,
+                                digest=engine.get("digest") if isinstance(engine.get("digest"), str) else None)
 
     def _run_arm(self, arm: Arm, todo, seed, bar, overall, stop) -> int:
         cfg, entry = self.cfg, arm.entry

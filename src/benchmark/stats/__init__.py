@@ -1,1 +1,6 @@
-"""Statistics: pure functions over the frames the store gives (no I/O, no report)."""
+"""The statistics of a run, as pure functions over DataFrames and arrays: they read the frames the
+store gives (``Store.frames``), never SQL, and write nothing. ``common`` (model order, timing, the
+cube of calls, Holm), ``paired`` (the paired design's tests and power), ``compare`` (measures and
+comparisons of every kind), ``decision`` (verdicts at margins, Pareto), ``value`` and ``ordinal``
+(value tasks; whole-number scales), ``label`` and its ``label_*`` siblings (classification),
+``calibration`` and ``throughput``."""

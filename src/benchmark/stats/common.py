@@ -3,8 +3,6 @@ are shown in, timing figures over every call, and Holm's adjustment."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
@@ -12,28 +10,10 @@ from core.naming import quant_bits
 
 ALPHA = 0.05
 
-CALL_COLUMNS = ["model", "family", "quant", "backend", "prompt_style", "variant", "iteration", "item_id", "valid",
-                "label", "value", "confidence", "label_probs_json", "finish_reason", "prompt_tokens", "cached_tokens",
-                "completion_tokens", "prompt_seconds", "gen_seconds", "wall_seconds", "endpoint", "in_flight",
-                "started_at", "energy_j"]
-
 
 def load_frames(store, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(calls, items, model_loads) of one run; an item's fields (ticker, title, ...) become columns."""
-    calls = pd.read_sql_query(f"SELECT {', '.join(CALL_COLUMNS)} FROM calls WHERE run_id=? ORDER BY id", store.db,
-                              params=(run_id,))
-    items = pd.read_sql_query("SELECT item_id, position, split, target_label, target_value, fields_json "
-                              "FROM items WHERE run_id=? ORDER BY position", store.db, params=(run_id,))
-    if len(items):
-        fields = pd.DataFrame([json.loads(f or "{}") for f in items.pop("fields_json")], index=items.index)
-        fields = fields[[c for c in fields.columns if c not in items.columns]]
-        items = pd.concat([items, fields], axis=1)
-    else:
-        items = items.drop(columns=["fields_json"])
-    loads = pd.read_sql_query("SELECT model, load_seconds, warmup_seconds, engine_json, endpoint, rss_mb, kv_cache_mb,"
-                              " vram_mb FROM model_loads WHERE run_id=?", store.db, params=(run_id,))
-    calls["valid"] = calls["valid"].astype(bool)
-    return calls, items, loads
+    """(calls, items, model_loads) of one run: ``Store.frames`` (kept for the callers of this name)."""
+    return store.frames(run_id)
 
 
 def model_order(calls: pd.DataFrame) -> list[str]:

@@ -1,5 +1,5 @@
-"""Statistics of value tasks (a number per reply, e.g. a sentiment in [-1, 1]), as pure functions
-over DataFrames of calls.
+"""Statistics of value tasks (a number per reply in the task's range [low, high], e.g. a sentiment in
+[-1, 1] or a rating on 1..5), as pure functions over DataFrames of calls.
 
 Conventions (the older tool got these wrong):
 - every test is paired by item, with an item's iterations reduced first (``benchmark.stats.paired``):
@@ -12,8 +12,10 @@ Conventions (the older tool got these wrong):
 - error against the labels counts every call: an unanswered (invalid) call scores the largest error
   possible on the value's scale (``abs_error``) and counts wrong in direction accuracy; the figures
   over answered calls only stand beside them, labelled;
-- direction has a neutral band: a value with |x| < band is "neutral" (0), so an item labelled 0 is
-  right when the answer is within the band too, not by a rounding accident;
+- where the sign means something (``direction``, sentiment), direction has a neutral band: a value with
+  |x| < band is "neutral" (0), so an item labelled 0 is right when the answer is within the band too,
+  not by a rounding accident; on a scale of whole numbers (``integer``, a rating) exact and within-one
+  accuracy and the weighted kappa take its place (``benchmark.stats.ordinal``);
 - means are compared with a paired t-test (and Wilcoxon) on per-item means, all pairs with Holm;
   the all-models ANOVA treats the item as a block.
 """
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as ss
 
+from benchmark.stats import ordinal
 from benchmark.stats import paired as P
 from benchmark.stats.common import Cube, item_mean, item_var, model_order, timing
 
@@ -48,10 +51,13 @@ class ValueData:
     band: float
     low: float
     high: float
+    direction: bool = True   # the sign means something: direction accuracy and agreement (neutral band)
+    integer: bool = False    # whole numbers on an ordinal scale: exact and within-one accuracy, weighted kappa
 
     @classmethod
     def of(cls, calls: pd.DataFrame, items: pd.DataFrame | None = None, band: float = DEFAULT_BAND,
-           value_range: tuple[float, float] = DEFAULT_RANGE, models: list[str] | None = None) -> "ValueData":
+           value_range: tuple[float, float] = DEFAULT_RANGE, models: list[str] | None = None,
+           direction: bool = True, integer: bool = False) -> "ValueData":
         item_ids = None
         if items is not None and len(items):
             seen = set(pd.unique(calls["item_id"].astype(str)))
@@ -64,7 +70,7 @@ class ValueData:
             t = items.drop_duplicates("item_id").set_index(items.drop_duplicates("item_id")["item_id"].astype(str))
             target = pd.to_numeric(t["target_value"], errors="coerce").reindex(cube.item_ids).to_numpy(dtype=float)
         return cls(cube, value, valid, cube.present, target, float(band), float(value_range[0]),
-                   float(value_range[1]))
+                   float(value_range[1]), bool(direction), bool(integer))
 
     @property
     def models(self) -> list[str]:
@@ -83,6 +89,31 @@ class ValueData:
     def direction_codes(self) -> np.ndarray:
         return direction_codes(self.value, self.present, self.band)
 
+    def exact(self, answered_only: bool = False) -> np.ndarray:
+        return ordinal.exact(self.value, self.present, self.target, answered_only)
+
+    def answer_codes(self) -> np.ndarray:
+        """Integer scales: per call the answer's place on the scale (``ordinal.codes``)."""
+        return ordinal.codes(self.value, self.present, self.low, self.high)
+
+    @property
+    def steps(self) -> int:
+        """Integer scales: the number of values on the scale."""
+        return int(round(self.high - self.low)) + 1
+
+    def kappa_tables(self) -> np.ndarray:
+        """Integer scales: (models, items, K * K) gold x answer counts per item (``ordinal.tables``)."""
+        return ordinal.tables(self.value, self.present, self.target, self.low, self.high)
+
+    def correct(self) -> np.ndarray | None:
+        """Per answered call 1/0, what calibration calls right: the direction where it means something,
+        else the exact value on an integer scale; None when neither applies."""
+        if self.direction:
+            return self.direction_correct(True)
+        if self.integer:
+            return self.exact(True)
+        return None
+
     def item_scores(self) -> dict[str, np.ndarray]:
         """(models, items) per-item figures, one per metric the report tests (NaN where undefined)."""
         c = self.cube
@@ -93,7 +124,7 @@ class ValueData:
             "mean_value": item_mean(self.value),
             "value_variance": item_var(self.value),
         }
-        if "confidence" in calls:
+        if "confidence" in calls and calls["confidence"].notna().any():
             out["mean_confidence"] = item_mean(np.where(self.valid, c.get("confidence"), np.nan))
         if "completion_tokens" in calls and "gen_seconds" in calls:
             sec = np.where(self.present, c.get("gen_seconds"), np.nan)  # NaN also where blanked (ran under load)
@@ -103,8 +134,13 @@ class ValueData:
         if self.has_target:
             out["mae"] = item_mean(self.abs_error())
             out["mae_answered"] = item_mean(self.abs_error(True))
-            out["sign_accuracy"] = item_mean(self.direction_correct())
-            out["sign_accuracy_answered"] = item_mean(self.direction_correct(True))
+            if self.direction:
+                out["sign_accuracy"] = item_mean(self.direction_correct())
+                out["sign_accuracy_answered"] = item_mean(self.direction_correct(True))
+            if self.integer:
+                out["exact_accuracy"] = item_mean(self.exact())
+                out["within_one_accuracy"] = item_mean(
+                    ordinal.within_one(self.value, self.present, self.target))
         return out
 
 
@@ -140,11 +176,6 @@ def direction_codes(value, present, band: float):
     return np.where(~present, -1, np.where(~np.isnan(d), d + 1, 3)).astype(np.int64)
 
 
-def value_range(task: dict | None) -> tuple[float, float]:
-    task = task or {}
-    return float(task.get("low", DEFAULT_RANGE[0])), float(task.get("high", DEFAULT_RANGE[1]))
-
-
 # --------------------------------------------------------------------------- metrics
 
 
@@ -174,7 +205,11 @@ def per_item(calls: pd.DataFrame, items: pd.DataFrame | None = None, band: float
         if data.has_target:
             out["abs_error"] = s["mae"][mm, ii]
             out["abs_error_answered"] = s["mae_answered"][mm, ii]
-            out["direction_accuracy"] = s["sign_accuracy"][mm, ii]
+            if data.direction:
+                out["direction_accuracy"] = s["sign_accuracy"][mm, ii]
+            if data.integer:
+                out["exact_accuracy"] = s["exact_accuracy"][mm, ii]
+                out["within_one_accuracy"] = s["within_one_accuracy"][mm, ii]
     return out
 
 
@@ -199,8 +234,13 @@ def per_model(calls: pd.DataFrame, items: pd.DataFrame | None = None, loads: pd.
         out["pooled_value_variance"] = [np.nanvar(data.value[k], ddof=1) if np.sum(data.valid[k]) > 1 else np.nan
                                         for k in range(len(data.models))]
         if data.has_target:
-            for name in ("mae", "mae_answered", "sign_accuracy", "sign_accuracy_answered"):
-                out[name] = np.nanmean(s[name], 1)
+            for name in ("mae", "mae_answered", "sign_accuracy", "sign_accuracy_answered", "exact_accuracy",
+                         "within_one_accuracy"):
+                if name in s:
+                    out[name] = np.nanmean(s[name], 1)
+            if data.integer:
+                t = data.kappa_tables()
+                out["weighted_kappa"] = ordinal.weighted_kappa(np.nansum(t, 1), data.steps)
             corr = []
             for k in range(len(data.models)):
                 m = s["mean_value"][k]

@@ -1,11 +1,14 @@
-"""SQLite results store: one row per model call, one transaction per call, WAL journal.
+"""SQLite results store: one row per model call, one transaction per call, WAL journal. This module
+opens the file and writes it; ``reads`` holds what is read, ``files`` what other processes and
+disks do to the file (read-only, damaged, locked), ``rows`` the rows, ``migrations`` the layouts.
 
 A run row keeps the config text, the task's description, package versions and hardware; the
-items a run asks about are stored with it, so a report never depends on files that may change.
-The (run, model, iteration, item) key is unique, so a resumed run can never store a call twice.
+items a run asks about and the facts of its arms are stored with it, so a report never depends on
+files that may change. The (run, model, iteration, item) key is unique, so a resumed run can never
+store a call twice, and a run has one writing process at a time (``claim_run``).
 Opening a database migrates it to the current layout (``benchmark.store.migrations``); a file that is
 not a gguf-shootout database (not SQLite, another program's SQLite, or an empty one opened for
-reading) is refused before anything is written to it: no table, no WAL switch.
+reading), a newer or a damaged one is refused before anything is written to it: no table, no WAL switch.
 
 A full disk: opening for writing first checks that ``min_free_bytes`` are free (nothing is
 created otherwise, and a new file that cannot be set up is removed again); a write that finds
@@ -16,24 +19,27 @@ stored before it kept, so the run resumes once space is freed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import shutil
 import sqlite3
+import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from benchmark.store import migrations
+from benchmark.store import files, migrations, rows
+from benchmark.store.reads import RunSummary, StoreReads
+from benchmark.store.rows import ArmFacts, CallRow, ItemRow, LoadRow, WriterRow
 from core.errors import DiskFull, ShootoutError
 
 MIN_FREE_BYTES = 16_000_000  # a call takes a few KB; below this much free space a run does not start
+LOCK_WAIT_S = 60.0    # how long a write waits while another process holds the file (run.lock_wait_s)
+_BUSY_STEP_S = 0.5    # SQLite's own wait per attempt; progress is told between attempts
+_TELL_EVERY_S = 5.0
 
-CALL_FIELDS = ("run_id", "model", "family", "quant", "backend", "prompt_style", "variant", "iteration", "item_id",
-               "position", "seed", "raw_text", "valid", "error", "answer_json", "label", "value", "confidence",
-               "label_probs_json", "finish_reason", "prompt_tokens", "cached_tokens", "completion_tokens",
-               "prompt_seconds", "gen_seconds", "wall_seconds", "created_at", "endpoint", "in_flight", "started_at",
-               "energy_j")
+CALL_FIELDS = rows.names(CallRow)  # the columns a call row gives, in insert order
 
 
 def now_iso() -> str:
@@ -72,14 +78,38 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-class Store:
-    def __init__(self, path: str | Path, *, create: bool = True, min_free_bytes: int = MIN_FREE_BYTES):
+def _print_wait(path: Path, waited: float, limit: float) -> None:
+    """The default progress while another process holds the file: a line now and then on stderr."""
+    print(f"waiting for {path}: another process holds a write lock ({waited:.0f} s; giving up after {limit:.0f} s)",
+          file=sys.stderr, flush=True)
+
+
+class Store(StoreReads):
+    """The results file. ``create``: open for writing (made if missing); otherwise for reading: a
+    file this user cannot write (a read-only file, folder or mount) is then read without writing
+    anything (an older layout migrated in memory). Before a file is opened for writing, its layout is
+    read and ``PRAGMA quick_check`` run on a read-only connection: a damaged, foreign or newer file is
+    refused untouched. A write waits up to ``lock_wait_s`` while another process holds the file,
+    telling ``on_wait(seconds waited, limit)`` now and then."""
+
+    def __init__(self, path: str | Path, *, create: bool = True, min_free_bytes: int = MIN_FREE_BYTES,
+                 lock_wait_s: float = LOCK_WAIT_S, on_wait: Callable[[Path, float, float], None] | None = None,
+                 check_s: float = files.CHECK_SECONDS):
         self.path = Path(path)
+        self.lock_wait_s = lock_wait_s
+        self.on_wait = on_wait or _print_wait
+        self.readonly = False
+        self._claims: set[str] = set()
         if not create and not self.path.is_file():
             raise ShootoutError(f"results database not found: {self.path}", "pass the file a run wrote (run.database)")
         if self.path.exists() and not self.path.is_file():
             raise ShootoutError(f"results database {self.path} is a folder, not a file",
                                 "point run.database (or --db) at a file")
+        cause = files.not_writable(self.path)
+        if create and cause:
+            raise ShootoutError(f"cannot write the results: {cause}",
+                                "make it writable, or set run.database (or --db) to a file in a folder you can "
+                                "write; `shootout report` can still read this one")
         if create:  # preflight: nothing is created on a disk too full to hold a run
             free = free_bytes(self.path.parent)
             if free is not None and free < min_free_bytes:
@@ -87,6 +117,17 @@ class Store:
                                           f"least {_mb(min_free_bytes)}",
                                "free some space, or set run.database to a file on another disk")
         existed = self.path.exists()
+        if existed:
+            probe = files.open_readonly(self.path, timeout=lock_wait_s)
+            try:
+                found = self._inspect(probe, create, check_s)
+                if not create and cause:  # read where it lies, writing nothing
+                    self.readonly = True
+                    self.db = self._readable(probe, found)
+                    return
+            finally:
+                if not self.readonly:
+                    probe.close()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -94,7 +135,7 @@ class Store:
                 raise DiskFull(self.path, f"the disk holding {self.path} is full ({exc.strerror})") from None
             raise ShootoutError(f"cannot create the folder of {self.path} ({exc.strerror or exc})",
                                 "point run.database (or --db) at a file in a folder you can write") from None
-        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=_BUSY_STEP_S)
         self.db.row_factory = sqlite3.Row
         try:
             self._open(create)
@@ -105,19 +146,48 @@ class Store:
                     Path(str(self.path) + suffix).unlink(missing_ok=True)
             raise
 
-    def _open(self, create: bool) -> None:
+    def _inspect(self, con: sqlite3.Connection, create: bool, check_s: float) -> int:
+        """The layout of an existing file, read without writing; refuses what must not be opened."""
         try:
-            found = migrations.version(self.db)
+            found = migrations.version(con)
+            problem = files.quick_check(con, check_s) if found else None
         except sqlite3.DatabaseError as exc:
+            if files.is_damage(exc):
+                raise files.Damaged(self.path, str(exc)) from None
+            if files.is_busy(exc):
+                raise files.StoreBusy(f"{self.path} stayed locked by another process for {self.lock_wait_s:.0f} s",
+                                      "let the other process finish, then run the command again") from None
             raise ShootoutError(f"{self.path} is not an SQLite database ({exc})",
                                 "pass the results file a run wrote (run.database), or a new file name") from None
+        if problem:
+            raise files.Damaged(self.path, f"quick_check: {problem}")
         if found is None:
             raise ShootoutError(f"{self.path} is an SQLite database of another program; gguf-shootout leaves it "
                                 "untouched", "name a new file (run.database or --db) for the results")
         if found == 0 and not create:
             raise ShootoutError(f"{self.path} holds no gguf-shootout results (an empty database); it is left untouched",
                                 "pass the results file a run wrote (run.database)")
-        with self._writing():
+        try:
+            migrations.check(found)
+        except ValueError as exc:
+            raise ShootoutError(f"{self.path}: {exc}", "upgrade gguf-shootout, or name a new results file") from None
+        return found
+
+    @staticmethod
+    def _readable(con: sqlite3.Connection, found: int) -> sqlite3.Connection:
+        """A read-only file as this version reads it: as it is, or an older layout migrated in memory."""
+        if found < migrations.VERSION:
+            mem = sqlite3.connect(":memory:", isolation_level=None)
+            con.backup(mem)
+            con.close()
+            migrations.migrate(mem)
+            con = mem
+        con.row_factory = sqlite3.Row
+        return con
+
+    def _open(self, create: bool) -> None:
+        """WAL journal, full sync, foreign keys, and the current layout (the file was inspected)."""
+        def setup() -> None:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -126,9 +196,56 @@ class Store:
             except ValueError as exc:
                 raise ShootoutError(f"{self.path}: {exc}", "upgrade gguf-shootout, or name a new results file") from None
 
+        with self._disk_guard():
+            self._retrying(setup)
+
+    # ----------------------------------------------------------------- writing
+    def _retrying(self, work):
+        """``work()``, again while another process holds the file, up to ``lock_wait_s``."""
+        start = time.monotonic()
+        told = -_TELL_EVERY_S
+        while True:
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                if not files.is_busy(exc):
+                    raise
+                self._rollback()
+                waited = time.monotonic() - start
+                if waited >= self.lock_wait_s:
+                    raise files.StoreBusy(
+                        f"{self.path} stayed locked by another process for {waited:.0f} s (a write transaction held "
+                        "open); nothing more was written",
+                        "let the other process finish (another `shootout run` on this file?), or raise "
+                        "run.lock_wait_s; every call stored so far is kept") from None
+                if waited - told >= _TELL_EVERY_S:
+                    told = waited
+                    self.on_wait(self.path, waited, self.lock_wait_s)
+                time.sleep(min(_BUSY_STEP_S, max(0.0, self.lock_wait_s - waited)))
+
+    def _write(self, work):
+        """``work()`` in one transaction that holds the write lock from its start (BEGIN IMMEDIATE):
+        waits while another process holds the file; a full disk becomes DiskFull (the failed
+        transaction rolled back, the rest kept)."""
+        if self.readonly:
+            raise ShootoutError(f"{self.path} was opened read-only; nothing can be stored in it",
+                                "make the file and its folder writable, or write to another file")
+
+        def transaction():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                out = work()
+                self.db.execute("COMMIT")
+                return out
+            except BaseException:
+                self._rollback()
+                raise
+
+        with self._disk_guard():
+            return self._retrying(transaction)
+
     @contextlib.contextmanager
-    def _writing(self):
-        """A write; a full disk becomes DiskFull (the failed transaction rolled back, the rest kept)."""
+    def _disk_guard(self):
         try:
             yield
         except (sqlite3.Error, OSError) as exc:
@@ -146,6 +263,10 @@ class Store:
                 pass
 
     def close(self) -> None:
+        if not hasattr(self, "db"):
+            return
+        for run_id in list(self._claims):
+            self.release_run(run_id)
         try:
             self.db.close()
         except sqlite3.Error:  # a full disk can fail the closing checkpoint; the WAL keeps every commit
@@ -160,79 +281,86 @@ class Store:
     # ----------------------------------------------------------------- runs
     def create_run(self, run_id: str, *, task: str, seed: int, iterations: int, config_path: str | None,
                    config_text: str, settings: dict, versions: dict, hardware: dict, items: Iterable[Any],
-                   task_info: dict | None = None) -> None:
-        rows = [(run_id, it.id, pos, it.split, it.text, it.label, it.value, json.dumps(it.fields, ensure_ascii=False))
-                for pos, it in enumerate(items)]
+                   task_info: dict | None = None, claim: bool = False) -> None:
+        """A new run with its items; ``claim``: this process becomes the run's writer in the same
+        transaction (``claim_run``), so that two processes starting one run id never both write it."""
+        item_rows = [rows.values(ItemRow(run_id=run_id, item_id=it.id, position=pos, split=it.split, text=it.text,
+                                         target_label=it.label, target_value=it.value,
+                                         fields_json=json.dumps(it.fields, ensure_ascii=False)), ItemRow)
+                     for pos, it in enumerate(items)]
 
         def work() -> None:
+            if claim:
+                self._take(run_id)
+            if self.db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
+                raise ShootoutError(f"run {run_id} was started by another process a moment ago",
+                                    f"run the command again to resume it, or pick another run id")
             self.db.execute(
                 "INSERT INTO runs (run_id, created_at, task, seed, iterations, config_path, config_text,"
                 " settings_json, versions_json, hardware_json, task_json) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, now_iso(), task, seed, iterations, config_path, config_text, json.dumps(settings),
                  json.dumps(versions), json.dumps(hardware), json.dumps(task_info or {})))
-            self.db.executemany("INSERT INTO items (run_id, item_id, position, split, text, target_label, "
-                                "target_value, fields_json) VALUES (?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany(rows.insert_sql("items", ItemRow), item_rows)
 
-        with self._writing():
-            self._transaction(work)
+        self._write(work)
 
-    def _transaction(self, work) -> None:
-        self.db.execute("BEGIN")
+    # a run has one writer: the process that claimed it, while it runs
+    def _take(self, run_id: str) -> None:
+        """Inside a write transaction: make this process the run's writer, or raise RunBusy."""
+        pid, host, began = files.me()
+        held = self.db.execute("SELECT pid, host, process_started, claimed_at FROM writers WHERE run_id=?",
+                               (run_id,)).fetchone()
+        if held is not None and (held[0], held[1]) != (pid, host) and files.alive(held[0], held[1], held[2]):
+            where = "" if held[1] == files.HOST else f" on {held[1]}"
+            raise files.RunBusy(
+                f"run {run_id} is being written by another process (pid {held[0]}{where}, since {held[3]})",
+                "let it finish, or start another run (leave out --run-id)" + (
+                    "" if held[1] == files.HOST else f"; if nothing runs there any more: sqlite3 {self.path} "
+                                                     f"\"DELETE FROM writers WHERE run_id='{run_id}'\""))
+        self.db.execute(rows.insert_sql("writers", WriterRow, verb="INSERT OR REPLACE"),
+                        rows.values(WriterRow(run_id=run_id, pid=pid, host=host, process_started=began,
+                                              claimed_at=now_iso()), WriterRow))
+        self._claims.add(run_id)
+
+    def claim_run(self, run_id: str) -> None:
+        """This process becomes the writer of ``run_id``; RunBusy (exit 2) names the process that is
+        writing it. A claim whose process has ended is taken over (a killed run resumes)."""
+        self._write(lambda: self._take(run_id))
+
+    def release_run(self, run_id: str) -> None:
+        """The run is no longer written by this process (best effort: a claim left behind dies with us)."""
+        self._claims.discard(run_id)
+        if self.readonly:
+            return
+        pid, host, _ = files.me()
         try:
-            work()
-            self.db.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
-
-    def run(self, run_id: str) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
-
-    def task_info(self, run_id: str) -> dict:
-        row = self.run(run_id)
-        return json.loads(row["task_json"] or "{}") if row else {}
-
-    def latest_run_id(self) -> str | None:
-        row = self.db.execute("SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
-        return row[0] if row else None
-
-    def run_ids(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT run_id FROM runs ORDER BY created_at, rowid")]
+            with self._disk_guard():
+                self.db.execute("DELETE FROM writers WHERE run_id=? AND pid=? AND host=?", (run_id, pid, host))
+        except (sqlite3.Error, ShootoutError):
+            pass
 
     def finish_run(self, run_id: str) -> None:
-        with self._writing():
-            self.db.execute("UPDATE runs SET finished_at=? WHERE run_id=?", (now_iso(), run_id))
+        self._write(lambda: self.db.execute("UPDATE runs SET finished_at=? WHERE run_id=?", (now_iso(), run_id)))
 
-    def items(self, run_id: str) -> list:
-        """The run's items, in their stored order."""
-        from benchmark.tasks.base import Item
+    # ----------------------------------------------------------------- calls and loads
+    @staticmethod
+    def _call_values(row: CallRow | dict[str, Any], stamp: str) -> list[Any]:
+        call = rows.row_of(CallRow, row)
+        if call.created_at is None:
+            call = dataclasses.replace(call, created_at=stamp)
+        return rows.values(call, CallRow)
 
-        rows = self.db.execute("SELECT * FROM items WHERE run_id=? ORDER BY position", (run_id,)).fetchall()
-        return [Item(id=r["item_id"], text=r["text"], label=r["target_label"], value=r["target_value"],
-                     split=r["split"], fields=json.loads(r["fields_json"] or "{}")) for r in rows]
-
-    # ----------------------------------------------------------------- calls
-    def done_keys(self, run_id: str, model: str) -> set[tuple[int, str]]:
-        rows = self.db.execute("SELECT iteration, item_id FROM calls WHERE run_id=? AND model=?", (run_id, model))
-        return {(r[0], r[1]) for r in rows}
-
-    def add_call(self, row: dict[str, Any]) -> bool:
+    def add_call(self, row: CallRow | dict[str, Any]) -> bool:
         """Store one call in its own transaction; False if that call was already stored."""
-        row = {**row, "created_at": row.get("created_at") or now_iso()}
-        values = [row.get(k) for k in CALL_FIELDS]
-        with self._writing():
-            cur = self.db.execute(
-                f"INSERT OR IGNORE INTO calls ({', '.join(CALL_FIELDS)}) VALUES ({', '.join('?' * len(CALL_FIELDS))})",
-                values)
+        values = self._call_values(row, now_iso())
+        cur = self._write(lambda: self.db.execute(rows.insert_sql("calls", CallRow, verb="INSERT OR IGNORE"), values))
         return cur.rowcount == 1
 
-    def add_calls(self, rows: Iterable[dict[str, Any]]) -> None:
+    def add_calls(self, calls: Iterable[CallRow | dict[str, Any]]) -> None:
         """Many calls in one transaction (synthetic results, merges)."""
         stamp = now_iso()
-        values = [[{**r, "created_at": r.get("created_at") or stamp}.get(k) for k in CALL_FIELDS] for r in rows]
-        with self._writing():
-            self._transaction(lambda: self.db.executemany(f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) "
-                                                          f"VALUES ({', '.join('?' * len(CALL_FIELDS))})", values))
+        values = [self._call_values(r, stamp) for r in calls]
+        self._write(lambda: self.db.executemany(rows.insert_sql("calls", CallRow), values))
 
     def add_model_load(self, run_id: str, model: str, backend: str, load_seconds: float | None,
                        warmup_seconds: float | None, warmup_prompt_tokens: int | None, engine: dict, *,
@@ -240,15 +368,26 @@ class Store:
         """One model load (per endpoint), with the engine's facts and the memory it took
         (``memory``: rss_mb, kv_cache_mb, vram_mb, where known)."""
         mem = memory or {}
-        with self._writing():
-            self.db.execute(
-                "INSERT INTO model_loads (run_id, model, backend, load_seconds, warmup_seconds, warmup_prompt_tokens,"
-                " engine_json, created_at, endpoint, rss_mb, kv_cache_mb, vram_mb) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, model, backend, load_seconds, warmup_seconds, warmup_prompt_tokens, json.dumps(engine),
-                 now_iso(), endpoint, mem.get("rss_mb"), mem.get("kv_cache_mb"), mem.get("vram_mb")))
+        self.add_loads([LoadRow(run_id=run_id, model=model, backend=backend, load_seconds=load_seconds,
+                                warmup_seconds=warmup_seconds, warmup_prompt_tokens=warmup_prompt_tokens,
+                                engine_json=json.dumps(engine), created_at=now_iso(), endpoint=endpoint,
+                                rss_mb=mem.get("rss_mb"), kv_cache_mb=mem.get("kv_cache_mb"),
+                                vram_mb=mem.get("vram_mb"))])
 
-    def calls(self, run_id: str) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM calls WHERE run_id=? ORDER BY id", (run_id,)).fetchall()
+    def add_loads(self, loads: Iterable[LoadRow | dict[str, Any]]) -> None:
+        values = [rows.values(rows.row_of(LoadRow, r), LoadRow) for r in loads]
+        self._write(lambda: self.db.executemany(rows.insert_sql("model_loads", LoadRow), values))
 
-    def count_calls(self, run_id: str) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM calls WHERE run_id=?", (run_id,)).fetchone()[0]
+    # ----------------------------------------------------------------- arms
+    def add_arms(self, arms: Iterable[ArmFacts]) -> None:
+        """The facts of arms as a run starts them; an arm already stored keeps its facts."""
+        values = [rows.values(a, ArmFacts) for a in arms]
+        self._write(lambda: self.db.executemany(rows.insert_sql("arms", ArmFacts, verb="INSERT OR IGNORE"), values))
+
+    def complete_arm(self, run_id: str, model: str, *, model_bytes: int | None = None,
+                     digest: str | None = None) -> None:
+        """What a load tells about an arm (the server's model size, a digest) where it was not known."""
+        self._write(lambda: self.db.execute(
+            "UPDATE arms SET model_bytes = COALESCE(model_bytes, ?), digest = COALESCE(?, digest) "
+            "WHERE run_id=? AND model=?", (model_bytes, digest, run_id, model)))
+

@@ -8,8 +8,9 @@ scorer that declares the metrics it reports.
   reply model (Ollama ``format``, OpenAI ``response_format``) and, for llama.cpp, a GBNF grammar.
 - ``Choices``: for label tasks, the text before the label and each label's continuation, so an
   engine can score every label from one prompt evaluation (log-probability mode).
-- ``Scorer``: ``kind`` ("label" or "value"), how one answer scores against its item, and the
-  metrics (names in ``benchmark.metrics.METRICS``) the report shows for the task.
+- ``Scorer``: ``kind`` ("label" or "value"), what the answers are (labels; a value range, whether
+  its sign or whole numbers mean something) and the metrics (names in ``benchmark.metrics.METRICS``,
+  in order) the report shows for the task: the only list of the report's columns.
 
 The runner, store, statistics and report work with these types only: a new task is one module
 (or, for classification, one block of config.yaml) and changes none of them.
@@ -18,7 +19,7 @@ The runner, store, statistics and report work with these types only: a new task 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -63,35 +64,76 @@ class LabelScorer:
     positive: str | None = None          # the positive class of a binary task
     betas: tuple[float, ...] = ()        # F-beta scores to report (besides F1)
     kind: Literal["label"] = "label"
-    metrics: tuple[str, ...] = ("accuracy", "accuracy_answered", "balanced_accuracy", "macro_f1", "kappa",
-                                "vote_accuracy", "self_consistency", "invalid_rate", "s_per_sample",
-                                "cost_per_1k")
 
-    def score(self, answer: Answer, item: Item) -> float | None:
-        if item.label is None:
-            return None
-        return float(answer.valid and answer.label == item.label)
+    def facts(self) -> dict[str, Any]:
+        """What a run stores of this scorer (``TaskInfo``), to rebuild it with ``from_facts``."""
+        return {"labels": list(self.labels), "positive": self.positive, "betas": list(self.betas)}
+
+    @classmethod
+    def from_facts(cls, info: "TaskInfo") -> "LabelScorer":
+        return cls(tuple(info.labels), info.positive, tuple(info.betas))
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics the report shows for this task, in order (names in ``benchmark.metrics``)."""
+        binary = ("precision", "recall", "f1") if self.positive is not None else ()
+        return ("accuracy", "accuracy_answered", "balanced_accuracy", "macro_f1", "kappa", *binary,
+                *(f"f_beta_{b:g}" for b in self.betas), "vote_accuracy", "self_consistency", "invalid_rate",
+                "s_per_sample", "gen_tok_s", "cost_per_1k")
 
 
 @dataclass(frozen=True)
 class ValueScorer:
-    """A number per reply (e.g. a sentiment in [-1, 1]), against a gold value when the item has one."""
+    """A number per reply in [low, high] (a sentiment in [-1, 1], a rating on 1..5), against a gold value
+    when the item has one. An unanswered call scores the worst error on that range.
 
-    name: str = "value"                  # what the value is called in reports ("sentiment")
+    ``direction``: the sign of the value means something (sentiment: negative / neutral / positive, with
+    the report's neutral band around 0): direction accuracy and agreement are reported; needs a range
+    around 0. ``integer``: the values are whole numbers on an ordinal scale (a 1-5 rating): exact and
+    within-one accuracy and the quadratic-weighted kappa are reported. ``confidence``: the reply states
+    a confidence (calibration)."""
+
+    name: str = "value"                  # what the value is called in reports ("sentiment", "rating")
     low: float = -1.0
     high: float = 1.0
+    direction: bool = True
+    integer: bool = False
+    confidence: bool = True
     kind: Literal["value"] = "value"
-    metrics: tuple[str, ...] = ("s_per_sample", "valid_rate", "value_variance", "mean_value", "mean_confidence",
-                                "gen_tok_s", "mae", "sign_accuracy")
 
-    def score(self, answer: Answer, item: Item) -> float | None:
-        """Absolute error against the gold value (None when the item has none or the reply is invalid)."""
-        if item.value is None or not answer.valid or answer.value is None:
-            return None
-        return abs(answer.value - item.value)
+    def __post_init__(self):
+        if not self.low < self.high:
+            raise ValueError(f"a value range needs low < high, got [{self.low:g}, {self.high:g}]")
+        if self.direction and not self.low < 0 < self.high:
+            raise ValueError(f"direction (the sign of the value, with a neutral band around 0) needs a range around "
+                             f"0, got [{self.low:g}, {self.high:g}]")
+
+    def facts(self) -> dict[str, Any]:
+        """What a run stores of this scorer (``TaskInfo``), to rebuild it with ``from_facts``."""
+        return {"value_name": self.name, "low": float(self.low), "high": float(self.high),
+                "direction": bool(self.direction), "integer": bool(self.integer), "confidence": bool(self.confidence)}
+
+    @classmethod
+    def from_facts(cls, info: "TaskInfo") -> "ValueScorer":
+        """The scorer a run stored; what a run stored before ranges were (layout 1-3 runs: sentiment)
+        takes the sentiment convention, this class's defaults."""
+        known = {k: v for k, v in (("low", info.low), ("high", info.high), ("direction", info.direction),
+                                   ("integer", info.integer), ("confidence", info.confidence)) if v is not None}
+        return cls(info.value_name or info.name, **known)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics the report shows for this task, in order (names in ``benchmark.metrics``); those
+        against the gold value need a run whose items have one."""
+        return ("s_per_sample", "valid_rate", "value_variance", "mean_value",
+                *(("mean_confidence",) if self.confidence else ()), "gen_tok_s", "mae", "mae_answered",
+                *(("sign_accuracy", "sign_accuracy_answered") if self.direction else ()),
+                *(("exact_accuracy", "within_one_accuracy", "weighted_kappa") if self.integer else ()),
+                "cost_per_1k")
 
 
 Scorer = LabelScorer | ValueScorer
+SCORERS: dict[str, type] = {"label": LabelScorer, "value": ValueScorer}  # a scorer's kind -> its class
 
 
 @runtime_checkable
@@ -178,7 +220,10 @@ def strict_config() -> ConfigDict:
 
 @dataclass
 class TaskInfo:
-    """What a run stores about its task (the ``task_json`` of a run row)."""
+    """What a run stores about its task (the ``task_json`` of a run row), and what the report reads back:
+    the kind, how to name items and values, the labels, the value range and what it means. A run stored
+    before the range was (``low`` ... missing) follows the sentiment convention: [-1, 1], direction with
+    a neutral band, values not whole numbers, a stated confidence (``stored``)."""
 
     name: str
     kind: str
@@ -188,11 +233,52 @@ class TaskInfo:
     betas: list[float] = field(default_factory=list)
     value_name: str | None = None
     variants: list[str | None] = field(default_factory=list)
+    low: float | None = None
+    high: float | None = None
+    direction: bool | None = None
+    integer: bool | None = None
+    confidence: bool | None = None
 
     @classmethod
     def of(cls, task: Task) -> "TaskInfo":
         s = task.scorer
-        if s.kind == "label":
-            return cls(task.name, "label", task.item_noun, list(s.labels), s.positive, list(s.betas),
-                       variants=list(task.variants))
-        return cls(task.name, "value", task.item_noun, value_name=s.name, variants=list(task.variants))
+        return cls(task.name, s.kind, task.item_noun, variants=list(task.variants), **s.facts())
+
+    @classmethod
+    def stored(cls, data: dict | None, name: str = "task") -> "TaskInfo":
+        """A run's stored task; what an older run did not store takes its scorer's defaults (for a value
+        task, the sentiment convention)."""
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data.setdefault("name", name)
+        data.setdefault("kind", "value")
+        data.setdefault("item_noun", "item")
+        info = cls(**data)
+        if info.kind in SCORERS:  # filled in from the scorer the run used
+            for k, v in info.scorer().facts().items():
+                setattr(info, k, v)
+        return info
+
+    def scorer(self) -> Scorer:
+        """The scorer this task was run with (its declared metrics are the report's columns)."""
+        return SCORERS[self.kind].from_facts(self)
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return (self.low, self.high) if self.low is not None else (-1.0, 1.0)
+
+    def describe(self) -> list[tuple[str, str]]:
+        """The task's answers in words, for Run Info: its labels, or its value range and what it means."""
+        out = []
+        if self.labels:
+            out.append(("labels", ", ".join(self.labels)))
+        if self.low is not None:
+            out.append((f"{self.value_name or 'value'} range", f"[{self.low:g}, {self.high:g}]"
+                        + (", whole numbers" if self.integer else "") + (", signed (direction)" if self.direction
+                                                                         else "")))
+        return out
+
+    @property
+    def noun(self) -> str:
+        return self.item_noun or "item"

@@ -26,19 +26,18 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-class DataSpec(_Spec):
-    """Where the labelled items come from, and how they are split."""
+class DataSource(_Spec):
+    """Where a task's items come from, and how they are split (the columns of the gold answer are the
+    task's own: ``DataSpec.label`` here, ``ScoreDataSpec.value`` for a score task)."""
 
     path: str | None = Field(None, description="one file or folder, split by `splits` (relative to config.yaml)")
     files: dict[str, str] | None = Field(None, description="split name -> file, when the data comes pre-split")
     format: Literal["csv", "tsv", "jsonl", "json", "parquet", "alpaca", "sharegpt", "folder"] | None = None
     text: str = Field("text", description="the text column")
-    label: str = Field("label", description="the label column")
     id: str | None = Field(None, description="the id column (default: a hash of the text and row)")
     split: str | None = Field(None, description="a column naming each row's split")
     fields: list[str] = Field(default_factory=list, description="extra columns kept with each item")
     encoding: str = "utf-8"
-    label_map: dict[str, str] | None = Field(None, description="raw label -> label name (e.g. '0': negative)")
     header_lines: int = Field(0, ge=0, description="folder layout: leading lines of each file kept as fields "
                                                     "(livedoor: url, date, title)")
     splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1},
@@ -54,11 +53,59 @@ class DataSpec(_Spec):
         return [v] if isinstance(v, str) else v
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataSpec":
+    def _one_source(self) -> "DataSource":
         if bool(self.path) == bool(self.files):
             raise ValueError("give either data.path (one file, split by data.splits) or data.files "
                              "(split name -> file)")
         return self
+
+
+class DataSpec(DataSource):
+    """Where the labelled items come from, and how they are split."""
+
+    label: str = Field("label", description="the label column")
+    label_map: dict[str, str] | None = Field(None, description="raw label -> label name (e.g. '0': negative)")
+
+
+def read_data(d: DataSource, base_dir, label: str, label_map: dict[str, str] | None = None) -> list[Item]:
+    """Every row of a data block as items, the gold answer (column ``label``) read as their label; the
+    items of pre-split files carry their split."""
+    from pathlib import Path
+
+    from benchmark import data
+
+    def resolve(p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else Path(base_dir or ".") / path
+
+    opts: dict[str, Any] = dict(format=d.format, text=d.text, label=label, id=d.id, split=d.split,
+                                fields=tuple(d.fields), encoding=d.encoding, label_map=label_map)
+    if d.header_lines:
+        opts["header_lines"] = d.header_lines
+    if d.files:
+        items: list[Item] = []
+        for split, path in d.files.items():
+            items += [i.model_copy(update={"split": split}) for i in data.read_items(resolve(path), **opts)]
+        return items
+    return data.read_items(resolve(d.path), **opts)
+
+
+def evaluated(items: list[Item], d: DataSource, task: str) -> list[Item]:
+    """The items of the evaluated split(s), each capped at ``max_items`` (stratified by label)."""
+    from benchmark import data
+    from core.errors import ShootoutError
+
+    out: list[Item] = []
+    for split in d.evaluate:
+        chosen = [i for i in items if i.split == split]
+        if not chosen:
+            have = sorted({i.split or "(none)" for i in items})
+            raise ShootoutError(f"task '{task}': no items in the split '{split}' (splits: {', '.join(have)})",
+                                "set task.data.evaluate to one of those splits")
+        if d.max_items and len(chosen) > d.max_items:
+            chosen = data.stratified_sample(chosen, d.max_items, seed=d.seed)
+        out += chosen
+    return out
 
 
 class FewShotSpec(_Spec):
@@ -146,27 +193,12 @@ class ClassifyTask:
         self._pool: list[Item] = []
 
     # ------------------------------------------------------------------ data
-    def _resolve(self, p: str):
-        from pathlib import Path
-
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else self.base_dir / path
-
     def all_items(self) -> list[Item]:
         """Every labelled item of the data block, merged and split (train, validation, test...)."""
         from benchmark import data
 
         d = self.spec.data
-        opts: dict[str, Any] = dict(format=d.format, text=d.text, label=d.label, id=d.id, split=d.split,
-                                    fields=tuple(d.fields), encoding=d.encoding, label_map=d.label_map)
-        if d.header_lines:
-            opts["header_lines"] = d.header_lines
-        if d.files:
-            items: list[Item] = []
-            for split, path in d.files.items():
-                items += [i.model_copy(update={"split": split}) for i in data.read_items(self._resolve(path), **opts)]
-        else:
-            items = data.read_items(self._resolve(d.path), **opts)
+        items = read_data(d, self.base_dir, d.label, d.label_map)
         if self.spec.merge:
             items = data.merge_labels(items, self.spec.merge, keep_unmapped=True)
         from core.errors import ShootoutError
@@ -181,22 +213,9 @@ class ClassifyTask:
         return items
 
     def load_items(self, cfg=None, warn: Callable[[str], None] | None = None) -> list[Item]:
-        from benchmark import data
-        from core.errors import ShootoutError
-
         items = self.all_items()
         self._pool = items
-        out: list[Item] = []
-        for split in self.spec.data.evaluate:
-            chosen = [i for i in items if i.split == split]
-            if not chosen:
-                have = sorted({i.split or "(none)" for i in items})
-                raise ShootoutError(f"task '{self.name}': no items in the split '{split}' (splits: {', '.join(have)})",
-                                    "set task.data.evaluate to one of those splits")
-            if self.spec.data.max_items and len(chosen) > self.spec.data.max_items:
-                chosen = data.stratified_sample(chosen, self.spec.data.max_items, seed=self.spec.data.seed)
-            out += chosen
-        return out
+        return evaluated(items, self.spec.data, self.name)
 
     def few_shot_items(self, k: int) -> list[Item]:
         from benchmark import data
