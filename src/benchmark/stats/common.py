@@ -20,8 +20,9 @@ CALL_COLUMNS = ["model", "family", "quant", "backend", "prompt_style", "variant"
 
 def load_frames(store, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(calls, items, model_loads) of one run; an item's fields (ticker, title, ...) become columns."""
-    calls = pd.read_sql_query(f"SELECT {', '.join(CALL_COLUMNS)} FROM calls WHERE run_id=? ORDER BY id", store.db,
-                              params=(run_id,))
+    calls = pd.read_sql_query(f"SELECT {', '.join(CALL_COLUMNS)}, position FROM calls WHERE run_id=? ORDER BY id",
+                              store.db, params=(run_id,))
+    calls = _in_run_order(calls, store.run(run_id))
     items = pd.read_sql_query("SELECT item_id, position, split, target_label, target_value, fields_json "
                               "FROM items WHERE run_id=? ORDER BY position", store.db, params=(run_id,))
     if len(items):
@@ -34,6 +35,27 @@ def load_frames(store, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
                               " vram_mb FROM model_loads WHERE run_id=?", store.db, params=(run_id,))
     calls["valid"] = calls["valid"].astype(bool)
     return calls, items, loads
+
+
+def _in_run_order(calls: pd.DataFrame, run) -> pd.DataFrame:
+    """The calls in the order one box asks them: the config's models (then prompt variants), each
+    iteration in its item order; so that models and items show in the same order (and a tie for a
+    family's reference goes the same way) however the calls were stored: shards merged or arriving
+    from a cluster, a run resumed model by model. Models the config no longer lists follow, in the
+    order they were stored."""
+    if calls.empty or run is None:
+        return calls.drop(columns="position")
+    models = {m.get("name"): k for k, m in enumerate(json.loads(run["settings_json"] or "{}").get("models") or [])}
+    variants = {v: k for k, v in enumerate(json.loads(run["task_json"] or "{}").get("variants") or [])}
+    stored = list(pd.unique(calls["model"]))
+
+    def arm(name: str) -> tuple:
+        entry, _, variant = name.partition("@")
+        return models.get(entry, len(models)), variants.get(variant, -1), stored.index(name)
+
+    rank = {name: k for k, name in enumerate(sorted(stored, key=arm))}
+    order = calls.assign(_arm=calls["model"].map(rank)).sort_values(["_arm", "iteration", "position"], kind="stable")
+    return order.drop(columns=["_arm", "position"]).reset_index(drop=True)
 
 
 def model_order(calls: pd.DataFrame) -> list[str]:
