@@ -212,3 +212,32 @@ def test_merge_over_a_folder_and_a_glob(shard_files, tmp_path):
     r = shootout("merge", str(root / "nowhere-*.sqlite"), "--out", str(tmp_path / "z.sqlite"))
     assert r.returncode == 2 and "matches no file" in r.stderr
     assert not any((tmp_path / n).exists() for n in ("x.sqlite", "y.sqlite", "z.sqlite"))
+
+
+def test_the_example_job_files_give_each_task_its_own_shard():
+    """examples/cluster: every task of the SLURM array and every pod of the Indexed Job runs `--shard auto`
+    and gets a shard of its own, the files covering 1..n once."""
+    import re
+    import shlex
+
+    from ruamel.yaml import YAML
+
+    slurm = (ROOT / "examples" / "cluster" / "slurm-array.sh").read_text()
+    low, high = map(int, re.search(r"#SBATCH --array=(\d+)-(\d+)$", slurm, re.M).groups())
+    command = shlex.split(next(line for line in slurm.splitlines() if line.startswith("shootout run")))
+    assert command[command.index("--shard") + 1] == "auto"
+    env = {"SLURM_ARRAY_TASK_MIN": str(low), "SLURM_ARRAY_TASK_MAX": str(high),
+           "SLURM_ARRAY_TASK_COUNT": str(high - low + 1)}
+    shards = [resolve_shard("auto", env={**env, "SLURM_ARRAY_TASK_ID": str(t)}) for t in range(low, high + 1)]
+    assert sorted(s.index for s in shards) == list(range(1, high - low + 2))
+
+    job = YAML(typ="safe").load((ROOT / "examples" / "cluster" / "k8s-indexed-job.yaml").read_text())
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    command = spec["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--shard") + 1] == "auto"
+    count = int(command[command.index("--shard-count") + 1])
+    assert count == spec["completions"]
+    shards = [resolve_shard("auto", count=count, env={"JOB_COMPLETION_INDEX": str(k)}) for k in range(count)]
+    assert [shard_database("results.sqlite", s.index, s.count).name for s in shards] == [
+        f"results.shard-{k:02d}-of-{count:02d}.sqlite" for k in range(1, count + 1)]
