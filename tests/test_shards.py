@@ -241,3 +241,29 @@ def test_the_example_job_files_give_each_task_its_own_shard():
     shards = [resolve_shard("auto", count=count, env={"JOB_COMPLETION_INDEX": str(k)}) for k in range(count)]
     assert [shard_database("results.sqlite", s.index, s.count).name for s in shards] == [
         f"results.shard-{k:02d}-of-{count:02d}.sqlite" for k in range(1, count + 1)]
+
+
+def test_ray_shards_are_planned_by_model_or_item_with_the_resources_they_reserve(tmp_path):
+    """The executor's plan (no Ray needed): one shard per model by default, models grouped by --shard-count,
+    items split by --shard-by item; each reserves the most its models ask, and one no node holds is refused."""
+    from benchmark.config import load_config
+    from benchmark.run.executors import check_resources, parse_executor, plan_shards
+
+    config = two_model_config(tmp_path, models=("a", "b", "c"))
+    config.write_text(config.read_text().replace("name: b, ", "name: b, resources: {num_gpus: 1, num_cpus: 4}, "))
+    cfg = load_config(config)
+    plan = plan_shards(cfg, "model", None, None, nodes=1)
+    assert [(j.index, j.count, j.models, j.num_gpus, j.num_cpus) for j in plan] == [
+        (1, 3, ["a"], 0, 1), (2, 3, ["b"], 1, 4), (3, 3, ["c"], 0, 1)]
+    assert [j.models for j in plan_shards(cfg, "model", 2, None, nodes=1)] == [["a", "c"], ["b"]]
+    assert [j.models for j in plan_shards(cfg, "model", None, ["a", "c"], nodes=1)] == [["a"], ["c"]]
+    items = plan_shards(cfg, "item", None, None, nodes=4)  # one shard per node
+    assert [(j.label(), j.models, j.num_gpus, j.num_cpus) for j in items] == [(f"shard {k}/4", None, 1, 4)
+                                                                              for k in range(1, 5)]
+    check_resources(plan, [{"CPU": 2.0}, {"CPU": 8.0, "GPU": 1.0}])
+    with pytest.raises(ShootoutError) as e:
+        check_resources(plan, [{"CPU": 2.0}, {"CPU": 2.0, "GPU": 2.0}])
+    assert e.value.message.startswith("shard 2/3 (b) needs 1 GPU(s) and 4 CPU(s) on one node")
+    assert parse_executor("ray") == parse_executor("ray:") and parse_executor("ray").address is None
+    assert parse_executor("ray:ray://head:10001").address == "ray://head:10001"
+    assert parse_executor(None) is None and parse_executor("local") is None

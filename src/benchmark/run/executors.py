@@ -178,7 +178,8 @@ def run_ray(cfg, *, address: str | None = None, run_id: str | None = None, resum
             seeds = _share_out(store, run_id, runner.all_arms, items, iterations, jobs)
             _drive(ray, cfg, store, runner, result, items, iterations, seeds, console, progress)
             if not result.stopped and store.count_calls(run_id) >= iterations * len(items) * len(runner.all_arms):
-                store.finish_run(run_id)
+                if store.run(run_id)["finished_at"] is None:
+                    store.finish_run(run_id)
                 result.finished = True
         return result
     finally:

@@ -192,6 +192,12 @@ def shard_database(database: str | Path, index: int, count: int) -> Path:
     return database.with_name(f"{database.stem}.shard-{index:0{width}d}-of-{count:0{width}d}{database.suffix}")
 
 
+def database_for(cfg, shard: Shard | None) -> Path:
+    """The results file a run writes: ``run.database``, or its shard's file beside it."""
+    database = cfg.resolve(cfg.run.database)
+    return shard_database(database, shard.index, shard.count) if shard else database
+
+
 def shard_of_file(path: str | Path) -> tuple[int, int] | None:
     """(index, count) of a file named by :func:`shard_database`, else None."""
     m = SHARD_FILE.search(Path(path).stem)
