@@ -1,5 +1,6 @@
 """Executors: where a run's shards run. ``ray[:ADDRESS]`` (``pip install 'gguf-shootout[ray]'``) sends
-one Ray task per shard to a cluster (a local one when no address is given and none is running).
+one Ray task per shard to a cluster (a local one when no address is given and none is running); Ray
+is imported inside the functions that need it.
 
 - Shards are by model by default: each model's calls run on one node, the task reserving the
   model's ``resources`` (``num_gpus``, ``num_cpus``; config ``models[].resources``); ``--shard-count``
@@ -14,12 +15,11 @@ one Ray task per shard to a cluster (a local one when no address is given and no
   call a task stored is in its shard file; ``--resume`` sends the unfinished shards again, each
   task first taking back the calls the driver already holds for its shard (a node without the old
   shard file does not ask them again) and sending the ones the driver lacks.
-
-Ray is imported only here, inside the functions that need it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -85,10 +85,13 @@ class ExecutorResult:
     run_id: str
     database: Path
     shards: list[ShardJob]
-    stored: int = 0
     finished: bool = False
     stopped: bool = False
     too_long: list[tuple[str, str, int, int]] = field(default_factory=list)
+
+    @property
+    def stored(self) -> int:
+        return sum(j.stored for j in self.shards)
 
     @property
     def failed(self) -> list[ShardJob]:
@@ -129,11 +132,8 @@ def check_resources(jobs: list[ShardJob], nodes: list[dict]) -> None:
 
 def resumable_run(store, cfg) -> str | None:
     """The latest unfinished run of this config in ``store`` (what ``--resume`` continues)."""
-    for rid in reversed(store.run_ids()):
-        row = store.run(rid)
-        if row["finished_at"] is None and row["config_text"] == cfg.text:
-            return rid
-    return None
+    return next((rid for rid in reversed(store.run_ids())
+                 if (row := store.run(rid))["finished_at"] is None and row["config_text"] == cfg.text), None)
 
 
 def run_with_executor(cfg, executor: str | Executor, **kw) -> ExecutorResult:
@@ -255,16 +255,14 @@ def _drive(ray, cfg, store, runner, result, items, iterations, seeds, console, p
         except KeyboardInterrupt:
             result.stopped = True
             for gen in pending:
-                try:
+                with contextlib.suppress(Exception):  # a task that ended meanwhile
                     ray.cancel(gen, force=True)
-                except Exception:  # a task that ended meanwhile
-                    pass
-    result.stored = sum(j.stored for j in result.shards)
     for job in result.failed:
-        console.print(styled(("shard stopped", "yellow"), f": {job.label()}{_on(job)}: {job.reason}; {job.stored} of "
-                             f"its calls are stored in {result.database}, the rest of its shard file on that node. "
-                             f"Resume with `shootout run --config {cfg.source} --executor ray --run-id "
-                             f"{result.run_id}` (or --resume)"))
+        console.print(styled(("shard stopped", "yellow"), f": {job.label()}{_on(job)}: {job.reason}. Stored in "
+                             f"{result.database}: {job.stored} of its calls and every call of the shards that ended. "
+                             f"Resume with `shootout run --config {cfg.source} --executor ray --run-id {result.run_id}` "
+                             f"(or --resume): only the unfinished shards run again, each from its shard file "
+                             f"({shard_database(result.database, job.index, job.count).name}) where its node has it"))
 
 
 def _on(job: ShardJob) -> str:
@@ -277,12 +275,11 @@ def _reason(exc) -> str:
     if isinstance(cause, ShootoutError):
         return cause.message + (f" ({cause.hint})" if cause.hint else "")
     name = type(exc).__name__
-    if "WorkerCrashed" in name or "ActorDied" in name:
-        return "its worker process died"
-    if "NodeDied" in name or "ObjectLost" in name or "OwnerDied" in name:
-        return "its node left the cluster"
-    if "Cancelled" in name:
-        return "it was cancelled"
+    for words, says in ((("WorkerCrashed", "ActorDied"), "its worker process died"),
+                        (("NodeDied", "ObjectLost", "OwnerDied"), "its node left the cluster"),
+                        (("Cancelled",), "it was cancelled")):
+        if any(w in name for w in words):
+            return says
     text = str(cause or exc).strip().splitlines()
     return f"{name}: {text[-1] if text else ''}"
 
@@ -303,9 +300,8 @@ def _receive(store, result: ExecutorResult, job: ShardJob, msg: dict, console) -
                                  load["warmup_seconds"], load["warmup_prompt_tokens"],
                                  json.loads(load["engine_json"] or "{}"), endpoint=load["endpoint"] or job.node,
                                  memory={k: load[k] for k in ("rss_mb", "kv_cache_mb", "vram_mb") if k in load})
-        for line in msg["log"].splitlines():
-            if line.strip():
-                console.print(f"{job.label()}{_on(job)}: {line}")
+        for line in filter(str.strip, msg["log"].splitlines()):
+            console.print(f"{job.label()}{_on(job)}: {line}")
     elif msg["kind"] == "done":
         result.too_long += [tuple(t) for t in msg["too_long"]]
 
@@ -339,13 +335,10 @@ def _shard_task(p: dict):
     from core import sysinfo
     from core.console import make_console
 
-    try:
-        import ray
+    import ray
 
-        ip = ray.util.get_node_ip_address()
-    except Exception:  # outside a Ray worker (tests of the task itself)
-        ip = None
-    node = f"{platform.node()} ({ip})" if ip else platform.node()
+    node = f"{platform.node()} ({ray.util.get_node_ip_address()})"
+    os.environ["SHOOTOUT_THREADS"] = str(p["threads"])  # llama.cpp: as many threads as the task reserved CPUs
     cfg = parse_config(p["config_text"], source=p["config_source"], base_dir=Path(p["base_dir"]), check_files=False)
     path, run_id = Path(p["database"]), p["run_id"]
     hardware, versions = sysinfo.hardware(), sysinfo.versions()
@@ -365,8 +358,6 @@ def _shard_task(p: dict):
         outcome: dict = {}
 
         def work() -> None:
-            old = os.environ.get("SHOOTOUT_THREADS")
-            os.environ["SHOOTOUT_THREADS"] = str(p["threads"])  # as many threads as the task reserved CPUs
             try:
                 with Store(path) as store:
                     shard = (p["index"], p["count"], "item") if p["by"] == "item" else None
@@ -374,21 +365,16 @@ def _shard_task(p: dict):
                                                progress=False, models=p["models"], shard=shard).run()
             except BaseException as exc:  # raised again in the stream, after the rows stored before it
                 outcome["error"] = exc
-            finally:
-                if old is None:
-                    os.environ.pop("SHOOTOUT_THREADS", None)
-                else:
-                    os.environ["SHOOTOUT_THREADS"] = old
 
         worker = threading.Thread(target=work, name="shootout-shard", daemon=True)
         worker.start()
-        last_call = last_load = 0
-        shown = 0
+        last_call = last_load = shown = 0
         while True:
             running = worker.is_alive()
             calls, loads, last_call, last_load = _new_rows(reader, run_id, last_call, last_load)
             calls = [c for c in calls if (c["model"], c["iteration"], c["item_id"]) not in held]
-            text, shown = log.getvalue()[shown:], len(log.getvalue())
+            text = log.getvalue()[shown:]
+            shown += len(text)
             if calls or loads or text:
                 yield {"kind": "rows", "calls": calls, "loads": loads, "log": text}
             if not running:
