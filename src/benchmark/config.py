@@ -48,6 +48,15 @@ class ModelOptions(_Strict):
                                                                "timeout (default 2)")
 
 
+class Resources(_Strict):
+    """What a model's shard reserves on a node when a cluster executor places it (``run --executor ray``)."""
+
+    num_gpus: float = Field(0, ge=0, description="GPUs the model's shard reserves on its node (fractions share one); "
+                                                 "for llamacpp in process")
+    num_cpus: float = Field(1, gt=0, description="CPU cores it reserves; llama.cpp in process runs as many threads "
+                                                 "unless options.n_threads says otherwise")
+
+
 EMBEDDED = "embedded"  # a model path naming the embedded Gemma 3 270M GGUF (PyPI package)
 
 
@@ -71,6 +80,8 @@ class ModelEntry(_Strict):
     endpoints: list[str] | None = Field(None, min_length=1,
                                         description="ollama/openai: several servers hosting this model (host URLs / "
                                                     "base URLs); its calls are spread over them")
+    resources: Resources = Field(default_factory=Resources, description="run --executor ray: what the model's shard "
+                                                                        "reserves on its node")
 
     @model_validator(mode="after")
     def _backend_fields(self) -> "ModelEntry":
@@ -79,6 +90,9 @@ class ModelEntry(_Strict):
             raise ValueError(f"backend '{self.backend}' needs '{need}'")
         if self.endpoints and not BACKENDS[self.backend].endpoints:
             raise ValueError(f"backend '{self.backend}' runs in this process: endpoints are for ollama and openai")
+        if self.resources.num_gpus and BACKENDS[self.backend].endpoints:
+            raise ValueError(f"resources.num_gpus is for models run in process (llamacpp); backend '{self.backend}' "
+                             "runs on its server, which holds the GPUs")
         return self
 
 
