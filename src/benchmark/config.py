@@ -10,9 +10,11 @@ import io
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
-from benchmark.backends import BACKENDS
+from benchmark.backends import BACKENDS, DEFAULT_BACKEND, capable, describe, owners as backend_owners
+from benchmark.backends.base import BackendOptions, BackendSpec
 from benchmark.tasks.classify import ClassifyTaskSpec
 from core.errors import ConfigError
 
@@ -24,25 +26,39 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-class ModelOptions(_Strict):
-    """Per-model overrides of the run settings and engine knobs."""
+ModelOptions = BackendOptions  # the run overrides every backend takes; each backend's options model adds its own
 
-    temperature: float | None = Field(None, ge=0, le=2)
-    num_ctx: int | None = Field(None, ge=256)
-    num_predict: int | None = Field(None, ge=1)
-    n_threads: int | None = Field(None, ge=1, description="llamacpp: CPU threads (default: all cores)")
-    n_gpu_layers: int | None = Field(None, description="llamacpp: layers to offload (-1 = all)")
-    chat_template: str | None = Field(
-        None,
-        description="a built-in template name (chatml, llama3, gemma, mistral, phi3) or a Jinja "
-        "template; used when the GGUF has none, or to override it",
-    )
-    keep_alive: str | None = Field(None, description="ollama: how long the server keeps the model loaded")
-    api_key: str | None = Field(None, description="openai: bearer token, if the server wants one")
-    timeout_s: float | None = Field(None, gt=0, description="openai: wall-clock seconds allowed for one request "
-                                                            "(default 300)")
-    retries: int | None = Field(None, ge=0, le=10, description="openai: retries after a connection failure or a "
-                                                               "timeout (default 2)")
+
+def _options_for(backend: str, value: Any) -> BackendOptions:
+    """A model's ``options:`` validated with its backend's options model; a key another backend owns
+    is named with that backend, and every unknown key with the options allowed here."""
+    spec = BACKENDS[backend]
+    if isinstance(value, spec.options):
+        return value
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_unset=True)
+    try:
+        return spec.options.model_validate(value)
+    except ValidationError as exc:
+        errors = [_option_error(spec, e) if e["type"] == "extra_forbidden" and len(e["loc"]) == 1 else e
+                  for e in exc.errors()]
+        raise ValidationError.from_exception_data(exc.title, errors) from None
+
+
+def _option_error(spec: BackendSpec, e: dict) -> dict:
+    from pydantic_core import PydanticCustomError
+
+    key = str(e["loc"][0])
+    allowed = ", ".join(spec.options.model_fields)
+    owners = [b for b in backend_owners(key) if b != spec.name]
+    if owners:
+        them = " and ".join(owners)
+        text = (f"'{key}' is an option of the {them} backend{'s' if len(owners) > 1 else ''}, not of {spec.name} "
+                f"(this model's backend). Options allowed here: {allowed}. Remove it, or set backend: "
+                f"{' or '.join(owners)}.")
+        return {**e, "type": PydanticCustomError("foreign_option", text)}
+    text = f"unknown key '{key}'. Allowed keys here ({spec.name} options): {allowed}. Check the spelling or remove it."
+    return {**e, "type": PydanticCustomError("unknown_option", text)}
 
 
 EMBEDDED = "embedded"  # a model path naming the embedded Gemma 3 270M GGUF (PyPI package)
@@ -50,7 +66,7 @@ EMBEDDED = "embedded"  # a model path naming the embedded Gemma 3 270M GGUF (PyP
 
 class ModelEntry(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
-    backend: Literal[tuple(BACKENDS)] = "llamacpp"  # type: ignore[valid-type]
+    backend: str = Field(DEFAULT_BACKEND, description="; ".join(f"{n}: {describe(s)}" for n, s in BACKENDS.items()))
     path: str | None = Field(None, description="llamacpp: the GGUF file, or 'embedded' for the embedded "
                                                "Gemma 3 270M (Q4_K_M)")
     tag: str | None = Field(None, description="ollama: the model tag, e.g. llama3.1:8b-instruct-q4_K_M")
@@ -60,22 +76,45 @@ class ModelEntry(_Strict):
     quant: str
     prompt_style: Literal["few_shot", "zero_shot"] = "few_shot"
     system_prompt: str | None = Field(None, description="zero_shot: the system prompt the fine-tune was trained with")
-    options: ModelOptions = Field(default_factory=ModelOptions)
+    options: SerializeAsAny[BackendOptions] = Field(
+        default_factory=dict, description="run overrides (temperature, num_ctx, num_predict) and the backend's own "
+                                          "options; each backend's options model says which")
     manifest: str | None = Field(None, description="export manifest with this model's quant quality (default: "
                                                    "the one beside its GGUF, if any)")
     checkpoint: float | None = Field(None, ge=0, description="learning curves: the training step or epoch of this "
                                                               "checkpoint")
     endpoints: list[str] | None = Field(None, min_length=1,
-                                        description="ollama/openai: several servers hosting this model (host URLs / "
-                                                    "base URLs); its calls are spread over them")
+                                        description="several servers hosting this model (host URLs / base URLs); its "
+                                                    "calls are spread over them")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if v not in BACKENDS:
+            from pydantic_core import PydanticCustomError
+
+            names = [f"'{n}'" for n in BACKENDS]
+            expected = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return v
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _backend_options(cls, v: Any, info: ValidationInfo) -> Any:
+        backend = info.data.get("backend")
+        if backend not in BACKENDS:  # the backend's own error says what is wrong
+            return BackendOptions.model_construct()
+        return _options_for(backend, v)
 
     @model_validator(mode="after")
     def _backend_fields(self) -> "ModelEntry":
-        need = BACKENDS[self.backend].where
-        if getattr(self, need) in (None, "") and not (self.endpoints and need == "base_url"):
+        spec = BACKENDS[self.backend]
+        need = spec.where
+        if need and getattr(self, need) in (None, "") and not (self.endpoints and spec.where_is_endpoint):
             raise ValueError(f"backend '{self.backend}' needs '{need}'")
-        if self.endpoints and not BACKENDS[self.backend].endpoints:
-            raise ValueError(f"backend '{self.backend}' runs in this process: endpoints are for ollama and openai")
+        if self.endpoints and not spec.capabilities.endpoints:
+            raise ValueError(f"backend '{self.backend}' cannot spread calls over endpoints: endpoints are for "
+                             f"{' and '.join(capable('endpoints', scripted=False))}")
         return self
 
 
@@ -349,6 +388,8 @@ def _format_error(err: dict, data: Any) -> str:
     line = _line_of(data, loc)
     at = f"{where} (line {line})" if line else where
     key = loc[-1] if loc else ""
+    if kind in ("foreign_option", "unknown_option"):
+        return f"{at}: {err['msg']}"
     if kind == "extra_forbidden":
         cls = _model_class_at(loc[:-1])
         allowed = ", ".join(cls.model_fields) if cls else "see config.yaml's comments"
@@ -415,7 +456,7 @@ def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
             problems.append(f"{at(('models', i, 'name'))}: duplicate model name '{m.name}' "
                             f"(also models[{seen[m.name]}]); every model needs its own name.")
         seen.setdefault(m.name, i)
-        if check_files and m.backend == "llamacpp" and m.path and m.path != EMBEDDED:
+        if check_files and BACKENDS[m.backend].where == "path" and m.path and m.path != EMBEDDED:
             p = cfg.resolve(m.path)
             if not p.is_file():
                 problems.append(
@@ -430,6 +471,15 @@ def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
                 except (GGUFError, OSError) as exc:
                     advice = "" if "again" in str(exc) else "; export or download it again, or fix the path"
                     problems.append(f"{at(('models', i, 'path'))}: model '{m.name}': {exc}{advice}.")
+    decoding = getattr(cfg.task, "decoding", "generate")
+    unable = [m for m in cfg.models if not BACKENDS[m.backend].capabilities.label_scores]
+    if decoding == "logprob" and unable:
+        which = ", ".join(f"'{m.name}' ({m.backend})" for m in unable)
+        can = capable("label_scores", scripted=False)
+        problems.append(f"{at(('task', 'decoding'))}: decoding: logprob scores every label from the model's "
+                        f"log-probabilities, which only the {' and '.join(can)} backend{'s' if len(can) > 1 else ''} "
+                        f"can do; {which} cannot. Use decoding: generate, or run those models on "
+                        f"{' or '.join(can)}.")
     names = {a.name for a in cfg.arms()}
     for j, (a, b) in enumerate(cfg.compare):
         for k, n in enumerate((a, b)):

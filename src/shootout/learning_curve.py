@@ -63,6 +63,8 @@ def prepare(config: Path, base: str, out: Path, *, every: int, unit: str, total:
                                    save_every=save_every, learning_rate=lr, batch_size=batch_size, lora_r=lora_r,
                                    lora_alpha=2 * lora_r, eval_fraction=0.0, seed=seed, chat_format=chat_format),
                    console=console)
+    from benchmark.backends import llamacpp
+
     models = []
     for ck in rep["checkpoints"]:
         point = round(ck["step"] / steps_per_epoch, 3) if unit == "epochs" else ck["step"]
@@ -71,7 +73,7 @@ def prepare(config: Path, base: str, out: Path, *, every: int, unit: str, total:
                                                            quants=(quant,) if quant != "F16" else (), verify=False),
                          console=console)
         gguf = res.out / f"{name}.{quant}.gguf"
-        entry = {"name": name, "backend": "llamacpp", "path": str(gguf.relative_to(out)), "family": "fine-tune",
+        entry = {"name": name, "backend": llamacpp.SPEC.name, "path": str(gguf.relative_to(out)), "family": "fine-tune",
                  "quant": quant, "prompt_style": "zero_shot", "checkpoint": point}
         if res.engine_template:
             entry["options"] = {"chat_template": res.engine_template}

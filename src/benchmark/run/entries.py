@@ -7,6 +7,7 @@ import difflib
 import io
 from pathlib import Path
 
+from benchmark.backends import BACKENDS
 from benchmark.config import ConfigError, parse_config
 from core.errors import ShootoutError
 from core.naming import family_from_filename, quant_from_filename, relpath
@@ -34,7 +35,8 @@ def entries_for(target: str, *, config_dir: Path, backend: str, name: str | None
             e["options"] = {"chat_template": chat_template}
         return e
 
-    if backend == "llamacpp":
+    where = BACKENDS[backend].where  # the field that says where the model is: a GGUF path, a tag, a server
+    if where == "path":
         p = Path(target).expanduser()
         files = sorted(p.glob("*.gguf")) if p.is_dir() else [p]
         if p.is_dir() and not files:
@@ -54,10 +56,12 @@ def entries_for(target: str, *, config_dir: Path, backend: str, name: str | None
         return out
     if not (family and quant):
         raise ShootoutError(f"{backend} models need --family and --quant")
-    if backend == "ollama":
+    if where == "tag":
         return [entry(name or target, quant, tag=target)]
+    if where is None:
+        return [entry(name or target, quant)]
     if not base_url:
-        raise ShootoutError("openai models need --base-url (e.g. http://127.0.0.1:8000/v1)")
+        raise ShootoutError(f"{backend} models need --base-url (e.g. http://127.0.0.1:8000/v1)")
     return [entry(name or target, quant, base_url=base_url, model=target)]
 
 

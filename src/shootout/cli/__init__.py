@@ -305,8 +305,10 @@ def _declared_formats(config: Path) -> dict:
     from formats.chat import FAMILIES
 
     cfg = load_config(config, check_files=False)
+    from benchmark.backends import spec_of
+
     return {Path(cfg.resolve(m.path)).resolve(): m.options.chat_template for m in cfg.models
-            if m.path and m.options.chat_template in FAMILIES}
+            if spec_of(m).where == "path" and m.path and m.options.chat_template in FAMILIES}
 
 
 def _ollama_name(spec, prefix: str | None) -> str:
@@ -433,12 +435,13 @@ def export_cmd(src: Path = typer.Argument(..., help="a Hugging Face model folder
     if ollama_create:
         _create_on_hosts([(tags[q], spec, m["files"][q]["sha256"]) for q, spec in res.specs.items()], ollama_host)
     if register_:
+        from benchmark.backends import llamacpp, ollama_backend
         from benchmark.run import entries as registry
         from core.naming import relpath
 
         entries = []
         for q, spec in res.specs.items():
-            e = {"name": f"{res.name}-{q.lower()}", "backend": "ollama" if ollama_create else "llamacpp"}
+            e = {"name": f"{res.name}-{q.lower()}", "backend": (ollama_backend if ollama_create else llamacpp).SPEC.name}
             if ollama_create:
                 e["tag"] = tags[q]
                 if ollama_host and len(ollama_host) > 1:  # served by every host: its calls are spread over them
