@@ -42,7 +42,7 @@ from core.errors import ShootoutError
 FAULTS = ("not_json", "aborted", "too_long", "error", "unavailable", "transient")
 NOT_JSON = "Sure! The answer is probably positive, I think."
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-_FIRED: set[tuple] = set()  # transient faults already raised in this process
+_FIRED: set[tuple] = set()  # (model, item) of the transient faults already raised in this process
 _FIRED_LOCK = threading.Lock()
 
 
@@ -57,9 +57,10 @@ class FakeOptions(BackendOptions):
     faults: dict[str, Literal[FAULTS]] = Field(  # type: ignore[valid-type]
         default_factory=dict, description="item id -> a planted failure: not_json, aborted (no final answer), "
                                           "too_long (PromptTooLong), error (the server refuses), unavailable (the "
-                                          "server stops answering), transient (unavailable once per process)")
-    down_after: int | None = Field(None, ge=0, description="answer this many calls (per endpoint), then stop "
-                                                           "answering, as a killed server")
+                                          "server stops answering), transient (unavailable once per item and process)")
+    down_after: int | dict[str, int] | None = Field(
+        None, description="answer this many calls (the warm-up included), then stop answering, as a killed server; "
+                          "one count for every endpoint, or endpoint -> count")
     seconds_per_prompt_token: float = Field(0.0, ge=0, description="reported (and taken) per evaluated prompt token")
     seconds_per_token: float = Field(0.0, ge=0, description="reported (and taken) per generated token")
     load_seconds: float = Field(0.0, ge=0, description="what loading takes")
@@ -107,7 +108,7 @@ class FakeBackend:
         from benchmark.tasks import task_for
 
         o = self.options
-        if o.down_after == 0:
+        if self._down_after() == 0:
             raise BackendUnavailable(f"model '{self.name}': the fake server at {self.endpoint} does not answer")
         self.task = task_for(self.cfg)
         items = list(self.task.load_items(self.cfg, warn=lambda _: None)) + [self.task.warmup_item()]
@@ -172,10 +173,10 @@ class FakeBackend:
             index = self.calls
             self.calls += 1
             previous = self._previous
-        o = self.options
-        if o.down_after is not None and index >= o.down_after:
+        down = self._down_after()
+        if down is not None and index >= down:
             raise BackendUnavailable(f"model '{self.name}': the fake server at {self.endpoint} stopped answering "
-                                     f"after {o.down_after} calls", "resume with `shootout run --run-id ...`")
+                                     f"after {down} calls", "resume with `shootout run --run-id ...`")
         prompt = tokens(_render(messages))
         if len(prompt) >= self.n_ctx:
             raise PromptTooLong(self.name, len(prompt), self.n_ctx)
@@ -188,6 +189,10 @@ class FakeBackend:
         item = self._by_text.get(messages[-1]["content"]) if messages else None
         return FakeCall(messages, item, seed, index, self.endpoint, schema, grammar), prompt, cached
 
+    def _down_after(self) -> int | None:
+        down = self.options.down_after
+        return down.get(self.endpoint) if isinstance(down, dict) else down
+
     def _fault(self, call: FakeCall) -> str | None:
         fault = self.options.faults.get(call.item.id) if call.item is not None else None
         where = f"model '{self.name}', item {call.item.id if call.item else '?'}"
@@ -196,7 +201,7 @@ class FakeBackend:
         if fault == "error":
             raise ShootoutError(f"{where}: the fake server at {self.endpoint} answered 500 (a planted error)")
         if fault == "transient":
-            key = (self.name, self.endpoint, call.item.id, call.seed)
+            key = (self.name, call.item.id)
             with _FIRED_LOCK:
                 fresh = key not in _FIRED
                 _FIRED.add(key)
