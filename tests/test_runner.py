@@ -383,3 +383,21 @@ def test_label_scoring_stores_every_labels_probability(tmp_path):
         probs = json.loads(r["label_probs_json"])
         assert r["label"] == gold and probs == pytest.approx({gold: 0.8, ({"negative", "positive"} - {gold}).pop(): 0.2})
         assert r["confidence"] == pytest.approx(0.8) and r["raw_text"] == f'{{"label": "{gold}"}}'
+
+
+def test_the_command_line_runs_and_reports_a_fake_model_in_seconds(tmp_path):
+    """`shootout run` then `shootout report` on the fake backend: the whole command path, no model."""
+    import pandas as pd
+
+    models = ("  - {name: good, backend: fake, family: fam, quant: Q8_0}\n"
+              "  - {name: poor, backend: fake, family: fam, quant: Q2_K, options: {accuracy: 0.5, invalid_rate: 0.2}}\n")
+    config = classify_config(tmp_path, models=models, n_items=10, iterations=2, extra="compare:\n  - [good, poor]\n")
+    res = shootout("run", "-c", str(config), "--run-id", "cli", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "run cli (40 calls in" in " ".join(res.stderr.split())
+    rep = shootout("report", "-c", str(config), "--out", str(tmp_path / "out"))
+    assert rep.returncode == 0, rep.stderr
+    summary = pd.read_csv(next((tmp_path / "out").glob("*/summary.csv"))).set_index("model")
+    assert summary.loc["good", "accuracy"] == 1.0 and summary.loc["poor", "accuracy"] < 0.9
+    rows = _rows(tmp_path / "results.sqlite", "SELECT model, valid FROM calls WHERE model = 'poor'")
+    assert 0 < sum(1 - v for _, v in rows) < len(rows)  # some replies not JSON, drawn from the seeds

@@ -2,6 +2,10 @@
 
 Every problem names the field path (``models[3].quant``), the line in the file, the value found
 and what to write instead. Relative paths in the file are resolved from the file's own folder.
+A model's ``options:`` are validated with its backend's options model (``benchmark.backends``).
+
+Over 400 lines: the schema and the messages its problems give are one job, read together (each
+message follows from the field it describes); the task block's schema lives with the task.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from typing import Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from benchmark.backends import BACKENDS, DEFAULT_BACKEND, capable, describe, owners as backend_owners
-from benchmark.backends.base import BackendOptions, BackendSpec
+from benchmark.backends import BACKENDS, DEFAULT_BACKEND, capable, describe, validate_options
+from benchmark.backends.base import BackendOptions
 from benchmark.tasks.classify import ClassifyTaskSpec
 from core.errors import ConfigError
 
@@ -27,38 +31,6 @@ class _Strict(BaseModel):
 
 
 ModelOptions = BackendOptions  # the run overrides every backend takes; each backend's options model adds its own
-
-
-def _options_for(backend: str, value: Any) -> BackendOptions:
-    """A model's ``options:`` validated with its backend's options model; a key another backend owns
-    is named with that backend, and every unknown key with the options allowed here."""
-    spec = BACKENDS[backend]
-    if isinstance(value, spec.options):
-        return value
-    if isinstance(value, BaseModel):
-        value = value.model_dump(exclude_unset=True)
-    try:
-        return spec.options.model_validate(value)
-    except ValidationError as exc:
-        errors = [_option_error(spec, e) if e["type"] == "extra_forbidden" and len(e["loc"]) == 1 else e
-                  for e in exc.errors()]
-        raise ValidationError.from_exception_data(exc.title, errors) from None
-
-
-def _option_error(spec: BackendSpec, e: dict) -> dict:
-    from pydantic_core import PydanticCustomError
-
-    key = str(e["loc"][0])
-    allowed = ", ".join(spec.options.model_fields)
-    owners = [b for b in backend_owners(key) if b != spec.name]
-    if owners:
-        them = " and ".join(owners)
-        text = (f"'{key}' is an option of the {them} backend{'s' if len(owners) > 1 else ''}, not of {spec.name} "
-                f"(this model's backend). Options allowed here: {allowed}. Remove it, or set backend: "
-                f"{' or '.join(owners)}.")
-        return {**e, "type": PydanticCustomError("foreign_option", text)}
-    text = f"unknown key '{key}'. Allowed keys here ({spec.name} options): {allowed}. Check the spelling or remove it."
-    return {**e, "type": PydanticCustomError("unknown_option", text)}
 
 
 EMBEDDED = "embedded"  # a model path naming the embedded Gemma 3 270M GGUF (PyPI package)
@@ -104,7 +76,7 @@ class ModelEntry(_Strict):
         backend = info.data.get("backend")
         if backend not in BACKENDS:  # the backend's own error says what is wrong
             return BackendOptions.model_construct()
-        return _options_for(backend, v)
+        return validate_options(backend, v)
 
     @model_validator(mode="after")
     def _backend_fields(self) -> "ModelEntry":

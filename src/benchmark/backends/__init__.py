@@ -16,7 +16,7 @@ from benchmark.backends.base import (CAPABILITY_TEXT, Backend, BackendOptions, B
                                      LabelScores, Reply)
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "BackendOptions", "BackendSpec", "Capabilities", "LabelScores",
-           "Reply", "capable", "make_backend", "owners", "register", "spec_of"]
+           "Reply", "capable", "describe", "make_backend", "owners", "register", "spec_of", "validate_options"]
 
 BACKENDS: dict[str, BackendSpec] = {}
 DEFAULT_BACKEND = llamacpp.SPEC.name
@@ -53,6 +53,40 @@ def describe(spec: BackendSpec) -> str:
     """The spec's description and capabilities, one line (help texts)."""
     caps = ", ".join(CAPABILITY_TEXT[c] for c in spec.capabilities.names())
     return f"{spec.description} [{caps}]" if caps else spec.description
+
+
+def validate_options(backend: str, value) -> BackendOptions:
+    """A model's ``options:`` validated with its backend's options model. A key that another backend
+    owns is named with that backend; any other unknown key with the options allowed here."""
+    from pydantic import BaseModel, ValidationError
+
+    spec = BACKENDS[backend]
+    if isinstance(value, spec.options):
+        return value
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_unset=True)
+    try:
+        return spec.options.model_validate(value)
+    except ValidationError as exc:
+        errors = [_option_error(spec, e) if e["type"] == "extra_forbidden" and len(e["loc"]) == 1 else e
+                  for e in exc.errors()]
+        raise ValidationError.from_exception_data(exc.title, errors) from None
+
+
+def _option_error(spec: BackendSpec, e: dict) -> dict:
+    """The error of an option ``spec``'s backend does not take (config.py prints its message as it is)."""
+    from pydantic_core import PydanticCustomError
+
+    key = str(e["loc"][0])
+    allowed = ", ".join(spec.options.model_fields)
+    others = [b for b in owners(key) if b != spec.name]
+    if others:
+        text = (f"'{key}' is an option of the {' and '.join(others)} backend{'s' if len(others) > 1 else ''}, not of "
+                f"{spec.name} (this model's backend). Options allowed here: {allowed}. Remove it, or set backend: "
+                f"{' or '.join(others)}.")
+        return {**e, "type": PydanticCustomError("foreign_option", text)}
+    text = f"unknown key '{key}'. Allowed keys here ({spec.name} options): {allowed}. Check the spelling or remove it."
+    return {**e, "type": PydanticCustomError("unknown_option", text)}
 
 
 def make_backend(entry, cfg, endpoint: str | None = None) -> Backend:
