@@ -57,10 +57,12 @@ class Spy:
 
 @pytest.mark.slow
 def test_run_stores_one_row_per_call_with_timings_and_shows_few_shot_turns(tmp_path, embedded_gguf):
+    """What only the real engine shows: the turns as the model sees them, its cache, its timings. The
+    order and seeds of the calls over iterations are the runner's: the fake-backend tests below."""
     from benchmark.backends import make_backend
 
-    config = write_config(tmp_path, embedded_gguf, iterations=2, articles=2, models=[("fs", "few_shot"), ("zs", "zero_shot")])
-    # short replies: the prompts, the rows and their order are under test, not the answers
+    config = write_config(tmp_path, embedded_gguf, iterations=1, articles=2, models=[("fs", "few_shot"), ("zs", "zero_shot")])
+    # short replies: the prompts and the rows are under test, not the answers
     config.write_text(config.read_text().replace("num_predict: 96", "num_predict: 24"))
     cfg = load_config(config)
     spies = {}
@@ -71,12 +73,12 @@ def test_run_stores_one_row_per_call_with_timings_and_shows_few_shot_turns(tmp_p
 
     with Store(tmp_path / "results.sqlite") as store:
         result = Runner(cfg, store, run_id="r1", progress=False, backend_factory=factory).run()
-        assert result.stored == 2 * 2 * 2 and not result.stopped
+        assert result.stored == 2 * 2 and not result.stopped
         rows = store.calls("r1")
         run = store.run("r1")
         loads = store.db.execute("SELECT * FROM model_loads").fetchall()
     # one row per (model, iteration, article), each with timings and token counts
-    assert len({(r["model"], r["iteration"], r["item_id"]) for r in rows}) == len(rows) == 8
+    assert len({(r["model"], r["iteration"], r["item_id"]) for r in rows}) == len(rows) == 4
     for r in rows:
         assert r["prompt_tokens"] > 0 and r["completion_tokens"] > 0
         assert r["prompt_seconds"] > 0 and r["gen_seconds"] > 0 and r["wall_seconds"] >= r["gen_seconds"]
@@ -89,7 +91,7 @@ def test_run_stores_one_row_per_call_with_timings_and_shows_few_shot_turns(tmp_p
     assert "llama-cpp-python" in run["versions_json"] and "cpu" in run["hardware_json"]
     # every request of the few-shot model carries the five worked examples as model turns
     fs, zs = spies["fs"].prompts, spies["zs"].prompts
-    assert len(fs) == len(zs) == 1 + 4  # warm-up + 2 iterations x 2 articles
+    assert len(fs) == len(zs) == 1 + 2  # warm-up + 2 articles
     for prompt in fs:  # the turns, in order: the system prompt opens the first user turn (Gemma's way)
         turns = [t.split("<end_of_turn>")[0] for t in prompt.split("<start_of_turn>")[1:]]
         assert [t.split("\n", 1)[0] for t in turns] == ["user", "model"] * 5 + ["user", "model"]
@@ -102,15 +104,9 @@ def test_run_stores_one_row_per_call_with_timings_and_shows_few_shot_turns(tmp_p
     for prompt in zs:
         assert not any(reply in prompt for _, reply in EXAMPLES)
         assert prompt.count("<start_of_turn>user") == 1
-    # every model sees the same order and the same seed per (iteration, article)
-    by_model = {m: {(r["iteration"], r["item_id"]): (r["position"], r["seed"]) for r in rows if r["model"] == m}
-                for m in ("fs", "zs")}
+    # every model sees the same order and the same seed per article
+    by_model = {m: {r["item_id"]: (r["position"], r["seed"]) for r in rows if r["model"] == m} for m in ("fs", "zs")}
     assert by_model["fs"] == by_model["zs"]
-    stored_ids = [i.id for i in Store(tmp_path / "results.sqlite").items("r1")]
-    for it in (0, 1):  # the order of each iteration is the run seed's shuffle of the stored articles
-        order = [k[1] for k, v in sorted(by_model["fs"].items(), key=lambda kv: kv[1][0]) if k[0] == it]
-        assert order == iteration_order(stored_ids, 7, it)
-        assert all(by_model["fs"][(it, a)][1] == call_seed(7, it, a) for a in order)
     # after the first call of the few-shot model the shared prefix comes from the cache
     fs_rows = sorted((r for r in rows if r["model"] == "fs"), key=lambda r: r["id"])
     assert all(r["cached_tokens"] > 600 for r in fs_rows)  # the warm-up already filled the cache

@@ -6,7 +6,8 @@ validated with, its capabilities (label scoring, grammar, JSON schema, endpoints
 process), and the factory that builds it, importing the engine only then. Config validation, the
 runner, `shootout register` and the help texts read this table; nothing asks a backend its name.
 
-Adding a backend is one module that declares a ``SPEC`` and one line below (or ``register(SPEC)``).
+Adding a backend is one module that declares a ``SPEC`` (its class, options model, capabilities and
+factory), named in the import and the loop below (or ``register(SPEC)`` from anywhere).
 """
 
 from __future__ import annotations

@@ -304,7 +304,7 @@ def reset_faults() -> None:
 
 
 SPEC = BackendSpec(
-    name="fake", options=FakeOptions, factory=lambda entry, cfg, endpoint=None: FakeBackend(entry, cfg, endpoint),
+    name="fake", options=FakeOptions, factory=FakeBackend,
     address=lambda b: b.endpoint, scripted=True,
     description="a scripted fake, no model (tests and dry runs): gold, scripted or planted replies, set timings",
     capabilities=Capabilities(label_scores=True, grammar=True, json_schema=True, endpoints=True, memory_facts=True))
