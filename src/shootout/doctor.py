@@ -99,13 +99,15 @@ def targets(config: Path, models: list[str] | None, tag: str | None, modelfile: 
     if tag:
         ctx = num_ctx or (cfg.run.num_ctx if cfg else 2048)
         return [Target(tag, tag, ctx, None, modelfile)], task
-    entries = [m for m in cfg.models if m.backend == "ollama"]
+    from benchmark.backends import ollama_backend, spec_of
+
+    entries = [m for m in cfg.models if spec_of(m) is ollama_backend.SPEC]
     if models:
         unknown = set(models) - {m.name for m in cfg.models}
         if unknown:
             raise ShootoutError(f"--model names models not in {config}: {', '.join(sorted(unknown))}",
                                 f"models there: {', '.join(m.name for m in cfg.models)}")
-        not_ollama = [m.name for m in cfg.models if m.name in models and m.backend != "ollama"]
+        not_ollama = [m.name for m in cfg.models if m.name in models and spec_of(m) is not ollama_backend.SPEC]
         if not_ollama:
             raise ShootoutError(f"{', '.join(not_ollama)}: not an Ollama model (backend is not ollama)",
                                 "doctor checks Ollama models; name one with backend: ollama, or pass --tag")
