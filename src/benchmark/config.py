@@ -265,6 +265,12 @@ class Config(_Strict):
     def task_name(self) -> str:
         return self.task if isinstance(self.task, str) else self.task.name
 
+    def task_object(self):
+        """The task this config names, built (``benchmark.tasks.task_for``)."""
+        from benchmark.tasks import task_for
+
+        return task_for(self)
+
     def variants(self) -> tuple[str | None, ...]:
         """The task's prompt variants; (None,) when it has one prompt."""
         if isinstance(self.task, str) or not self.task.variants:

@@ -15,27 +15,16 @@ from __future__ import annotations
 from benchmark.backends import fake, llamacpp, ollama_backend, openai_compat
 from benchmark.backends.base import (CAPABILITY_TEXT, Backend, BackendOptions, BackendSpec, Capabilities,
                                      LabelScores, Reply)
+from benchmark.backends.table import BACKENDS, make_backend, register, spec_of
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "BackendOptions", "BackendSpec", "Capabilities", "LabelScores",
            "Reply", "capable", "describe", "make_backend", "owners", "register", "spec_of", "validate_options"]
 
-BACKENDS: dict[str, BackendSpec] = {}
 DEFAULT_BACKEND = llamacpp.SPEC.name
-
-
-def register(spec: BackendSpec) -> BackendSpec:
-    """Add a backend to the table (a name already there is replaced)."""
-    BACKENDS[spec.name] = spec
-    return spec
 
 
 for _module in (llamacpp, ollama_backend, openai_compat, fake):
     register(_module.SPEC)
-
-
-def spec_of(entry_or_name) -> BackendSpec:
-    """The spec of a model entry's backend (or of a backend name)."""
-    return BACKENDS[entry_or_name if isinstance(entry_or_name, str) else entry_or_name.backend]
 
 
 def capable(capability: str, *, scripted: bool = True) -> list[str]:
@@ -88,9 +77,3 @@ def _option_error(spec: BackendSpec, e: dict) -> dict:
         return {**e, "type": PydanticCustomError("foreign_option", text)}
     text = f"unknown key '{key}'. Allowed keys here ({spec.name} options): {allowed}. Check the spelling or remove it."
     return {**e, "type": PydanticCustomError("unknown_option", text)}
-
-
-def make_backend(entry, cfg, endpoint: str | None = None) -> Backend:
-    """The engine for a model entry of config.yaml (at one of its endpoints, for servers)."""
-    factory = spec_of(entry).factory
-    return factory(entry, cfg) if endpoint is None else factory(entry, cfg, endpoint=endpoint)

@@ -105,12 +105,10 @@ class FakeBackend:
 
     # ------------------------------------------------------------------ protocol
     def load(self) -> float:
-        from benchmark.tasks import task_for
-
         o = self.options
         if self._down_after() == 0:
             raise BackendUnavailable(f"model '{self.name}': the fake server at {self.endpoint} does not answer")
-        self.task = task_for(self.cfg)
+        self.task = self.cfg.task_object()  # the task answers what gold is (the config builds it)
         items = list(self.task.load_items(self.cfg, warn=lambda _: None)) + [self.task.warmup_item()]
         for item in items:
             for variant in self.task.variants:
@@ -289,7 +287,7 @@ def scripted(script: Callable[[FakeCall], str | None] | None = None, fallback=No
     """A runner ``backend_factory`` whose fake backends answer through ``script`` (other backends are
     built as usual, or by ``fallback``)."""
     def factory(entry, cfg, endpoint: str | None = None):
-        from benchmark.backends import make_backend, spec_of
+        from benchmark.backends.table import make_backend, spec_of
 
         if spec_of(entry) is SPEC:
             return FakeBackend(entry, cfg, endpoint, script)

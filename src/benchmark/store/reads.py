@@ -70,7 +70,7 @@ class StoreReads:
     @_guarded
     def items(self, run_id: str) -> list:
         """The run's items, in their stored order."""
-        from benchmark.tasks.base import Item
+        from benchmark.data.items import Item
 
         found = self.db.execute("SELECT * FROM items WHERE run_id=? ORDER BY position", (run_id,)).fetchall()
         return [Item(id=r["item_id"], text=r["text"], label=r["target_label"], value=r["target_value"],
