@@ -70,6 +70,8 @@ class ModelEntry(_Strict):
     endpoints: list[str] | None = Field(None, min_length=1,
                                         description="several servers hosting this model (host URLs / base URLs); its "
                                                     "calls are spread over them")
+    resources: Resources = Field(default_factory=Resources, description="run --executor ray: what the model's shard "
+                                                                        "reserves on its node")
 
     @field_validator("backend")
     @classmethod
@@ -100,8 +102,9 @@ class ModelEntry(_Strict):
             raise ValueError(f"backend '{self.backend}' cannot spread calls over endpoints: endpoints are for "
                              f"{' and '.join(capable('endpoints', scripted=False))}")
         if self.resources.num_gpus and not spec.capabilities.in_process:
-            raise ValueError(f"resources.num_gpus is for models run in process ({', '.join(capable('in_process', scripted=False))}); "
-                             f"backend '{self.backend}' runs on its server, which holds the GPUs")
+            in_process = ", ".join(capable("in_process", scripted=False))
+            raise ValueError(f"resources.num_gpus is for models run in process ({in_process}); backend "
+                             f"'{self.backend}' runs on its server, which holds the GPUs")
         return self
 
 
