@@ -354,3 +354,21 @@ def test_recover_refuses_to_write_into_an_existing_file_and_reads_a_healthy_one_
     out = recover(damaged_pair[0], tmp_path / "copy.sqlite")
     assert out.damaged == {} and out.runs == {"run0": 1800, "run1": 1800, "run2": 1800}
     assert json.loads(json.dumps(out.rows))["calls"] == 5400
+
+
+def test_a_read_only_file_of_an_older_layout_is_read_as_today_without_writing_it(tmp_path):
+    from benchmark.store import Store
+
+    db = tmp_path / "old.sqlite"
+    shutil.copy(ROOT / "tests" / "fixtures" / "v1" / "results.sqlite", db)
+    with read_only(db):
+        raw = db.read_bytes()
+        with Store(db, create=False) as store:  # migrated in memory
+            assert store.readonly
+            run_id = store.latest_run_id(with_calls=True)
+            calls, items, _ = store.frames(run_id)
+            facts = store.arm_facts(run_id)
+        runs = shootout("runs", "--db", str(db))
+        assert db.read_bytes() == raw and sorted(p.name for p in tmp_path.iterdir()) == ["old.sqlite"]
+    assert len(calls) == 22 and len(items) == 3 and len(facts) == 4
+    assert runs.returncode == 0 and "22 calls" in runs.stdout, runs.stderr
