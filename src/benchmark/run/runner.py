@@ -283,7 +283,8 @@ class Runner:
                                   load["warmup_seconds"], load["warmup_prompt_tokens"], load["engine"],
                                   endpoint=endpoint, memory=load["memory"])
         engine = load["engine"] or {}
-        size = engine.get("model_file_bytes")  # what a server reports of the model's file, where it does
+        # what a server reports of the model's file; llama.cpp's tensor bytes where the GGUF could not be read
+        size = engine.get("model_file_bytes") or engine.get("model_bytes")
         self.store.complete_arm(self.run_id, arm.name, model_bytes=size if isinstance(size, int) else None,
                                 digest=engine.get("digest") if isinstance(engine.get("digest"), str) else None)
 

@@ -20,6 +20,13 @@ class RunSummary(NamedTuple):
     task: str
     calls: int  # 0: the run failed before its first call
 
+    @property
+    def state(self) -> str:
+        """What `shootout runs` says of it: finished, unfinished, or no calls stored."""
+        if self.calls == 0:
+            return "no calls (stopped before its first call)"
+        return "finished" if self.finished_at else "unfinished"
+
 
 
 def _guarded(method):
