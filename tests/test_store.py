@@ -38,6 +38,9 @@ class Scripted:
     def engine_info(self) -> dict:
         return dict(self.engine)
 
+    def memory_facts(self) -> dict:  # the entries are llamacpp ones, whose backend declares memory facts
+        return {}
+
     def close(self) -> None:
         pass
 
