@@ -66,6 +66,7 @@ class HtmlInputs:
     decision_table: Table | None = None
     decision_chart: bytes | None = None
     charts: list[tuple[str, bytes]] = field(default_factory=list)   # (caption, PNG)
+    chart_note: str = ""                                            # e.g. which charts were left out and why
     facts: list[tuple[str, str]] = field(default_factory=list)      # run facts, key -> text
     config_text: str = ""
     neutral_band: float = 0.1
@@ -162,6 +163,8 @@ def page(inputs: HtmlInputs) -> str:
                  '<p class="legend"><span class="nd swatch"></span> hatched: not distinguishable from the '
                  'reference; <span class="best">bold and boxed</span>: significantly best of all models</p></section>')
     parts.append('<section id="charts"><h2>Charts</h2>')
+    if inputs.chart_note:
+        parts.append(f'<p class="note">{e(inputs.chart_note)}</p>')
     parts += [f"<figure>{_png(png, cap)}<figcaption>{e(cap)}</figcaption></figure>" for cap, png in inputs.charts]
     if not inputs.charts:
         parts.append("<p>No charts for this run.</p>")
@@ -191,6 +194,14 @@ def write_html(inputs: HtmlInputs, path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- the adapter
+
+ITEM_CHART_LIMIT = 100  # items x models heatmaps of more items than this stay out of the page (the explorer shows them)
+
+
+def _per_item_chart(path: Path) -> bool:
+    """An items x models heatmap (``charts.item_heatmap``, ``charts.correctness_heatmap``)."""
+    return path.name.endswith("_heatmap.png") or path.name == "correct_by_item.png"
+
 
 
 def py_format(excel: str | None) -> str | None:
@@ -231,13 +242,15 @@ def _sheet_table(report, sheet, *, colour: bool) -> Table:
 
 def inputs_from_report(report, store, charts: list[Path] | None = None) -> HtmlInputs:
     """The page of a report built by ``benchmark.report.build`` over ``store``: its Decision and Summary
-    sheets, its charts (``charts``: PNG files already drawn, e.g. the heatmaps folder; drawn here into a
-    temporary folder when None), the run's items and calls from the store."""
+    sheets, its charts (``charts``: PNG files already drawn, e.g. those ``charts.write_heatmaps`` wrote for
+    the heatmaps folder; drawn here into a temporary folder when None; items x models heatmaps of runs over
+    ``ITEM_CHART_LIMIT`` items left out), the run's items and calls from the store."""
     from benchmark import report as rpt
     from benchmark.report.charts import write_heatmaps
 
     run_id = report.run_id
     task = report.task
+    noun = task.get("item_noun") or "item"
     items = pd.read_sql_query("SELECT item_id, position, split, text, target_label, target_value, fields_json "
                               "FROM items WHERE run_id=? ORDER BY position", store.db, params=(run_id,))
     fields = [json.loads(f or "{}") for f in items.pop("fields_json")]
@@ -247,14 +260,18 @@ def inputs_from_report(report, store, charts: list[Path] | None = None) -> HtmlI
     with tempfile.TemporaryDirectory() as tmp:
         decision = rpt.decision_png(report, Path(tmp) / "decision_pareto.png") if len(report.decision) else None
         chart_bytes = decision.read_bytes() if decision else None
-        paths = charts if charts is not None else write_heatmaps(report, Path(tmp) / "charts")
-        pngs = [(p.stem.replace("_", " "), Path(p).read_bytes()) for p in paths
-                if Path(p).suffix == ".png" and Path(p).name != "decision_pareto.png"]
+        paths = [Path(p) for p in (charts if charts is not None else write_heatmaps(report, Path(tmp) / "charts"))]
+        paths = [p for p in paths if p.suffix == ".png" and p.name != "decision_pareto.png"]
+        n_items = report.per_item["item_id"].nunique() if "item_id" in report.per_item else 0
+        left = [p.name for p in paths if n_items > ITEM_CHART_LIMIT and _per_item_chart(p)]
+        pngs = [(p.stem.replace("_", " "), p.read_bytes()) for p in paths if p.name not in left]
+    chart_note = (f"Left out of this page: the {noun}s x models heatmaps ({', '.join(left)}), as the run has "
+                  f"{n_items} {noun}s (more than {ITEM_CHART_LIMIT}); they are in the heatmaps folder of the run, "
+                  f"and the explorer below shows every {noun}." if left else "")
     info = report.sheet("Run Info").table
     facts = [(k, "" if v is None else v) for k, v in zip(info["key"], info["value"]) if k != "config text"]
     config = next((v for k, v in zip(info["key"], info["value"]) if k == "config text"), "") or ""
     dec = report.sheet("Decision")
-    noun = task.get("item_noun") or "item"
     return HtmlInputs(
         title=f"gguf-shootout report: run {run_id} ({task.get('name') or 'task'})", run_id=run_id,
         kind=report.kind, item_noun=noun, value_name=task.get("value_name") or "value",
@@ -262,5 +279,5 @@ def inputs_from_report(report, store, charts: list[Path] | None = None) -> HtmlI
         references=dict(report.refs), items=items, calls=calls,
         summary=_sheet_table(report, report.sheet("Summary"), colour=True),
         decision_lines=list(dec.lines), decision_table=_sheet_table(report, dec, colour=False),
-        decision_chart=chart_bytes, charts=pngs, facts=facts, config_text=str(config),
+        decision_chart=chart_bytes, charts=pngs, chart_note=chart_note, facts=facts, config_text=str(config),
         neutral_band=float(report.settings.neutral_band))
