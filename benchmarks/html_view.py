@@ -7,8 +7,8 @@
    -> ``inputs_from_report`` -> ``write_html``: the file's size and what takes it, and the time of each step.
 2. The viewer (``benchmark.report.view.serve``, Datasette) on the 1M-call benchmark database
    (``benchmarks/report_1m.py``'s shape: 20 models x 1,000 items x 50 iterations): each canned query
-   over HTTP on 127.0.0.1, twice (first and second request), and the file's sha256 before and after
-   (and no -wal / -shm beside it).
+   over HTTP on 127.0.0.1, twice (first and second request), with the server process's CPU time for
+   each (Linux), and the file's sha256 before and after (and no -wal / -shm beside it).
 
 Usage: python benchmarks/html_view.py [--calls N] [--skip-html] [--skip-view]
 """
@@ -106,16 +106,27 @@ def _sha(p: Path) -> str:
     return h.hexdigest()
 
 
-def view_part(tmp: Path, calls: int, models: int, iterations: int) -> None:
+def _cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of a process so far (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def view_part(tmp: Path, calls: int, models: int, iterations: int, db: Path | None = None) -> None:
     import httpx
 
     n_items = calls // (models * iterations)
-    ms = [SynthModel(f"fam{i // 4}-{QUANTS[i % 4].lower()}", shift=0.01 * i, family=f"fam{i // 4}",
-                     quant=QUANTS[i % 4], invalid_rate=0.03) for i in range(models)]
-    db = tmp / "big.sqlite"
-    t = time.perf_counter()
-    write_db(db, ms, n_items, iterations, seed=1, run_id="big")
-    gen = time.perf_counter() - t
+    gen = 0.0
+    if db is None:
+        ms = [SynthModel(f"fam{i // 4}-{QUANTS[i % 4].lower()}", shift=0.01 * i, family=f"fam{i // 4}",
+                         quant=QUANTS[i % 4], invalid_rate=0.03) for i in range(models)]
+        db = tmp / "big.sqlite"
+        t = time.perf_counter()
+        write_db(db, ms, n_items, iterations, seed=1, run_id="big")
+        gen = time.perf_counter() - t
     before = _sha(db)
     size = db.stat().st_size
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
@@ -138,26 +149,28 @@ def view_part(tmp: Path, calls: int, models: int, iterations: int) -> None:
                   f"iterations, {size / 2**20:.0f} MiB; generated in {gen:.0f} s, not counted); started and answering "
                   f"in {start:.1f} s (reference resolution included)")
             params = {"run_id": "big", "model": "", "item_id": "art00500"}
-            print(f"  {'canned query':<20}{'rows':>7}{'1st s':>9}{'2nd s':>9}")
+            print(f"  {'canned query':<20}{'rows':>7}{'1st s':>9}{'2nd s':>9}{'server CPU s':>14}")
             for q in ("runs", "arms", "flips", "flip_counts", "flips_by_item", "changing_answers", "invalid_replies",
                       "item"):
-                out = []
+                out, cpu = [], []
                 for _ in range(2):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), _cpu(proc.pid)
                     r = client.get(f"{url}/{q}.json", params={**params, "_shape": "objects"})
                     out.append(time.perf_counter() - t0)
+                    c1 = _cpu(proc.pid)
+                    cpu.append(c1 - c0 if c0 is not None and c1 is not None else float("nan"))
                     r.raise_for_status()
                     body = r.json()
                     if body.get("ok") is False:
                         raise SystemExit(f"{q}: {body.get('error')}")
                 rows = len(body["rows"])
-                print(f"  {q:<20}{rows:>7}{out[0]:>9.2f}{out[1]:>9.2f}" + ("   (truncated at 1,000 rows)"
-                                                                            if body.get("truncated") else ""))
+                print(f"  {q:<20}{rows:>7}{out[0]:>9.2f}{out[1]:>9.2f}{cpu[0]:>7.2f}/{cpu[1]:.2f}"
+                      + ("   (first 1,000 rows)" if body.get("truncated") else ""))
     finally:
         proc.terminate()
         proc.wait(30)
     after = _sha(db)
-    left = [p.name for p in tmp.glob("big.sqlite-*")]
+    left = [p.name for p in db.parent.glob(db.name + "-*")]
     print(f"  database sha256 before {before[:16]}..., after {after[:16]}...: "
           f"{'identical' if before == after else 'CHANGED'}; files beside it: {left or 'none'}")
 
@@ -169,13 +182,14 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=50)
     ap.add_argument("--skip-html", action="store_true")
     ap.add_argument("--skip-view", action="store_true")
+    ap.add_argument("--db", type=Path, help="view this database (of the same shape) instead of generating one")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_html:
             html_part(Path(tmp), 1000, 4, 5)
         if not args.skip_view:
-            view_part(Path(tmp), args.calls, args.models, args.iterations)
+            view_part(Path(tmp), args.calls, args.models, args.iterations, args.db)
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (wall times include waiting for a shared CPU)")
 
 

@@ -51,15 +51,16 @@ def test_explorer_figures_on_a_hand_counted_run():
     items = pd.DataFrame({"item_id": ["a", "b", "c"], "text": ["ta", "tb", "tc"],
                           "target_label": ["pos", "neg", None]})
     calls = _calls([
-        # a: the candidate flips in iteration 1 and changes its answer; its vote (pos on a tie? no: pos, neg) ...
+        # a: the candidate differs from the reference in iteration 1 and changes its answer; its vote stays pos
         ("ref", 0, "a", 1, "pos", None, "r"), ("ref", 1, "a", 1, "pos", None, "r"), ("ref", 2, "a", 1, "pos", None, "r"),
         ("cand", 0, "a", 1, "pos", None, "c"), ("cand", 1, "a", 1, "neg", None, "c"), ("cand", 2, "a", 1, "pos", None, "c"),
         # b: the candidate answers neg twice and once invalid; the reference says pos every time
         ("ref", 0, "b", 1, "pos", None, "r"), ("ref", 1, "b", 1, "pos", None, "r"), ("ref", 2, "b", 1, "pos", None, "r"),
         ("cand", 0, "b", 1, "neg", None, "c"), ("cand", 1, "b", 0, None, None, "??"), ("cand", 2, "b", 1, "neg", None, "c"),
         # c: no gold; both agree; the candidate's iteration 2 is missing
-        ("ref", 0, "c", 1, "neg", None, "r"), ("ref", 1, "c", 1, "neg", None, "r"), ("ref", 2, "c", 1, "neg", None, "r"),
-        ("cand", 0, "c", 1, "neg", None, "c"), ("cand", 1, "c", 1, "neg", None, "c"),
+        ("ref", 0, "c", 1, "neg", None, "r" * 10), ("ref", 1, "c", 1, "neg", None, "r" * 10),
+        ("ref", 2, "c", 1, "neg", None, "r" * 10), ("cand", 0, "c", 1, "neg", None, "c" * 10),
+        ("cand", 1, "c", 1, "neg", None, "c" * 10),
     ])
     inputs = _inputs(items=items, calls=calls)
     cb = html_data.cube(inputs)
@@ -77,6 +78,16 @@ def test_explorer_figures_on_a_hand_counted_run():
     k = ((1 * 2) + cand) * 3 + 1                            # item b, the candidate, iteration 1
     assert (data["calls"]["ok"][k], data["calls"]["ans"][k], data["s"][data["calls"]["raw"][k]]) == (0, None, "??")
     assert data["calls"]["ok"][((2 * 2) + cand) * 3 + 2] == -1  # no call
+    assert "note" not in data
+    # a page over its reply budget keeps the replies that differ from the reference's (and the reference's
+    # reply beside each) and the invalid ones; over it again, none
+    small = html_data.explorer_data(inputs, reply_budget=4)   # distinct replies: 24 characters; kept r, c, ??: 4
+    kept = [(i, m, r) for i in range(3) for m in range(2) for r in range(3)
+            if small["calls"]["raw"][((i * 2) + m) * 3 + r] >= 0]
+    assert kept == [(0, ref, 1), (0, cand, 1), (1, ref, 0), (1, ref, 1), (1, ref, 2), (1, cand, 0), (1, cand, 1),
+                    (1, cand, 2)]
+    assert "`shootout view` shows every reply" in small["note"]
+    assert all(x in (-1, -2) for x in html_data.explorer_data(inputs, reply_budget=3)["calls"]["raw"])
 
 
 def test_value_answers_compare_by_direction_with_the_neutral_band():
@@ -324,16 +335,16 @@ def test_the_page_of_a_real_run_in_chromium(browser, tmp_path):
         assert page.locator("#charts figure img").count() >= 3
         assert page.locator("article.item").count() == 3
         assert "3 of 3 sentences match" in page.locator("#explorer .status").inner_text()
+        page.check("#f-flip")
+        assert f"{flips} of 3 sentences match" in page.locator("#explorer .status").inner_text()
+        page.uncheck("#f-flip")
         item = page.locator(f'article.item[data-item="{hostile_item}"]')
         assert item.locator(".text").inner_text() == HOSTILE_TEXT
         assert item.locator("table.answers tr").count() == 3            # header + 2 arms
         item.locator("details.replies-box summary").click()
         assert HOSTILE_REPLY in item.locator("pre.raw").all_inner_texts()
-        page.check("#f-flip")
-        assert f"{flips} of 3 sentences match" in page.locator("#explorer .status").inner_text()
-        page.uncheck("#f-flip")
         _not_run(page)
-        item.locator("details.replies-box summary").scroll_into_view_if_needed()
+        item.scroll_into_view_if_needed()
         page.screenshot(path=str(tmp_path / "explorer.png"))
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(tmp_path / "decision.png"))

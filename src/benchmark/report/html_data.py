@@ -19,6 +19,12 @@ Per item and arm, over the iterations both arms answered (valid or not):
 
 The JSON keeps every string once (``s``) and refers to it by index, and stores the calls as flat
 arrays indexed ((item * arms) + arm) * iterations + iteration.
+
+Size: a 1,000-item x 4-arm x 5-iteration run with 2,000-character items and ~260-character replies
+makes a blob of about 7.4 MB (benchmarks/html_view.py). When the distinct reply texts of a run exceed
+``REPLY_BUDGET`` characters, the page keeps the replies of invalid calls and of calls that differ from
+their reference (what the explorer's filters look for) and leaves the others out, and says so
+(``note``); `shootout view` shows every reply.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import pandas as pd
 from benchmark.stats.paired import direction
 
 DIRECTIONS = ["negative", "neutral", "positive"]
+REPLY_BUDGET = 12_000_000  # characters of distinct reply text kept in one page
 INVALID = "(invalid)"
 
 
@@ -152,7 +159,37 @@ def class_errors(cb: dict, fl: dict) -> list[list[int]]:
     return [[int(wrong[cb["gold"] == k, m].sum()) for m in range(wrong.shape[1])] for k in range(cb["K"])]
 
 
-def explorer_data(inputs) -> dict:
+def _kept_replies(inputs, cb: dict, raws: list, budget: int) -> tuple[np.ndarray, str]:
+    """Which calls' reply texts the page keeps (see the module doc: invalid calls, calls that differ from
+    their reference's answer in the same iteration, and that reference call), and the note saying what
+    was left out."""
+    n = len(raws)
+
+    def chars(mask) -> int:
+        return sum(len(x) for x in {r for r, k in zip(raws, mask) if k and isinstance(r, str)})
+
+    if chars(np.ones(n, bool)) <= budget:
+        return np.ones(n, bool), ""
+    codes, present = cb["codes"], cb["present"]
+    arms = list(inputs.arms)
+    ref = np.array([arms.index(inputs.references[a]) if inputs.references.get(a) in arms else -1 for a in arms])
+    ii, mi, ri = cb["index"]
+    where = np.full(codes.shape, -1)
+    where[ii, mi, ri] = np.arange(n)
+    r_ = ref[mi]
+    paired = (r_ >= 0) & present[ii, np.maximum(r_, 0), ri]
+    differs = paired & (codes[ii, mi, ri] != codes[ii, np.maximum(r_, 0), ri])
+    keep = differs | (codes[ii, mi, ri] == cb["K"])
+    keep[where[ii[differs], r_[differs], ri[differs]]] = True      # the reference's reply beside each
+    what = "the text of the replies that agree with their reference"
+    if chars(keep) > budget:
+        keep[:] = False
+        what = "every reply's text"
+    return keep, (f"This run's replies hold more than {budget:,} characters: {what} is left out of this page "
+                  f"({int((~keep).sum()):,} of {n:,} calls); `shootout view` shows every reply.")
+
+
+def explorer_data(inputs, reply_budget: int = REPLY_BUDGET) -> dict:
     """The explorer's JSON object (see the module doc)."""
     cb = cube(inputs)
     fl = flags(inputs, cb)
@@ -169,9 +206,10 @@ def explorer_data(inputs) -> dict:
     errs = c["error"].tolist() if "error" in c else [None] * len(c)
     confs = c["confidence"].tolist() if "confidence" in c else [None] * len(c)
     valid, codes, value = cb["valid"], cb["codes"], cb["value"]
+    keep, note = _kept_replies(inputs, cb, raws, reply_budget)
     for k, f in enumerate(flat.tolist()):
         i, m, r = int(ii[k]), int(mi[k]), int(ri[k])
-        raw[f], err[f] = s.add(raws[k]), s.add(errs[k])
+        raw[f], err[f] = (s.add(raws[k]) if keep[k] or raws[k] is None else -2), s.add(errs[k])
         ok[f] = int(valid[i, m, r])
         if valid[i, m, r]:
             ans[f] = int(codes[i, m, r]) if inputs.kind == "label" else _num(value[i, m, r])
@@ -191,6 +229,8 @@ def explorer_data(inputs) -> dict:
     }
     if inputs.kind == "label":
         out["class_errors"] = class_errors(cb, fl)
+    if note:
+        out["note"] = note
     out["s"] = s.items
     return out
 

@@ -1,5 +1,6 @@
 // The item explorer of a gguf-shootout HTML report (benchmark/report/html.py writes it inline).
-// Data: the JSON blob in #explorer-data (benchmark/report/html_data.py describes it). Every text
+// Data: the JSON blob in #explorer-data (benchmark/report/html_data.py describes it; calls.raw -2 =
+// reply text left out of the page, -1 = none). Every text
 // from the run (items, replies, errors, names) is written with textContent, never as markup.
 (function () {
   "use strict";
@@ -172,7 +173,8 @@
         if (C.conf.length && C.conf[k] !== null) meta += " \u00b7 confidence " + C.conf[k];
         if (C.err[k] >= 0) meta += " \u00b7 error: " + str(C.err[k]);
         div.appendChild(el("div", "meta", meta));
-        div.appendChild(el("pre", "raw", str(C.raw[k])));
+        if (C.raw[k] === -2) div.appendChild(el("p", "note", "(reply text left out of this page; see the note above)"));
+        else div.appendChild(el("pre", "raw", str(C.raw[k])));
         box.appendChild(div);
       }
     }
@@ -239,6 +241,7 @@
   var legend = el("p", "legend", "Cells: each arm's answer per iteration; green = the same as its reference's answer in " +
     "that iteration, orange = different, red = invalid reply; \u2713/\u2717 against the gold " +
     (label ? "label." : "direction (neutral band \u00b1" + D.band + ")."));
-  root.replaceChildren(controls, classBox, legend, status, list, pager);
+  var note = el("p", "note", D.note || "");
+  root.replaceChildren(controls, classBox, legend, note, status, list, pager);
   update();
 })();

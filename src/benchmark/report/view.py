@@ -133,10 +133,11 @@ def queries(facts: list[dict]) -> dict[str, dict]:
         "arms": {
             "title": "Arms of a run", "description": "Each arm (model x prompt variant) of run :run_id with its "
                      "reference (the report's rule), calls, invalid replies and mean seconds per call.",
-            "sql": w + "SELECT c.model, c.family, c.quant, c.variant, f.reference, count(*) AS calls, "
-                   "sum(c.valid = 0) AS invalid, round(avg(c.valid = 0), 4) AS invalid_rate, "
-                   "round(avg(c.wall_seconds), 4) AS mean_seconds FROM calls c LEFT JOIN refs f ON f.run_id = "
-                   "c.run_id AND f.candidate = c.model WHERE c.run_id = :run_id GROUP BY c.model ORDER BY min(c.id)"},
+            "sql": w + "SELECT g.model, g.family, g.quant, g.variant, f.reference, g.calls, g.invalid, "
+                   "g.invalid_rate, g.mean_seconds FROM (SELECT model, family, quant, variant, count(*) AS calls, "
+                   "sum(valid = 0) AS invalid, round(avg(valid = 0), 4) AS invalid_rate, round(avg(wall_seconds), 4) "
+                   "AS mean_seconds, min(id) AS first FROM calls WHERE run_id = :run_id GROUP BY model) g "
+                   "LEFT JOIN refs f ON f.run_id = :run_id AND f.candidate = g.model ORDER BY g.first"},
         "flips": {
             "title": "Flips against the reference",
             "description": "Calls of run :run_id whose answer differs from their reference's answer in the same "
@@ -151,7 +152,8 @@ def queries(facts: list[dict]) -> dict[str, dict]:
             "description": "Per candidate arm of run :run_id: matched calls (same item and iteration as its "
                            "reference), how many answer differently, and the share.",
             "sql": w + f"SELECT c.model AS candidate, f.reference, count(*) AS matched_calls, "
-                   f"sum({a_c} <> {a_r}) AS flips, round(avg({a_c} <> {a_r}), 4) AS flip_rate\n" + pair +
+                   f"sum({a_c} <> {a_r}) AS flips, round(1.0 * sum({a_c} <> {a_r}) / count(*), 4) AS flip_rate\n"
+                   + pair +
                    "WHERE c.run_id = :run_id GROUP BY c.model ORDER BY min(c.id)"},
         "flips_by_item": {
             "title": "Items by flips",
@@ -162,12 +164,13 @@ def queries(facts: list[dict]) -> dict[str, dict]:
         "changing_answers": {
             "title": "Answers that change across iterations",
             "description": "Per arm and item of run :run_id, where the answer is not the same in every iteration: "
-                           "the distinct answers and their count; :model narrows to one arm (empty: all).",
-            "sql": w + f"SELECT model, item_id, count(DISTINCT answer) AS distinct_answers, "
-                   "group_concat(iteration || ': ' || answer, '; ') AS answers FROM (SELECT c.model, c.item_id, "
-                   f"c.iteration, {a_c} AS answer FROM calls c JOIN kinds k ON k.run_id = c.run_id WHERE c.run_id = "
-                   ":run_id AND (:model = '' OR c.model = :model) ORDER BY c.model, c.item_id, c.iteration) "
-                   "GROUP BY model, item_id HAVING distinct_answers > 1 ORDER BY distinct_answers DESC, model, item_id"},
+                           "how many different answers, and each with the number of iterations that gave it; "
+                           ":model narrows to one arm (empty: all).",
+            "sql": w + "SELECT model, item_id, count(*) AS different_answers, group_concat(answer || ' x' || n, '; ') "
+                   f"AS answers FROM (SELECT c.model, c.item_id, {a_c} AS answer, count(*) AS n FROM calls c JOIN "
+                   "kinds k ON k.run_id = c.run_id WHERE c.run_id = :run_id AND (:model = '' OR c.model = :model) "
+                   "GROUP BY c.model, c.item_id, answer) GROUP BY model, item_id HAVING different_answers > 1 "
+                   "ORDER BY different_answers DESC, model, item_id"},
         "invalid_replies": {
             "title": "Invalid replies",
             "description": "Calls of run :run_id that gave no valid answer: the error, finish reason and the raw "
