@@ -4,7 +4,8 @@
    of ``benchmark.synthetic.write_db`` with text lengths of a real run put in (each item 2,000
    characters, each reply a ~260-character JSON answer with its reasoning, as the demo's capped
    reasoning gives), then ``benchmark.report.build`` -> the heatmaps (as ``shootout report`` draws them)
-   -> ``inputs_from_report`` -> ``write_html``: the file's size and what takes it, and the time of each step.
+   -> ``inputs_from_report`` -> ``write_html``: the file's size and what takes it, and the time of each step;
+   then the page in headless Chromium (when installed): load, filters, sort, search.
 2. The viewer (``benchmark.report.view.serve``, Datasette) on the 1M-call benchmark database
    (``benchmarks/report_1m.py``'s shape: 20 models x 1,000 items x 50 iterations): each canned query
    over HTTP on 127.0.0.1, twice (first and second request), with the server process's CPU time for
@@ -96,6 +97,43 @@ def html_part(tmp: Path, n_items: int, n_models: int, n_iter: int) -> None:
     for k, v in times.items():
         print(f"  {k:<40}{v:8.2f} s")
     assert len(page(inputs)) > 0
+    in_chromium(out)
+
+
+def in_chromium(path: Path) -> None:
+    """Open the page in headless Chromium (when installed): load and first render, a filter, a sort, a search."""
+    import shutil
+
+    chromium = os.environ.get("SHOOTOUT_CHROMIUM") or shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        chromium = None
+    if not chromium:
+        print("  (Chromium or playwright not installed: the page was not opened)")
+        return
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=args)
+        pg = browser.new_page(viewport={"width": 1300, "height": 1400})
+        errors = []
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        steps = [("open the file, first page rendered", lambda: (pg.goto(path.as_uri()), pg.wait_for_selector("article.item"))),
+                 ("filter: invalid replies", lambda: pg.check("#f-invalid")),
+                 ("filter: differs from the reference", lambda: pg.check("#f-flip")),
+                 ("sort: most iterations differing", lambda: pg.select_option("#f-sort", "flip")),
+                 ("search in the texts", lambda: pg.fill("#f-search", "margins narrowed"))]
+        print("  in headless Chromium:")
+        for name, step in steps:
+            t = time.perf_counter()
+            step()
+            status = pg.locator("#explorer .status").inner_text()
+            print(f"    {name:<38}{time.perf_counter() - t:6.2f} s   {status}")
+        heap = pg.evaluate("performance.memory ? performance.memory.usedJSHeapSize : 0") / 1e6
+        print(f"    JavaScript heap {heap:.0f} MB; console errors: {errors or 'none'}")
+        browser.close()
 
 
 def _sha(p: Path) -> str:

@@ -172,7 +172,7 @@ def test_the_page_is_one_file_that_needs_no_network(label_report, tmp_path):
 @pytest.mark.slow
 def test_a_big_run_stays_under_20_mb(tmp_path):
     """1,000 items x 4 models x 5 iterations, with a real run's text lengths (2,000-character items,
-    ~260-character replies): the page without charts (benchmarks/html_view.py measures it with them)."""
+    ~260-character replies), charts included."""
     import sys
 
     from benchmark import report as rpt
@@ -189,10 +189,15 @@ def test_a_big_run_stays_under_20_mb(tmp_path):
              1000, 5, seed=1, run_id="big")
     realistic_text(db)
     with Store(db, create=False) as store:
-        inputs = inputs_from_report(rpt.build(store, "big"), store, charts=[])
+        inputs = inputs_from_report(rpt.build(store, "big"), store)   # charts drawn here
     out = write_html(inputs, tmp_path / "big.html")
     assert len(inputs.calls) == 20_000
     assert out.stat().st_size < 20e6
+    # the grids, the reliability and the Decision chart are in; the items x models heatmaps of 1,000 items are not
+    captions = [c for c, _ in inputs.charts]
+    assert "grid mae" in captions and "reliability" in captions and inputs.decision_chart
+    assert not [c for c in captions if c.endswith("heatmap")]
+    assert "as the run has 1000 articles (more than 100)" in inputs.chart_note
 
 
 # --------------------------------------------------------------------------- in a real browser

@@ -209,3 +209,16 @@ def test_a_port_in_use_is_one_clear_error(label_db):
         with pytest.raises(ShootoutError, match=r"cannot listen on 127\.0\.0\.1:\d+") as err:
             serve(label_db, busy.getsockname()[1], announce=lambda *_: None)
     assert "--port" in err.value.hint
+
+
+def test_a_file_a_run_is_writing_to_is_viewed_with_a_note(label_db):
+    from benchmark.report.view import check, run_facts, wal_note
+    from benchmark.store import Store
+
+    assert wal_note(label_db) is None
+    with Store(label_db, create=False) as store:   # a run holding the file open: its -wal beside it
+        store.finish_run("lab")
+        assert "a run is writing to results.sqlite" in wal_note(label_db)
+        check(label_db)
+        assert [f["run_id"] for f in run_facts(label_db)] == ["lab"]
+    assert wal_note(label_db) is None

@@ -16,6 +16,7 @@ is the one adapter from the report model (``benchmark.report.build``) and the re
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import html
 import json
@@ -260,14 +261,20 @@ def inputs_from_report(report, store, charts: list[Path] | None = None) -> HtmlI
     with tempfile.TemporaryDirectory() as tmp:
         decision = rpt.decision_png(report, Path(tmp) / "decision_pareto.png") if len(report.decision) else None
         chart_bytes = decision.read_bytes() if decision else None
-        paths = [Path(p) for p in (charts if charts is not None else write_heatmaps(report, Path(tmp) / "charts"))]
-        paths = [p for p in paths if p.suffix == ".png" and p.name != "decision_pareto.png"]
         n_items = report.per_item["item_id"].nunique() if "item_id" in report.per_item else 0
+        if charts is None:  # drawn here; without the per-item table the items x models heatmaps are not drawn
+            drawn = report if n_items <= ITEM_CHART_LIMIT else dataclasses.replace(report, per_item=pd.DataFrame())
+            charts = write_heatmaps(drawn, Path(tmp) / "charts")
+            left_undrawn = n_items > ITEM_CHART_LIMIT
+        else:
+            left_undrawn = False
+        paths = [Path(p) for p in charts]
+        paths = [p for p in paths if p.suffix == ".png" and p.name != "decision_pareto.png"]
         left = [p.name for p in paths if n_items > ITEM_CHART_LIMIT and _per_item_chart(p)]
         pngs = [(p.stem.replace("_", " "), p.read_bytes()) for p in paths if p.name not in left]
-    chart_note = (f"Left out of this page: the {noun}s x models heatmaps ({', '.join(left)}), as the run has "
-                  f"{n_items} {noun}s (more than {ITEM_CHART_LIMIT}); they are in the heatmaps folder of the run, "
-                  f"and the explorer below shows every {noun}." if left else "")
+    chart_note = (f"Left out of this page: the {noun}s x models heatmaps ({', '.join(left) or 'not drawn'}), as the "
+                  f"run has {n_items} {noun}s (more than {ITEM_CHART_LIMIT}); `shootout report` draws them into the "
+                  f"heatmaps folder, and the explorer below shows every {noun}." if left or left_undrawn else "")
     info = report.sheet("Run Info").table
     facts = [(k, "" if v is None else v) for k, v in zip(info["key"], info["value"]) if k != "config text"]
     config = next((v for k, v in zip(info["key"], info["value"]) if k == "config text"), "") or ""

@@ -225,6 +225,15 @@ def datasette(path: Path):
     return Datasette(immutables=[str(Path(path).resolve())], metadata=metadata(path, facts), settings=SETTINGS)
 
 
+def wal_note(path: Path) -> str | None:
+    """What the view cannot show while a run writes to the file (its ``-wal`` holds calls not yet in it)."""
+    wal = Path(str(path) + "-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        return (f"note: {wal.name} exists: a run is writing to {Path(path).name}, or did not close it; the view shows "
+                "the calls stored up to the last checkpoint")
+    return None
+
+
 def serve(path: Path, port: int = DEFAULT_PORT, *, open_browser: bool = False, announce=print) -> None:
     """Serve ``path`` on http://127.0.0.1:``port`` until interrupted (port 0: any free port)."""
     try:
@@ -241,10 +250,9 @@ def serve(path: Path, port: int = DEFAULT_PORT, *, open_browser: bool = False, a
         raise ShootoutError(f"cannot listen on {HOST}:{port} ({exc.strerror or exc})",
                             "pass another --port, or stop what uses this one") from None
     url = f"http://{HOST}:{sock.getsockname()[1]}/{path.stem}"
-    wal = Path(str(path) + "-wal")
-    if wal.is_file() and wal.stat().st_size > 0:
-        announce(f"note: {wal.name} exists: a run is writing to {path.name}, or did not close it; the view shows the "
-                 "calls stored up to the last checkpoint")
+    note = wal_note(path)
+    if note:
+        announce(note)
     announce(f"read-only view of {path} at {url} (Ctrl-C to stop)")
     if open_browser:
         import webbrowser
