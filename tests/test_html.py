@@ -118,7 +118,7 @@ def label_report(tmp_path):
     """A synthetic classification run whose replies hold markup, as a report and the page's inputs."""
     from benchmark import report as rpt
     from benchmark.report.html import inputs_from_report
-    from benchmark.stats.label import SynthLabelModel
+    from benchmark.stats.label_synth import SynthLabelModel
     from benchmark.store import Store
     from benchmark.synthetic import write_label_db
 

@@ -75,7 +75,7 @@ class Viewer:
 
 @pytest.fixture
 def label_db(tmp_path) -> Path:
-    from benchmark.stats.label import SynthLabelModel
+    from benchmark.stats.label_synth import SynthLabelModel
     from benchmark.synthetic import write_label_db
 
     db = tmp_path / "results.sqlite"

@@ -216,29 +216,32 @@ def py_format(excel: str | None) -> str | None:
 
 
 def _sheet_table(report, sheet, *, colour: bool) -> Table:
-    from benchmark import report as rpt
+    from benchmark import metrics as M
+    from benchmark.report.colours import cell_colour
+    from benchmark.report.model import ALIASES
+    from benchmark.report.workbook import column_header, number_format
 
     df = sheet.table
     numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
-    formats = {c: py_format(sheet.formats.get(c) or rpt._number_format(report, c)) for c in numeric}
+    formats = {c: py_format(sheet.formats.get(c) or number_format(report, c)) for c in numeric}
     fills = {}
     if colour and "model" in df:
         models = set(report.details["model"])
-        metric_cols = [c for c in numeric if c in rpt.M.METRICS or c.startswith("f_beta_")]
+        metric_cols = [c for c in numeric if c in M.METRICS or c.startswith("f_beta_")]
         for i, model in enumerate(df["model"].tolist()):
             if model not in models:
                 continue
             for c in metric_cols:
                 table = report.details if c in report.details else df
-                fill = rpt.cell_colour(report, model, c, df[c].iloc[i], table)
+                fill = cell_colour(report, model, c, df[c].iloc[i], table)
                 if fill:
                     fills[(i, c)] = fill
     best = set()
     if sheet.best and "model" in df:
         for c in numeric:
-            winner = report.best.get("s_per_sample" if c == "cost_per_1k" else rpt.ALIASES.get(c, c))
+            winner = report.best.get("s_per_sample" if c == "cost_per_1k" else ALIASES.get(c, c))
             best |= {(i, c) for i, model in enumerate(df["model"].tolist()) if winner is not None and model == winner}
-    return Table(df, {c: rpt._header(report, c) for c in df.columns}, formats, fills, sheet.note, best)
+    return Table(df, {c: column_header(report, c) for c in df.columns}, formats, fills, sheet.note, best)
 
 
 def inputs_from_report(report, store, charts: list[Path] | None = None) -> HtmlInputs:
@@ -246,12 +249,12 @@ def inputs_from_report(report, store, charts: list[Path] | None = None) -> HtmlI
     sheets, its charts (``charts``: PNG files already drawn, e.g. those ``charts.write_heatmaps`` wrote for
     the heatmaps folder; drawn here into a temporary folder when None; items x models heatmaps of runs over
     ``ITEM_CHART_LIMIT`` items left out), the run's items and calls from the store."""
-    from benchmark import report as rpt
     from benchmark.report.charts import write_heatmaps
+    from benchmark.report.plots import decision_png
 
     run_id = report.run_id
     task = report.task
-    noun = task.get("item_noun") or "item"
+    noun = task.item_noun or "item"
     items = pd.read_sql_query("SELECT item_id, position, split, text, target_label, target_value, fields_json "
                               "FROM items WHERE run_id=? ORDER BY position", store.db, params=(run_id,))
     fields = [json.loads(f or "{}") for f in items.pop("fields_json")]
@@ -259,7 +262,7 @@ def inputs_from_report(report, store, charts: list[Path] | None = None) -> HtmlI
     calls = pd.read_sql_query("SELECT model, iteration, item_id, raw_text, valid, error, label, value, confidence "
                               "FROM calls WHERE run_id=? ORDER BY id", store.db, params=(run_id,))
     with tempfile.TemporaryDirectory() as tmp:
-        decision = rpt.decision_png(report, Path(tmp) / "decision_pareto.png") if len(report.decision) else None
+        decision = decision_png(report, Path(tmp) / "decision_pareto.png") if len(report.decision) else None
         chart_bytes = decision.read_bytes() if decision else None
         n_items = report.per_item["item_id"].nunique() if "item_id" in report.per_item else 0
         if charts is None:  # drawn here; without the per-item table the items x models heatmaps are not drawn
@@ -280,9 +283,9 @@ def inputs_from_report(report, store, charts: list[Path] | None = None) -> HtmlI
     config = next((v for k, v in zip(info["key"], info["value"]) if k == "config text"), "") or ""
     dec = report.sheet("Decision")
     return HtmlInputs(
-        title=f"gguf-shootout report: run {run_id} ({task.get('name') or 'task'})", run_id=run_id,
-        kind=report.kind, item_noun=noun, value_name=task.get("value_name") or "value",
-        labels=[str(x) for x in task.get("labels") or []], arms=list(report.details["model"]),
+        title=f"gguf-shootout report: run {run_id} ({task.name or 'task'})", run_id=run_id,
+        kind=report.kind, item_noun=noun, value_name=task.value_name or "value",
+        labels=[str(x) for x in task.labels or []], arms=list(report.details["model"]),
         references=dict(report.refs), items=items, calls=calls,
         summary=_sheet_table(report, report.sheet("Summary"), colour=True),
         decision_lines=list(dec.lines), decision_table=_sheet_table(report, dec, colour=False),

@@ -67,7 +67,8 @@ def run_facts(path: Path) -> list[dict]:
     """Per run: its id, task kind, neutral band and arm -> reference (the report's rule)."""
     import pandas as pd
 
-    from benchmark.report import Settings, stored_pairs, stored_settings
+    from benchmark.report.references import resolve
+    from benchmark.report.settings import Settings, stored_pairs, stored_settings
     from benchmark.stats import common
 
     con = connect(path)
@@ -86,7 +87,7 @@ def run_facts(path: Path) -> list[dict]:
             if len(arms):
                 order = common.model_order(arms)
                 frame = arms.set_index("model").loc[order].reset_index()
-                refs = common.family_references(frame, cfg.reference, stored_pairs(run))
+                refs = resolve(frame, cfg.reference, stored_pairs(run)).of  # the report's one resolver
             out.append({"run_id": run["run_id"], "kind": task.get("kind", "value"),
                         "band": float(cfg.neutral_band), "refs": refs})
         return out
