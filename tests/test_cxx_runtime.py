@@ -105,3 +105,25 @@ def test_every_engine_build_on_linux_hides_static_libraries():
             assert accel.HIDE_STATIC_LIBS in accel.CMAKE_ARGS[kind].split()
     # a wheel kept from before the flags (or with other flags) is never reused
     assert accel.wheel_tag("cuda") != accel.wheel_tag("cuda", "-DCMAKE_CUDA_ARCHITECTURES=90")
+
+
+@pytest.mark.skipif(GXX is None or sys.platform != "linux", reason="needs g++ on Linux")
+def test_run_and_doctor_refuse_an_engine_that_exports_a_cxx_runtime(tmp_path):
+    """The engine as the CUDA box built it (a library carrying an exported libstdc++), pointed at with
+    LLAMA_CPP_LIB_PATH: `run` stops before loading anything, with one message and the rebuild command,
+    instead of a segmentation fault; `doctor` names it (on a config with only in-process models)."""
+    from conftest import shootout, write_config
+
+    exported = _build(tmp_path / "engine", [])
+    shutil.copy(exported.parent / "libinner.so", exported.parent / "libllama.so")
+    config = write_config(tmp_path, "embedded", iterations=1, articles=1)
+    env = {"LLAMA_CPP_LIB_PATH": str(exported.parent)}
+    r = shootout("run", "-c", str(config), "--no-progress", env_extra=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "libllama.so" in r.stderr and "C++ runtime" in r.stderr and "make engine ACCEL=" in r.stderr
+    d = shootout("doctor", "-c", str(config), env_extra=env)
+    said = " ".join((d.stdout + d.stderr).split())  # the table folds long lines
+    assert d.returncode == 2 and "FAIL" in said and "libllama.so" in said and "C++ runtime" in said, said
+    ok = shootout("doctor", "-c", str(config))
+    said = " ".join((ok.stdout + ok.stderr).split())
+    assert ok.returncode == 0 and "no exported copy of the C++ runtime" in said, said

@@ -183,11 +183,13 @@ def test_shards_run_as_separate_processes_merge_into_the_unsharded_report(tiny_g
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
-    assert set(_calls(s1 / "results.sqlite")["model"]) == {"a"} and set(_calls(s2 / "results.sqlite")["model"]) == {"b"}
+    f1, f2 = s1 / "results.shard-01-of-02.sqlite", s2 / "results.shard-02-of-02.sqlite"  # each shard its own file
+    assert not (s1 / "results.sqlite").exists() and not (s2 / "results.sqlite").exists()
+    assert set(_calls(f1)["model"]) == {"a"} and set(_calls(f2)["model"]) == {"b"}
     merged = tmp_path / "merged.sqlite"
-    m = shootout("merge", str(s1 / "results.sqlite"), str(s2 / "results.sqlite"), "--out", str(merged))
+    m = shootout("merge", str(f1), str(f2), "--out", str(merged))
     assert m.returncode == 0, m.stderr
-    again = shootout("merge", str(s1 / "results.sqlite"), str(s1 / "results.sqlite"), "--out", str(tmp_path / "x.sqlite"))
+    again = shootout("merge", str(f1), str(f1), "--out", str(tmp_path / "x.sqlite"))
     assert again.returncode == 2 and "stored in both" in again.stderr  # duplicates refused
     for name, db in (("full", full / "results.sqlite"), ("merged", merged)):
         rep = shootout("report", "--db", str(db), "--out", str(tmp_path / f"rep-{name}"))

@@ -19,6 +19,8 @@ _FACT_WORDS = ("offloaded", "using device", "model buffer size", "KV buffer size
 
 def llama_cpp_ready() -> Any:
     """The ``llama_cpp`` module with llama.cpp's backend initialised and its log routed here (once)."""
+    if not getattr(llama_cpp_ready, "done", False):
+        refuse_exported_runtime()
     import llama_cpp as L
 
     if not getattr(llama_cpp_ready, "done", False):
@@ -35,6 +37,18 @@ def llama_cpp_ready() -> Any:
         L.llama_backend_init()
         llama_cpp_ready.done = True
     return L
+
+
+def refuse_exported_runtime() -> None:
+    """An engine built with an exported copy of the C++ runtime crashes at model load (segmentation fault
+    or 'free(): invalid pointer') in a process that also uses pandas, pyarrow or numpy: refuse it with the
+    rebuild command instead (``core.cxx_runtime``; `shootout doctor` says the same)."""
+    from core import cxx_runtime
+    from core.errors import ShootoutError
+
+    found = cxx_runtime.problem()
+    if found:
+        raise ShootoutError(*found)
 
 
 def model_meta(L, model, key: str) -> str | None:

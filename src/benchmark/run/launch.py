@@ -21,6 +21,13 @@ class Stopped(ShootoutError):
     exit_code = 130
 
 
+class ShardsFailed(ShootoutError):
+    """Some shards of an executor's run did not finish (a node or its worker died): the others are
+    stored, the executor said which failed and why; exit code 1, resumable."""
+
+    exit_code = 1
+
+
 def resume_hint(cfg, run_id: str) -> str:
     return f"shootout run --config {cfg.source} --run-id {run_id}"
 
@@ -35,17 +42,20 @@ def resumable_run(store, config_text: str) -> str | None:
 
 
 def run_config(cfg, *, run_id: str | None = None, resume: bool = False, models: list[str] | None = None,
-               shard: tuple[int, int, str] | None = None, progress: bool = True, console=None):
-    """Run (or resume) the grid of ``cfg`` into its results database; returns the runner's ``RunResult``
-    (``stopped`` set when a first Ctrl-C stopped it after the call in flight)."""
+               shard=None, progress: bool = True, console=None):
+    """Run (or resume) the grid of ``cfg`` into its results database (a shard, ``benchmark.run.shards.Shard``,
+    into its own file beside it); returns the runner's ``RunResult`` (``stopped`` set when a first Ctrl-C
+    stopped it after the call in flight)."""
     from benchmark.run.runner import Runner
+    from benchmark.run.shards import database_for
     from benchmark.store import Store
 
-    db = cfg.resolve(cfg.run.database)
-    with Store(db) as store:
+    db = database_for(cfg, shard)
+    with Store(db, lock_wait_s=cfg.run.lock_wait_s) as store:
         if run_id is None and resume:
             run_id = resumable_run(store, cfg.text)
-        runner = Runner(cfg, store, run_id=run_id, console=console, progress=progress, models=models, shard=shard)
+        runner = Runner(cfg, store, run_id=run_id, console=console, progress=progress, models=models,
+                        shard=shard.spec() if shard else None)
         try:
             return runner.run()
         except KeyboardInterrupt:  # a second Ctrl-C: the call in flight is abandoned, nothing half-stored

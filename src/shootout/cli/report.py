@@ -94,3 +94,15 @@ def export_json(config: Path = CONFIG_OPT, db: Optional[Path] = DB_OPT, run_id: 
 
     files, rid = reporting.seed_json(config, db, run_id, out)
     typer.echo(f"wrote {len(files)} files under {out}/ (run {rid})")
+
+
+@command()
+def view(config: Optional[Path] = REPORT_CONFIG_OPT, db: Optional[Path] = DB_OPT,
+         port: int = typer.Option(8001, "--port", min=0, max=65535, help="port on 127.0.0.1 (0: any free one)"),
+         open_browser: bool = typer.Option(False, "--open", help="open it in the browser")):
+    """A read-only browser view of the results database (Datasette, on 127.0.0.1): runs, arms, flips
+    against the reference, invalid replies, one item across every arm and iteration. It never writes."""
+    from benchmark.report.view import serve
+    from shootout import reporting
+
+    serve(reporting.database_of(config, db), port, open_browser=open_browser, announce=console().print)
