@@ -89,7 +89,7 @@ def test_top_level_help_lists_every_command_and_loads_none_of_the_tables():
     assert r.returncode == 0, r.stderr
     assert "loaded: []" in r.stdout
     listed = set(re.findall(r"^│ (\S+)\s", r.stdout, flags=re.M))
-    assert listed == {"run", "merge", "validate", "runs", "report", "heatmaps", "plan", "export-json", "export",
+    assert listed == {"run", "merge", "validate", "runs", "recover", "report", "heatmaps", "plan", "export-json", "view", "export",
                       "modelfile", "register", "doctor", "finetune", "learning-curve", "data", "demo",
                       "finetune-demo", "--help"}
 

@@ -113,7 +113,7 @@ def targets(config: Path, models: list[str] | None, tag: str | None, modelfile: 
                                 "doctor checks Ollama models; name one with backend: ollama, or pass --tag")
         entries = [m for m in entries if m.name in models]
     if not entries:
-        if any(spec_of(m).capabilities.in_process for m in cfg.models):
+        if _in_process(cfg):
             return [], task  # only the in-process engine to check
         raise ShootoutError(f"{config} has no Ollama model to check",
                             "add one with backend: ollama (or `shootout register TAG --backend ollama`), or pass --tag")
@@ -232,6 +232,17 @@ def check_model(t: Target, task, host: str | None) -> list[Check]:
     return out
 
 
+def _in_process(cfg) -> bool:
+    """Whether the config (or the file at that path) has a model run in this process."""
+    from benchmark.backends import spec_of
+
+    if isinstance(cfg, Path):
+        from benchmark.config import load_config
+
+        cfg = load_config(cfg, check_files=False)
+    return any(spec_of(m).capabilities.in_process for m in cfg.models)
+
+
 def engine_checks() -> list[Check]:
     """The in-process engine: whether its build can load a model in a process that also uses pandas
     (``core.cxx_runtime``: an exported copy of the C++ runtime crashes it)."""
@@ -257,7 +268,7 @@ def main(config: Path, models: list[str] | None, tag: str | None, modelfile: Pat
     if modelfile is not None and not modelfile.is_file():
         raise ShootoutError(f"Modelfile not found: {modelfile}", "pass --modelfile PATH of an existing Modelfile")
     todo, task = targets(config, models, tag, modelfile, num_ctx)
-    rows: list[Check] = engine_checks()
+    rows: list[Check] = engine_checks() if tag is None and config.is_file() and _in_process(config) else []
     for t in todo:
         rows += check_model(t, task, host)
     table = Table(title="shootout doctor")
