@@ -194,6 +194,24 @@ def probe(base_url: str, adapter: str | None = None) -> list[dict]:
         row("logit_bias", got[:1] == [target], f"+100 on token {target}: first token {got[:1]} "
                                                "(keys are token ids; the logprobs then include the bias)")
 
+    if tentries and len(tentries[0]["top_logprobs"]) >= 4:
+        # label scoring: the same large bias on each label's first token keeps their odds and pushes
+        # every other token out, so the biased top list is the distribution over the labels alone
+        alts = sorted(tentries[0]["top_logprobs"], key=lambda t: -t["logprob"])
+        labels = [alts[0], alts[2], alts[3]]
+        st, d = s.chat(logprobs=True, top_logprobs=3, max_tokens=1,
+                       logit_bias={str(t["id"]): 100 for t in labels})
+        biased = {t["id"]: t["logprob"] for t in (d.get("choices", [{}])[0].get("logprobs") or {})
+                  .get("content", [{}])[0].get("top_logprobs", [])}
+        mass = sum(2.718281828 ** v for v in biased.values())
+        unbiased_odds = labels[0]["logprob"] - labels[1]["logprob"]
+        biased_odds = biased.get(labels[0]["id"], 0) - biased.get(labels[1]["id"], 0)
+        same = set(biased) == {t["id"] for t in labels} and abs(unbiased_odds - biased_odds) < 1e-2
+        row("label scoring by logit_bias", same and mass > 0.99,
+            f"+100 on 3 first tokens: the top 3 are those tokens {set(biased) == {t['id'] for t in labels}}, "
+            f"holding probability {mass:.4f}; log-odds of two of them {unbiased_odds:.4f} unbiased, "
+            f"{biased_odds:.4f} biased")
+
     st, d = s.chat(n=2, max_tokens=2)
     row("n > 1", len(d.get("choices", [])) == 2, f"{len(d.get('choices', []))} choices for n=2")
 

@@ -20,8 +20,8 @@ def _few_shot_prefix_tokens(engine) -> int:
     return next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
 
 
-GEMMA = ("F16", "Q8_0", "Q5_K_M", "Q4_K_M")
-SMOL = ("F16", "Q8_0", "Q4_0")
+LADDER = ("F16", "Q8_0", "Q4_0")
+GEMMA = SMOL = LADDER
 MODELS = [f"gemma3-270m-{q.lower()}" for q in GEMMA] + [f"smollm2-135m-{q.lower()}" for q in SMOL]
 
 
@@ -39,7 +39,7 @@ def test_demo_builds_two_ladders_runs_and_prints_table(tmp_path, engine):
     con = sqlite3.connect(out / "results.sqlite")
     rows = con.execute("SELECT model, iteration, item_id, prompt_seconds, gen_seconds, wall_seconds,"
                        " prompt_tokens, completion_tokens FROM calls").fetchall()
-    assert len(rows) == len({r[:3] for r in rows}) == 7 * 1 * 2
+    assert len(rows) == len({r[:3] for r in rows}) == 6 * 1 * 2
     assert {r[0] for r in rows} == set(MODELS)
     assert all(all(v is not None and v > 0 for v in r[3:]) for r in rows)
     families = dict(con.execute("SELECT model, family FROM calls"))
@@ -55,7 +55,7 @@ def test_demo_builds_two_ladders_runs_and_prints_table(tmp_path, engine):
     # the per-model table
     for header in ("valid", "mean sentiment", "mean per-article var", "s / sample", "gen tok/s"):
         assert header in res.stderr
-    for name in ("gemma3-270m-f16", "gemma3-270m-q4_k_m", "smollm2-135m-f16", "smollm2-135m-q4_0"):
+    for name in ("gemma3-270m-f16", "gemma3-270m-q4_0", "smollm2-135m-f16", "smollm2-135m-q4_0"):
         assert name in res.stderr
 
     # the workbook and the heatmaps of the run; the family pair among the comparisons
@@ -67,6 +67,10 @@ def test_demo_builds_two_ladders_runs_and_prints_table(tmp_path, engine):
     ws = wb["Summary"]
     numbers = [c for row in ws.iter_rows(min_row=4, min_col=4) for c in row if c.value is not None]
     assert numbers and all(c.data_type == "n" for c in numbers)
+    # the same rungs in both families: a complete family x quant grid, so the two-way ANOVA runs
+    anova = [str(c.value) for row in wb["ANOVA"].iter_rows() for c in row if c.value is not None]
+    assert any("two-way ANOVA family x quant, item as block" in v for v in anova)
+    assert not any("skipped: needs a complete grid" in v for v in anova)
     compared = {tuple(str(c.value) for c in row[:2]) for row in wb["Comparisons"].iter_rows()}
     assert ("gemma3-270m-f16", "smollm2-135m-f16") in compared
     assert (out / "reports" / run_id / "summary.csv").is_file()
@@ -74,15 +78,15 @@ def test_demo_builds_two_ladders_runs_and_prints_table(tmp_path, engine):
     assert "valid_rate_heatmap.png" in pngs and "mean_sentiment_heatmap.png" in pngs
 
     # the demo again with other settings keeps its ladders (the demo's own preparation, in process: a
-    # second benchmark of seven rungs costs seven more few-shot prefixes) and writes the new settings;
+    # second benchmark of six rungs costs six more few-shot prefixes) and writes the new settings;
     # that a run of other settings is a new, complete run is checked on a smaller config below
     from shootout.demo import prepare
 
     ladder = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*.gguf")}
-    assert len(ladder) == 7  # the ladders only: the sources stay in the cache
+    assert len(ladder) == 6  # the ladders only: the sources stay in the cache
     said: list[str] = []
     config = prepare(out, 2, 1, log=said.append)
-    assert sum("kept (already built)" in line for line in said) == 7
+    assert sum("kept (already built)" in line for line in said) == 6
     assert {p: p.stat().st_mtime_ns for p in ladder} == ladder
     assert "max_articles: 1\n" in config.read_text() and "iterations: 2 " in config.read_text()
 
@@ -211,11 +215,10 @@ def test_the_demo_config_asks_which_family_and_which_rung(tmp_path, embedded_ggu
     assert {m.name: m.family for m in cfg.models} == {m: m.rsplit("-", 1)[0] for m in MODELS}
     assert [tuple(p) for p in cfg.compare] == [
         ("gemma3-270m-f16", "smollm2-135m-f16"),
-        ("gemma3-270m-f16", "gemma3-270m-q8_0"), ("gemma3-270m-f16", "gemma3-270m-q5_k_m"),
-        ("gemma3-270m-f16", "gemma3-270m-q4_k_m"),
+        ("gemma3-270m-f16", "gemma3-270m-q8_0"), ("gemma3-270m-f16", "gemma3-270m-q4_0"),
         ("smollm2-135m-f16", "smollm2-135m-q8_0"), ("smollm2-135m-f16", "smollm2-135m-q4_0")]
     templates = {m.name: m.options.chat_template for m in cfg.models}
-    assert all(templates[m] == "gemma" for m in MODELS[:4]) and all(templates[m] is None for m in MODELS[4:])
+    assert all(templates[m] == "gemma" for m in MODELS[:3]) and all(templates[m] is None for m in MODELS[3:])
     assert all(m.prompt_style == "few_shot" for m in cfg.models)
     assert {m.name: cfg.model_path(m).name for m in cfg.models}["smollm2-135m-q4_0"] == "smollm2-135m.Q4_0.gguf"
     assert cfg.run.iterations == 3 and "max_articles" not in (tmp_path / "config.yaml").read_text()

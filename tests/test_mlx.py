@@ -99,8 +99,8 @@ def test_capability_table_from_the_live_server(mlx_models, mlx_server):
     yes = {name for name, row in rows.items() if row["supported"] is True}
     no = {name for name, row in rows.items() if row["supported"] is False}
     assert {"GET /health", "GET /v1/models", "chat completion", "usage fields", "model names", "streaming",
-            "logprobs", "top_logprobs", "logprob scale", "stop sequences", "seed", "logit_bias", "/v1/completions",
-            "LoRA adapter per request"} <= yes, rows
+            "logprobs", "top_logprobs", "logprob scale", "stop sequences", "seed", "logit_bias",
+            "label scoring by logit_bias", "/v1/completions", "LoRA adapter per request"} <= yes, rows
     # what mlx_lm.server does not do: no schema constraint, one choice, no timing fields
     assert {"response_format json_schema", "n > 1", "timings"} <= no, rows
     # at most 11 alternatives; the highest is the generated token (the entry's own id may be another)

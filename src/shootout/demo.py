@@ -5,19 +5,27 @@ from the embedded GGUF (core/embedded.py), registered in one config and run over
 snapshot; the report answers "which family" (the pair of the families' references) and "which
 rung within each family" (each rung against its family's F16).
 
-The ladders, and why (``LADDERS``):
+The ladders (``LADDERS``): F16 / Q8_0 / Q4_0 for both Gemma 3 270M (from its Q4_K_M GGUF) and
+SmolLM2-135M-Instruct (from its Q4_1 GGUF, requantized: llama.cpp's allow_requantize). Why:
 
-- Gemma 3 270M, from its Q4_K_M GGUF: F16 / Q8_0 / Q5_K_M / Q4_K_M.
-- SmolLM2-135M-Instruct, from its Q4_1 GGUF (requantized: llama.cpp's allow_requantize):
-  F16 / Q8_0 / Q4_0. Its rows are 576 wide, not a multiple of the 256 a K-quant block needs, so
-  llama.cpp stores most tensors of a K-quant in a fallback type (Q4_K_M: 58% of the weights Q5_0,
-  11% Q4_K; 100.6 MiB, larger than the Q4_1 source): a "Q4_K_M" rung would not be one. Q4_1 would
-  give back the source byte for byte (F16 holds the source's weights exactly), so it adds nothing;
-  Q4_0 (32-wide blocks, every tensor really 4-bit but the tied embedding, which llama.cpp keeps at
-  Q8_0) is a genuine further rounding, and the smallest file.
+- The same rungs in both families make a complete family x quant grid, the design the report's
+  two-way ANOVA (family x quant, items as blocks) and the family x quant charts need.
+- K-quants are not what they say on these models: a K-quant block is 256 wide and their rows are
+  640 (Gemma) and 576 (SmolLM2) wide, so llama.cpp stores most tensors in a fallback type. Gemma's
+  Q4_K_M is 63% Q8_0 (the token embedding), 24% Q5_0, 9% Q4_K, 4% Q6_K; its Q5_K_M (248.0 MiB)
+  differs from Q4_K_M (241.4 MiB) in a third of the weights only. SmolLM2's Q4_K_M is 58% Q5_0 and
+  11% Q4_K, 100.6 MiB: larger than its Q4_1 source (93.8 MiB).
+- Q4_0 (32-wide blocks) is a real 4-bit rounding of every tensor but the tied token embedding,
+  which llama.cpp keeps at Q8_0 (63% of Gemma's weights, 21% of SmolLM2's): 230.2 and 87.5 MiB.
+- F16 holds each source's weights exactly (requantizing SmolLM2's F16 to Q4_1 gives back the
+  source's tensors byte for byte), so it is each family's reference; a Q4_1 rung would repeat the
+  source.
+- Time: per call, side by side on 2 shared cores with one thread (benchmarks/demo_rungs.py), the
+  six rungs take 1.39x the seconds of the four Gemma rungs of earlier versions (F16/Q8_0/Q5_K_M/
+  Q4_K_M); 24 articles x 3 iterations stay well inside the demo's 15 minutes.
 
-Each family's reference is its F16 (the source's weights, dequantized); the config's compare
-pairs hold each rung against it and the two references against each other.
+Each family's reference is its F16; the config's compare pairs hold each rung against it and the
+two references against each other.
 
 ``--task NAME``: one of the classification studies in ``examples/``, copied into the output folder
 (its config and data) and run there on an embedded model (``model``: Gemma by default).
@@ -41,7 +49,7 @@ class Ladder:
 
 
 LADDERS: dict[str, Ladder] = {lad.family: lad for lad in (
-    Ladder("gemma3-270m", "gemma3-270m", ("Q8_0", "Q5_K_M", "Q4_K_M")),
+    Ladder("gemma3-270m", "gemma3-270m", ("Q8_0", "Q4_0")),
     Ladder("smollm2-135m", "smollm2-135m", ("Q8_0", "Q4_0")),
 )}
 FAMILY = "gemma3-270m"  # the first family (earlier versions had only this one)
