@@ -69,6 +69,12 @@ def test_each_embedded_model_is_pinned_with_its_file_licence_and_source():
     with pytest.raises(ShootoutError) as err:
         embedded.model("llama-7b")
     assert "no embedded model 'llama-7b'" in err.value.message and "smollm2-135m" in err.value.hint
+    # what a config's model path can say
+    assert embedded.named_in_path("embedded").name == "gemma3-270m"
+    assert embedded.named_in_path("embedded:smollm2") is SMOL
+    assert embedded.named_in_path("models/embedded.gguf") is None and embedded.named_in_path(None) is None
+    with pytest.raises(ShootoutError, match="no embedded model 'phi'"):
+        embedded.named_in_path("embedded:phi")
 
 
 def test_smollm2_is_the_wheels_gguf_checked_and_cached(smollm2_gguf):

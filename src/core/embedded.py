@@ -78,6 +78,16 @@ def model(name: str | None = None) -> EmbeddedModel:
     return MODELS[key]
 
 
+PATH_PREFIX = "embedded"  # a config's model path: "embedded" (the default model) or "embedded:NAME"
+
+
+def named_in_path(path: str | None) -> EmbeddedModel | None:
+    """The embedded model a config's ``path`` names (``embedded``, ``embedded:smollm2``), else None."""
+    if not path or path.split(":", 1)[0] != PATH_PREFIX:
+        return None
+    return model(path.split(":", 1)[1] if ":" in path else None)
+
+
 def default_cache_dir() -> Path:
     return Path(os.path.expanduser("~")) / ".cache" / "gguf-shootout"
 
