@@ -54,11 +54,10 @@ LADDERS: dict[str, Ladder] = {lad.family: lad for lad in (
 )}
 FAMILY = "gemma3-270m"  # the first family (earlier versions had only this one)
 SOURCE_NAME = "gemma-3-270m.Q4_K_M.source.gguf"  # the fine-tune demo's copy of the Gemma source
-REFERENCE = "F16"
 
 CONFIG_TEMPLATE = """\
-# Written by `shootout demo`: two embedded model families, each at several quant levels built with
-# llama.cpp's quantizer, run offline on the news snapshot shipped with gguf-shootout.
+# Written by `shootout demo`: embedded models ({families}), each at several quant levels built
+# with llama.cpp's quantizer, run offline on the news snapshot shipped with gguf-shootout.
 #   which family: {family_pair}
 #   which rung:   each rung against its family's F16 (the source's weights)
 # Edit and re-run with:
@@ -196,7 +195,7 @@ def write_config(out_dir: Path, ladders: dict[str, dict[str, Path]], iterations:
     config_path.write_text(CONFIG_TEMPLATE.format(config_path=config_path.as_posix(), iterations=iterations,
                                                   articles_line=articles_line, models="".join(models),
                                                   pairs="".join(pairs), no_pairs="" if pairs else " []",
-                                                  family_pair=family_pair),
+                                                  family_pair=family_pair, families=", ".join(ladders)),
                            encoding="utf-8")
     return config_path
 
