@@ -215,3 +215,20 @@ def test_modelfile_on_smollm2_renders_ollamas_chatml_prompt(tmp_path, smollm2_gg
         # prompt has one); without one it adds its default system prompt, which Ollama's does not
         expected = ours if conversation[0]["role"] == "system" else smollm_default + ours
         assert gguf_prompt == expected, case
+
+
+def test_the_install_fetches_the_embedded_models_after_the_package(tmp_path):
+    """`make install` (dry run: nothing built) installs the project, then fetches both models, so the
+    demo and the tests run offline afterwards."""
+    import shutil
+
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    r = subprocess.run([make, "-n", "install", f"VENV={tmp_path / 'venv'}", f"PYTHON={sys.executable}", "ACCEL=cpu"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    fetch = next(i for i, line in enumerate(lines) if line.endswith("-m core.embedded fetch"))
+    install = next(i for i, line in enumerate(lines) if "-e '.[dev]'" in line)
+    assert install < fetch
