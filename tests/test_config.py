@@ -197,3 +197,19 @@ def test_validate_reads_each_gguf_header(tmp_path, gguf, case):
     # the good one alone validates
     cfg.write_text(GOOD.format(gguf=gguf))
     assert shootout("validate", "-c", str(cfg)).returncode == 0
+
+
+def test_an_embedded_model_is_named_in_the_path_and_an_unknown_one_refused(tmp_path):
+    """`path: embedded:smollm2` names the second embedded model; a name the table does not hold is one
+    problem with the names it does, found by validate (no file is fetched to say so)."""
+    from benchmark.config import parse_config
+    from core.errors import ConfigError
+
+    text = ("models:\n  - name: s\n    path: embedded:smollm2\n    family: smollm2-135m\n    quant: Q4_1\n"
+            "  - name: g\n    path: embedded\n    family: gemma3-270m\n    quant: Q4_K_M\n")
+    cfg = parse_config(text, base_dir=tmp_path)
+    assert [m.path for m in cfg.models] == ["embedded:smollm2", "embedded"]
+    with pytest.raises(ConfigError) as err:
+        parse_config(text.replace("embedded:smollm2", "embedded:llama9"), base_dir=tmp_path)
+    assert "models[0].path (line 3)" in str(err.value) and "no embedded model 'llama9'" in str(err.value)
+    assert "smollm2-135m" in str(err.value)

@@ -45,14 +45,14 @@ class Resources(_Strict):
                                                  "unless options.n_threads says otherwise")
 
 
-EMBEDDED = "embedded"  # a model path naming the embedded Gemma 3 270M GGUF (PyPI package)
+EMBEDDED = "embedded"  # a model path naming an embedded model: "embedded" (Gemma 3 270M) or "embedded:NAME"
 
 
 class ModelEntry(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     backend: str = Field(DEFAULT_BACKEND, description="; ".join(f"{n}: {describe(s)}" for n, s in BACKENDS.items()))
-    path: str | None = Field(None, description="llamacpp: the GGUF file, or 'embedded' for the embedded "
-                                               "Gemma 3 270M (Q4_K_M)")
+    path: str | None = Field(None, description="llamacpp: the GGUF file, or 'embedded' (Gemma 3 270M Q4_K_M) or "
+                                               "'embedded:smollm2' (SmolLM2-135M-Instruct Q4_1) for an embedded model")
     tag: str | None = Field(None, description="ollama: the model tag, e.g. llama3.1:8b-instruct-q4_K_M")
     base_url: str | None = Field(None, description="openai: server root, e.g. http://127.0.0.1:8000/v1")
     model: str | None = Field(None, description="openai: model name to send (default: name)")
@@ -288,10 +288,11 @@ class Config(_Strict):
 
     def model_path(self, entry: ModelEntry) -> Path:
         """The GGUF of a llamacpp entry ('embedded' is assembled from its PyPI package on first use)."""
-        if entry.path == EMBEDDED:
-            from core.embedded import embedded_gguf
+        from core.embedded import embedded_gguf, named_in_path
 
-            return embedded_gguf()
+        embedded = named_in_path(entry.path)
+        if embedded is not None:
+            return embedded_gguf(model_name=embedded.name)
         return self.resolve(entry.path)
 
     def model(self, name: str) -> ModelEntry:
@@ -492,7 +493,15 @@ def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
             problems.append(f"{at(('models', i, 'name'))}: duplicate model name '{m.name}' "
                             f"(also models[{seen[m.name]}]); every model needs its own name.")
         seen.setdefault(m.name, i)
-        if check_files and BACKENDS[m.backend].where == "path" and m.path and m.path != EMBEDDED:
+        if BACKENDS[m.backend].where == "path" and m.path and m.path.split(":", 1)[0] == EMBEDDED:
+            from core.embedded import named_in_path
+            from core.errors import ShootoutError
+
+            try:
+                named_in_path(m.path)
+            except ShootoutError as exc:
+                problems.append(f"{at(('models', i, 'path'))}: {exc.message}; {exc.hint}.")
+        elif check_files and BACKENDS[m.backend].where == "path" and m.path:
             p = cfg.resolve(m.path)
             if not p.is_file():
                 problems.append(

@@ -97,7 +97,7 @@ def stored_models(run) -> list[dict]:
             continue
         m = dict(m)
         for key in ("path", "manifest"):
-            if m.get(key) and m[key] != "embedded" and not Path(m[key]).is_absolute():
+            if m.get(key) and m[key].split(":", 1)[0] != "embedded" and not Path(m[key]).is_absolute():
                 m[key] = str(base / m[key])
         for v in variants:
             out.append({**m, "name": m["name"] if v is None else f"{m['name']}@{v}"})
@@ -107,7 +107,7 @@ def stored_models(run) -> list[dict]:
 def quant_quality_rows(run) -> list[dict]:
     from export.pipeline import quality_rows
 
-    return quality_rows([m for m in stored_models(run) if m.get("path") != "embedded"])
+    return quality_rows([m for m in stored_models(run) if (m.get("path") or "").split(":", 1)[0] != "embedded"])
 
 
 def build(store, run_id: str, pairs=None):

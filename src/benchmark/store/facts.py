@@ -33,7 +33,7 @@ def _location(entry: dict, base: PurePath | None) -> str | None:
     for key in _LOCATION_KEYS:
         value = entry.get(key)
         if value:
-            if key == "path" and value != "embedded" and base is not None and not PurePath(value).is_absolute():
+            if key == "path" and str(value).split(":", 1)[0] != "embedded" and base is not None and not PurePath(value).is_absolute():
                 return str(base / value)
             return str(value)
     if entry.get("endpoints"):

@@ -2,8 +2,9 @@
 and help texts completed from the tables they describe.
 
 A help text names a table with a placeholder (``{chat_families}``, ``{backends}``, ``{quant_types}``,
-``{demo_tasks}``); ``TableHelp`` fills it in from the table (``formats.chat.FAMILIES``,
-``benchmark.backends.BACKENDS``, the quantizer's file types, the examples) when that command's help
+``{demo_tasks}``, ``{embedded_models}``); ``TableHelp`` fills it in from the table (``formats.chat.FAMILIES``,
+``benchmark.backends.BACKENDS``, the quantizer's file types, the examples, ``core.embedded.MODELS``) when
+that command's help
 is shown, so `shootout --help` loads none of them."""
 
 from __future__ import annotations
@@ -84,8 +85,14 @@ def _demo_tasks() -> str:
     return ", ".join(examples())
 
 
+def _embedded_models() -> str:
+    from core.embedded import ALIASES, MODELS
+
+    return ", ".join(list(MODELS) + [a for a in ALIASES if a not in MODELS])
+
+
 HELP_TABLES = {"chat_families": _chat_families, "backends": _backends, "quant_types": _quant_types,
-               "demo_tasks": _demo_tasks}
+               "demo_tasks": _demo_tasks, "embedded_models": _embedded_models}
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(HELP_TABLES) + r")\}")
 
 

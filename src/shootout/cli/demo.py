@@ -22,9 +22,14 @@ def demo(out: Optional[Path] = typer.Option(None, "--out", help="folder for the 
                                                                     "example's)"),
          articles: Optional[int] = typer.Option(None, "--articles", "--items", min=1,
                                                 help="use only N items (the first N snapshot articles)"),
+         model: Optional[str] = typer.Option(None, "--model", help="an embedded model ({embedded_models}): the "
+                                                                   "sentiment ladder of that family only, or the "
+                                                                   "example run on it (default: both families; the "
+                                                                   "example's own model)"),
          progress: bool = typer.Option(True, "--progress/--no-progress")):
-    """The whole loop offline on the embedded Gemma 3 270M: the sentiment ladder (F16/Q8_0/Q5_K_M/Q4_K_M),
-    or one of the classification examples; run, table, workbook and heatmaps."""
+    """The whole loop offline on the embedded models: the sentiment study of two families, Gemma 3 270M and
+    SmolLM2-135M, each with its ladder (F16/Q8_0/Q4_0), which family and which rung; or one of the
+    examples; run, table, workbook, HTML page and heatmaps."""
     from shootout import demo as demos
     from shootout.running import run_and_report
 
@@ -32,10 +37,10 @@ def demo(out: Optional[Path] = typer.Option(None, "--out", help="folder for the 
     if task == "sentiment":
         out = out or Path("demo")
         out.mkdir(parents=True, exist_ok=True)
-        config_path = demos.prepare(out, iterations or 3, articles, log=log.print)
+        config_path = demos.prepare(out, iterations or 3, articles, log=log.print, families=[model] if model else None)
     else:
         out = out or Path(f"demo-{task}")
-        config_path = demos.prepare_example(task, out, iterations, articles)
+        config_path = demos.prepare_example(task, out, iterations, articles, model=model)
     log.print(f"demo config: {config_path}")
     run_id = run_and_report(config_path, progress, log)
     tail = f"; seed-format JSON: `shootout export-json --config {config_path}`" if task == "sentiment" else ""
