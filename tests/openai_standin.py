@@ -11,7 +11,7 @@ server and vLLM speak it), with faults a test plants: for the call policy and th
   retry of a call sends the same body, so it meets the same fault) and the body. Names: ``500`` (an
   error answer), ``garbage`` (an HTML page with status 200), ``timeout`` (no answer for ``hang_s``),
   ``cut`` (the connection closed halfway through the body), ``wrong_shape`` (JSON without choices),
-  ``400`` (a refusal). :func:`one_in_three` fails every third distinct call with 500, garbage, timeout
+  ``400`` (a refusal), ``huge`` (a valid answer of 3 MB). :func:`one_in_three` fails every third distinct call with 500, garbage, timeout
   and cut in turn.
 """
 
@@ -131,6 +131,9 @@ def make_handler(state: StandIn):
                 return send(self, 200, "text/html", "<html><body><h1>502 Bad Gateway</h1> nginx</body></html>")
             if fault == "wrong_shape":
                 return send(self, 200, "application/json", json.dumps({"id": "x", "object": "chat.completion"}))
+            if fault == "huge":  # a valid envelope around 3 MB of text
+                return send(self, 200, "application/json", json.dumps({"choices": [{"message": {
+                    "role": "assistant", "content": "x" * 3_000_000}, "finish_reason": "stop"}]}))
             if fault == "timeout":
                 time.sleep(state.hang_s)
                 return send(self, 200, "application/json", json.dumps({"late": True}))

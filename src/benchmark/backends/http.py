@@ -160,6 +160,10 @@ class Exchange:
         err = data.get("error") if isinstance(data, dict) else None
         return err if isinstance(err, dict) else data if isinstance(data, dict) else {}
 
+    def said(self) -> str:
+        """The status line, e.g. "HTTP 503 Service Unavailable"."""
+        return f"HTTP {self.status} {self.reason}".rstrip()
+
     def retry_after(self) -> float | None:
         value = self.headers.get("Retry-After") if self.headers is not None else None
         try:
@@ -232,7 +236,7 @@ class Transport:
             else:
                 if (ex.status >= 500 or ex.status in RETRY_STATUS) and not (reads and reads(ex)):
                     kind = f"http_{ex.status}"
-                    said = f"answered HTTP {ex.status} {ex.reason} to {what}: {ex.detail()}".rstrip(": ")
+                    said = f"answered {ex.said()} to {what}{_colon(ex.detail())}"
                     after = ex.retry_after()
                     if after is not None:
                         delay = min(max(delay, after), RETRY_AFTER_MAX_S)
@@ -256,5 +260,9 @@ class Transport:
 
     def refused(self, ex: Exchange, what: str) -> CallFailed:
         """The failed call of a 4xx answer the backend has no other reading for (not retried)."""
-        return CallFailed(f"model '{self.model}': {self.where} answered HTTP {ex.status} {ex.reason} to {what}: "
-                          f"{ex.detail()}".rstrip(": ") + " (not retried)", f"http_{ex.status}", ex.attempts)
+        return CallFailed(f"model '{self.model}': {self.where} answered {ex.said()} to {what}{_colon(ex.detail())} "
+                          "(not retried)", f"http_{ex.status}", ex.attempts)
+
+
+def _colon(detail: str) -> str:
+    return f": {detail}" if detail else ""

@@ -165,7 +165,7 @@ class OllamaBackend:
                                      f"({exc.message.split(': ', 2)[-1]})",
                                      "start it with `ollama serve`, or set OLLAMA_HOST to where it runs") from None
         if not isinstance(version, str):
-            raise ShootoutError(f"model '{self.name}': the server at {self.host} answered GET /api/version without a "
+            raise ShootoutError(f"model '{self.name}': Ollama at {self.host} answered GET /api/version without a "
                                 f"version ({version!r})", NOT_OLLAMA)
         v = parse_version(version)
         if v is not None and v != (0, 0, 0) and v < MIN_VERSION:  # 0.0.0: built from source
@@ -196,8 +196,10 @@ class OllamaBackend:
         self.loaded_before = before is not None and before.context_length == self.num_ctx
         t0 = time.perf_counter()
         # loading the weights may take longer than a call: at least LOAD_TIMEOUT_S (the server answered /api/version)
-        self._request("POST", "/api/chat", self._chat_body([], {"num_ctx": self.num_ctx}), at_load=True,
-                      timeout_s=max(self.timeout, LOAD_TIMEOUT_S))
+        from ollama import ChatResponse
+
+        self._request("POST", "/api/chat", self._chat_body([], {"num_ctx": self.num_ctx}), model=ChatResponse,
+                      at_load=True, timeout_s=max(self.timeout, LOAD_TIMEOUT_S))
         self.load_seconds = time.perf_counter() - t0
         self.ps = self.process()
         self._previous = None

@@ -45,6 +45,7 @@ class Endpoint:
     alive: bool = True
     error: str | None = None
     retired_for: str = ""     # "stopped answering" or "failed N calls in a row"
+    hint: str | None = None   # what the last failure suggests (e.g. raise options.timeout_s)
     failed_in_row: int = 0
 
 
@@ -54,9 +55,9 @@ class Outcome:
     failed: int = 0   # calls stored as failed
 
 
-def _retire(ep: Endpoint, what: str, why: str, outcome: Outcome) -> None:
+def _retire(ep: Endpoint, what: str, why: str, outcome: Outcome, hint: str | None = None) -> None:
     if ep.alive:
-        ep.alive, ep.retired_for, ep.error = False, what, why
+        ep.alive, ep.retired_for, ep.error, ep.hint = False, what, why, hint
         outcome.retired.append(str(ep.url))
 
 
@@ -65,7 +66,7 @@ def _failed(ep: Endpoint, exc: CallFailed, outcome: Outcome) -> None:
     outcome.failed += 1
     ep.failed_in_row += 1
     if ep.failed_in_row >= RETIRE_AFTER:
-        _retire(ep, f"failed {RETIRE_AFTER} calls in a row", f"the last: {exc.message}", outcome)
+        _retire(ep, f"failed {RETIRE_AFTER} calls in a row", f"the last: {exc.message}", outcome, exc.hint)
 
 
 def _left(endpoints: list[Endpoint], queue, stopped: Callable[[], bool], model: str) -> None:
@@ -73,9 +74,10 @@ def _left(endpoints: list[Endpoint], queue, stopped: Callable[[], bool], model: 
     if queue and not stopped():
         why = "; ".join(f"{e.url or 'the server'} {e.retired_for}: {e.error}" for e in endpoints if e.error) \
             or "no endpoint left"
+        hints = [e.hint for e in endpoints if e.hint]
         raise ShootoutError(f"model '{model}': {len(queue)} calls left and no endpoint answers ({why})",
-                            "start the servers again, then resume with `shootout run --run-id ...`: nothing "
-                            "stored is lost (`--retry-failed` asks the failed calls again)")
+                            (f"{hints[0]}; " if hints else "") + "mend the servers, then resume with `shootout run "
+                            "--run-id ...`: nothing stored is lost (`--retry-failed` asks the failed calls again)")
 
 
 async def _drive(endpoints: list[Endpoint], jobs: collections.deque, ask: Callable, record: Callable,
