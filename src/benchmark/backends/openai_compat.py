@@ -17,7 +17,10 @@ answering is ``BackendUnavailable``. A prompt the server says does not fit its c
 ``options.stream``: the reply is streamed (``stream: true`` with ``stream_options.include_usage``)
 and each call records the time to its first content token, the gaps between content chunks and its
 end-to-end time. A server that sends no usage in a stream (llama-cpp-python's) is counted one token
-per content chunk, as it streams them, and its prompt tokens stay 0.
+per content chunk, as it streams them, and its prompt tokens stay 0. A stream that ends with
+``[DONE]`` but no ``finish_reason`` was broken off by the server: finish_reason "aborted" (llama-cpp-
+python's server does that to a call in flight when another one arrives, unless started with
+``--interrupt_requests False``); one that ends with neither was cut: a failed call.
 """
 
 from __future__ import annotations
@@ -246,6 +249,8 @@ class OpenAICompatBackend:
             return self.reply_from(ex)  # the server does not stream: one JSON answer
         if finish is None and not done:
             raise BadAnswer("cut", f"a stream that ended before its last chunk ({chunks} chunks, no finish_reason)")
+        if finish is None:  # [DONE] without a finish_reason: the server broke the generation off (llama-cpp-python's
+            finish = "aborted"  # server does when another request comes, unless --interrupt_requests False)
         if not isinstance(usage, dict) or not usage.get("completion_tokens"):
             usage = {**(usage or {}), "completion_tokens": len(pieces)}  # one token per content chunk, as it streams
         return self._reply(ex, "".join(pieces), finish, usage, timings, stream_timings(ex.t0, times, ex.t_end))
@@ -263,7 +268,7 @@ class OpenAICompatBackend:
             return ms / 1000 if ms == ms and abs(ms) != float("inf") else None
 
         return HTTPReply(
-            text=text, finish_reason="length" if finish == "length" else "stop",
+            text=text, finish_reason=finish if finish in ("length", "aborted") else "stop",
             prompt_tokens=_count(usage.get("prompt_tokens", 0)),
             cached_tokens=_count(details.get("cached_tokens", timings.get("cache_n", 0)) or 0),
             completion_tokens=_count(usage.get("completion_tokens", 0)),

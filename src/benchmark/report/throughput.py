@@ -38,10 +38,11 @@ def sheet(calls: pd.DataFrame, latency_note: str = "") -> Sheet | None:
         return Sheet(TITLE, "throughput", spread, note=spread_note + latency_note)
     sweep = load["concurrency"].nunique() > 1
     note = ("Latency under load, per model and concurrency level (calls allowed in flight per endpoint"
-            + ("; run.concurrency swept the levels, each over its own block of the model's calls, lowest first, "
-               "so a drift of the machine falls on the later levels" if sweep else "") + "). Answered calls only "
+            + ("; run.concurrency swept the levels, each over its own consecutive block of the model's calls, "
+               "lowest first: with as many iterations as levels each level asks every item once, and a drift of "
+               "the machine falls on the later levels" if sweep else "") + "). Answered calls only "
             "(failed ones have no timing). TTFT: from sending the request to the first streamed chunk that carries "
-            "content (a chunk naming only the role does not count). ITL: the gaps between consecutive content "
+            "content (a chunk naming only the role does not count; a streamed call whose reply is empty has none). ITL: the gaps between consecutive content "
             "chunks as they arrived (one token per chunk on llama.cpp and Ollama); itl_mean: the mean of each "
             "call's mean gap. End-to-end (e2e): request sent to the answer's last byte for streamed calls, the "
             "call's wall clock otherwise. TTFT and ITL need options.stream: true. " + TP.PERCENTILE_RULE + ". "
@@ -53,9 +54,9 @@ def sheet(calls: pd.DataFrame, latency_note: str = "") -> Sheet | None:
 
 
 def chart(report: Report, out_dir: Path) -> Path | None:
-    """Each model's throughput (generated tokens per second, or requests per second when no tokens were
-    counted) against its median end-to-end time per level, the knee ringed; beside it, TTFT and ITL p50
-    per level when streamed. None without a Throughput sheet of two levels or streamed calls."""
+    """Each model's throughput (answered requests per second, the knee's measure) against its median
+    end-to-end time per level, the knee ringed; beside it, TTFT and ITL p50 per level when streamed.
+    None without a Throughput sheet of two levels or streamed calls."""
     s = next((x for x in report.sheets if x.title == TITLE and x.csv == "latency"), None)
     if s is None or s.table.empty:
         return None
@@ -63,9 +64,7 @@ def chart(report: Report, out_dir: Path) -> Path | None:
     streamed = t["streamed_calls"].sum() > 0
     if t["concurrency"].nunique() < 2 and not streamed:
         return None
-    tokens = t["gen_tok_per_s"].fillna(0).gt(0).any()
-    x_col, x_label = ("gen_tok_per_s", "generated tokens per second (all calls in flight)") if tokens else \
-        ("requests_per_s", "requests per second")
+    x_col, x_label = "requests_per_s", "answered requests per second (all endpoints)"
     plt = D.plt()
     fig, axes = plt.subplots(1, 2 if streamed else 1, figsize=(12 if streamed else 6.5, 4.8), squeeze=False)
     ax = axes[0][0]
@@ -84,6 +83,8 @@ def chart(report: Report, out_dir: Path) -> Path | None:
                        zorder=5, label="knee" if k == 0 else None)
     ax.set_xlabel(x_label)
     ax.set_ylabel("end-to-end seconds per call: p50 (dot) to p90 (bar)")
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     D.title(ax, "Throughput against latency per concurrency level (knee: highest requests/s per median second)", 6)

@@ -89,7 +89,7 @@ def latency_under_load(calls: pd.DataFrame) -> pd.DataFrame:
     if calls.empty or "concurrency" not in calls:
         return pd.DataFrame()
     c = calls[calls["finish_reason"].fillna("") != "failed"].copy()
-    streamed = c["ttft_seconds"].notna() if "ttft_seconds" in c else pd.Series(False, index=c.index)
+    streamed = c["e2e_seconds"].notna()
     levels = c["concurrency"].dropna().unique()
     if c.empty or (not streamed.any() and len(levels) <= 1 and not (c["in_flight"].fillna(1) > 1).any()):
         return pd.DataFrame()
@@ -99,7 +99,8 @@ def latency_under_load(calls: pd.DataFrame) -> pd.DataFrame:
     for (model, level), g in c.groupby(["model", "concurrency"], sort=False, dropna=False):
         span = g["ended_at"].max() - g["started_at"].min()
         gaps = _gaps(g["itl_json"]) if "itl_json" in g else pd.Series(dtype=float)
-        row = {"model": model, "concurrency": level, "calls": len(g), "streamed_calls": int(g["ttft_seconds"].notna().sum())}
+        row = {"model": model, "concurrency": level, "calls": len(g),
+               "streamed_calls": int(g["e2e_seconds"].notna().sum())}
         for q in PERCENTILES:
             row[f"ttft_p{q}"] = _pct(g["ttft_seconds"], q)
         for q in PERCENTILES:
