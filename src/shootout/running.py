@@ -20,6 +20,9 @@ def run(cfg, *, run_id: str | None = None, resume: bool = False, models: list[st
     from core.errors import ShootoutError
 
     if executor:
+        if retry_failed:
+            raise ShootoutError("--retry-failed with --executor is not supported", "ask the failed calls again on one "
+                                "box: `shootout run --config ... --run-id RUN --retry-failed`")
         if shard is not None:
             raise ShootoutError("--executor and --shard together", "an executor makes its own shards: use "
                                 "--shard-by and --shard-count with it, and leave --shard out")

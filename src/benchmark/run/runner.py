@@ -329,15 +329,13 @@ class Runner:
             bar.update(overall, advance=1)
             return ok
 
-        def ask(backend, job):
-            return self._timed_ask(backend, arm, job, seed, max_tokens)
-
-        def failed(job, exc, seconds):
-            return self._failed(arm, job, exc, seconds)
-
+        ask = (lambda backend, job: self._timed_ask(backend, arm, job, seed, max_tokens))
+        failed = (lambda job, exc, seconds: self._failed(arm, job, exc, seconds))
         try:
-            levels = cfg.run.levels
-            if spec_of(entry).capabilities.endpoints and (entry.endpoints or levels != [1]):
+            levels, served = cfg.run.levels, spec_of(entry).capabilities.endpoints
+            if levels != [1] and not served:
+                self._warn(f"{arm.name}: run.concurrency is for server backends; {entry.backend} answers one at a time")
+            if served and (entry.endpoints or levels != [1]):
                 self._run_on_endpoints(arm, todo, seed, ask, record, failed, stop)
             else:
                 from benchmark.run.scheduler import Endpoint, serial_calls
@@ -357,7 +355,7 @@ class Runner:
         blocks of rising concurrency when ``run.concurrency`` lists levels."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from benchmark.run.scheduler import Endpoint, run_calls, sweep_level
+        from benchmark.run.scheduler import Endpoint, run_calls, sweep_blocks
 
         entry, cfg = arm.entry, self.cfg
         urls = entry.endpoints or [None]
@@ -384,17 +382,13 @@ class Runner:
             if not endpoints:
                 raise ShootoutError(f"model '{arm.name}': none of its endpoints answers ({', '.join(map(str, urls))})",
                                     "start the servers, or fix models[].endpoints in config.yaml")
-            levels = cfg.run.levels
-            blocks: dict[int, list] = {}
-            for job in todo:  # (iteration, position, item): its index in the arm's whole plan picks its level
-                level = sweep_level(levels, job[0] * self._n_items + job[1], self._plan_size)
-                blocks.setdefault(level, []).append(job)
-            for level in levels:
-                if stop.requested or level not in blocks:
-                    continue
+            blocks = sweep_blocks(todo, cfg.run.levels, self._n_items, self._plan_size)
+            for level, block in blocks.items():
+                if stop.requested:
+                    break
                 for ep in endpoints:
                     ep.limit = level
-                out = run_calls(endpoints, blocks[level], ask, record, lambda: stop.requested, arm.name, failed)
+                out = run_calls(endpoints, block, ask, record, lambda: stop.requested, arm.name, failed)
                 for ep in (e for e in endpoints if e.url in out.retired):
                     self._warn(f"{arm.name}: endpoint {ep.url} {ep.retired_for}; its calls went to the others "
                                f"({ep.error})")

@@ -150,3 +150,12 @@ def sweep_level(levels: list[int], index: int, total: int) -> int:
     into ``len(levels)`` consecutive blocks of (nearly) equal size, the lowest level first. A call keeps
     its level when a run is resumed."""
     return levels[min(len(levels) - 1, index * len(levels) // max(total, 1))]
+
+
+def sweep_blocks(jobs: list, levels: list[int], n_items: int, total: int) -> dict[int, list]:
+    """level -> its jobs (iteration, position, item), the levels lowest first: a job's index in the
+    model's whole plan (iteration x items + position) picks its level (:func:`sweep_level`)."""
+    blocks: dict[int, list] = {level: [] for level in sorted(levels)}
+    for job in jobs:
+        blocks[sweep_level(sorted(levels), job[0] * n_items + job[1], total)].append(job)
+    return {level: block for level, block in blocks.items() if block}
