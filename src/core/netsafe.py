@@ -15,7 +15,7 @@ wall-clock deadline and a byte cap per fetch, and one clear error for every way 
   InvalidURL), socket and TLS errors all become :class:`FetchError`, one sentence naming the URL.
 
 Proxies from the environment are not used: the address check needs the real destination.
-(Past 400 lines: the address policy, the watchdog and the exchange share the socket; kept together.)
+Over 400 lines: the address policy, the watchdog and the exchange share one socket; kept together.
 """
 
 from __future__ import annotations

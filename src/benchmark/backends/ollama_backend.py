@@ -4,7 +4,9 @@ models (``ollama.ChatResponse``, ``ShowResponse``, ``ProcessResponse``); the req
 server backends' call policy (``benchmark.backends.http``: options.timeout_s per attempt, default
 600 s, options.retries, default 2, after a 5xx, a timeout, a cut connection or a garbled body, never
 after a 4xx; then a failed call, stored with its reason), not through the client, which has no
-``truncate`` nor ``shift``. (Past 400 lines: one server's protocol, load, stream and cache estimate.)
+``truncate`` nor ``shift``.
+
+Over 400 lines: one server's protocol (load, chat, stream) and its prompt-cache estimate share its state.
 
 - **Faulty answers.** At load, an answer of /api/version, /api/show, /api/ps or /api/chat that is not
   JSON or not of the shape the client's types describe is one clear error naming the request (the
