@@ -174,12 +174,29 @@ class RunSettings(_Strict):
     structured_output: bool = True
     warmup: bool = True
     database: str = "reports/shootout.sqlite"
-    concurrency: int = Field(1, ge=1, description="calls in flight per endpoint (1: latency mode; more: throughput "
-                                                  "mode)")
+    concurrency: int | list[int] = Field(
+        1, description="calls in flight per endpoint of a server backend (1: latency mode; more: throughput mode); a "
+                       "list such as [1, 2, 4, 8] sweeps the levels, each over its own block of every model's calls, "
+                       "for the report's throughput-against-latency chart")
     max_reply_chars: int | None = Field(None, ge=1, description="a stored reply is cut to this many characters (its "
                                                                 "full length is recorded; default: num_predict x 16)")
     lock_wait_s: float = Field(60, ge=0, description="seconds to wait for the results file while another process "
                                                     "holds a write lock, before giving up with a message")
+
+    @field_validator("concurrency")
+    @classmethod
+    def _levels(cls, v: int | list[int]) -> int | list[int]:
+        levels = v if isinstance(v, list) else [v]
+        if not levels or any(n < 1 for n in levels):
+            raise ValueError("must be a whole number of at least 1, or a non-empty list of them (e.g. [1, 2, 4, 8])")
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError(f"lists a level twice ({v}); each level of the sweep once")
+        return v
+
+    @property
+    def levels(self) -> list[int]:
+        """The concurrency levels, lowest first (one for a plain number)."""
+        return sorted(self.concurrency) if isinstance(self.concurrency, list) else [self.concurrency]
 
 
 class ReportSettings(_Strict):
