@@ -15,6 +15,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kapp
 from statsmodels.stats.contingency_tables import cochrans_q, mcnemar
 
 from benchmark.stats import label as L
+from benchmark.stats import label_baselines as LB
 from benchmark.stats import label_compare as LC
 from benchmark.stats import label_items as LI
 from benchmark.stats import label_synth as LS
@@ -265,7 +266,7 @@ def test_compare_pairs_interval_is_the_item_bootstrap(tri):
 
 def test_baselines_spam_ham_39_11():
     items = pd.DataFrame({"item_id": [f"i{k}" for k in range(50)], "target_label": ["spam"] * 39 + ["ham"] * 11})
-    bl = L.baselines(items, BIN, positive="spam", betas=(0.5,)).set_index("model")
+    bl = LB.baselines(items, BIN, positive="spam", betas=(0.5,)).set_index("model")
     assert list(bl.index) == ["majority (spam)", "always spam", "always ham", "stratified random"]
     assert bl.loc["always spam", "accuracy"] == pytest.approx(0.78)
     assert bl.loc["always ham", "accuracy"] == pytest.approx(0.22)

@@ -167,10 +167,14 @@ class ReportSettings(_Strict):
                                          "pairs [reference, candidate]")
     margins: dict[str, float] | None = Field(
         None,
-        description="equivalence / non-inferiority margin per metric, in the metric's units; the Decision sheet "
-                    "tests every metric listed here. Default: the task's decision metrics at their margins in the "
-                    "metric table (mae 0.05 on a [-1, 1] range, scaled with the range: 0.1 on 1..5; accuracy 0.02, "
-                    "i.e. 2 points; direction and exact accuracy 0.05)")
+        description="equivalence / non-inferiority margin per metric, in the metric's units, overriding and adding "
+                    "to the task's decision metrics at their default margins in the metric table (mae 0.05 on a "
+                    "[-1, 1] range, scaled with the range: 0.1 on 1..5; accuracy 0.02, i.e. 2 points; direction and "
+                    "exact accuracy 0.05; the bias, mean_value, +-0.05 on [-1, 1]; consistency, value_variance, a "
+                    "variance ratio of 1.5)")
+    min_items: int = Field(20, ge=2, description="below this many items compared, the Decision claims no equivalence "
+                                                 "or non-inferiority: it says nothing can be decided and how many "
+                                                 "items would")
     neutral_band: float = Field(0.1, ge=0, description="value tasks: |value| below this is 'neutral' for direction "
                                                       "accuracy and agreement (labels and answers alike)")
     alpha: float = Field(0.05, gt=0, lt=0.5, description="level of every test (TOST uses the 1 - 2 alpha interval)")
@@ -189,6 +193,9 @@ class ReportSettings(_Strict):
                 raise ValueError(f"no decision metric '{k}'; use one of {', '.join(M.decidable())}")
             if not m > 0:
                 raise ValueError(f"margin of '{k}' must be positive (it is the size of the allowed difference)")
+            if M.metric(k).role == "consistency" and not m > 1:
+                raise ValueError(f"margin of '{k}' is a ratio of variances and must be above 1 (e.g. 1.5: the "
+                                 "candidate's within-item variance at most 1.5 x the reference's)")
         return v
 
 
