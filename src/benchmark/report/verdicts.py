@@ -10,14 +10,16 @@ import pandas as pd
 from benchmark import metrics as M
 
 
-def _fmt(value: float, metric: str, signed: bool = False, role: str = "quality") -> str:
+def _fmt(value: float, metric: str, signed: bool = False, role: str = "quality", size: bool = False) -> str:
+    """A figure as the sentences show it: a rate as a percentage, a difference of rates (``signed``) or a
+    size of one (``size``: an MDE, a half-width) in points, a consistency figure as a ratio."""
     if value is None or not np.isfinite(value):
         return "n/a"
     if role == "consistency":
         return f"{value:.2f}x"
     m = M.metric(metric)
     if m.percent:
-        return f"{value * 100:+.1f} points" if signed else f"{value:.1%}"
+        return f"{value * 100:+.1f} points" if signed else f"{value * 100:.1f} points" if size else f"{value:.1%}"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
@@ -50,7 +52,7 @@ def metric_words(row: dict, noun: str, label: str, value_range=(-1.0, 1.0), alph
     margin = f"margin {margin_text(metric, row['margin'], value_range)}"
     decide = (f"{_items(row['items_to_decide'], row['more_items'], row['iterations'], noun)} decide it, whatever the "
               f"true difference")
-    mde = f"smallest difference this run detects 80% of the time: {_fmt(row['mde80'], metric, role=role)}"
+    mde = f"smallest difference this run detects 80% of the time: {_fmt(row['mde80'], metric, role=role, size=True)}"
     if role == "consistency":
         mde = "smallest ratio this run detects 80% of the time: " + _fmt(float(np.exp(row["mde80"])), metric, role=role)
     reach = ""
@@ -58,7 +60,7 @@ def metric_words(row: dict, noun: str, label: str, value_range=(-1.0, 1.0), alph
         n_eq = row["items_for_equivalence"]
         more = max(n_eq - row["items"], 0) if np.isfinite(n_eq) else n_eq
         reach = (f" Equivalence within +-{_amount(metric, row['margin'])} is out of reach at this size (90% interval "
-                 f"+-{_fmt(row['h90'], metric).lstrip('+')}); {_items(n_eq, more, row['iterations'], noun)} show it "
+                 f"+-{_fmt(row['h90'], metric, size=True)}); {_items(n_eq, more, row['iterations'], noun)} show it "
                  "with 80% power if the true difference is 0.")
     floor = (f" (every {noun} differed by the same amount: the interval is the zero-spread bound, not zero-wide)"
              if row.get("spread_floor") else "")
@@ -85,11 +87,12 @@ def metric_words(row: dict, noun: str, label: str, value_range=(-1.0, 1.0), alph
     if v == "too few items":
         why = (f"fewer than report.min_items {noun}s ({int(row['items'])})" if row.get("few")
                else f"the {mde} ({_ratio(row)} the margin)")
-        return (f"{label}: nothing can be decided at the {margin} with {int(row['items'])} {noun}s ({ci}): {why}; "
-                f"{decide}.{reach}")
+        return (f"{label}: nothing can be decided with {int(row['items'])} {noun}s at its margin "
+                f"({margin_text(metric, row['margin'], value_range)}; {ci}): {why}; {decide}.")
     what = ("bounded within the margin" if role != "quality" else "decided")
+    none = "1x (no difference)" if role == "consistency" else "0"
     return (f"{label}: not {what} yet ({ci}; {margin}): the 90% interval reaches past the margin and also includes "
-            f"0; {decide}. The {mde}.{reach}")
+            f"{none}; {decide}. The {mde}.{reach}")
 
 
 def _ratio(row: dict) -> str:
@@ -97,7 +100,7 @@ def _ratio(row: dict) -> str:
     return f"{row['mde80'] / m:.1f} x" if m > 0 and np.isfinite(row["mde80"]) else "several times"
 
 
-def headline(row, long: pd.DataFrame, labels: dict[str, str], value_name: str) -> str:
+def headline(row, long: pd.DataFrame, labels: dict[str, str], value_name: str, noun: str = "item") -> str:
     """What to do with a candidate, from its overall verdict, speed and size against its reference."""
     ref = row.reference
     speed = f"{row.speedup_vs_ref:.2f}x the speed" if np.isfinite(row.speedup_vs_ref) else ""
@@ -112,6 +115,9 @@ def headline(row, long: pd.DataFrame, labels: dict[str, str], value_name: str) -
     gain = (f"but it is slower and no smaller: nothing to gain by shipping it in place of {ref}" if slower
             else "ship it if the gain matters")
     shifted = mine[mine["verdict"] == "shifted"]
+    most = float(mine["items_to_decide"].max()) if len(mine) else np.nan
+    need = (f"about {int(most):,} {noun}s in all would decide every metric, whatever the true differences"
+            if np.isfinite(most) and most < 1e6 else f"run more {noun}s")
     act = {
         "equivalent": f"As good as {ref} within the margins; {gain}",
         "non-inferior": ("Safe to ship: not worse than the reference by more than the margins, its answers not "
@@ -124,8 +130,8 @@ def headline(row, long: pd.DataFrame, labels: dict[str, str], value_name: str) -
                     f"{_fmt(shifted['diff'].iloc[0], shifted['metric'].iloc[0], True)}" if len(shifted) else
                     f"Do not ship in place of {ref} unnoticed: its answers are shifted"),
         "less consistent": f"Less consistent than {ref}: its answers to the same item vary more",
-        "too few items": "Nothing can be decided at this size: run more items (how many, below)",
-        "inconclusive": "No decision yet: run more items (how many, below)",
+        "too few items": f"Nothing can be decided at this size: {need}",
+        "inconclusive": f"No decision yet: {need}",
         "no verdict": ("No decision: fewer than two items were answered by both this model and the reference, "
                        "so there is no interval yet; run more items"),
     }.get(row.verdict, row.verdict)
@@ -159,7 +165,7 @@ def words(table: pd.DataFrame, long: pd.DataFrame, noun: str, labels: dict[str, 
         mine = long[long["candidate"] == row.model]
         parts = [metric_words({**x, "few": x["items"] < min_items}, noun, labels.get(x["metric"], x["metric"]),
                               value_range, alpha) for x in mine.to_dict("records")]
-        text = f"{headline(row, long, labels, value_name)} " + " ".join(parts)
+        text = f"{headline(row, long, labels, value_name, noun)} " + " ".join(parts)
         out.append(text + base)
         lines.append(f"{row.model} vs {row.reference}: {row.verdict.upper()}. " + text)
         if base:

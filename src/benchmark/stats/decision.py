@@ -65,6 +65,82 @@ def role_of(metric: str, higher_is_better: bool | None) -> str:
     return "bias" if role == "quality" and higher_is_better is None else role
 
 
+# --------------------------------------------------------------------------- the rules, vectorized
+# The report calls these for one run; the tests' simulations call the same functions over thousands of
+# simulated runs at once (leading axes).
+
+
+def figures(r: dict, margin: float, role: str, alpha: float = 0.05, power: float = 0.8) -> dict[str, np.ndarray]:
+    """Every figure a verdict needs from a ``paired`` result on the test's scale (oriented positive =
+    worse for quality and consistency; candidate - reference for a bias) and the margin on that scale."""
+    t = P.tost(r, margin, alpha)
+    lo95, hi95 = P.t_interval(r, 1 - alpha)
+    return {"n": np.asarray(r["n"]), "mean": r["mean"], "sd": r["sd"], "lo90": t["ci90_low"], "hi90": t["ci90_high"],
+            "lo95": lo95, "hi95": hi95, "p_worse": r["p"] if role == "bias" else P.p_worse(r),
+            "p_difference": r["p"], "p_noninferior": t["p_noninferior"], "p_equivalence": t["p_equivalence"],
+            "mde80": P.mde(r["sd"], r["n"], alpha, power), "h90": (t["ci90_high"] - t["ci90_low"]) / 2,
+            "margin": np.broadcast_to(np.asarray(margin, dtype=float), np.shape(r["mean"])),
+            "spread_floor": np.asarray(r.get("spread_floor", False))}
+
+
+def judge(figs: list[dict], roles: list[str], alpha: float = 0.05, min_items: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """(Holm-adjusted p of "worse" / "shifted", verdicts), each (..., rows), for the rows of ONE family (a
+    reference's candidates x metrics): Holm runs across the rows of each role (see the module doc)."""
+    shape = np.shape(figs[0]["mean"])
+    stack = {k: np.stack([np.broadcast_to(f[k], shape) for f in figs], -1)
+             for k in ("n", "lo90", "hi90", "p_worse", "mde80", "margin")}
+    roles_ = np.asarray(roles)
+    adj = np.full(stack["p_worse"].shape, np.nan)
+    for role in dict.fromkeys(roles):
+        cols = np.flatnonzero(roles_ == role)
+        adj[..., cols] = holm(stack["p_worse"][..., cols])
+    m, lo, hi = stack["margin"], stack["lo90"], stack["hi90"]
+    sig = np.nan_to_num(adj, nan=1.0) < alpha
+    bias = np.broadcast_to(roles_ == "bias", sig.shape)
+    named = np.where(bias, "shifted", "worse")
+    few = stack["n"] < min_items
+    verdict = np.select(
+        [few & sig, few, (-m < lo) & (hi < m), ~bias & (hi < m), sig, stack["mde80"] >= 3 * m],
+        [named, "too few items", "equivalent", "non-inferior", named, "too few items"], "inconclusive")
+    return adj, verdict
+
+
+def overall_of(verdicts: np.ndarray, roles: list[str], owner: list[int], n_candidates: int) -> np.ndarray:
+    """Each candidate's overall verdict (..., candidates) from its rows' verdicts (..., rows); ``owner``: the
+    candidate of each row (see the module doc for the order)."""
+    verdicts = np.asarray(verdicts, dtype=object)
+    roles_, owner_ = np.asarray(roles), np.asarray(owner)
+    out = np.full(verdicts.shape[:-1] + (n_candidates,), "no verdict", dtype=object)
+    for c in range(n_candidates):
+        mine = owner_ == c
+        if not mine.any():
+            continue
+        v = {role: verdicts[..., mine & (roles_ == role)] for role in M.ROLES}
+        q, b, k = v["quality"], v["bias"], v["consistency"]
+        has_q, has_b = q.shape[-1] > 0, b.shape[-1] > 0
+        q_ok = np.isin(q, QUALITY_OK).all(-1) & (has_q or has_b)
+        guards = (b == "equivalent").all(-1) & np.isin(k, QUALITY_OK).all(-1)
+        q_eq = (q == "equivalent").all(-1)
+        few = (verdicts[..., mine] == "too few items").any(-1)
+        out[..., c] = np.select(
+            [(q == "worse").any(-1), (b == "shifted").any(-1), (k == "worse").any(-1), q_ok & guards & q_eq,
+             q_ok & guards, q_ok & has_q, few],
+            ["worse", "shifted", "less consistent", "equivalent", "non-inferior", "not bounded", "too few items"],
+            "inconclusive")
+    return out
+
+
+def overall(rows: list[dict]) -> str:
+    """A candidate's verdict from its rows (see the module doc)."""
+    if not rows:
+        return "no verdict"
+    v = np.array([r["verdict"] for r in rows], dtype=object)
+    return str(overall_of(v, [r["role"] for r in rows], [0] * len(rows), 1)[0])
+
+
+# --------------------------------------------------------------------------- one run
+
+
 def _test(ms: Measure, a: int, b: int, role: str, margin: float, span: float, alpha: float) -> tuple[dict, float]:
     """(the paired result on the test's scale, oriented positive = worse for quality and consistency,
     candidate - reference for a bias; the margin on that scale)."""
@@ -84,7 +160,7 @@ def candidate_rows(measures: dict[str, Measure], models: list[str], refs: dict[s
     consistency row the ratio of within-item variances); ``worse_by`` is on the test's scale, positive =
     worse."""
     index = {m: k for k, m in enumerate(models)}
-    rows = []
+    rows, figs = [], []
     for cand, ref in refs.items():
         if cand not in index or ref not in index:
             continue
@@ -98,85 +174,41 @@ def candidate_rows(measures: dict[str, Measure], models: list[str], refs: dict[s
             n = int(r["n"])
             if n < 2:
                 continue
-            t = P.tost(r, m, alpha)
-            lo95, hi95 = P.t_interval(r, 1 - alpha)
-            lo90, hi90 = float(t["ci90_low"]), float(t["ci90_high"])
-            sd = float(r["sd"])
+            f = figures(r, m, role, alpha, power)
+            lo90, hi90, lo95, hi95, sd = (float(f[k]) for k in ("lo90", "hi90", "lo95", "hi95", "sd"))
             if ms.kind == "logvar":  # back to ratios
                 diff, c90, c95 = float(np.exp(r["mean"])), (np.exp(lo90), np.exp(hi90)), (np.exp(lo95), np.exp(hi95))
                 vref, vcand = ms.value(a), ms.value(b)
             else:
                 sign = -1.0 if (role == "quality" and ms.higher_is_better) else 1.0
                 diff = sign * float(r["mean"])
-                c90, c95 = sorted((sign * lo90, sign * hi90)), sorted((sign * float(lo95), sign * float(hi95)))
+                c90, c95 = sorted((sign * lo90, sign * hi90)), sorted((sign * lo95, sign * hi95))
                 both = ~np.isnan(ms.x[a]) & ~np.isnan(ms.x[b])
                 vref, vcand = float(np.mean(ms.x[a][both])), float(np.mean(ms.x[b][both]))
             n_dec = P.items_to_decide(sd, m, alpha)
-            h90 = (hi90 - lo90) / 2
+            figs.append(f)
             rows.append({
                 "reference": ref, "candidate": cand, "metric": metric, "role": role, "margin": float(margin),
                 "items": n, "iterations": int(iterations.get(cand, 0)), "value_ref": vref, "value_cand": vcand,
                 "diff": diff, "ci90_low": float(c90[0]), "ci90_high": float(c90[1]), "ci95_low": float(c95[0]),
                 "ci95_high": float(c95[1]), "worse_by": float(r["mean"]), "worse_by_ci90_low": lo90,
-                "worse_by_ci90_high": hi90, "test_margin": m,
-                "p_worse": float(r["p"]) if role == "bias" else float(P.p_worse(r)),
-                "p_noninferior": float(t["p_noninferior"]), "p_equivalence": float(t["p_equivalence"]),
-                "p_difference": float(r["p"]), "mde80": float(P.mde(sd, n, alpha, power)),
+                "worse_by_ci90_high": hi90, "test_margin": m, "p_worse": float(f["p_worse"]),
+                "p_noninferior": float(f["p_noninferior"]), "p_equivalence": float(f["p_equivalence"]),
+                "p_difference": float(f["p_difference"]), "mde80": float(f["mde80"]),
                 "items_to_decide": n_dec, "more_items": max(n_dec - n, 0) if np.isfinite(n_dec) else np.nan,
-                "h90": h90, "equivalence_reachable": bool(h90 < m),
+                "h90": float(f["h90"]), "equivalence_reachable": bool(f["h90"] < m),
                 "items_for_equivalence": P.items_needed(m, sd, alpha, 1 - (1 - power) / 2, "larger"),
-                "sd_diff": sd, "spread_floor": bool(np.any(r.get("spread_floor", False))),
+                "sd_diff": sd, "spread_floor": bool(np.any(f["spread_floor"])),
             })
     long = pd.DataFrame(rows, columns=LONG_COLUMNS)
     if long.empty:
         return long
-    long["p_worse_holm"] = np.nan
-    for _, g in long.groupby(["reference", "role"], sort=False):  # one family: a reference's candidates
-        long.loc[g.index, "p_worse_holm"] = holm(g["p_worse"].to_numpy(dtype=float))
-    long["verdict"] = [row_verdict(r, alpha, min_items) for r in long.to_dict("records")]
+    long["verdict"] = long["verdict"].astype(object)
+    for _, g in long.groupby("reference", sort=False):  # one family: a reference's candidates x metrics
+        adj, verdict = judge([figs[i] for i in g.index], list(g["role"]), alpha, min_items)
+        long.loc[g.index, "p_worse_holm"] = adj
+        long.loc[g.index, "verdict"] = verdict
     return long
-
-
-def row_verdict(r: dict, alpha: float, min_items: int) -> str:
-    """The verdict of one (candidate, metric) row (see the module doc)."""
-    m, lo, hi = r["test_margin"], r["worse_by_ci90_low"], r["worse_by_ci90_high"]
-    sig = bool(r["p_worse_holm"] < alpha)
-    named = "shifted" if r["role"] == "bias" else "worse"
-    if r["items"] < min_items:
-        return named if sig else "too few items"
-    if -m < lo and hi < m:
-        return "equivalent"
-    if r["role"] != "bias" and hi < m:
-        return "non-inferior"
-    if sig:
-        return named
-    if r["mde80"] >= 3 * m:
-        return "too few items"
-    return "inconclusive"
-
-
-def overall(rows: list[dict]) -> str:
-    """A candidate's verdict from its rows (see the module doc)."""
-    if not rows:
-        return "no verdict"
-    by = {role: [r["verdict"] for r in rows if r["role"] == role] for role in M.ROLES}
-    q, b, c = by["quality"], by["bias"], by["consistency"]
-    if "worse" in q:
-        return "worse"
-    if "shifted" in b:
-        return "shifted"
-    if "worse" in c:
-        return "less consistent"
-    quality_ok = all(v in QUALITY_OK for v in q) and bool(q or b)
-    if quality_ok:
-        guards = all(v == "equivalent" for v in b) and all(v in QUALITY_OK for v in c)
-        if guards:
-            return "equivalent" if all(v == "equivalent" for v in q) else "non-inferior"
-        if q:
-            return "not bounded"
-    if any(r["verdict"] == "too few items" for r in rows):
-        return "too few items"
-    return "inconclusive"
 
 
 def pareto(quality: np.ndarray, higher_is_better: bool | None, seconds: np.ndarray,

@@ -102,7 +102,7 @@ def baseline_rows(models: list[str], acc: np.ndarray, gold: np.ndarray, labels: 
     answering spam" or "no better than always answering spam (78.0%): accuracy 47.0%, difference -31.0
     points, 90% CI [...]". ``acc``: (models, items)."""
     res = versus_baseline(acc, gold, len(labels), alpha)
-    maj = labels[int(res["majority"]["class"])] if len(labels) else "?"
+    maj = labels[int(np.ravel(res["majority"]["class"])[0])] if len(labels) else "?"
     names = {"majority": f"always answering {maj}", "stratified": "guessing at the gold shares (stratified)"}
     rows = []
     for k, model in enumerate(models):
