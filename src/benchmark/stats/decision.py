@@ -141,13 +141,16 @@ def overall(rows: list[dict]) -> str:
 # --------------------------------------------------------------------------- one run
 
 
-def _test(ms: Measure, a: int, b: int, role: str, margin: float, span: float, alpha: float) -> tuple[dict, float]:
-    """(the paired result on the test's scale, oriented positive = worse for quality and consistency,
-    candidate - reference for a bias; the margin on that scale)."""
-    if ms.kind == "logvar":
-        return P.log_variance_test(ms.x[a], ms.x[b]), float(np.log(margin))
-    d = ms.x[b] - ms.x[a]
-    if role == "quality" and ms.higher_is_better:
+def row_test(x_ref: np.ndarray, x_cand: np.ndarray, kind: str, role: str, higher_is_better: bool | None,
+             margin: float, span: float, alpha: float = 0.05) -> tuple[dict, float]:
+    """(the paired result on the test's scale, the margin on that scale) of one (candidate, metric) row
+    from per-item figures (..., items): per-item means ("mean": oriented positive = worse for quality,
+    candidate - reference for a bias, with the zero-spread floor) or within-item variances ("logvar":
+    the log-variance test, margin log(ratio))."""
+    if kind == "logvar":
+        return P.log_variance_test(x_ref, x_cand), float(np.log(margin))
+    d = np.asarray(x_cand, dtype=float) - np.asarray(x_ref, dtype=float)
+    if role == "quality" and higher_is_better:
         d = -d
     return P.zero_spread_bound(P.paired(d), span, alpha), float(margin)
 
@@ -170,7 +173,8 @@ def candidate_rows(measures: dict[str, Measure], models: list[str], refs: dict[s
             if ms is None or ms.kind not in ("mean", "logvar"):
                 continue
             role = role_of(metric, ms.higher_is_better)
-            r, m = _test(ms, a, b, role, margin, M.span(metric, value_range), alpha)
+            r, m = row_test(ms.x[a], ms.x[b], ms.kind, role, ms.higher_is_better, margin, M.span(metric, value_range),
+                            alpha)
             n = int(r["n"])
             if n < 2:
                 continue

@@ -160,8 +160,8 @@ def _dz(nobs: int, alpha: float, power: float, alternative: str) -> float:
 
     if nobs < 2:
         return float("nan")
-    return float(TTestPower().solve_power(effect_size=None, nobs=nobs, alpha=alpha, power=power,
-                                          alternative=alternative))
+    got = TTestPower().solve_power(effect_size=None, nobs=nobs, alpha=alpha, power=power, alternative=alternative)
+    return float(np.ravel(got)[0])  # statsmodels answers a scalar or, for some n, an array of one
 
 
 def mde(sd, n, alpha: float = 0.05, power: float = 0.8, alternative: str = "two-sided") -> np.ndarray:
@@ -184,8 +184,8 @@ def _nobs(dz: float, alpha: float, power: float, alternative: str) -> float:
     if dz > 10:
         return 2.0
     try:
-        return float(TTestPower().solve_power(effect_size=dz, nobs=None, alpha=alpha, power=power,
-                                              alternative=alternative))
+        got = TTestPower().solve_power(effect_size=dz, nobs=None, alpha=alpha, power=power, alternative=alternative)
+        return float(np.ravel(got)[0])
     except Exception:  # root finding failed (tiny effect): the normal approximation
         z = ss.norm.ppf(1 - alpha / (2 if alternative == "two-sided" else 1)) + ss.norm.ppf(power)
         return float((z / dz) ** 2)
