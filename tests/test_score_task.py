@@ -116,7 +116,7 @@ def _reviews_config(tmp_path: Path, task_changes: dict, text: str | None = None)
 @pytest.mark.parametrize("change, needle", [
     ({"direction": True}, "direction (the sign of the value, with a neutral band around 0) needs a range around 0"),
     ({"range": [1, 5.5]}, "integer: true needs whole-number ends"),
-    ({"range": [5, 1]}, "a value range needs low < high"),
+    ({"range": [5, 1]}, "a range needs low < high"),
     ({"anchors": {"7": "great"}}, "anchor '7' is not a value in the range [1, 5]"),
     ({"labels": ["a", "b"]}, "task.labels (line"),
 ])

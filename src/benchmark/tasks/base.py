@@ -19,10 +19,40 @@ The runner, store, statistics and report work with these types only: a new task 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.errors import ShootoutError
+
+
+class TaskProblem(ShootoutError):
+    """A problem with a task block's data or examples, at the config field that causes it (``loc``, e.g.
+    ("task", "data", "evaluate")): `validate` and `run` report it with the line the file wrote it on
+    (``benchmark.config``)."""
+
+    def __init__(self, loc: tuple, message: str, hint: str | None = None):
+        self.loc = tuple(loc)
+        self.text = message + (f"; {hint}" if hint else "")
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.loc).lstrip(".")
+        super().__init__(f"{where}: {message}", hint)
+
+    @staticmethod
+    def words(exc: ShootoutError) -> str:
+        return exc.message + (f"; {exc.hint}" if exc.hint else "")
+
+    @classmethod
+    @contextmanager
+    def at(cls, loc: tuple):
+        """Any ShootoutError raised inside becomes a TaskProblem at ``loc`` (one already placed keeps its own)."""
+        try:
+            yield
+        except TaskProblem:
+            raise
+        except ShootoutError as exc:
+            raise cls(loc, exc.message, exc.hint) from None
 
 
 class Item(BaseModel):
