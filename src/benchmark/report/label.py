@@ -200,7 +200,7 @@ def build(run) -> Report:
     legend = COLOUR_LEGEND.format(how="; jackknife over items for F1, kappa, balanced accuracy",
                                   extra=" Baseline rows are not coloured.")
     acc = data.item_scores()["accuracy"]
-    vs_base = LB.baseline_rows(model_names, acc, data.gold, data.labels, cfg.alpha)
+    vs_base = LB.baseline_rows(model_names, acc, data.gold, data.labels, cfg.alpha, noun)
     report = Report(run.run_id, task, details, _per_item(ev_calls, ev_items, labels), [], references=refs,
                     confusion=confusion, per_class=per_class, versus=vs.versus, best=vs.best, intervals=vs.intervals,
                     calibration=calib, reliability=relia, per_class_versus=pd.DataFrame(pcv), settings=cfg,

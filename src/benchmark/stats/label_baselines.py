@@ -97,7 +97,7 @@ def versus_baseline(acc: np.ndarray, gold: np.ndarray, K: int, alpha: float = 0.
 
 
 def baseline_rows(models: list[str], acc: np.ndarray, gold: np.ndarray, labels: list[str],
-                  alpha: float = 0.05) -> pd.DataFrame:
+                  alpha: float = 0.05, noun: str = "item") -> pd.DataFrame:
     """One row per model and baseline (``versus_baseline``) with the verdict in words: "better than always
     answering spam" or "no better than always answering spam (78.0%): accuracy 47.0%, difference -31.0
     points, 90% CI [...]". ``acc``: (models, items)."""
@@ -111,7 +111,7 @@ def baseline_rows(models: list[str], acc: np.ndarray, gold: np.ndarray, labels: 
             ci = f"90% CI [{r['ci90_low'] * 100:+.1f}, {r['ci90_high'] * 100:+.1f}] points"
             figures = (f"accuracy {r['accuracy']:.1%} against {r['baseline_accuracy']:.1%}, difference "
                        f"{r['diff'] * 100:+.1f} points, {ci}, one-sided p = {r['p_better']:.3g}, paired t over "
-                       f"{int(r['n'])} items")
+                       f"{int(r['n'])} {noun}s")
             words = (f"better than {names[key]} ({figures})" if r["better"] else
                      f"no better than {names[key]} ({r['baseline_accuracy']:.1%}): {figures}")
             rows.append({"model": model, "baseline": names[key], "strategy": key, **{f: float(v) for f, v in r.items()
