@@ -561,3 +561,40 @@ def test_plan_command(tmp_path, effects_db):
     assert "shifted vs base" in r.stderr and "iterations" in r.stderr
     r = shootout("plan", "--db", str(effects_db), cwd=tmp_path)
     assert r.returncode != 0 and "--effect" in r.stderr and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- what the Decision weighs
+
+
+def test_a_shifted_rung_is_named_in_the_decision_and_never_safe_to_ship(tmp_path):
+    """Every answer of the Q4 rung 0.2 higher, on the demo's shape (answers barely follow the labels, so MAE
+    and direction hardly move): the verdict names the shift with its amount, never 'safe to ship'."""
+    from benchmark.synthetic import DEMO_SHAPE
+
+    shape = {k: v for k, v in DEMO_SHAPE.items() if k not in ("sd", "item_sd")}
+    models = [SynthModel("g-f16", family="g", quant="F16", sd=DEMO_SHAPE["sd"], item_sd=DEMO_SHAPE["item_sd"]),
+              SynthModel("g-q4", family="g", quant="Q4_K_M", sd=DEMO_SHAPE["sd"], item_sd=DEMO_SHAPE["item_sd"],
+                         shift=0.2)]
+    write_db(tmp_path / "b.sqlite", models, 96, 3, seed=8, run_id="b", **shape)
+    with Store(tmp_path / "b.sqlite") as store:
+        rep = rpt.build(store, "b")
+    row = rep.decision.set_index("model").loc["g-q4"]
+    line = next(x for x in rep.decision_lines if x.startswith("g-q4 vs g-f16"))
+    assert row["verdict"] in ("shifted", "not bounded") and "Safe to ship" not in line
+    bias = rep.decision_long.set_index(["candidate", "metric"]).loc[("g-q4", "mean_value")]
+    assert bias["diff"] == pytest.approx(0.2, abs=0.07)
+    assert "Mean sentiment: shifted against g-f16 by +0." in line or "Mean sentiment: not bounded" in line
+
+
+def test_an_equivalent_but_slower_rung_is_not_recommended_for_a_gain(tmp_path):
+    """As good within every margin but 0.92x the speed and no smaller: nothing to gain (it used to say
+    'ship it if the gain matters')."""
+    models = [SynthModel("h-f16", family="h", quant="F16", sd=0.1, seconds=1.0),
+              SynthModel("h-q8", family="h", quant="Q8_0", sd=0.1, seconds=1.0 / 0.92)]
+    write_db(tmp_path / "s.sqlite", models, 150, 3, seed=4, run_id="s")
+    store_sizes(tmp_path / "s.sqlite", "s", models, {"h-f16": 300.0, "h-q8": 300.0})
+    with Store(tmp_path / "s.sqlite") as store:
+        rep = rpt.build(store, "s")
+    row = rep.decision.set_index("model").loc["h-q8"]
+    assert row["verdict"] in ("equivalent", "non-inferior") and row["speedup_vs_ref"] < 1
+    assert "nothing to gain" in row["what_it_means"] and "ship it if the gain matters" not in row["what_it_means"]
