@@ -151,6 +151,10 @@ def test_the_console_shows_what_log_probability_mode_measured(tmp_path):
     store_run(tmp_path / "lp.sqlite", items, SPAM_TASK, answers, probs)
     with Store(tmp_path / "lp.sqlite") as store:
         task, rows = model_summary(store, "r")
+        rep = rpt.build(store, "r")
+    from benchmark import conventions as CV
+
+    assert CV.say("label_prob", noun="message") in rep.sheet("Summary").note
     assert rows and "gen_tok_s" not in rows[0]  # it generated nothing: no token rate
     assert {"label_prob", "label_prob_margin", "s_per_sample"} <= set(rows[0])
     flat = [p["ham"] for row in probs["gemma3-270m@trained"] for p in row]
@@ -189,3 +193,24 @@ def test_every_sheet_states_the_conventions_of_its_figures(spam_report):
     assert said("items_to_decide") in notes["Decision"] and said("zero_spread") in notes["Decision"]
     cal = rep.calibration
     assert cal.empty or "accuracy_answered" in cal
+
+
+def test_every_convention_is_stated_by_some_sheet(spam_report, tmp_path):
+    """One place for the conventions (benchmark.conventions): each is stated by at least one sheet of a
+    value report or a label report, in the words kept there."""
+    import re
+
+    from benchmark import conventions as CV
+    from benchmark.synthetic import SynthModel, write_db
+
+    rep, _, _ = spam_report
+    write_db(tmp_path / "v.sqlite", [SynthModel("v-f16", family="v", quant="F16"),
+                                     SynthModel("v-q4", family="v", quant="Q4_K_M", shift=0.1)], 30, 3, run_id="v")
+    with Store(tmp_path / "v.sqlite") as store:
+        value_rep = rpt.build(store, "v")
+    notes = " ".join(s.note for r in (rep, value_rep) for s in r.sheets)
+    for key, text in CV.CONVENTIONS.items():
+        if key == "label_prob":  # a log-probability run's: checked with one (above)
+            continue
+        fixed = max(re.split(r"\{[^}]*\}", text), key=len)  # the longest stretch without a placeholder
+        assert fixed.strip() in notes, key
