@@ -153,6 +153,14 @@ def test_spam_demo_baselines_and_voting(tmp_path, embedded_gguf):
         acc = np.mean([bool(v) and l == t for _, v, l, t in rows])
         assert summary.loc[model, "accuracy"] == pytest.approx(acc)
         assert 0 <= summary.loc[model, "vote_accuracy"] <= 1
+    # every model against the best trivial baseline, in the Decision (and the console lines it prints)
+    decision = pd.read_csv(out / "reports" / run_id / "decision.csv").set_index("model")
+    tests = pd.read_csv(out / "reports" / run_id / "baselines.csv")
+    for model in ("gemma3-270m@trained", "gemma3-270m@one_word"):
+        row = tests[(tests["model"] == model) & (tests["strategy"] == "majority")].iloc[0]
+        said = decision.loc[model, "baseline"]
+        assert said.startswith(f"{model}: {'better than' if row['better'] else 'no better than'} always answering")
+        assert said[:70] in r.stderr  # (the console wraps long lines)
 
 
 # --------------------------------------------------------------------------- label scoring
