@@ -20,7 +20,9 @@ endif
 # extra CMake flags for llama.cpp, e.g. LLAMA_CMAKE_EXTRA=-DCMAKE_CUDA_ARCHITECTURES=90
 LLAMA_CMAKE_EXTRA ?=
 LLAMA_CMAKE_ARGS := $(strip $(shell $(PYTHON) src/core/accel.py cmake-args $(ACCEL_KIND)) $(LLAMA_CMAKE_EXTRA))
-WHEELHOUSE ?= $(HOME)/.cache/gguf-shootout/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(ACCEL_KIND)
+# one folder per kind and set of CMake arguments (a wheel built with other flags is never reused)
+WHEEL_TAG := $(shell $(PYTHON) src/core/accel.py wheel-tag $(ACCEL_KIND) $(LLAMA_CMAKE_EXTRA))
+WHEELHOUSE ?= $(HOME)/.cache/gguf-shootout/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(WHEEL_TAG)
 ENGINE_FILE := $(VENV)/.engine
 # pip compiles every installed file to bytecode, one file at a time (about 17,000 with the dev extras);
 # --no-compile leaves that out and shootout.precompile imports what the commands and the tests use
@@ -36,13 +38,13 @@ SWITCH_ENGINE := $(if $(and $(ACCEL_EXPLICIT),$(INSTALLED_KIND)),$(filter-out $(
 
 .PHONY: install engine demo finetune-demo test test-fast clean
 
-# the engine wheel: built once per accelerator with pip, then installed from the kept wheel. A build
-# with CMake flags skips pip's cache (it cannot tell a CUDA build from a CPU build of the same sdist);
-# the plain CPU build may take pip's cached wheel (a fresh CI machine then installs in seconds)
+# the engine wheel: built once per accelerator with pip, then installed from the kept wheel. A GPU build
+# skips pip's cache (it cannot tell a CUDA build from a CPU build of the same sdist); the CPU build may
+# take pip's cached wheel (a fresh CI machine then installs in seconds)
 define install_engine
 	mkdir -p $(WHEELHOUSE)
 	ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --no-deps $(if $(LLAMA_CMAKE_ARGS),--no-cache-dir) \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --no-deps $(if $(filter-out cpu,$(ACCEL_KIND))$(LLAMA_CMAKE_EXTRA),--no-cache-dir) \
 	    --no-binary llama-cpp-python \
 	    -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	$(PIP_INSTALL) --force-reinstall --no-deps $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
@@ -81,11 +83,16 @@ finetune-demo: install
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print((os.cpu_count() or 1) + 1)")
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
+# the layer contracts of pyproject.toml (import-linter) first: arrows only point down
+LINT_IMPORTS := $(VENV)/bin/lint-imports
+
 test: install
+	$(LINT_IMPORTS)
 	$(PYTEST)
 
 # a quicker loop while editing: without the tests marked slow (the Gemma export round trips)
 test-fast: install
+	$(LINT_IMPORTS)
 	$(PYTEST) -m "not slow"
 
 clean:

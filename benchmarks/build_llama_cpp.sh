@@ -16,8 +16,11 @@ OUT="$2"
 ACCEL="${3:-cuda}"
 flags=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF)
+# the engine's own CMake arguments for this kind (src/core/accel.py: one place for them, the wheel's too)
+read -r -a accel_flags <<< "$(python3 "$(dirname "$0")/../src/core/accel.py" cmake-args "$ACCEL")"
+flags+=("${accel_flags[@]}")
 if [ "$ACCEL" = cuda ]; then
-  flags+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90}")
+  flags+=("-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90}")
 fi
 cmake -S "$SRC" -B "$OUT" -G Ninja "${flags[@]}"
 cmake --build "$OUT" -j"$(nproc)" --target llama llama-bench llama-quantize

@@ -28,10 +28,10 @@ from core.embedded import embedded_gguf  # noqa: E402
 
 CHILD = """
 import sys, time
-from engine import llamacpp
+from engine import chargroups
 from engine.llamacpp import LlamaCppBackend
 if sys.argv[2] == "off":
-    llamacpp._vocab_digest = lambda path, n_vocab: None  # no digest: built, kept in this process only
+    chargroups.vocab_digest = lambda path, n_vocab: None  # no digest: built, kept in this process only
 t = time.perf_counter()
 b = LlamaCppBackend(sys.argv[1], n_ctx=512, n_threads=1, name="m")
 b.load()

@@ -186,7 +186,7 @@ def send(handler, status: int, ctype: str, body: bytes | str) -> None:
 # measured with `--durations=0` on 2 cores), so that no long module starts last and leaves one
 # worker running alone at the end. Only the order changes (make test passes --no-loadscope-reorder);
 # modules not listed keep their place after these.
-LONGEST_FIRST = ("test_demo", "test_export_gemma", "test_classify", "test_finetune", "test_engine", "test_runner",
+LONGEST_FIRST = ("test_demo", "test_ray", "test_html", "test_export_gemma", "test_classify", "test_finetune", "test_engine", "test_runner",
                  "test_export", "test_openai_backend", "test_hostile", "test_endpoints", "test_ollama_backend",
                  "test_stats")
 

@@ -1,4 +1,4 @@
-"""Datasets for classification studies (benchmark/data.py): every format reads the same items, the
+"""Datasets for classification studies (benchmark/data/): every format reads the same items, the
 column mapping and label maps work, user mistakes are ShootoutErrors naming the file and the
 column, splits are stratified and reproducible, and the example datasets read with their counts."""
 

@@ -183,11 +183,13 @@ def test_shards_run_as_separate_processes_merge_into_the_unsharded_report(tiny_g
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
-    assert set(_calls(s1 / "results.sqlite")["model"]) == {"a"} and set(_calls(s2 / "results.sqlite")["model"]) == {"b"}
+    f1, f2 = s1 / "results.shard-01-of-02.sqlite", s2 / "results.shard-02-of-02.sqlite"  # each shard its own file
+    assert not (s1 / "results.sqlite").exists() and not (s2 / "results.sqlite").exists()
+    assert set(_calls(f1)["model"]) == {"a"} and set(_calls(f2)["model"]) == {"b"}
     merged = tmp_path / "merged.sqlite"
-    m = shootout("merge", str(s1 / "results.sqlite"), str(s2 / "results.sqlite"), "--out", str(merged))
+    m = shootout("merge", str(f1), str(f2), "--out", str(merged))
     assert m.returncode == 0, m.stderr
-    again = shootout("merge", str(s1 / "results.sqlite"), str(s1 / "results.sqlite"), "--out", str(tmp_path / "x.sqlite"))
+    again = shootout("merge", str(f1), str(f1), "--out", str(tmp_path / "x.sqlite"))
     assert again.returncode == 2 and "stored in both" in again.stderr  # duplicates refused
     for name, db in (("full", full / "results.sqlite"), ("merged", merged)):
         rep = shootout("report", "--db", str(db), "--out", str(tmp_path / f"rep-{name}"))
@@ -279,3 +281,74 @@ def test_latency_figures_use_the_calls_that_ran_alone():
     assert t.loc["b", "s_per_sample"] == pytest.approx(5.0)       # no call of b ran alone: all kept, and said
     assert "3 calls that ran alone" in note and "No call of b ran alone" in note
     assert timing(latency_view(calls, "all")[0]).set_index("model").loc["a", "s_per_sample"] == pytest.approx(5.5)
+
+
+# --------------------------------------------------------------------------- the scheduler on fake servers (fast)
+
+FAKES = ("fake://a", "fake://b", "fake://c")
+
+
+def _fake_run(folder, options: str, *, endpoints=FAKES, concurrency=1, run_id="r"):
+    """A run of one fake model over ``endpoints``, in process: (result, calls, what it warned)."""
+    import io
+
+    from rich.console import Console
+
+    from benchmark.config import load_config
+    from benchmark.run.runner import Runner
+    from benchmark.store import Store
+    from tests.fake_configs import classify_config
+
+    folder.mkdir(exist_ok=True)
+    models = (f"  - {{name: m, backend: fake, family: f, quant: Q4_K_M, endpoints: [{', '.join(endpoints)}], "
+              f"options: {{{options}}}}}\n")
+    config = classify_config(folder, models=models, n_items=10, iterations=3, run_extra=f"  concurrency: {concurrency}\n")
+    out = io.StringIO()
+    with Store(folder / "results.sqlite") as store:
+        result = Runner(load_config(config), store, run_id=run_id, progress=False,
+                        console=Console(file=out, width=300)).run()
+    return result, _calls(folder / "results.sqlite").sort_values(["iteration", "item_id"]).reset_index(drop=True), \
+        " ".join(out.getvalue().split())
+
+
+def test_calls_spread_over_endpoints_with_their_concurrency_and_one_row_each(tmp_path):
+    # a short sleep per generated token: every worker gets calls while the others are busy
+    result, calls, _ = _fake_run(tmp_path, "seconds_per_token: 0.002", concurrency=2)
+    assert result.stored == 30 and len(calls[["iteration", "item_id"]].drop_duplicates()) == 30
+    assert set(calls["endpoint"]) <= set(FAKES) and calls["endpoint"].nunique() >= 2
+    assert set(calls["in_flight"]) <= {1, 2}
+    loads = sqlite3.connect(tmp_path / "results.sqlite").execute("SELECT endpoint FROM model_loads").fetchall()
+    assert sorted(e for (e,) in loads) == list(FAKES)  # each endpoint loaded and warmed up
+
+
+def test_a_dead_endpoint_and_a_dropped_call_leave_the_answers_of_an_undisturbed_run(tmp_path):
+    from benchmark.backends import fake
+
+    fake.reset_faults()
+    _, calm, _ = _fake_run(tmp_path / "calm", "accuracy: 0.7", endpoints=FAKES[:1])
+    # fake://b dies after its warm-up; one call of item t07 drops its connection once
+    result, rough, warned = _fake_run(tmp_path / "rough", "accuracy: 0.7, seconds_per_token: 0.001, "
+                                                          "down_after: {fake://b: 1}, faults: {t07: transient}")
+    keys = ["iteration", "item_id"]
+    assert result.stored == 30 and rough[keys].equals(calm[keys])
+    for column in ("raw_text", "label", "valid"):  # the same answer wherever a call ran
+        assert rough[column].tolist() == calm[column].tolist(), column
+    assert "fake://b" not in set(rough["endpoint"])
+    assert "endpoint fake://b stopped answering; its calls went to the others" in warned
+    assert warned.count("stopped answering; its calls went to the others") == 2  # b, and where t07 dropped
+    assert sqlite3.connect(tmp_path / "rough" / "results.sqlite").execute(
+        "SELECT finished_at IS NOT NULL FROM runs").fetchone() == (1,)
+
+
+def test_when_no_endpoint_answers_the_run_stops_resumable_and_loses_nothing(tmp_path):
+    from core.errors import ShootoutError
+
+    with pytest.raises(ShootoutError) as err:
+        _fake_run(tmp_path, "down_after: 4, seconds_per_token: 0.001")  # 3 endpoints x 3 calls: 9 of 30
+    assert "calls left and no endpoint answers" in err.value.message and "resume" in err.value.hint
+    stored = _calls(tmp_path / "results.sqlite")
+    assert len(stored) == 9 and not stored.duplicated(["iteration", "item_id"]).any()
+    result, calls, warned = _fake_run(tmp_path, "seconds_per_token: 0.001")  # the servers are back
+    assert "config differs from the one run r started with" in warned
+    assert result.skipped == 9 and result.stored == 21 and len(calls) == 30
+    assert calls.merge(stored, on=["iteration", "item_id"])["raw_text_x"].tolist() == stored["raw_text"].tolist()

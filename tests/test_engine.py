@@ -258,23 +258,23 @@ def test_first_character_groups_are_kept_per_vocabulary_and_a_damaged_cache_file
 
     import numpy as np
 
-    from engine import llamacpp
+    from engine import chargroups
     from formats import gguf_meta
 
     monkeypatch.setenv("SHOOTOUT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(llamacpp, "_CHAR_GROUPS", {})
-    monkeypatch.setattr(llamacpp, "_VOCAB_DIGESTS", {})
+    monkeypatch.setattr(chargroups, "_CHAR_GROUPS", {})
+    monkeypatch.setattr(chargroups, "_VOCAB_DIGESTS", {})
     built = engine._char_groups()
     copy = tmp_path / "rung.gguf"  # another file with the same vocabulary, as the rungs of a ladder
     try:
         os.link(engine.path, copy)  # another path is another file to the cache (no 241 MB copy)
     except OSError:
         shutil.copyfile(engine.path, copy)
-    digest = llamacpp._vocab_digest(copy, engine.n_vocab)
-    assert digest == llamacpp._vocab_digest(engine.path, engine.n_vocab)
+    digest = chargroups.vocab_digest(copy, engine.n_vocab)
+    assert digest == chargroups.vocab_digest(engine.path, engine.n_vocab)
 
     def load(path):
-        llamacpp._CHAR_GROUPS.clear()  # a new process: only the disk cache is left
+        chargroups._CHAR_GROUPS.clear()  # a new process: only the disk cache is left
         b = LlamaCppBackend(path, n_ctx=256, name="rung")
         b.load()
         try:
@@ -283,7 +283,7 @@ def test_first_character_groups_are_kept_per_vocabulary_and_a_damaged_cache_file
             b.close()
 
     first = load(copy)
-    assert llamacpp._groups_file(digest).is_file()
+    assert chargroups.groups_file(digest).is_file()
     assert all(np.array_equal(a, b) for a, b in zip(first, built))
     # the next load reads them: building again would fail here
     with monkeypatch.context() as m:
@@ -293,13 +293,13 @@ def test_first_character_groups_are_kept_per_vocabulary_and_a_damaged_cache_file
     # a damaged file, or a well-formed one that does not fit this vocabulary, is rebuilt and replaced
     for bad in (b"not an npz", None):
         if bad is None:
-            with open(llamacpp._groups_file(digest), "wb") as f:
+            with open(chargroups.groups_file(digest), "wb") as f:
                 np.savez(f, group=np.zeros(engine.n_vocab, np.int32), probes=np.array([engine.n_vocab + 5], np.int32))
         else:
-            llamacpp._groups_file(digest).write_bytes(bad)
-        assert llamacpp._read_groups(digest, engine.n_vocab) is None
+            chargroups.groups_file(digest).write_bytes(bad)
+        assert chargroups.read_groups(digest, engine.n_vocab) is None
         assert all(np.array_equal(a, b) for a, b in zip(load(copy), built))
-        assert all(np.array_equal(a, b) for a, b in zip(llamacpp._read_groups(digest, engine.n_vocab), built))
+        assert all(np.array_equal(a, b) for a, b in zip(chargroups.read_groups(digest, engine.n_vocab), built))
     # one token changed in the header: another vocabulary, another digest
     real = gguf_meta.read
 
@@ -311,7 +311,7 @@ def test_first_character_groups_are_kept_per_vocabulary_and_a_damaged_cache_file
     monkeypatch.setattr(gguf_meta, "read", one_token_changed)
     other = tmp_path / "other.gguf"  # a path not seen before: its digest is computed, not remembered
     copy.rename(other)
-    assert llamacpp._vocab_digest(other, engine.n_vocab) != digest
+    assert chargroups.vocab_digest(other, engine.n_vocab) != digest
 
 
 def test_first_character_filter_keeps_every_token_the_grammar_allows(engine):
@@ -346,15 +346,15 @@ def test_first_character_filter_keeps_every_token_the_grammar_allows(engine):
 
 
 def test_first_character_decoding_follows_llama_cpp():
-    from engine.llamacpp import _first_char, _utf8_unfinished
+    from engine.chargroups import first_char, utf8_unfinished
 
     for ch in ("a", "é", "中", "😀", "{"):
         data = (ch + "xyz").encode()
-        assert _first_char(data) == (ord(ch), len(ch.encode()))
-    assert _first_char("中".encode()[:2]) == (None, 0)  # ends inside the character
-    assert _first_char(b"\x80abc") == (None, 0)  # a continuation byte cannot lead
-    assert not _utf8_unfinished(b"") and not _utf8_unfinished("ab中".encode())
-    assert _utf8_unfinished("ab中".encode()[:-1]) and _utf8_unfinished(b"a\xf0\x9f")
+        assert first_char(data) == (ord(ch), len(ch.encode()))
+    assert first_char("中".encode()[:2]) == (None, 0)  # ends inside the character
+    assert first_char(b"\x80abc") == (None, 0)  # a continuation byte cannot lead
+    assert not utf8_unfinished(b"") and not utf8_unfinished("ab中".encode())
+    assert utf8_unfinished("ab中".encode()[:-1]) and utf8_unfinished(b"a\xf0\x9f")
 
 
 def test_memory_facts_are_the_kv_cache_and_weights_the_model_needs(engine, embedded_gguf):

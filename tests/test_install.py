@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, shootout, write_config
+from core import accel
+
+# on Linux every engine build hides the static libraries it links (tests/test_cxx_runtime.py says why)
+HIDE = accel.HIDE_STATIC_LIBS if platform.system() == "Linux" else ""
 
 MAKE = shutil.which("make")
 needs_make = pytest.mark.skipif(MAKE is None, reason="make is not installed")
@@ -54,9 +58,9 @@ def test_a_machine_without_accelerator_builds_the_cpu_engine(tmp_path):
     r = _choose(env)
     assert (r.stdout.strip(), r.stderr) == ("cpu", "")
     out = _make_dry(env, tmp_path / "venv").stdout
-    assert 'CMAKE_ARGS=""' in out and "GGML_CUDA" not in out and "GGML_METAL" not in out
-    # the wheel is built once into a folder of its own per accelerator, then installed from there
-    wheelhouse = "wheels/llama-cpp-python-0.3.36-cpu"
+    assert f'CMAKE_ARGS="{HIDE}"' in out and "GGML_CUDA" not in out and "GGML_METAL" not in out
+    # the wheel is built once into a folder of its own per accelerator and set of flags, then installed from there
+    wheelhouse = f"wheels/llama-cpp-python-0.3.36-{accel.wheel_tag('cpu')}"
     assert "pip wheel --no-deps" in out and "--no-binary llama-cpp-python" in out and wheelhouse in out
     assert "--no-cache-dir" not in out  # the plain CPU build may come from pip's cache
     assert "--force-reinstall --no-deps " in out and f"{tmp_path / 'venv'}/.engine" in out
@@ -68,7 +72,7 @@ def test_a_visible_gpu_with_the_cuda_compiler_builds_the_cuda_engine(tmp_path):
     env = _bin(tmp_path, gpu=True, nvcc=True)
     assert _choose(env).stdout.strip() == "cuda"
     out = _make_dry(env, tmp_path / "venv").stdout
-    assert 'CMAKE_ARGS="-DGGML_CUDA=on"' in out and "llama-cpp-python-0.3.36-cuda" in out
+    assert f'CMAKE_ARGS="-DGGML_CUDA=on {HIDE}"' in out and f"llama-cpp-python-0.3.36-{accel.wheel_tag('cuda')}" in out
     assert "--no-cache-dir" in out  # never a cached CPU wheel for a CUDA build
 
 
@@ -83,7 +87,7 @@ def test_a_visible_gpu_without_the_cuda_compiler_warns_and_builds_for_the_cpu(tm
 def test_accel_named_explicitly_is_taken_as_asked_and_switches_an_installed_engine(tmp_path):
     env = _bin(tmp_path, gpu=False, nvcc=False)
     assert 'CMAKE_ARGS="-DGGML_METAL=on"' in _make_dry(env, tmp_path / "v1", "ACCEL=metal").stdout
-    assert 'CMAKE_ARGS="-DGGML_CUDA=on"' in _make_dry(env, tmp_path / "v1", "ACCEL=cuda").stdout
+    assert f'CMAKE_ARGS="-DGGML_CUDA=on {HIDE}"' in _make_dry(env, tmp_path / "v1", "ACCEL=cuda").stdout
     bad = _make_dry(env, tmp_path / "v1", "ACCEL=gpu")
     assert bad.returncode != 0 and "use auto, cuda, metal or cpu" in bad.stderr
     # an installed CPU engine: ACCEL=cuda reinstalls only the engine; plain `make` keeps what is there
@@ -92,7 +96,7 @@ def test_accel_named_explicitly_is_taken_as_asked_and_switches_an_installed_engi
     (venv / ".engine").write_text("cpu\n")
     (venv / ".installed").touch()
     switch = _make_dry(env, venv, "ACCEL=cuda").stdout
-    assert "replacing the cpu build" in switch and 'CMAKE_ARGS="-DGGML_CUDA=on"' in switch
+    assert "replacing the cpu build" in switch and f'CMAKE_ARGS="-DGGML_CUDA=on {HIDE}"' in switch
     assert "torch==" not in switch  # the rest of the environment stays
     assert "Nothing to be done" in _make_dry(env, venv).stdout + _make_dry(env, venv).stderr
 

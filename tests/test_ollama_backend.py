@@ -235,7 +235,7 @@ def _live_host() -> str | None:
     host = os.environ.get("OLLAMA_HOST")
     if not host:
         return None
-    from benchmark.backends.ollama_backend import normalize_host
+    from core.hosts import normalize_host
 
     host = normalize_host(host)
     try:

@@ -38,6 +38,9 @@ class Scripted:
     def engine_info(self) -> dict:
         return dict(self.engine)
 
+    def memory_facts(self) -> dict:  # the entries are llamacpp ones, whose backend declares memory facts
+        return {}
+
     def close(self) -> None:
         pass
 
@@ -186,3 +189,34 @@ def test_a_huge_reply_is_stored_cut_with_its_full_length(tmp_path, setting, cap)
         else:
             assert valid == 0 and "at most 200 characters" in error
     assert (tmp_path / "results.sqlite").stat().st_size < 1_000_000
+
+
+# --------------------------------------------------------------------------- runs that stored no call
+
+
+def test_a_run_that_failed_before_its_first_call_is_counted_and_not_picked_by_default(tmp_path):
+    from core.errors import ShootoutError
+
+    config = _config(tmp_path)
+    _run(config, run_id="good")
+
+    class Unreachable(Scripted):
+        def load(self):
+            raise ShootoutError("no server answers")
+
+    with pytest.raises(ShootoutError, match="no server answers"):
+        _run(config, run_id="failed", factory=lambda entry, cfg_, endpoint=None: Unreachable(entry))
+    with Store(tmp_path / "results.sqlite", create=False) as store:
+        summaries = {s.run_id: s for s in store.run_summaries()}
+        assert store.latest_run_id() == "failed"  # the newest row ...
+        assert store.latest_run_id(with_calls=True) == "good"  # ... but the newest run with something to report
+    assert (summaries["good"].calls, summaries["good"].state) == (8, "finished")
+    assert (summaries["failed"].calls, summaries["failed"].state) == (0, "no calls (stopped before its first call)")
+    assert list(summaries) == ["good", "failed"]
+
+
+def test_no_run_with_calls_means_no_default_run(tmp_path):
+    with Store(tmp_path / "r.sqlite") as store:
+        store.create_run("empty", task="sentiment", seed=1, iterations=1, config_path=None, config_text="",
+                         settings={}, versions={}, hardware={}, items=[])
+        assert store.latest_run_id(with_calls=True) is None and store.latest_run_id() == "empty"

@@ -22,9 +22,11 @@ import json
 import os
 import sys
 
-BASE = ("shootout.cli", "shootout.reporting", "shootout.demo", "benchmark.run.runner", "benchmark.config",
-        "benchmark.report", "benchmark.report.charts", "benchmark.backends", "engine.llamacpp",
-        "benchmark.backends.openai_compat", "benchmark.backends.ollama_backend", "export.pipeline",
+BASE = ("shootout.cli", "shootout.running", "shootout.reporting", "shootout.demo", "benchmark.run.launch",
+        "benchmark.run.runner", "benchmark.config", "benchmark.report", "benchmark.report.charts", "benchmark.backends",
+        "engine.llamacpp",
+        "benchmark.backends.openai_compat", "benchmark.backends.ollama_backend", "export.pipeline", "core.cxx_runtime",
+        "benchmark.report.html",
         "openpyxl", "pandas", "scipy.stats", "statsmodels.api", "seaborn", "matplotlib.pyplot", "httpx")
 ML = ("torch", "transformers", "peft", "trl", "finetune.train")
 

@@ -2,6 +2,10 @@
 
 Every problem names the field path (``models[3].quant``), the line in the file, the value found
 and what to write instead. Relative paths in the file are resolved from the file's own folder.
+A model's ``options:`` are validated with its backend's options model (``benchmark.backends``).
+
+Over 400 lines: the schema and the messages its problems give are one job, read together (each
+message follows from the field it describes); the task block's schema lives with the task.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from benchmark import metrics as M
-from benchmark.backends import BACKENDS
+from benchmark.backends import BACKENDS, DEFAULT_BACKEND, capable, describe, validate_options
+from benchmark.backends.base import BackendOptions
 from benchmark.tasks.classify import ClassifyTaskSpec
 from benchmark.tasks.score import ScoreTaskSpec
 from core.errors import ConfigError
@@ -27,25 +33,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-class ModelOptions(_Strict):
-    """Per-model overrides of the run settings and engine knobs."""
+ModelOptions = BackendOptions  # the run overrides every backend takes; each backend's options model adds its own
 
-    temperature: float | None = Field(None, ge=0, le=2)
-    num_ctx: int | None = Field(None, ge=256)
-    num_predict: int | None = Field(None, ge=1)
-    n_threads: int | None = Field(None, ge=1, description="llamacpp: CPU threads (default: all cores)")
-    n_gpu_layers: int | None = Field(None, description="llamacpp: layers to offload (-1 = all)")
-    chat_template: str | None = Field(
-        None,
-        description="a built-in template name (chatml, llama3, gemma, mistral, phi3) or a Jinja "
-        "template; used when the GGUF has none, or to override it",
-    )
-    keep_alive: str | None = Field(None, description="ollama: how long the server keeps the model loaded")
-    api_key: str | None = Field(None, description="openai: bearer token, if the server wants one")
-    timeout_s: float | None = Field(None, gt=0, description="openai: wall-clock seconds allowed for one request "
-                                                            "(default 300)")
-    retries: int | None = Field(None, ge=0, le=10, description="openai: retries after a connection failure or a "
-                                                               "timeout (default 2)")
+
+class Resources(_Strict):
+    """What a model's shard reserves on a node when a cluster executor places it (``run --executor ray``)."""
+
+    num_gpus: float = Field(0, ge=0, description="GPUs the model's shard reserves on its node (fractions share one); "
+                                                 "for llamacpp in process")
+    num_cpus: float = Field(1, gt=0, description="CPU cores it reserves; llama.cpp in process runs as many threads "
+                                                 "unless options.n_threads says otherwise")
 
 
 EMBEDDED = "embedded"  # a model path naming the embedded Gemma 3 270M GGUF (PyPI package)
@@ -53,7 +50,7 @@ EMBEDDED = "embedded"  # a model path naming the embedded Gemma 3 270M GGUF (PyP
 
 class ModelEntry(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
-    backend: Literal[tuple(BACKENDS)] = "llamacpp"  # type: ignore[valid-type]
+    backend: str = Field(DEFAULT_BACKEND, description="; ".join(f"{n}: {describe(s)}" for n, s in BACKENDS.items()))
     path: str | None = Field(None, description="llamacpp: the GGUF file, or 'embedded' for the embedded "
                                                "Gemma 3 270M (Q4_K_M)")
     tag: str | None = Field(None, description="ollama: the model tag, e.g. llama3.1:8b-instruct-q4_K_M")
@@ -63,22 +60,51 @@ class ModelEntry(_Strict):
     quant: str
     prompt_style: Literal["few_shot", "zero_shot"] = "few_shot"
     system_prompt: str | None = Field(None, description="zero_shot: the system prompt the fine-tune was trained with")
-    options: ModelOptions = Field(default_factory=ModelOptions)
+    options: SerializeAsAny[BackendOptions] = Field(
+        default_factory=dict, description="run overrides (temperature, num_ctx, num_predict) and the backend's own "
+                                          "options; each backend's options model says which")
     manifest: str | None = Field(None, description="export manifest with this model's quant quality (default: "
                                                    "the one beside its GGUF, if any)")
     checkpoint: float | None = Field(None, ge=0, description="learning curves: the training step or epoch of this "
                                                               "checkpoint")
     endpoints: list[str] | None = Field(None, min_length=1,
-                                        description="ollama/openai: several servers hosting this model (host URLs / "
-                                                    "base URLs); its calls are spread over them")
+                                        description="several servers hosting this model (host URLs / base URLs); its "
+                                                    "calls are spread over them")
+    resources: Resources = Field(default_factory=Resources, description="run --executor ray: what the model's shard "
+                                                                        "reserves on its node")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if v not in BACKENDS:
+            from pydantic_core import PydanticCustomError
+
+            names = [f"'{n}'" for n in BACKENDS]
+            expected = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return v
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _backend_options(cls, v: Any, info: ValidationInfo) -> Any:
+        backend = info.data.get("backend")
+        if backend not in BACKENDS:  # the backend's own error says what is wrong
+            return BackendOptions.model_construct()
+        return validate_options(backend, v)
 
     @model_validator(mode="after")
     def _backend_fields(self) -> "ModelEntry":
-        need = BACKENDS[self.backend].where
-        if getattr(self, need) in (None, "") and not (self.endpoints and need == "base_url"):
+        spec = BACKENDS[self.backend]
+        need = spec.where
+        if need and getattr(self, need) in (None, "") and not (self.endpoints and spec.where_is_endpoint):
             raise ValueError(f"backend '{self.backend}' needs '{need}'")
-        if self.endpoints and not BACKENDS[self.backend].endpoints:
-            raise ValueError(f"backend '{self.backend}' runs in this process: endpoints are for ollama and openai")
+        if self.endpoints and not spec.capabilities.endpoints:
+            raise ValueError(f"backend '{self.backend}' cannot spread calls over endpoints: endpoints are for "
+                             f"{' and '.join(capable('endpoints', scripted=False))}")
+        if self.resources.num_gpus and not spec.capabilities.in_process:
+            in_process = ", ".join(capable("in_process", scripted=False))
+            raise ValueError(f"resources.num_gpus is for models run in process ({in_process}); backend "
+                             f"'{self.backend}' runs on its server, which holds the GPUs")
         return self
 
 
@@ -249,6 +275,12 @@ class Config(_Strict):
     def task_name(self) -> str:
         return self.task if isinstance(self.task, str) else self.task.name
 
+    def task_object(self):
+        """The task this config names, built (``benchmark.tasks.task_for``)."""
+        from benchmark.tasks import task_for
+
+        return task_for(self)
+
     def variants(self) -> tuple[str | None, ...]:
         """The task's prompt variants; (None,) when it has one prompt."""
         if isinstance(self.task, str) or not self.task.variants:
@@ -374,6 +406,8 @@ def _format_error(err: dict, data: Any) -> str:
     line = _line_of(data, loc)
     at = f"{where} (line {line})" if line else where
     key = loc[-1] if loc else ""
+    if kind in ("foreign_option", "unknown_option"):
+        return f"{at}: {err['msg']}"
     if kind == "extra_forbidden":
         cls = _model_class_at(loc[:-1], data)
         allowed = ", ".join(cls.model_fields) if cls else "see config.yaml's comments"
@@ -471,7 +505,7 @@ def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
             problems.append(f"{at(('models', i, 'name'))}: duplicate model name '{m.name}' "
                             f"(also models[{seen[m.name]}]); every model needs its own name.")
         seen.setdefault(m.name, i)
-        if check_files and m.backend == "llamacpp" and m.path and m.path != EMBEDDED:
+        if check_files and BACKENDS[m.backend].where == "path" and m.path and m.path != EMBEDDED:
             p = cfg.resolve(m.path)
             if not p.is_file():
                 problems.append(
@@ -486,6 +520,15 @@ def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
                 except (GGUFError, OSError) as exc:
                     advice = "" if "again" in str(exc) else "; export or download it again, or fix the path"
                     problems.append(f"{at(('models', i, 'path'))}: model '{m.name}': {exc}{advice}.")
+    decoding = getattr(cfg.task, "decoding", "generate")
+    unable = [m for m in cfg.models if not BACKENDS[m.backend].capabilities.label_scores]
+    if decoding == "logprob" and unable:
+        which = ", ".join(f"'{m.name}' ({m.backend})" for m in unable)
+        can = capable("label_scores", scripted=False)
+        problems.append(f"{at(('task', 'decoding'))}: decoding: logprob scores every label from the model's "
+                        f"log-probabilities, which only the {' and '.join(can)} backend{'s' if len(can) > 1 else ''} "
+                        f"can do; {which} cannot. Use decoding: generate, or run those models on "
+                        f"{' or '.join(can)}.")
     names = {a.name for a in cfg.arms()}
     for j, (a, b) in enumerate(cfg.compare):
         for k, n in enumerate((a, b)):

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.backends import DEFAULT_BACKEND as BACKEND  # what the synthetic rows say ran them
+
 from benchmark.store import Store
 from benchmark.tasks.base import Item
 
@@ -100,7 +102,7 @@ def calls_frame(models: list[SynthModel], n_articles: int, n_iterations: int, se
         valid = ~np.isnan(val)
         wall = m.seconds * rng.lognormal(0, 0.1, n)
         frames.append(pd.DataFrame({
-            "model": m.name, "family": m.family, "quant": m.quant, "backend": "llamacpp",
+            "model": m.name, "family": m.family, "quant": m.quant, "backend": BACKEND,
             "prompt_style": "few_shot", "iteration": it, "item_id": art_ids[art_idx], "valid": valid,
             "value": np.round(val, 2),
             "confidence": np.where(valid, np.round(rng.uniform(0.5, 1.0, n), 2), np.nan),
@@ -139,7 +141,7 @@ def write_db(path: str | Path, models: list[SynthModel], n_articles: int, n_iter
         df["valid"] = df["valid"].astype(int)
         store.add_calls(df.astype(object).where(df.notna(), None).to_dict("records"))
         for m in models:
-            store.add_model_load(run_id, m.name, "llamacpp", 0.5, 0.2, 700, {})
+            store.add_model_load(run_id, m.name, BACKEND, 0.5, 0.2, 700, {})
     return run_id
 
 
@@ -164,8 +166,8 @@ def write_label_db(path: str | Path, models, n_items: int, n_iterations: int, la
                          items=[Item(id=r.item_id, text="t", label=r.target_label, split=split)
                                 for r in items.itertuples()])
         rows = calls.assign(run_id=run_id, valid=calls["valid"].astype(int), prompt_style="few_shot",
-                            backend="llamacpp", position=0, seed=0, finish_reason="stop", created_at="2026-01-01T00:00:00Z")
+                            backend=BACKEND, position=0, seed=0, finish_reason="stop", created_at="2026-01-01T00:00:00Z")
         store.add_calls(rows.astype(object).where(rows.notna(), None).to_dict("records"))
         for m in models:
-            store.add_model_load(run_id, m.name, "llamacpp", 0.5, 0.2, 700, {})
+            store.add_model_load(run_id, m.name, BACKEND, 0.5, 0.2, 700, {})
     return run_id

@@ -5,6 +5,17 @@ standard library only:
 
     python3 src/core/accel.py choose [auto|cuda|metal|cpu]   ->  cuda | metal | cpu
     python3 src/core/accel.py cmake-args KIND                ->  the CMAKE_ARGS for llama-cpp-python
+    python3 src/core/accel.py wheel-tag KIND [EXTRA...]      ->  KIND-<digest of the CMake arguments>
+
+On Linux every build also hides the symbols of the static libraries linked into llama.cpp's shared
+libraries (``-Wl,--exclude-libs,ALL``). A toolchain that links the C++ runtime statically (seen on a
+CUDA box: libllama.so and libggml-cuda.so carried libstdc++ and exported it, with no libstdc++.so.6 in
+their NEEDED) otherwise puts a second, exported C++ runtime in the process: once pandas or pyarrow
+has loaded the system's libstdc++.so.6, the dynamic loader binds some of llama.cpp's C++ calls to
+one copy and some to another, and the model load dies in an iostream call (segmentation fault or
+``free(): invalid pointer``). With the copies hidden, each library keeps its own, privately
+(tests/test_cxx_runtime.py reproduces it on the CPU; ``core.cxx_runtime`` recognises an engine built
+without the flag).
 
 `auto` (the default) picks CUDA when an NVIDIA GPU answers `nvidia-smi` and the CUDA compiler
 (`nvcc`) is there to build for it, Metal on Apple silicon, and the CPU otherwise. A GPU that is
@@ -15,6 +26,7 @@ running on the CPU.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shutil
@@ -23,14 +35,26 @@ import sys
 
 KINDS = ("cuda", "metal", "cpu")
 
+# linked into every shared library of the engine on Linux (GNU ld / lld): see the module docstring.
+# _INIT keeps what LDFLAGS adds; the flag has no effect where the C++ runtime is linked dynamically
+HIDE_STATIC_LIBS = "-DCMAKE_SHARED_LINKER_FLAGS_INIT=-Wl,--exclude-libs,ALL"
+_LINUX = platform.system() == "Linux"
+
 CMAKE_ARGS = {
     # llama.cpp builds for the GPUs it finds ("native"); add -DCMAKE_CUDA_ARCHITECTURES=90 (or 89,
     # 86...) through LLAMA_CMAKE_EXTRA when building on a machine without the target GPU
-    "cuda": "-DGGML_CUDA=on",
+    "cuda": " ".join(["-DGGML_CUDA=on"] + [HIDE_STATIC_LIBS] * _LINUX),
     "metal": "-DGGML_METAL=on",
     # llama.cpp turns Metal on by default on macOS: a CPU build says no to it explicitly
-    "cpu": "-DGGML_METAL=off" if platform.system() == "Darwin" else "",
+    "cpu": "-DGGML_METAL=off" if platform.system() == "Darwin" else HIDE_STATIC_LIBS * _LINUX,
 }
+
+
+def wheel_tag(kind: str, extra: str = "") -> str:
+    """The name of a kept engine wheel's folder: the kind and a digest of every CMake argument, so a
+    build with other flags (or a fixed set of defaults) never reuses a wheel built without them."""
+    args = " ".join(a for a in (CMAKE_ARGS[kind], extra.strip()) if a)
+    return f"{kind}-{hashlib.sha256(args.encode()).hexdigest()[:8]}"
 
 
 def nvidia_gpus() -> list[str]:
@@ -78,7 +102,7 @@ def choose(requested: str = "auto") -> tuple[str, str | None]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("choose", "cmake-args"):
+    if not argv or argv[0] not in ("choose", "cmake-args", "wheel-tag"):
         sys.stderr.write(__doc__)
         return 2
     arg = argv[1] if len(argv) > 1 else "auto"
@@ -88,6 +112,9 @@ def main(argv: list[str]) -> int:
             if warning:
                 sys.stderr.write(f"warning: {warning}\n")
             print(kind)
+        elif argv[0] == "wheel-tag":
+            kind, _ = choose(arg)
+            print(wheel_tag(kind, " ".join(argv[2:])))
         else:
             kind, _ = choose(arg)
             print(CMAKE_ARGS[kind])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from export.modelfile import ModelfileSpec
 from core.errors import ShootoutError
+from core.hosts import normalize_host
 
 CHUNK = 1 << 20
 
@@ -33,17 +34,11 @@ def sha256_file(path: str | Path, progress: Callable[[int], None] | None = None)
     return h.hexdigest()
 
 
-def _host(host: str | None) -> str:
-    from benchmark.backends.ollama_backend import normalize_host
-
-    return normalize_host(host)
-
-
 class OllamaCreator:
     def __init__(self, host: str | None = None, timeout: float = 600.0):
         import httpx
 
-        self.host = _host(host)
+        self.host = normalize_host(host)
         self._http = httpx.Client(base_url=self.host, timeout=timeout)
         self.uploaded: list[str] = []
         self.skipped: list[str] = []

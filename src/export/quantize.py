@@ -27,6 +27,11 @@ def _ftypes() -> dict[str, int]:
     return out
 
 
+def quant_types() -> list[str]:
+    """The llama.cpp file types the quantizer writes, by name (the table ``ftype`` reads)."""
+    return sorted(_ftypes())
+
+
 def ftype(name: str) -> int:
     types = _ftypes()
     key = name.strip().upper()
@@ -42,9 +47,9 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, *, allow_requantize: 
     ``imatrix``: {tensor name: importance values} (see export.imatrix) to weight the rounding."""
     import llama_cpp as L
 
-    from engine.llamacpp import _backend_ready
+    from engine import llama_cpp_ready
 
-    _backend_ready()
+    llama_cpp_ready()
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise ShootoutError(f"cannot quantize: {src} not found")

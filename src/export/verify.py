@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.llamacpp import LlamaCppBackend
+from engine import LlamaCppBackend
 
 
 def task_prompts(task, items, n: int) -> list[list[dict[str, str]]]:

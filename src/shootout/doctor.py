@@ -99,18 +99,22 @@ def targets(config: Path, models: list[str] | None, tag: str | None, modelfile: 
     if tag:
         ctx = num_ctx or (cfg.run.num_ctx if cfg else 2048)
         return [Target(tag, tag, ctx, None, modelfile)], task
-    entries = [m for m in cfg.models if m.backend == "ollama"]
+    from benchmark.backends import ollama_backend, spec_of
+
+    entries = [m for m in cfg.models if spec_of(m) is ollama_backend.SPEC]
     if models:
         unknown = set(models) - {m.name for m in cfg.models}
         if unknown:
             raise ShootoutError(f"--model names models not in {config}: {', '.join(sorted(unknown))}",
                                 f"models there: {', '.join(m.name for m in cfg.models)}")
-        not_ollama = [m.name for m in cfg.models if m.name in models and m.backend != "ollama"]
+        not_ollama = [m.name for m in cfg.models if m.name in models and spec_of(m) is not ollama_backend.SPEC]
         if not_ollama:
             raise ShootoutError(f"{', '.join(not_ollama)}: not an Ollama model (backend is not ollama)",
                                 "doctor checks Ollama models; name one with backend: ollama, or pass --tag")
         entries = [m for m in entries if m.name in models]
     if not entries:
+        if _in_process(cfg):
+            return [], task  # only the in-process engine to check
         raise ShootoutError(f"{config} has no Ollama model to check",
                             "add one with backend: ollama (or `shootout register TAG --backend ollama`), or pass --tag")
     return [Target(m.name, m.tag, num_ctx or cfg.setting(m, "num_ctx"), m.options.keep_alive,
@@ -228,6 +232,33 @@ def check_model(t: Target, task, host: str | None) -> list[Check]:
     return out
 
 
+def _in_process(cfg) -> bool:
+    """Whether the config (or the file at that path) has a model run in this process."""
+    from benchmark.backends import spec_of
+
+    if isinstance(cfg, Path):
+        from benchmark.config import load_config
+
+        cfg = load_config(cfg, check_files=False)
+    return any(spec_of(m).capabilities.in_process for m in cfg.models)
+
+
+def engine_checks() -> list[Check]:
+    """The in-process engine: whether its build can load a model in a process that also uses pandas
+    (``core.cxx_runtime``: an exported copy of the C++ runtime crashes it)."""
+    from core import cxx_runtime
+
+    lib = cxx_runtime.engine_library_dir()
+    if lib is None:
+        return [Check("llama.cpp (in process)", "engine", "warn", "llama-cpp-python is not installed")]
+    found = cxx_runtime.problem(lib)
+    if found:
+        what, fix = found
+        return [Check("llama.cpp (in process)", "C++ runtime", "FAIL", f"{what}. Fix: {fix}.")]
+    return [Check("llama.cpp (in process)", "C++ runtime", "ok", f"{lib}: no exported copy of the C++ runtime (safe "
+                  "beside pandas and pyarrow)")]
+
+
 def main(config: Path, models: list[str] | None, tag: str | None, modelfile: Path | None, host: str | None,
          num_ctx: int | None, console) -> int:
     """Run every check, print one table; 2 when any check failed."""
@@ -237,7 +268,7 @@ def main(config: Path, models: list[str] | None, tag: str | None, modelfile: Pat
     if modelfile is not None and not modelfile.is_file():
         raise ShootoutError(f"Modelfile not found: {modelfile}", "pass --modelfile PATH of an existing Modelfile")
     todo, task = targets(config, models, tag, modelfile, num_ctx)
-    rows: list[Check] = []
+    rows: list[Check] = engine_checks() if tag is None and config.is_file() and _in_process(config) else []
     for t in todo:
         rows += check_model(t, task, host)
     table = Table(title="shootout doctor")

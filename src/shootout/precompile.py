@@ -18,18 +18,21 @@ import time
 
 GROUPS = {
     # the commands' modules and what they import at the top or on their common paths
-    "base": ("shootout.cli", "shootout.reporting", "shootout.demo", "shootout.doctor", "benchmark.run.runner",
+    "base": ("shootout.cli", "shootout.running", "shootout.reporting", "shootout.exporting", "shootout.datasets",
+             "shootout.training", "shootout.demo", "shootout.doctor", "benchmark.run.launch", "benchmark.run.runner",
              "benchmark.config", "benchmark.report", "benchmark.report.charts", "benchmark.run.merge",
              "benchmark.backends", "engine.llamacpp", "benchmark.backends.openai_compat",
              "benchmark.backends.ollama_backend", "benchmark.tasks.classify", "export.pipeline", "export.verify",
-             "core.embedded", "openpyxl", "pandas", "scipy.stats", "statsmodels.api", "statsmodels.stats.multitest",
+             "core.embedded", "core.cxx_runtime", "elftools.elf.elffile", "benchmark.report.html",
+             "benchmark.report.view", "benchmark.run.shards", "benchmark.run.executors", "benchmark.store.recover",
+             "datasette.app", "openpyxl", "pandas", "scipy.stats", "statsmodels.api", "statsmodels.stats.multitest",
              "seaborn", "narwhals", "matplotlib.pyplot", "matplotlib.backends.backend_agg", "PIL.Image",
              "sklearn.metrics", "sklearn.linear_model", "sklearn.svm", "sklearn.model_selection", "sklearn.dummy",
              "sklearn.calibration", "httpx", "ollama", "gguf", "feedparser", "ruamel.yaml", "rich.markdown",
              "rich.progress", "rich.table", "typer", "llama_cpp.server.app", "uvicorn", "anyio", "fastapi",
              # the test suite's own (the dev extra)
              "pytest", "_pytest.pytester", "xdist", "xdist.plugin", "xdist.remote", "execnet", "hypothesis",
-             "hypothesis.strategies", "hypothesis.extra", "pytest_timeout"),
+             "hypothesis.strategies", "hypothesis.extra", "pytest_timeout", "playwright.sync_api", "ray"),
     # fine-tuning and the Hugging Face side of export
     "training": ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "finetune.train",
                  "finetune.gguf_to_hf", "convert_hf_to_gguf", "transformers.trainer", "transformers.data.data_collator",

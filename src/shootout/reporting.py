@@ -1,7 +1,8 @@
-"""The CLI's side of reporting: where a run's results live, what the export stage says about its
-models (quant quality), and writing the workbook, CSVs and heatmaps. The report itself
-(``benchmark.report``) reads the results database only (model sizes and checkpoints included) and
-never export's files: the quant-quality rows are handed to it from here."""
+"""Reporting from the command line: where a run's results live (--config, --db, --run-id), what
+the export stage says about its models (quant quality), and what `report`, `heatmaps`, `plan`,
+`export-json` and `runs` make of a results database. The report itself (``benchmark.report``)
+reads the results database only (model sizes and checkpoints included) and never export's files:
+the quant-quality rows are handed to it from here."""
 
 from __future__ import annotations
 
@@ -26,6 +27,20 @@ def store_for(config: Path | None, db: Path | None):
     return Store(cfg.resolve(cfg.run.database), create=False)
 
 
+def database_of(config: Path | None, db: Path | None) -> Path:
+    """The results file named by --db, else by the config, without opening it (the viewer must not
+    write: opening a Store migrates and switches on WAL)."""
+    if db is not None:
+        return db
+    from benchmark.config import load_config
+
+    path = config or Path("config.yaml")
+    if not path.is_file():
+        raise ShootoutError(f"config not found: {path}", "pass --config PATH, or --db RESULTS.sqlite")
+    cfg = load_config(path, check_files=False)
+    return cfg.resolve(cfg.run.database)
+
+
 def output_dirs(config: Path | None, db: Path | None) -> tuple[Path, Path]:
     """(reports folder, heatmaps folder): the config's when there is one, else reports/ and heatmaps/."""
     if config is not None and not config.is_file():
@@ -44,10 +59,24 @@ def pick_run(store, run_id: str | None) -> str:
         if store.run(run_id) is None:
             raise ShootoutError(f"no run '{run_id}' in {store.path}", f"runs there: {', '.join(store.run_ids()) or 'none'}")
         return run_id
-    latest = store.latest_run_id()
+    latest = store.latest_run_id(with_calls=True)
     if latest is None:
+        if store.run_ids():
+            raise ShootoutError(f"{store.path} holds only runs that stored no call (they stopped before their first)",
+                                "see `shootout runs`; run `shootout run` again")
         raise ShootoutError(f"{store.path} holds no runs", "run `shootout run` first")
     return latest
+
+
+def check_pairs(store, run_id: str, pairs) -> None:
+    """--compare must name models of the run."""
+    if not pairs:
+        return
+    known = list(store.arm_facts(run_id)["model"])
+    unknown = sorted({m for pair in pairs for m in pair} - set(known))
+    if unknown:
+        raise ShootoutError(f"--compare names {', '.join(repr(m) for m in unknown)}, not a model of run {run_id}",
+                            f"the run's models: {', '.join(known)}")
 
 
 def stored_models(run) -> list[dict]:
@@ -95,6 +124,7 @@ def write(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | Non
     from benchmark import report as rpt
 
     rid = pick_run(store, run_id)
+    check_pairs(store, rid, pairs)
     with console.status(f"statistics for run {rid}"):
         rep = build(store, rid, pairs)
     files = rpt.write_csvs(rep, reports_dir / rid)  # first: the workbook takes its Decision chart from there
@@ -112,4 +142,55 @@ def write(store, run_id: str | None, reports_dir: Path, heatmaps_dir: Path | Non
         with console.status("heatmaps"):
             pngs = write_heatmaps(rep, heatmaps_dir / rid)
         console.print(f"heatmaps: {len(pngs)} PNG files in {heatmaps_dir / rid}/")
+    from benchmark.report.html import inputs_from_report, write_html
+
+    with console.status("HTML report"):
+        page = write_html(inputs_from_report(rep, store, pngs if heatmaps_dir is not None else None),
+                          reports_dir / f"{rid}.html")
+    console.print(f"HTML report: {page} (one file, opens offline)", markup=False)
     return rid
+
+
+def report(config: Path | None, db: Path | None, run_id: str | None, out: Path | None, heatmaps: bool, console,
+           pairs=None) -> str:
+    """`shootout report`: the workbook and CSVs (and heatmaps) of a run; returns its id."""
+    reports_dir, heatmaps_dir = output_dirs(config, db)
+    with store_for(config, db) as store:
+        return write(store, run_id, out or reports_dir, heatmaps_dir if heatmaps else None, console, pairs)
+
+
+def heatmaps(config: Path | None, db: Path | None, run_id: str | None, out: Path | None) -> tuple[list[Path], Path]:
+    """`shootout heatmaps`: (the PNG files, their folder) of a run."""
+    from benchmark.report.charts import write_heatmaps
+
+    _, heatmaps_dir = output_dirs(config, db)
+    with store_for(config, db) as store:
+        rid = pick_run(store, run_id)
+        rep = build(store, rid)
+    folder = (out or heatmaps_dir) / rid
+    return write_heatmaps(rep, folder), folder
+
+
+def plan(config: Path | None, db: Path | None, run_id: str | None, **how):
+    """`shootout plan`: the design (items and iterations per comparison) from a pilot run
+    (``benchmark.report.plan.make_plan``; ``how``: its metric, effect, goal, alpha, power...)."""
+    from benchmark.report.plan import make_plan
+
+    with store_for(config, db) as store:
+        return make_plan(store, pick_run(store, run_id), **how)
+
+
+def seed_json(config: Path | None, db: Path | None, run_id: str | None, out: Path) -> tuple[list[Path], str]:
+    """`shootout export-json`: (the files written in the older tool's layout, the run id)."""
+    from benchmark.report.seed_json import export_seed_format
+
+    with store_for(config, db) as store:
+        rid = pick_run(store, run_id)
+        return export_seed_format(store, rid, out), rid
+
+
+def runs(config: Path | None, db: Path | None) -> list:
+    """`shootout runs`: every run of a results database with its start, calls and state (finished,
+    unfinished, or no calls stored)."""
+    with store_for(config, db) as store:
+        return store.run_summaries()

@@ -1,58 +1,79 @@
-"""Backends: one protocol (``base.Backend``), one table of engines. ``make_backend`` builds the
-engine for a config entry, importing it only when needed; config validation, `shootout register`
-and the docs read the same table."""
+"""Backends: one protocol (``base.Backend``), one table of engines.
+
+``BACKENDS`` maps the name config.yaml writes after ``backend:`` to the backend's spec
+(``base.BackendSpec``): a one-line description, the options model its ``options:`` mapping is
+validated with, its capabilities (label scoring, grammar, JSON schema, endpoints, memory facts, in
+process), and the factory that builds it, importing the engine only then. Config validation, the
+runner, `shootout register` and the help texts read this table; nothing asks a backend its name.
+
+Adding a backend is one module that declares a ``SPEC`` (its class, options model, capabilities and
+factory), named in the import and the loop below (or ``register(SPEC)`` from anywhere).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from benchmark.backends import fake, llamacpp, ollama_backend, openai_compat
+from benchmark.backends.base import (CAPABILITY_TEXT, Backend, BackendOptions, BackendSpec, Capabilities,
+                                     LabelScores, Reply)
+from benchmark.backends.table import BACKENDS, make_backend, register, spec_of
 
-from benchmark.backends.base import Backend, LabelScores, Reply
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "BackendOptions", "BackendSpec", "Capabilities", "LabelScores",
+           "Reply", "capable", "describe", "make_backend", "owners", "register", "spec_of", "validate_options"]
 
-__all__ = ["BACKENDS", "Backend", "LabelScores", "Reply", "make_backend"]
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    where: str          # the ModelEntry field that says where the model is
-    description: str
-    factory: Callable   # (entry, cfg, endpoint=None) -> Backend
-    endpoints: bool = True  # can spread over several servers (config: endpoints)
+DEFAULT_BACKEND = llamacpp.SPEC.name
 
 
-def _llamacpp(entry, cfg, endpoint=None):
-    from engine.llamacpp import LlamaCppBackend
-
-    return LlamaCppBackend(cfg.model_path(entry), n_ctx=cfg.setting(entry, "num_ctx"), n_threads=entry.options.n_threads,
-                           n_gpu_layers=entry.options.n_gpu_layers, chat_template=entry.options.chat_template,
-                           name=entry.name)
+for _module in (llamacpp, ollama_backend, openai_compat, fake):
+    register(_module.SPEC)
 
 
-def _openai(entry, cfg, endpoint=None):
-    from benchmark.backends.openai_compat import OpenAICompatBackend
-
-    return OpenAICompatBackend(endpoint or entry.base_url, entry.model or entry.name, name=entry.name,
-                               api_key=entry.options.api_key, timeout=entry.options.timeout_s,
-                               retries=entry.options.retries)
-
-
-def _ollama(entry, cfg, endpoint=None):
-    from benchmark.backends.ollama_backend import OllamaBackend
-
-    return OllamaBackend(entry.tag, name=entry.name, host=endpoint, num_ctx=cfg.setting(entry, "num_ctx"),
-                         keep_alive=entry.options.keep_alive)
+def capable(capability: str, *, scripted: bool = True) -> list[str]:
+    """The backends that have ``capability`` (a field of :class:`Capabilities`); ``scripted=False``
+    leaves out those that answer from a script (the ones to suggest to a user)."""
+    return [name for name, spec in BACKENDS.items()
+            if getattr(spec.capabilities, capability) and (scripted or not spec.scripted)]
 
 
-BACKENDS: dict[str, BackendSpec] = {
-    "llamacpp": BackendSpec("path", "llama.cpp in process (llama-cpp-python); path: a GGUF or 'embedded'", _llamacpp,
-                            endpoints=False),
-    "ollama": BackendSpec("tag", "an Ollama server at OLLAMA_HOST, through the official client; tag: the model", _ollama),
-    "openai": BackendSpec("base_url", "any OpenAI-compatible server (llama.cpp, vLLM, LM Studio); base_url", _openai),
-}
+def owners(option: str) -> list[str]:
+    """The backends whose options include ``option``."""
+    return [name for name, spec in BACKENDS.items() if option in spec.options.model_fields]
 
 
-def make_backend(entry, cfg, endpoint: str | None = None) -> Backend:
-    """The engine for a model entry of config.yaml (at one of its endpoints, for servers)."""
-    if endpoint is None:
-        return BACKENDS[entry.backend].factory(entry, cfg)
-    return BACKENDS[entry.backend].factory(entry, cfg, endpoint=endpoint)
+def describe(spec: BackendSpec) -> str:
+    """The spec's description and capabilities, one line (help texts)."""
+    caps = ", ".join(CAPABILITY_TEXT[c] for c in spec.capabilities.names())
+    return f"{spec.description} [{caps}]" if caps else spec.description
+
+
+def validate_options(backend: str, value) -> BackendOptions:
+    """A model's ``options:`` validated with its backend's options model. A key that another backend
+    owns is named with that backend; any other unknown key with the options allowed here."""
+    from pydantic import BaseModel, ValidationError
+
+    spec = BACKENDS[backend]
+    if isinstance(value, spec.options):
+        return value
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_unset=True)
+    try:
+        return spec.options.model_validate(value)
+    except ValidationError as exc:
+        errors = [_option_error(spec, e) if e["type"] == "extra_forbidden" and len(e["loc"]) == 1 else e
+                  for e in exc.errors()]
+        raise ValidationError.from_exception_data(exc.title, errors) from None
+
+
+def _option_error(spec: BackendSpec, e: dict) -> dict:
+    """The error of an option ``spec``'s backend does not take (config.py prints its message as it is)."""
+    from pydantic_core import PydanticCustomError
+
+    key = str(e["loc"][0])
+    allowed = ", ".join(spec.options.model_fields)
+    others = [b for b in owners(key) if b != spec.name]
+    if others:
+        text = (f"'{key}' is an option of the {' and '.join(others)} backend{'s' if len(others) > 1 else ''}, not of "
+                f"{spec.name} (this model's backend). Options allowed here: {allowed}. Remove it, or set backend: "
+                f"{' or '.join(others)}.")
+        return {**e, "type": PydanticCustomError("foreign_option", text)}
+    text = f"unknown key '{key}'. Allowed keys here ({spec.name} options): {allowed}. Check the spelling or remove it."
+    return {**e, "type": PydanticCustomError("unknown_option", text)}

@@ -31,37 +31,22 @@ the requests go out through httpx directly because the client has no ``truncate`
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from typing import Any
 
-from benchmark.backends.base import BackendUnavailable, PromptTooLong, Reply
-from core.errors import ShootoutError
+from pydantic import Field
 
-RETRIES = 3
+from benchmark.backends.base import (BackendOptions, BackendSpec, BackendUnavailable, Capabilities, PromptTooLong,
+                                     Reply)
+from core.errors import ShootoutError
+from core.hosts import normalize_host
+
+TIMEOUT_S = 600.0
+RETRIES = 2    # after the first attempt, for a dropped connection, a timeout or a 5xx answer
 MIN_VERSION = (0, 12, 6)   # api/types.go ChatRequest gained Truncate and Shift (ollama #12519, #12582)
 _TOO_LONG = re.compile(r"request \((\d+) tokens\) exceeds the available context size \((\d+) tokens\)")
 _TOO_LONG_NO_COUNTS = "the prompt is longer than the context length"
-
-
-def normalize_host(host: str | None = None) -> str:
-    """OLLAMA_HOST read as the official client reads it (ollama._client._parse_host): no scheme means
-    http on port 11434; a scheme without a port means its usual port."""
-    from urllib.parse import urlsplit
-
-    host = (host or os.environ.get("OLLAMA_HOST") or "").strip() or "127.0.0.1:11434"
-    default_port = 11434
-    if "://" in host:
-        default_port = {"http": 80, "https": 443}.get(host.split("://", 1)[0].lower(), 11434)
-    else:
-        host = "http://" + host
-    u = urlsplit(host)
-    hostname = u.hostname or "127.0.0.1"
-    if ":" in hostname:
-        hostname = f"[{hostname}]"
-    path = u.path.rstrip("/")
-    return f"{u.scheme}://{hostname}:{u.port or default_port}{path}"
 
 
 def parse_version(text: str) -> tuple[int, ...] | None:
@@ -76,13 +61,15 @@ def _same_model(a: str, b: str) -> bool:
 
 class OllamaBackend:
     def __init__(self, tag: str, *, name: str | None = None, host: str | None = None, num_ctx: int = 2048,
-                 keep_alive: str | None = None, timeout: float = 600.0, backoff: float = 1.0):
+                 keep_alive: str | None = None, timeout: float | None = None, retries: int | None = None,
+                 backoff: float = 1.0):
         self.tag = tag
         self.name = name or tag
         self.host = normalize_host(host)
         self.num_ctx = num_ctx
         self.keep_alive = keep_alive
-        self.timeout = timeout
+        self.timeout = TIMEOUT_S if timeout is None else float(timeout)
+        self.retries = RETRIES if retries is None else int(retries)
         self.backoff = backoff
         self._http = None
         self.version: str | None = None
@@ -104,18 +91,19 @@ class OllamaBackend:
             self._http = httpx.Client(base_url=self.host, timeout=self.timeout)
         return self._http
 
-    def _request(self, method: str, path: str, body: dict | None = None, *, retries: int = RETRIES):
+    def _request(self, method: str, path: str, body: dict | None = None):
         """The JSON answer; 5xx and dropped connections are retried, the rest is one clear error."""
         import httpx
 
-        for attempt in range(retries):
+        attempts = self.retries + 1
+        for attempt in range(attempts):
             try:
                 r = self._client().request(method, path, json=body)
             except httpx.ConnectError:
                 raise BackendUnavailable(f"model '{self.name}': no Ollama server answers at {self.host}",
                                          "start it with `ollama serve`, or set OLLAMA_HOST to where it runs") from None
             except (httpx.TimeoutException, httpx.TransportError) as exc:
-                if attempt == retries - 1:
+                if attempt == attempts - 1:
                     raise BackendUnavailable(f"model '{self.name}': Ollama at {self.host} stopped answering ({exc})",
                                              "check the server, then resume with `shootout run --run-id ...`") from None
                 time.sleep(self.backoff * 2 ** attempt)
@@ -129,7 +117,7 @@ class OllamaBackend:
                                     "`shootout export ... --ollama-create`")
             if r.status_code == 400:
                 self._raise_if_too_long(error)
-            if r.status_code < 500 or attempt == retries - 1:
+            if r.status_code < 500 or attempt == attempts - 1:
                 raise ShootoutError(f"model '{self.name}': Ollama at {self.host} answered {r.status_code}: {error}")
             time.sleep(self.backoff * 2 ** attempt)
         raise AssertionError("unreachable")
@@ -221,7 +209,7 @@ class OllamaBackend:
             "template": show.template if show else None,
             "parameters": show.parameters if show else None,
             "truncate": False, "shift": False,
-            "keep_alive": self.keep_alive,
+            "keep_alive": self.keep_alive, "timeout_s": self.timeout, "retries": self.retries,
             "load_seconds": round(self.load_seconds, 4) if self.load_seconds is not None else None,
             "loaded_before": self.loaded_before,
             "cached_tokens": "the prompt text shared with the previous prompt and reply, counted by Ollama "
@@ -333,3 +321,26 @@ def _error_text(r) -> str:
     except ValueError:
         return r.text.strip()[:300]
     return str(data.get("error", data)) if isinstance(data, dict) else str(data)
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+class OllamaOptions(BackendOptions):
+    keep_alive: str | None = Field(None, description="how long the server keeps the model loaded (e.g. 5m, -1)")
+    timeout_s: float | None = Field(None, gt=0, description=f"wall-clock seconds allowed for one request (default "
+                                                            f"{TIMEOUT_S:g})")
+    retries: int | None = Field(None, ge=0, le=10, description=f"retries after a dropped connection, a timeout or "
+                                                               f"a 5xx answer (default {RETRIES})")
+
+
+def _make(entry, cfg, endpoint: str | None = None) -> OllamaBackend:
+    o = entry.options
+    return OllamaBackend(entry.tag, name=entry.name, host=endpoint, num_ctx=cfg.setting(entry, "num_ctx"),
+                         keep_alive=o.keep_alive, timeout=o.timeout_s, retries=o.retries)
+
+
+SPEC = BackendSpec(
+    name="ollama", where="tag", options=OllamaOptions, factory=_make, address=lambda b: b.host,
+    description="an Ollama server at OLLAMA_HOST, through the official client; tag: the model",
+    capabilities=Capabilities(json_schema=True, endpoints=True, memory_facts=True))

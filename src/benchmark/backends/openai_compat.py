@@ -22,7 +22,10 @@ import re
 import time
 from typing import Any
 
-from benchmark.backends.base import BackendUnavailable, PromptTooLong, Reply
+from pydantic import Field
+
+from benchmark.backends.base import (BackendOptions, BackendSpec, BackendUnavailable, Capabilities, PromptTooLong,
+                                     Reply)
 from core import netsafe
 from core.errors import ShootoutError
 
@@ -238,3 +241,27 @@ class OpenAICompatBackend:
             cached_tokens=_count(details.get("cached_tokens", timings.get("cache_n", 0)) or 0),
             completion_tokens=_count(usage.get("completion_tokens", 0)),
             prompt_seconds=seconds("prompt_ms"), gen_seconds=seconds("predicted_ms"), wall_seconds=wall)
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+class OpenAIOptions(BackendOptions):
+    api_key: str | None = Field(None, description="bearer token, if the server wants one")
+    timeout_s: float | None = Field(None, gt=0, description=f"wall-clock seconds allowed for one request (default "
+                                                            f"{TIMEOUT_S:g})")
+    retries: int | None = Field(None, ge=0, le=10, description=f"retries after a connection failure or a timeout "
+                                                               f"(default {RETRIES})")
+
+
+def _make(entry, cfg, endpoint: str | None = None) -> OpenAICompatBackend:
+    o = entry.options
+    return OpenAICompatBackend(endpoint or entry.base_url, entry.model or entry.name, name=entry.name,
+                               api_key=o.api_key, timeout=o.timeout_s, retries=o.retries)
+
+
+SPEC = BackendSpec(
+    name="openai", where="base_url", where_is_endpoint=True, options=OpenAIOptions, factory=_make,
+    address=lambda b: b.base_url,
+    description="any OpenAI-compatible server (llama.cpp, vLLM, LM Studio); base_url",
+    capabilities=Capabilities(json_schema=True, endpoints=True))

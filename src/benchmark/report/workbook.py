@@ -45,7 +45,7 @@ def write_csvs(report: Report, out_dir: Path) -> list[Path]:
     return paths
 
 
-def _number_format(report: Report, col: str) -> str:
+def number_format(report: Report, col: str) -> str:
     if col.endswith("_p") or col.endswith("_p_holm") or col in ("p", "p_adj", "p_holm") or col.startswith("p_"):
         return "0.0000"
     if col in ("calls", "items", "iterations", "paired_calls", "df_model", "df_error", "models", "support",
@@ -58,7 +58,7 @@ def _number_format(report: Report, col: str) -> str:
     return "0.000"
 
 
-def _header(report: Report, col: str) -> str:
+def column_header(report: Report, col: str) -> str:
     if col in ID_LABELS:
         return ID_LABELS[col]
     if M.known(col):
@@ -75,7 +75,7 @@ def _write_table(report: Report, ws, df: pd.DataFrame, start: int, *, best: bool
 
     cols = list(df.columns)
     for j, c in enumerate(cols, 1):
-        cell = ws.cell(row=start, column=j, value=_header(report, c))
+        cell = ws.cell(row=start, column=j, value=column_header(report, c))
         cell.font = Font(bold=True)
         cell.alignment = Alignment(wrap_text=True, vertical="top")
     for i, row in enumerate(df.to_numpy(dtype=object), start + 1):
@@ -88,11 +88,11 @@ def _write_table(report: Report, ws, df: pd.DataFrame, start: int, *, best: bool
     last = start + len(df)
     for j, c in enumerate(cols, 1):
         if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
-            fmt = (formats or {}).get(c) or _number_format(report, c)
+            fmt = (formats or {}).get(c) or number_format(report, c)
             for i in range(start + 1, last + 1):
                 ws.cell(row=i, column=j).number_format = fmt
     for j, c in enumerate(cols, 1):
-        sample = [len(str(_header(report, c)))] + [len(f"{v:.3f}" if isinstance(v, float) else str(v))
+        sample = [len(str(column_header(report, c)))] + [len(f"{v:.3f}" if isinstance(v, float) else str(v))
                                                    for v in df[c].head(200).tolist()]
         width = min(max(sample) + 2, 60 if c not in ("value", "what_it_means") else 100)
         ws.column_dimensions[get_column_letter(j)].width = max(ws.column_dimensions[get_column_letter(j)].width or 0,

@@ -1,6 +1,9 @@
 """`shootout merge`: the shards of one grid, run on several boxes (`shootout run --shard i/n`),
 combined into one run that reports like any other.
 
+The sources are results files (``FILE`` or ``FILE:RUN_ID``), folders (the shard files in them, named
+``*.shard-I-of-N.sqlite``, or else every ``*.sqlite``) or globs (``reports/*.shard-*.sqlite``).
+
 The runs must share the config's settings (the results file name aside), the task, the seed,
 the iteration count and the items (ids, texts, gold answers, splits); a call (model, iteration,
 item) stored in two of them is refused rather than guessed between. Calls and model loads are
@@ -43,7 +46,43 @@ def _items(store: Store, run_id: str) -> list[tuple]:
     return [(i.id, i.text, i.label, i.value, i.split) for i in store.items(run_id)]
 
 
+def expand_sources(specs: list[str]) -> list[str]:
+    """Files as they are; a folder as its shard files (in index order), or every ``*.sqlite`` in it
+    when it holds none; a glob as the files it matches. One clear error for a source that names nothing."""
+    import glob
+    import re
+
+    from benchmark.run.shards import shard_database, shard_of_file
+
+    out: list[str] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            files = sorted(p for p in path.glob("*.sqlite") if p.is_file())
+            shards = sorted((shard_of_file(p), p) for p in files if shard_of_file(p))
+            counts = sorted({n for (_, n), _ in shards})
+            if len(counts) > 1:
+                one = re.sub(r"shard-\d+", "shard-*", shard_database(path / "*.sqlite", 1, counts[0]).name)
+                raise ShootoutError(f"{path} holds the shards of {' and '.join(map(str, counts))}-shard grids (files "
+                                    "*.shard-I-of-N.sqlite with different N)",
+                                    f"merge one grid's shards with a glob, e.g. '{path / one}'")
+            found = [str(p) for _, p in shards] if shards else [str(p) for p in files]
+            if not found:
+                raise ShootoutError(f"{path} holds no results file (*.sqlite)", "name the folder the shards wrote")
+            out += found
+        elif not path.exists() and glob.has_magic(spec):
+            found = sorted(p for p in glob.glob(spec) if Path(p).is_file())
+            if not found:
+                raise ShootoutError(f"'{spec}' matches no file", "check the pattern (quote it so the shell leaves it "
+                                                                 "alone)")
+            out += sorted(found, key=lambda p: (shard_of_file(p) or (0, 0), p))
+        else:
+            out.append(spec)
+    return out
+
+
 def merge(specs: list[str], out: Path, run_id: str | None = None) -> MergeResult:
+    specs = expand_sources(specs)
     if len(specs) < 2:
         raise ShootoutError("merge needs two or more results files", "shootout merge A.sqlite B.sqlite --out all.sqlite")
     if out.exists():

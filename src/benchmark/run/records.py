@@ -31,7 +31,7 @@ def arm_facts(cfg: Config, arm: Arm, run_id: str) -> ArmFacts:
     GGUF with its size and modification time)."""
     entry = arm.entry
     where = BACKENDS[entry.backend].where  # the entry field that says where the model is
-    location = getattr(entry, where, None) or (", ".join(entry.endpoints) if entry.endpoints else None)
+    location = (getattr(entry, where, None) if where else None) or (", ".join(entry.endpoints) if entry.endpoints else None)
     size = mtime = None
     if where == "path" and location:  # a file on this machine
         try:

@@ -21,7 +21,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from benchmark.backends import make_backend
+from benchmark.backends import capable, make_backend, spec_of
 from benchmark.backends.base import PromptTooLong, Reply
 from benchmark.config import Arm, Config
 from benchmark.store import Store, StoreBusy
@@ -223,15 +223,17 @@ class Runner:
         """Generation constrained by the task, or label scoring."""
         task, cfg = self.task, self.cfg
         messages = task.messages(item, arm.entry.prompt_style, arm.variant, arm.entry.system_prompt)
+        can = spec_of(arm.entry).capabilities
         if getattr(getattr(task, "spec", None), "decoding", "generate") == "logprob":
-            if not hasattr(backend, "score_choices"):
-                raise ShootoutError(f"model '{arm.entry.name}': task.decoding: logprob needs the llamacpp backend",
-                                    "use decoding: generate for Ollama and OpenAI-compatible servers")
+            if not can.label_scores:  # `validate` refuses this config; kept for configs built in code
+                raise ShootoutError(f"model '{arm.entry.name}': task.decoding: logprob needs a backend that scores "
+                                    f"labels ({', '.join(capable('label_scores', scripted=False))})",
+                                    f"use decoding: generate for the {arm.entry.backend} backend")
             scored = backend.score_choices(messages, task.choices())
             return scored.reply, task.answer_from_probs(scored.probs)
         constraint = task.constraint() if cfg.run.structured_output else None
-        reply = backend.chat(messages, schema=constraint.schema if constraint else None,
-                             grammar=constraint.grammar if constraint else None,
+        reply = backend.chat(messages, schema=constraint.schema if constraint and can.json_schema else None,
+                             grammar=constraint.grammar if constraint and can.grammar else None,
                              temperature=cfg.setting(arm.entry, "temperature"), seed=seed, max_tokens=max_tokens)
         return reply, task.parse(reply.text)
 
@@ -261,13 +263,17 @@ class Runner:
         load_s = backend.load()
         warm_s = warm_tokens = None
         if self.cfg.run.warmup:
-            reply, _ = self._ask(backend, arm, self.task.warmup_item(), seed=seed, max_tokens=16)
-            warm_s, warm_tokens = reply.wall_seconds, reply.prompt_tokens
+            try:
+                reply, _ = self._call(backend, arm, self.task.warmup_item(), seed=seed, max_tokens=16)
+                warm_s, warm_tokens = reply.wall_seconds, reply.prompt_tokens
+            except PromptTooLong:  # not a stored call: each call that does not fit says so itself
+                pass
         info = backend.engine_info()
         memory = dict(info.get("memory") or {})
-        if hasattr(backend, "memory_facts"):
+        can = spec_of(arm.entry).capabilities
+        if can.memory_facts:
             memory.update(backend.memory_facts())
-        if arm.entry.backend == "llamacpp" and rss0 is not None:  # in process: what loading it took here
+        if can.in_process and rss0 is not None:  # in process: what loading it took here
             memory.setdefault("rss_mb", max(0.0, (sysinfo.rss_mb() or rss0) - rss0))
         return {"load_seconds": load_s, "warmup_seconds": warm_s, "warmup_prompt_tokens": warm_tokens,
                 "engine": info, "memory": memory}
@@ -277,7 +283,8 @@ class Runner:
                                   load["warmup_seconds"], load["warmup_prompt_tokens"], load["engine"],
                                   endpoint=endpoint, memory=load["memory"])
         engine = load["engine"] or {}
-        size = engine.get("model_file_bytes")  # what a server reports of the model's file, where it does
+        # what a server reports of the model's file; llama.cpp's tensor bytes where the GGUF could not be read
+        size = engine.get("model_file_bytes") or engine.get("model_bytes")
         self.store.complete_arm(self.run_id, arm.name, model_bytes=size if isinstance(size, int) else None,
                                 digest=engine.get("digest") if isinstance(engine.get("digest"), str) else None)
 
@@ -337,7 +344,7 @@ class Runner:
             with ThreadPoolExecutor(max_workers=len(backends)) as pool:
                 loaded = list(pool.map(load, backends))
             for url, backend, (facts, error) in zip(urls, backends, loaded):
-                name = url or getattr(backend, "base_url", None) or getattr(backend, "host", "local")
+                name = url or spec_of(entry).address(backend)
                 if facts is None:
                     self._warn(f"{arm.name}: endpoint {name} left out: {error}")
                     continue

@@ -214,8 +214,8 @@ class Store(StoreReads):
                 waited = time.monotonic() - start
                 if waited >= self.lock_wait_s:
                     raise files.StoreBusy(
-                        f"{self.path} stayed locked by another process for {waited:.0f} s (a write transaction held "
-                        "open); nothing more was written",
+                        f"{self.path} stayed locked by another process for {self.lock_wait_s:g} s (it holds a write "
+                        "transaction open); nothing more was written",
                         "let the other process finish (another `shootout run` on this file?), or raise "
                         "run.lock_wait_s; every call stored so far is kept") from None
                 if waited - told >= _TELL_EVERY_S:

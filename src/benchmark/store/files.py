@@ -88,14 +88,28 @@ def _uri(path: Path, **params: str) -> str:
     return path.absolute().as_uri() + "?" + "&".join(f"{k}={v}" for k, v in params.items())
 
 
+def _wal_mode(path: Path) -> bool:
+    """Whether the file's header says WAL journal (bytes 18 and 19 are 2)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return False
+    return len(head) == 20 and head[18] == 2 and head[19] == 2
+
+
 def open_readonly(path: Path, timeout: float) -> sqlite3.Connection:
-    """A connection that never writes: ``mode=ro``, or ``immutable=1`` where SQLite cannot open its
-    shared-memory file (a read-only folder or mount)."""
+    """A connection that writes nothing, to the file or beside it. A WAL file whose ``-wal`` is absent
+    has no process writing it and nothing pending: read as it is (``immutable=1``), leaving no
+    ``-wal``/``-shm`` behind; otherwise ``mode=ro`` (which reads what the WAL holds), or
+    ``immutable=1`` where SQLite cannot open its shared-memory file (a read-only folder or mount)."""
+    if _wal_mode(path) and not Path(str(path) + "-wal").exists():
+        return sqlite3.connect(_uri(path, mode="ro", immutable="1"), uri=True, isolation_level=None)
     con = sqlite3.connect(_uri(path, mode="ro"), uri=True, timeout=timeout, isolation_level=None)
     try:
         con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return con
-    except sqlite3.OperationalError as exc:
+    except sqlite3.DatabaseError as exc:
         if _code(exc) not in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR):
             return con  # the caller's first read reports it (not a database, damaged)
         con.close()
@@ -115,7 +129,10 @@ def quick_check(con: sqlite3.Connection, seconds: float = CHECK_SECONDS) -> str 
         raise
     finally:
         con.set_progress_handler(None, 0)
-    return None if found == ["ok"] else "; ".join(" ".join(f.split()) for f in found[:2])
+    if found == ["ok"]:
+        return None
+    problems = [line.strip() for f in found for line in f.splitlines() if line.strip() and not line.startswith("***")]
+    return problems[0] if problems else found[0]
 
 
 # ------------------------------------------------------------------ the process writing a run

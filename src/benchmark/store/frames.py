@@ -1,5 +1,5 @@
 """A run as the DataFrames the statistics read, built from the row declarations: the calls (the
-``frame`` fields of ``CallRow``, in storing order, ``valid`` as bool), the items (an item's fields
+``frame`` fields of ``CallRow``, in the order one box asks them, ``valid`` as bool), the items (an item's fields
 such as ticker or title become columns) and the model loads."""
 
 from __future__ import annotations
@@ -24,8 +24,31 @@ def _select(db: sqlite3.Connection, table: str, cols, run_id: str, order: str) -
                              params=(run_id,))
 
 
+def _in_run_order(calls: pd.DataFrame, run) -> pd.DataFrame:
+    """The calls in the order one box asks them: the config's models (then prompt variants), each
+    iteration in its item order; so that models and items show in the same order (and a tie for a
+    family's reference goes the same way) however the calls were stored: shards merged or arriving
+    from a cluster, a run resumed model by model. Models the config no longer lists follow, in the
+    order they were stored."""
+    if calls.empty or run is None:
+        return calls.drop(columns="position")
+    models = {m.get("name"): k for k, m in enumerate(json.loads(run[0] or "{}").get("models") or [])}
+    variants = {v: k for k, v in enumerate(json.loads(run[1] or "{}").get("variants") or [])}
+    stored = list(pd.unique(calls["model"]))
+
+    def arm(name: str) -> tuple:
+        entry, _, variant = name.partition("@")
+        return models.get(entry, len(models)), variants.get(variant, -1), stored.index(name)
+
+    rank = {name: k for k, name in enumerate(sorted(stored, key=arm))}
+    order = calls.assign(_arm=calls["model"].map(rank)).sort_values(["_arm", "iteration", "position"], kind="stable")
+    return order.drop(columns=["_arm", "position"]).reset_index(drop=True)
+
+
 def read_frames(db: sqlite3.Connection, run_id: str) -> Frames:
-    calls = _select(db, "calls", frame_names(CallRow), run_id, "id")
+    calls = _select(db, "calls", (*frame_names(CallRow), "position"), run_id, "id")
+    calls = _in_run_order(calls, db.execute("SELECT settings_json, task_json FROM runs WHERE run_id=?",
+                                            (run_id,)).fetchone())
     items = _select(db, "items", frame_names(ItemRow), run_id, "position")
     fields_json = items.pop("fields_json")
     if len(items):

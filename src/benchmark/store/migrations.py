@@ -172,6 +172,10 @@ def migrate(db: sqlite3.Connection) -> tuple[int, int]:
     for target in range(found + 1, VERSION + 1):
         db.execute("BEGIN IMMEDIATE")
         try:
+            now = version(db)  # another process (a second run started at once) may have migrated meanwhile
+            if now is not None and now >= target:
+                db.execute("COMMIT")
+                continue
             MIGRATIONS[target - 1](db)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('application', ?)", (APPLICATION,))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(target),))

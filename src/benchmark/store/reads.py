@@ -20,6 +20,13 @@ class RunSummary(NamedTuple):
     task: str
     calls: int  # 0: the run failed before its first call
 
+    @property
+    def state(self) -> str:
+        """What `shootout runs` says of it: finished, unfinished, or no calls stored."""
+        if self.calls == 0:
+            return "no calls (stopped before its first call)"
+        return "finished" if self.finished_at else "unfinished"
+
 
 
 def _guarded(method):
@@ -70,7 +77,7 @@ class StoreReads:
     @_guarded
     def items(self, run_id: str) -> list:
         """The run's items, in their stored order."""
-        from benchmark.tasks.base import Item
+        from benchmark.data.items import Item
 
         found = self.db.execute("SELECT * FROM items WHERE run_id=? ORDER BY position", (run_id,)).fetchall()
         return [Item(id=r["item_id"], text=r["text"], label=r["target_label"], value=r["target_value"],

@@ -25,6 +25,7 @@ from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from benchmark.data.items import Item  # noqa: F401 - Item lives with the data; re-exported here
 from core.errors import ShootoutError
 
 
@@ -53,20 +54,6 @@ class TaskProblem(ShootoutError):
             raise
         except ShootoutError as exc:
             raise cls(loc, exc.message, exc.hint) from None
-
-
-class Item(BaseModel):
-    """One item of a task's dataset."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(min_length=1)
-    text: str
-    label: str | None = Field(None, description="gold label (classification)")
-    value: float | None = Field(None, description="gold value (scored tasks, e.g. expected sentiment)")
-    split: str | None = Field(None, description="train, validation or test")
-    fields: dict[str, Any] = Field(default_factory=dict,
-                                   description="anything else the prompt or the report uses (company, title, url...)")
 
 
 @dataclass(frozen=True)

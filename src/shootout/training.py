@@ -1,4 +1,7 @@
-"""`shootout learning-curve`: fine-tune on a classification task's training split, keep a
+"""Fine-tuning from the command line: `shootout finetune` (a LoRA fine-tune, then optionally its
+export to a GGUF ladder) and `shootout learning-curve`.
+
+`learning-curve`: fine-tune on a classification task's training split, keep a
 checkpoint every N steps (or epochs), export each to a GGUF, benchmark every checkpoint on the
 training and validation splits, and report the metric per checkpoint for both: the curve that
 shows when a fine-tune starts to overfit.
@@ -25,9 +28,9 @@ def _data_paths_absolute(task_block: dict, base: Path) -> dict:
     return {**task_block, "data": data}
 
 
-def prepare(config: Path, base: str, out: Path, *, every: int, unit: str, total: int, quant: str,
-            lr: float, batch_size: int, lora_r: int, seed: int, chat_format: str | None, iterations: int,
-            splits: tuple[str, ...], console) -> Path:
+def prepare_learning_curve(config: Path, base: str, out: Path, *, every: int, unit: str, total: int, quant: str,
+                           lr: float, batch_size: int, lora_r: int, seed: int, chat_format: str | None,
+                           iterations: int, splits: tuple[str, ...], console) -> Path:
     """Train, export every checkpoint, write the config that benchmarks them; returns its path."""
     import io
     import json
@@ -35,6 +38,7 @@ def prepare(config: Path, base: str, out: Path, *, every: int, unit: str, total:
     from ruamel.yaml import YAML
 
     from benchmark.config import load_config
+    from benchmark.run.entries import model_entry
     from benchmark.tasks import task_for
     from export.pipeline import ExportOptions, run_export
     from finetune import data
@@ -71,11 +75,8 @@ def prepare(config: Path, base: str, out: Path, *, every: int, unit: str, total:
                                                            quants=(quant,) if quant != "F16" else (), verify=False),
                          console=console)
         gguf = res.out / f"{name}.{quant}.gguf"
-        entry = {"name": name, "backend": "llamacpp", "path": str(gguf.relative_to(out)), "family": "fine-tune",
-                 "quant": quant, "prompt_style": "zero_shot", "checkpoint": point}
-        if res.engine_template:
-            entry["options"] = {"chat_template": res.engine_template}
-        models.append(entry)
+        models.append(model_entry(name, "llamacpp", path=str(gguf.relative_to(out)), family="fine-tune", quant=quant,
+                                  prompt_style="zero_shot", checkpoint=point, chat_template=res.engine_template))
     y = YAML(typ="safe")
     source = y.load(config.read_text(encoding="utf-8"))
     block = _data_paths_absolute(source["task"], config.parent)
@@ -94,3 +95,39 @@ def prepare(config: Path, base: str, out: Path, *, every: int, unit: str, total:
     path = out / "config.yaml"
     path.write_text(buf.getvalue(), encoding="utf-8")
     return path
+
+
+def learning_curve(config: Path, base: str, out: Path, *, progress: bool, console, **how) -> tuple[Path, str]:
+    """`shootout learning-curve`: the checkpoints trained and exported (``prepare_learning_curve``,
+    ``how``: its options), then run and reported; returns (their config, the run id)."""
+    from shootout.running import run_and_report
+
+    if how.get("unit") not in ("steps", "epochs"):
+        raise ShootoutError(f"--unit '{how.get('unit')}'", "use steps or epochs")
+    path = prepare_learning_curve(config, base, out, console=console, **how)
+    console.print(f"learning-curve config: {path}")
+    return path, run_and_report(path, progress, console)
+
+
+def finetune_and_export(opts, console, *, export: bool = False, name: str | None = None, quants: tuple[str, ...] = ()) -> dict:
+    """`shootout finetune`: the LoRA fine-tune of ``opts`` (``finetune.train.FinetuneOptions``), its
+    losses printed; with ``export``, the merged model exported to a GGUF ladder of ``quants``
+    (files named ``name``, default the output folder's name). Returns the training report."""
+    from finetune.train import finetune as train
+
+    rep = train(opts, console=console)
+    first = rep["train_loss_per_step"][0]["loss"] if rep["train_loss_per_step"] else float("nan")
+    last = rep["train_loss_per_step"][-1]["loss"] if rep["train_loss_per_step"] else float("nan")
+    evals = rep["eval_loss"]
+    out = Path(opts.out)
+    console.print(f"{rep['global_steps']} steps in {rep['train_seconds']} s ({rep['seconds_per_step']} s/step, "
+                  f"{rep['engine']}); train loss {first:.4f} -> {last:.4f}"
+                  + (f"; eval loss {evals[0]['eval_loss']:.4f} -> {rep['final_eval_loss']:.4f}" if evals else ""))
+    console.print(f"merged model: {rep['outputs']['merged']}; report: {out / 'training_report.json'}")
+    if export:
+        from export.pipeline import ExportOptions, print_summary, run_export
+
+        res = run_export(Path(rep["outputs"]["merged"]), ExportOptions(name=name or out.name, out=out / "gguf",
+                                                                      quants=quants), console=console)
+        print_summary(console, res)
+    return rep

@@ -1,0 +1,135 @@
+"""Sampling: llama.cpp's sampler chain (top-k, top-p, min-p, temperature, seeded draw; greedy at
+temperature 0) and the fast way of applying it.
+
+Sampling reads the logits in place with numpy (``sampling="fast"``, the default): the greedy
+token is their argmax (the first maximum, as llama.cpp's greedy sampler picks), and for sampling
+the 40 largest logits (found from the maxima of 64-token groups, exact up to ties) go through
+the same llama.cpp sampler chain, whose top-k then keeps all of them: the same tokens, the same
+seeded random draws, without building a 262,144-entry candidate array in C at every token.
+``sampling="reference"`` keeps ``llama_sampler_sample`` over the whole vocabulary, for tests and
+benchmarks.
+
+``Sampling`` is one part of ``engine.llamacpp.LlamaCppBackend``: it works on the loaded model and
+context the session part holds (``self.L``, ``self.ctx``, ``self.vocab``, ``self.n_vocab``)."""
+
+from __future__ import annotations
+
+import ctypes
+
+TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
+SAMPLING_MODES = ("fast", "reference")
+
+
+class Sampling:
+    def _prepare_sampling(self) -> None:
+        """The candidate buffers, allocated once per load: the whole vocabulary (the reference sampler,
+        the grammar's full pass) and the top-k candidates (the fast sampler); the per-token path
+        allocates nothing."""
+        import numpy as np
+
+        L = self.L
+        self._np = np
+        self._cand = (L.llama_token_data * self.n_vocab)()
+        self._cand_np = np.frombuffer(self._cand, dtype=np.dtype(
+            [("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
+        self._ids = np.arange(self.n_vocab, dtype=np.int32)
+        self._eog = np.array(sorted({t for t in (L.llama_vocab_eos(self.vocab), L.llama_vocab_eot(self.vocab))
+                                     if t >= 0 and L.llama_vocab_is_eog(self.vocab, t)}), dtype=np.int32)
+        self._cand_arr = L.llama_token_data_array(self._cand, self.n_vocab, -1, False)
+        self._cand_ref = ctypes.byref(self._cand_arr)
+        self._topk = (L.llama_token_data * TOP_K)()
+        self._topk_np = np.frombuffer(self._topk, dtype=self._cand_np.dtype)
+        self._topk_arr = L.llama_token_data_array(self._topk, TOP_K, -1, False)
+        self._topk_ref = ctypes.byref(self._topk_arr)
+        n_groups = self.n_vocab // 64  # for _top: maxima of 64-token groups, in two passes of 8 rows
+        self._group_max = np.empty(n_groups, dtype=np.float32) if n_groups >= 1024 else None
+        self._group_max8 = np.empty(8 * n_groups, dtype=np.float32)
+
+    def _chain(self, temperature: float, seed: int):
+        L = self.L
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if temperature <= 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+        else:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(TOP_K))
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(TOP_P, 1))
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_min_p(MIN_P, 1))
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(temperature))
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    def _top(self, logits, k: int):
+        """Ids of the k largest logits (unordered; which of several equal logits at the k-th place is
+        kept is unspecified, as in llama.cpp's partial sort). The vocabulary is cut into groups of
+        64 tokens (token j with j + C, j + 2C, ...: one pass of elementwise maxima over 64 rows of
+        C) and the k largest lie in the k groups with the largest maxima (were one of them in
+        another group, k groups would each hold a larger logit); a partition of those 64 k logits
+        picks them. A partition of the whole vocabulary when k is large next to the groups."""
+        np = self._np
+        groups = self._group_max
+        if self.sampling == "reference" or groups is None or 4 * k > len(groups):
+            self.stats["top_k_full_partitions"] += 1
+            return np.argpartition(logits, -k)[-k:]
+        n_main, c = 64 * len(groups), len(groups)
+        np.fmax.reduce(logits[:n_main].reshape(8, -1), axis=0, out=self._group_max8)
+        np.fmax.reduce(self._group_max8.reshape(8, -1), axis=0, out=groups)
+        best = np.argpartition(groups, -k)[-k:]
+        sub = logits[:n_main].reshape(64, c)[:, best].ravel()
+        pick = np.argpartition(sub, -k)[-k:]
+        ids = (pick // k) * c + best[pick % k]
+        if n_main < self.n_vocab:  # the last n_vocab % 64 tokens, outside the groups
+            ids = np.concatenate([ids, np.arange(n_main, self.n_vocab)])
+            ids = ids[np.argpartition(logits[ids], -k)[-k:]]
+        return ids
+
+    def _sample_whole(self, chain, logits) -> int:
+        """The chain over the whole vocabulary, as ``llama_sampler_sample`` applies it to the context's
+        logits (every token a candidate, unsorted), then accepted."""
+        return self._apply_chain(chain, self._cand_np, self._cand_arr, self._cand_ref, self._ids, logits)
+
+    @staticmethod
+    def _fill(cand, arr, ids, logits) -> None:
+        """Write the candidates ``ids`` with their ``logits`` into the candidate array ``cand`` that
+        ``arr`` describes to llama.cpp (unsorted, nothing selected)."""
+        n = len(ids)
+        cand["id"][:n] = ids
+        cand["logit"][:n] = logits
+        cand["p"][:n] = 0.0
+        arr.size, arr.selected, arr.sorted = n, -1, False
+
+    def _select(self, chain, cand, arr, ref) -> int | None:
+        """The chain over the filled candidates; the token it selects, accepted (None if none)."""
+        self.L.llama_sampler_apply(chain, ref)
+        if arr.selected < 0:
+            return None
+        token = int(cand["id"][arr.selected])
+        self.L.llama_sampler_accept(chain, token)
+        return token
+
+    def _apply_chain(self, chain, cand, arr, ref, ids, logits, grammar=None) -> int:
+        """The chain (after the grammar, when given) over the candidates ``ids`` with their ``logits``."""
+        self._fill(cand, arr, ids, logits)
+        if grammar is not None:
+            self.L.llama_sampler_apply(grammar, ref)
+        token = self._select(chain, cand, arr, ref)
+        if token is None:
+            raise RuntimeError("sampler chain selected no token")
+        return token
+
+    def _sample_free(self, chain, logits=None) -> int:
+        """One token from the unconstrained chain, as ``llama_sampler_sample(chain, ctx, -1)`` gives
+        (``logits``: a vector to sample from instead of the context's, for tests)."""
+        L = self.L
+        if self.sampling == "reference":
+            if logits is None:
+                return int(L.llama_sampler_sample(chain, self.ctx, -1))
+            return self._sample_whole(chain, logits)
+        if logits is None:
+            logits = self._logits()
+        if self._greedy:
+            return int(logits.argmax())  # the first maximum, as llama.cpp's greedy sampler takes
+        # top-k is the chain's first step: the k largest logits are all it can keep, so the chain
+        # applied to them (top-k, top-p, min-p, temperature, the seeded draw) picks as it would
+        # from the whole vocabulary, drawing the same random number
+        ids = self._top(logits, TOP_K)
+        return self._apply_chain(chain, self._topk_np, self._topk_arr, self._topk_ref, ids, logits[ids])
