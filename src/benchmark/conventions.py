@@ -12,8 +12,8 @@ from __future__ import annotations
 
 CONVENTIONS: dict[str, str] = {
     # the design every test shares
-    "paired": ("Every test pairs models by {noun} (the same {noun}s go to every model) and reduces a {noun}'s "
-               "iterations first: n = {noun}s, never calls."),
+    "paired": ("Every test pairs models by {noun} (the same {noun}s go to every model) and reduces each "
+               "{noun}'s iterations first: n = {noun}s, never calls."),
     "mde": ("MDE80 = the smallest true difference a two-sided paired t over this run's {noun}s finds 80% of the time "
             "at alpha 0.05, from the sd of the per-{noun} differences."),
     # the Decision
@@ -21,7 +21,7 @@ CONVENTIONS: dict[str, str] = {
                  "one-sided tests); NON-INFERIOR = its upper end (the worse side) is below the margin; WORSE = the "
                  "one-sided test of 'worse' rejects at 5% after Holm's adjustment across the family (every candidate "
                  "of one reference x every quality metric); SHIFTED (a mean {value}, no better direction) = the "
-                 "two-sided test rejects after Holm across the family's candidates; TOO FEW {NOUN}S = fewer than "
+                 "two-sided test rejects after Holm across the family's candidates; TOO FEW ITEMS = fewer than "
                  "report.min_items ({min_items}) {noun}s, or the MDE80 is at least three margins; INCONCLUSIVE = none "
                  "of these. Not significantly different never means 'as good'."),
     "overall": ("A candidate is WORSE if any quality metric (error, direction, accuracy) is worse; SHIFTED if its "
@@ -98,10 +98,10 @@ CONVENTIONS: dict[str, str] = {
 
 
 def say(key: str, **values) -> str:
-    """One convention, filled in for a task ({noun}, {NOUN}, {value}, {Value} and the sentence's own fields)."""
+    """One convention, filled in for a task ({noun}, {value}, {Value} and the sentence's own fields)."""
     noun = values.get("noun", "item")
     value = values.get("value", "value")
-    fill = {"noun": noun, "NOUN": noun.upper(), "value": value, "Value": value[:1].upper() + value[1:],
+    fill = {"noun": noun, "value": value, "Value": value[:1].upper() + value[1:],
             **{k: v for k, v in values.items() if k not in ("noun", "value")}}
     return CONVENTIONS[key].format(**fill)
 
