@@ -12,6 +12,7 @@ from benchmark.report.model import Report
 from benchmark.tasks.base import TaskInfo
 
 ID_COLUMNS = ("model", "quant", "calls")
+BY_MODE = ("gen_tok_s", "label_prob", "label_prob_margin")  # measured by generation, or by label scoring
 
 
 def model_summary(store, run_id: str) -> tuple[TaskInfo, list[dict]]:
@@ -19,9 +20,10 @@ def model_summary(store, run_id: str) -> tuple[TaskInfo, list[dict]]:
     task, df = details(store, run_id)
     if df is None or df.empty:
         return task, []
-    # a figure the run did not measure for any model is left out (log-probability mode generates nothing:
-    # no "gen tok/s"; it shows the label probabilities and the time per call instead)
-    keep = list(ID_COLUMNS) + [c for c in M.columns(task.scorer().metrics, "console") if c in df and df[c].notna().any()]
+    # what a decoding mode measures shows only where a model measured it: log-probability mode generates
+    # nothing (no "gen tok/s"), and shows the label probabilities and the time per call instead
+    keep = list(ID_COLUMNS) + [c for c in M.columns(task.scorer().metrics, "console") if c in df
+                               and (c not in BY_MODE or df[c].notna().any())]
     df = df.astype(object).where(df.notna(), None)
     return task, df[keep].to_dict("records")
 
