@@ -204,6 +204,7 @@ class LabelScoring:
                 for k, s in enumerate(seqs):
                     batch.seq_id[i][k] = s
                 batch.logits[i] = 1 if id(node) in read else 0
+            self._grouped = None
             rc = L.llama_decode(self.ctx, batch)
             if rc != 0:
                 self._drop_tree(n0, len(leaves))

@@ -47,11 +47,13 @@ class Session:
         # was split at, its first tokens unchanged since (None: nothing there was evaluated that way)
         self._exact: int | None = None
         self._heads: dict = {}  # conversation before its last message -> that head's tokens
+        self._grouped = None  # the logits the sampler's group maxima were taken from (until a decode)
         self.n_seq = 1
         self._load_facts: list[str] = []  # llama.cpp's log lines of this load about devices and memory
         self._grammars: dict[str, Any] = {}
         self.stats = {"grammar_checks": 0, "grammar_partial_passes": 0, "grammar_full_passes": 0,
-                      "grammar_filtered_passes": 0, "top_k_full_partitions": 0}
+                      "grammar_filtered_passes": 0, "grammar_filtered_partial_passes": 0, "grammar_reach_passes": 0,
+                      "top_k_full_partitions": 0, "near_top_draws": 0, "top_p_uncertain": 0}
         self._chars = None  # the first-character index of the vocabulary (built at load)
         self._char_rules: dict[str, bool] = {}
         self._chars_ok = False
@@ -246,6 +248,7 @@ class Session:
     # ------------------------------------------------------------------ evaluation
     def _decode(self, tokens: list[int]) -> None:
         L = self.L
+        self._grouped = None
         for i in range(0, len(tokens), self.n_batch):
             chunk = tokens[i:i + self.n_batch]
             arr = (L.llama_token * len(chunk))(*chunk)
@@ -255,6 +258,7 @@ class Session:
             self._kv.extend(chunk)
 
     def _decode_one(self, token: int) -> None:
+        self._grouped = None  # the logits change: the sampler's group maxima are of the last ones
         self._tok1[0] = token
         rc = self.L.llama_decode(self.ctx, self._batch1)  # the batch points at _tok1: nothing to build
         if rc != 0:
@@ -365,6 +369,7 @@ class Session:
         one of their positions (float32, ``[len(tokens), n_vocab]``, a copy)."""
         L, np = self.L, self._np
         n = len(tokens)
+        self._grouped = None
         batch = L.llama_batch_init(n, 0, 1)
         try:
             start = len(self._kv)
