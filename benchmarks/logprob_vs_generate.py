@@ -111,11 +111,11 @@ def run_example(name: str, n: int | None, threads: int | None) -> list[dict]:
     that each call finds in the cache what a run leaves there: the previous item's prompt."""
     cfg = load_config(ROOT / "examples" / name / "config.yaml")
     task = task_for(cfg)
-    items = task.load_items(cfg, lambda msg: None)[:n]
     engines = {m: LlamaCppBackend(embedded_model(), n_ctx=cfg.run.num_ctx, chat_template="gemma", n_threads=threads)
                for m in MODES}
-    for eng in engines.values():
+    for eng in engines.values():  # before the data are read: a CUDA build loaded beside pandas can crash a load
         eng.load()
+    items = task.load_items(cfg, lambda msg: None)[:n]
     choices = task.choices()
     rows = []
     try:

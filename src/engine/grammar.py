@@ -26,7 +26,7 @@ from typing import Any
 
 from core.errors import ShootoutError
 from engine import chargroups
-from engine.sampling import _MARGIN, MIN_P, TOP_K, TOP_P, Sampling
+from engine.sampling import MIN_P, TOP_K, Sampling, top_p_cut_certain
 
 PARTIAL_PASS = 256  # candidates the grammar sees first when the sampled token is rejected
 PARTIAL_SIZES = (PARTIAL_PASS, 4096)  # then these many, before the whole (prefiltered) vocabulary
@@ -173,23 +173,20 @@ class GrammarPasses(Sampling):
         with and without the 40 - n largest other tokens added to their sum (of weight
         exp(bound - max) each; failing that, as ``outside()`` gives them: the largest logits of the
         tokens not checked, in descending order)."""
-        np = self._np
         best = float(allowed.max())
         if bound >= best + _MIN_P_REACH:
             return False
         if len(allowed) == 1:
             return True
-        e = np.exp(np.sort(allowed).astype(np.float64)[::-1] - best)
-        cum = np.cumsum(e)
-        low = cum[-1]
-        cut = np.searchsorted(cum, TOP_P * low * (1 - _MARGIN))
-        high = low + (TOP_K - len(allowed)) * math.exp(bound - best)
-        if cut == np.searchsorted(cum, TOP_P * high * (1 + _MARGIN)):
+        desc = sorted(allowed.tolist(), reverse=True)
+        more = TOP_K - len(allowed)
+        if top_p_cut_certain(desc, more, math.exp(bound - best)):
             return True
-        if outside is None:
+        if outside is None or more <= 0:
             return False
-        high = low + float(np.exp(outside()[:TOP_K - len(allowed)].astype(np.float64) - best).sum())
-        return bool(cut == np.searchsorted(cum, TOP_P * high * (1 + _MARGIN)))
+        # each of the 40 - n largest left out at its own weight: their mean bounds them as well as all
+        rest = outside()[:more].astype(float)
+        return top_p_cut_certain(desc, len(rest), float(sum(math.exp(x - best) for x in rest)) / max(1, len(rest)))
 
     def _partial_passes(self, chain, grammar, logits, need: int, pool=None) -> int | None:
         """The grammar on part of ``pool`` (None: the vocabulary; else a set holding every token it can

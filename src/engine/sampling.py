@@ -37,6 +37,22 @@ _MARGIN = 1e-4  # relative, on top-p's running sums: llama.cpp sums floats, this
 SAMPLING_MODES = ("fast", "reference")
 
 
+def top_p_cut_certain(desc: list[float], n_more: int, weight: float) -> bool:
+    """Whether top-p cuts the tokens of logits ``desc`` (descending) at the same place as it cuts them
+    with ``n_more`` more tokens below them in the top 40, each of weight at most ``weight`` (the first
+    token's being 1): the first place where the running sum reaches TOP_P of the total, for the total
+    without them and with all of them at that weight, float margins included. Plain Python: a few
+    tokens, each numpy call would cost more than the arithmetic."""
+    top = desc[0]
+    cum, run = [], 0.0
+    for x in desc:
+        run += math.exp(x - top)
+        cum.append(run)
+    low_at, high_at = TOP_P * run * (1 - _MARGIN), TOP_P * (run + n_more * weight) * (1 + _MARGIN)
+    return next((i for i, c in enumerate(cum) if c >= low_at), len(cum)) == \
+        next((i for i, c in enumerate(cum) if c >= high_at), len(cum))
+
+
 class Sampling:
     def _prepare_sampling(self) -> None:
         """The candidate buffers, allocated once per load: the whole vocabulary (the reference sampler,
@@ -133,11 +149,7 @@ class Sampling:
         if n <= 1:
             return ids if n else None
         # fewer than 40: the other top-40 tokens lie below the maximum by _WIDE at least
-        e = np.exp(np.sort(logits[ids]).astype(np.float64)[::-1] - top)
-        cum = np.cumsum(e)
-        low = cum[-1]
-        high = low + (TOP_K - n) * _WIDE_SHARE
-        if np.searchsorted(cum, TOP_P * low * (1 - _MARGIN)) != np.searchsorted(cum, TOP_P * high * (1 + _MARGIN)):
+        if not top_p_cut_certain(sorted(logits[ids].tolist(), reverse=True), TOP_K - n, _WIDE_SHARE):
             self.stats["top_p_uncertain"] += 1
             return None
         return ids
