@@ -182,6 +182,17 @@ class RunSettings(_Strict):
                                                                 "full length is recorded; default: num_predict x 16)")
     lock_wait_s: float = Field(60, ge=0, description="seconds to wait for the results file while another process "
                                                     "holds a write lock, before giving up with a message")
+    order: Literal["counterbalanced", "grouped"] = Field(
+        "counterbalanced", description="counterbalanced: the models take turns per iteration block, their order "
+                                       "rotated and reversed block by block (seeded, stored), so a drift of the "
+                                       "machine falls on every model alike; an in-process model is loaded once per "
+                                       "block. grouped: every call of one model in a row (one load per model), for "
+                                       "users who cannot afford the loads; a drift then lands on whichever model "
+                                       "runs at the time")
+    speed_bench: bool = Field(True, description="in-process models: llama-bench's pp512, tg128 and tg128 at the "
+                                                "task's prompt depth (5 repetitions), measured once per model after "
+                                                "its first warm-up, and a memory copy test once per run; false skips "
+                                                "them (a few seconds per model)")
 
     @field_validator("concurrency")
     @classmethod
@@ -227,6 +238,12 @@ class ReportSettings(_Strict):
         "alone", description="which calls the latency figures (seconds per sample, percentiles, token rates) use: "
                              "those that ran alone on their endpoint (alone), or every call (all, e.g. when the "
                              "whole run was in throughput mode and latency under load is the question)")
+    memory_bandwidth_gbs: float | None = Field(
+        None, gt=0, description="the machine's memory bandwidth in GB/s for the Speed sheet's share of the bound "
+                                "(default: the copy test the run measured)")
+    drift_tolerance: float = Field(0.1, gt=0, lt=1, description="the Speed sheet warns when a model's seconds per "
+                                                               "call moved between its early and late iteration "
+                                                               "blocks by more than this share, significantly")
 
     @field_validator("margins")
     @classmethod
