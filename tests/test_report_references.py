@@ -44,7 +44,7 @@ def stance(tmp_path_factory):
 
     with Store(db) as store:
         rep = rpt.build(store, "stance")
-        reporting.write(store, "stance", db.parent / "reports", None, Console(file=out, width=400))
+        reporting.write(store, "stance", db.parent / "reports", None, Console(file=out, width=1000))
     return rep, out.getvalue().splitlines()
 
 

@@ -192,7 +192,8 @@ def pair(ms: Measure, a: int, b: int, alpha: float = 0.05, power: float = 0.8) -
         r = SP.ratio(ms.x[a], ms.x[b], alpha)
         row.update(items=int(r["items"]), blocks=int(r["blocks"]), value_ref=float(ms.value(a)),
                    value_cand=float(ms.value(b)), estimate=float(r["estimate"]), ci95_low=float(r["ratio_low"]),
-                   ci95_high=float(r["ratio_high"]), p=float(r["p"]), sd_diff=float(r["se"] * np.sqrt(r["n"])),
+                   ci95_high=float(r["ratio_high"]), p=float(r["p"]), df=float(r["df"]),
+                   sd_diff=float(r["se"] * np.sqrt(r["n"])),
                    mde80=float(SP.mde_ratio(r, alpha, power)))
     elif ms.kind == "agreement":
         r = P.agreement(ms.codes[a], ms.codes[b], ms.n_codes)
@@ -263,7 +264,7 @@ def compare(measures: list[Measure], models: list[str], pairs: list[tuple[str, s
         out.loc[g.index, "p_holm"] = holm(g["p"].to_numpy(dtype=float))
     cols = ["reference", "candidate", "metric", "test", "items", "blocks", "informative", "value_ref", "value_cand",
             "estimate",
-            "ci95_low", "ci95_high", "p", "p_holm", "mde80", "direction", "significant", "effect_dz", "sd_diff",
+            "ci95_low", "ci95_high", "p", "df", "p_holm", "mde80", "direction", "significant", "effect_dz", "sd_diff",
             "same_seed", "ratio", "c", "estimate_is"]
     return out[[c for c in cols if c in out]]
 

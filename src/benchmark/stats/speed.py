@@ -67,7 +67,7 @@ def two_way(cells, alpha: float = 0.05) -> dict[str, np.ndarray]:
         df_two = two ** 2 / (v_i ** 2 / np.maximum(g_i - 1, 1) + v_b ** 2 / np.maximum(g_b - 1, 1)
                              + v_c ** 2 / np.maximum(n - 1, 1))
         df_one = np.where((g_b > 1) & (v_b > v_i), g_b - 1, g_i - 1).astype(float)
-        df = np.where(use_two, np.clip(df_two, 1, np.maximum(g_b - 1, 1)), df_one)
+        df = np.where(use_two & np.isfinite(df_two), np.clip(df_two, 1, np.maximum(g_b - 1, 1)), df_one)
         se = np.sqrt(var)
         t = np.where(se > 0, mean / se, np.where(mean == 0, 0.0, np.sign(mean) * np.inf))
         ok_df = (n > 1) & (g_i > 1) & np.isfinite(se)

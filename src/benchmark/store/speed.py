@@ -5,6 +5,7 @@ bandwidth (``run_speed``) and the llama-bench-comparable figures of its in-proce
 from __future__ import annotations
 
 import json
+import time
 from typing import Iterable
 
 from benchmark.store import rows
@@ -42,9 +43,7 @@ class SpeedFacts:
         return (float(row[0]), json.loads(row[1] or "{}")) if row and row[0] is not None else None
 
     def add_bench(self, bench: Iterable[BenchRow | dict]) -> None:
-        from benchmark.store.db import now_iso
-
-        stamp = now_iso()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"  # as ``db.now_iso``
         values = []
         for b in bench:
             b = rows.row_of(BenchRow, b)
