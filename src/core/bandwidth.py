@@ -2,7 +2,7 @@
 bound of token generation (a generated token reads every weight once: tokens/s can be at most
 bandwidth / bytes per token).
 
-The test copies a buffer far larger than any cache (256 MiB by default) with numpy, split into
+The test copies a buffer far larger than any cache (128 MiB by default) with numpy, split into
 ``threads`` parts copied at once (numpy releases the GIL while it copies), best of ``reps``; the
 figure counts the bytes read and the bytes written, as STREAM's Copy does. It measures what these
 cores reach, not the memory's rated peak (a server with many channels needs many cores to fill
@@ -15,7 +15,7 @@ import os
 import time
 
 
-def copy_bandwidth(mib: int = 256, reps: int = 5, threads: int | None = None) -> tuple[float, dict]:
+def copy_bandwidth(mib: int = 128, reps: int = 5, threads: int | None = None) -> tuple[float, dict]:
     """(GB/s, how it was measured): the best of ``reps`` copies of ``mib`` MiB on one thread and on
     ``threads`` (default: the cores this process may use), whichever is faster."""
     from concurrent.futures import ThreadPoolExecutor

@@ -63,8 +63,9 @@ def bench_lines(table: pd.DataFrame, bandwidth: float | None, source: str) -> li
         for r in g.itertuples(index=False):
             share = (f" ({r.share_of_bound:.0%} of the {r.bound_tok_s:.0f} tok/s bound)"
                      if np.isfinite(r.share_of_bound) else "")
-            parts.append(f"{r.test} {r.tok_s:.1f} +- {r.tok_s_sd:.1f}{share}")
-        lines.append(f"{model}: " + ", ".join(parts) + f" tok/s ({int(g['reps'].iloc[0])} repetitions)")
+            parts.append(f"{r.test} {r.tok_s:.1f} +- {r.tok_s_sd:.1f} tok/s{share}")
+        lines.append(f"{model}: llama-bench figures in process (mean +- sd of {int(g['reps'].iloc[0])} repetitions): "
+                     + ", ".join(parts))
     if lines:
         lines.append(f"memory bandwidth: {bandwidth:.1f} GB/s ({source})" if bandwidth else
                      "memory bandwidth: unknown (no copy test stored; set report.memory_bandwidth_gbs): no bound")

@@ -2,7 +2,7 @@
 in a run, right after the warm-up of its first load: pp512, tg128 and tg128 at the task's prompt
 depth (the mean prompt tokens of the run's prompts for that model: few-shot turns, system prompt and
 item, as its chat template renders them; over at most ``DEPTH_ITEMS`` items), 5 repetitions each.
-The memory copy test (``core.bandwidth``) runs once per run, before the first load."""
+The memory copy test (``core.bandwidth``) runs once per run, before the first of these."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import json
 from benchmark.store.rows import BenchRow
 
 DEPTH_ITEMS = 64   # the prompts whose mean length is the depth (the run's first items)
-REPS = 5
+REPS = 5           # llama-bench's default repetitions
+N_PROMPT, N_GEN = 512, 128   # pp512, tg128
 
 
 def prompt_depth(backend, task, arm, items) -> int | None:
@@ -22,10 +23,11 @@ def prompt_depth(backend, task, arm, items) -> int | None:
     return round(sum(lengths) / len(lengths)) if lengths else None
 
 
-def measure(backend, task, arm, items, run_id: str, block: int | None, reps: int = REPS) -> list[BenchRow]:
+def measure(backend, task, arm, items, run_id: str, block: int | None, reps: int | None = None) -> list[BenchRow]:
     """The block's rows for one model entry (``BenchRow``), one per test."""
+    reps = reps or REPS
     depth = prompt_depth(backend, task, arm, items)
-    got = backend.speed_bench(depth=depth, reps=reps)
+    got = backend.speed_bench(depth=depth, n_prompt=N_PROMPT, n_gen=N_GEN, reps=reps)
     engine = {k: got.get(k) for k in ("n_ctx", "n_batch", "n_ubatch", "n_threads", "n_gpu_layers",
                                       "layers_offloaded", "model_bytes", "n_params", "tensor_bytes", "seconds",
                                       "depth")}

@@ -1,7 +1,7 @@
 """Loading an arm's model for the runner (``benchmark.run.runner``): on its backend, or on every server
 that hosts it; the uncounted warm-up; after the first warm-up of an in-process model in the run, its
-llama-bench-comparable block (``benchmark.run.bench``); the memory copy test once per run; and what a
-load tells about the arm, stored. One part of ``Runner`` (its config, store, task and warnings)."""
+llama-bench-comparable block (``benchmark.run.bench``), the memory copy test before the run's first
+one; and what a load tells about the arm, stored. One part of ``Runner`` (its config, store, task and warnings)."""
 
 from __future__ import annotations
 
@@ -33,11 +33,9 @@ class ArmLoading:
     """Opening and closing the arms' models (see the module doc)."""
 
     def _measure_bandwidth(self) -> None:
-        """The memory copy test, once per run, when an in-process model will run and the report has no
+        """The memory copy test, once per run, before the first speed block, unless the report has a
         declared bandwidth (``report.memory_bandwidth_gbs``)."""
         if self.cfg.report.memory_bandwidth_gbs or self.store.bandwidth(self.run_id) is not None:
-            return
-        if not any(spec_of(a.entry).capabilities.in_process for a in self.arms):
             return
         from core.bandwidth import copy_bandwidth
 
@@ -63,6 +61,7 @@ class ArmLoading:
                 and arm.entry.name not in self._benched):
             from benchmark.run.bench import measure
 
+            self._measure_bandwidth()
             self.store.add_bench(measure(backend, self.task, arm, self._items, self.run_id, block))
             self._benched.add(arm.entry.name)
         info = backend.engine_info()

@@ -13,7 +13,7 @@ task for items, messages, the reply constraint and how to parse a reply, and sto
   the same per-call sampling seed for a given (iteration, item).
 - One uncounted warm-up call per model load loads the weights and fills the prompt cache; after the
   first warm-up of an in-process model, its llama-bench-comparable block (``benchmark.run.bench``),
-  unless ``run.speed_bench`` is off; the memory copy test once per run before the first load.
+  unless ``run.speed_bench`` is off, with the memory copy test once per run before the first.
 - Every call is stored in its own transaction; re-running a run id skips stored calls, except, with
   ``retry_failed``, those stored as failed (no usable answer from the server), whose rows the new
   answers replace.
@@ -208,8 +208,6 @@ class Runner(ArmLoading):
             self.console.print(styled("resuming run ", (run_id, "bold"),
                                       f": {result.skipped} calls already stored, {total} to go"))
         self._benched = self.store.benched(run_id)
-        if plan and self.cfg.run.speed_bench:
-            self._measure_bandwidth()
 
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
