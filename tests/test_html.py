@@ -347,6 +347,7 @@ def test_the_page_of_a_real_run_in_chromium(browser, tmp_path):
         assert item.locator(".text").inner_text() == HOSTILE_TEXT
         assert item.locator("table.answers tr").count() == 3            # header + 2 arms
         item.locator("details.replies-box summary").click()
+        item.locator("pre.raw").first.wait_for()  # the replies are built when the box opens
         assert HOSTILE_REPLY in item.locator("pre.raw").all_inner_texts()
         _not_run(page)
         item.scroll_into_view_if_needed()
