@@ -37,14 +37,17 @@ from typing import Any
 
 from pydantic import Field
 
-from benchmark.backends.base import (BackendOptions, BackendSpec, BackendUnavailable, Capabilities, PromptTooLong,
-                                     Reply)
+from benchmark.backends import logprobs as lp
+from benchmark.backends.base import (BackendOptions, BackendSpec, BackendUnavailable, Capabilities, LabelScores,
+                                     PromptTooLong, Reply)
 from core.errors import ShootoutError
 from core.hosts import normalize_host
 
 TIMEOUT_S = 600.0
 RETRIES = 2    # after the first attempt, for a dropped connection, a timeout or a 5xx answer
 MIN_VERSION = (0, 12, 6)   # api/types.go ChatRequest gained Truncate and Shift (ollama #12519, #12582)
+LOGPROBS_VERSION = (0, 12, 11)  # api/types.go ChatRequest gained Logprobs and TopLogprobs (ollama #12899)
+TOP_LOGPROBS = 20          # the most server/routes.go ChatHandler takes ("top_logprobs must be between 0 and 20")
 _TOO_LONG = re.compile(r"request \((\d+) tokens\) exceeds the available context size \((\d+) tokens\)")
 _TOO_LONG_NO_COUNTS = "the prompt is longer than the context length"
 
@@ -62,7 +65,7 @@ def _same_model(a: str, b: str) -> bool:
 class OllamaBackend:
     def __init__(self, tag: str, *, name: str | None = None, host: str | None = None, num_ctx: int = 2048,
                  keep_alive: str | None = None, timeout: float | None = None, retries: int | None = None,
-                 backoff: float = 1.0):
+                 backoff: float = 1.0, top_logprobs: int | None = None):
         self.tag = tag
         self.name = name or tag
         self.host = normalize_host(host)
@@ -71,6 +74,7 @@ class OllamaBackend:
         self.timeout = TIMEOUT_S if timeout is None else float(timeout)
         self.retries = RETRIES if retries is None else int(retries)
         self.backoff = backoff
+        self.top_logprobs = TOP_LOGPROBS if top_logprobs is None else int(top_logprobs)
         self._http = None
         self.version: str | None = None
         self.show = None            # ollama.ShowResponse
@@ -300,6 +304,48 @@ class OllamaBackend:
                      prompt_seconds=(resp.prompt_eval_duration or 0) / ns, gen_seconds=(resp.eval_duration or 0) / ns,
                      wall_seconds=wall)
 
+    def score_choices(self, messages: list[dict[str, str]], choices) -> LabelScores:
+        """Every label's probability from one greedy reply with ``logprobs`` and ``top_logprobs``
+        (api/types.go ChatRequest, since 0.12.11): held to the labels by ``format`` (their JSON
+        schema) where the answer is JSON, bare labels unconstrained (they part at their first token).
+        The runner (llm/llama_server.go) asks llama-server for ``n_probs`` = max(top_logprobs, 1): the
+        alternatives are the raw distribution's top ones, so a label the constraint allows may lie
+        below them; it is then unscored (benchmark.backends.logprobs)."""
+        from ollama import ChatResponse
+
+        seed = 0
+        cached_estimate = self._cached_estimate(messages, seed)
+        body = self._chat_body(messages, {"temperature": 0.0, "seed": seed, "num_ctx": self.num_ctx,
+                                          "num_predict": lp.token_budget(choices)},
+                               logprobs=True, top_logprobs=self.top_logprobs)
+        schema = lp.json_schema_of(choices)
+        if schema is not None:
+            body["format"] = schema
+        t0 = time.perf_counter()
+        resp = ChatResponse.model_validate(self._request("POST", "/api/chat", body))
+        wall = time.perf_counter() - t0
+        text = (resp.message.content if resp.message else "") or ""
+        self._previous = (self._rendered + text) if self._rendered is not None else None
+        steps = lp.steps_ollama(resp.logprobs)
+        if steps is None:
+            v = parse_version(self.version or "")
+            too_old = v is not None and v != (0, 0, 0) and v < LOGPROBS_VERSION
+            raise ShootoutError(f"model '{self.name}': Ollama {self.version or '(version unknown)'} at {self.host} "
+                                "answered a label scoring without log-probabilities",
+                                "upgrade Ollama to 0.12.11 or later (logprobs came then)" if too_old else
+                                "use task.decoding: generate for this model")
+        scores = lp.from_text(steps, choices, listed=self.top_logprobs)
+        ns = 1e9
+        prompt_tokens = resp.prompt_eval_count or 0
+        best = scores.best
+        reply = Reply(text=choices.prefix + choices.continuations[best] if best is not None else text,
+                      finish_reason=resp.done_reason if resp.done_reason in ("stop", "length") else "aborted",
+                      prompt_tokens=prompt_tokens, cached_tokens=min(cached_estimate, max(prompt_tokens - 1, 0)),
+                      completion_tokens=resp.eval_count or 0,
+                      prompt_seconds=(resp.prompt_eval_duration or 0) / ns if resp.done else None,
+                      gen_seconds=(resp.eval_duration or 0) / ns if resp.done else None, wall_seconds=wall)
+        return LabelScores(logprobs=scores.logprobs, probs=scores.probs, unscored=scores.unscored, reply=reply)
+
 
 def _shared_start(a: str, b: str) -> str:
     """The start two texts share, cut back to a word boundary of both."""
@@ -332,15 +378,18 @@ class OllamaOptions(BackendOptions):
                                                             f"{TIMEOUT_S:g})")
     retries: int | None = Field(None, ge=0, le=10, description=f"retries after a dropped connection, a timeout or "
                                                                f"a 5xx answer (default {RETRIES})")
+    top_logprobs: int | None = Field(None, ge=1, le=20, description=f"alternatives asked for per token when scoring "
+                                                                    f"labels (default and most {TOP_LOGPROBS}; labels "
+                                                                    "below them are unscored)")
 
 
 def _make(entry, cfg, endpoint: str | None = None) -> OllamaBackend:
     o = entry.options
     return OllamaBackend(entry.tag, name=entry.name, host=endpoint, num_ctx=cfg.setting(entry, "num_ctx"),
-                         keep_alive=o.keep_alive, timeout=o.timeout_s, retries=o.retries)
+                         keep_alive=o.keep_alive, timeout=o.timeout_s, retries=o.retries, top_logprobs=o.top_logprobs)
 
 
 SPEC = BackendSpec(
     name="ollama", where="tag", options=OllamaOptions, factory=_make, address=lambda b: b.host,
     description="an Ollama server at OLLAMA_HOST, through the official client; tag: the model",
-    capabilities=Capabilities(json_schema=True, endpoints=True, memory_facts=True))
+    capabilities=Capabilities(label_scores=True, json_schema=True, endpoints=True, memory_facts=True))

@@ -24,13 +24,15 @@ from typing import Any
 
 from pydantic import Field
 
-from benchmark.backends.base import (BackendOptions, BackendSpec, BackendUnavailable, Capabilities, PromptTooLong,
-                                     Reply)
+from benchmark.backends import logprobs as lp
+from benchmark.backends.base import (BackendOptions, BackendSpec, BackendUnavailable, Capabilities, LabelScores,
+                                     PromptTooLong, Reply)
 from core import netsafe
 from core.errors import ShootoutError
 
 TIMEOUT_S = 300.0
 RETRIES = 2
+TOP_LOGPROBS = 20  # alternatives asked for per token when scoring labels (OpenAI's and vLLM's default maximum)
 MAX_ANSWER_BYTES = 64_000_000
 
 # how servers say the prompt does not fit: error codes / types, and phrases of their messages
@@ -78,7 +80,7 @@ def _error_detail(body: bytes) -> tuple[str, dict]:
 
 class OpenAICompatBackend:
     def __init__(self, base_url: str, model: str, *, name: str | None = None, api_key: str | None = None,
-                 timeout: float | None = None, retries: int | None = None):
+                 timeout: float | None = None, retries: int | None = None, top_logprobs: int | None = None):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.name = name or model
@@ -87,6 +89,7 @@ class OpenAICompatBackend:
         self.retries = RETRIES if retries is None else int(retries)
         self.schema_style = "json_schema"
         self.server_models: list[str] = []
+        self.top_logprobs = TOP_LOGPROBS if top_logprobs is None else int(top_logprobs)
         self.policy = netsafe.Policy(allow_private=True, deadline_s=self.timeout, max_bytes=MAX_ANSWER_BYTES,
                                      deadline_option="options.timeout_s", bytes_option="a smaller num_predict")
 
@@ -211,6 +214,52 @@ class OpenAICompatBackend:
                                 f"{detail}")
         return self.reply_from(resp, time.perf_counter() - t0)
 
+    # ------------------------------------------------------------------ label scoring
+    def scoring_body(self, messages: list[dict[str, str]], choices) -> tuple[dict[str, Any], dict | None]:
+        """(the request, the schema it sends) of a label scoring: one greedy reply held to the labels by
+        their JSON schema where the answer is JSON (bare labels go unconstrained: they part at their
+        first token, which the alternatives show), with every token's log-probability and the top
+        ``top_logprobs`` alternatives at each position."""
+        body = {"model": self.model, "messages": messages, "temperature": 0.0, "seed": 0,
+                "max_tokens": lp.token_budget(choices), "stream": False, "logprobs": True,
+                "top_logprobs": self.top_logprobs}
+        return body, lp.json_schema_of(choices)
+
+    def score_choices(self, messages: list[dict[str, str]], choices) -> LabelScores:
+        """Every label's probability from one greedy reply's log-probabilities
+        (:func:`benchmark.backends.logprobs.from_text`); labels the server's alternatives do not show
+        are named in ``unscored``."""
+        body, schema = self.scoring_body(messages, choices)
+        t0 = time.perf_counter()
+        while True:
+            if schema:
+                body["response_format"] = self._response_format(schema)
+            resp = self._post_with_retries("/chat/completions", body)
+            if resp.ok:
+                break
+            detail, err = _error_detail(resp.body)
+            too_long = self._too_long(resp.status, detail, err)
+            if too_long is not None:
+                raise too_long
+            if schema and self.schema_style == "json_schema" and (resp.status in (400, 422) or
+                                                                  "response_format" in detail):
+                self.schema_style = "json_object"
+                continue
+            raise ShootoutError(f"model '{self.name}': the server at {self.base_url} answered HTTP {resp.status} to a "
+                                f"label scoring (logprobs, top_logprobs {self.top_logprobs}): {detail}",
+                                "if it refuses top_logprobs, lower options.top_logprobs; if it has no "
+                                "log-probabilities at all, use task.decoding: generate for this model")
+        reply = self.reply_from(resp, time.perf_counter() - t0)
+        out = self._json(resp, "POST /chat/completions")
+        choice = out["choices"][0]
+        steps = lp.steps_openai(choice.get("logprobs"))
+        if steps is None or any(s.token is None for s in steps):
+            raise ShootoutError(f"model '{self.name}': the server at {self.base_url} answered a label scoring without "
+                                "the log-probabilities of its tokens (choices[0].logprobs.content), so it cannot score "
+                                "labels", "use task.decoding: generate for this model, or a server that returns "
+                                          "logprobs (llama.cpp's server, llama-cpp-python's, vLLM)")
+        return scores_reply(lp.from_text(steps, choices, listed=self.top_logprobs), choices, reply)
+
     def reply_from(self, resp: netsafe.Response, wall: float) -> Reply:
         """The Reply of a 2xx chat answer; one clear error for anything that is not a chat completion."""
         out = self._json(resp, "POST /chat/completions")
@@ -243,6 +292,15 @@ class OpenAICompatBackend:
             prompt_seconds=seconds("prompt_ms"), gen_seconds=seconds("predicted_ms"), wall_seconds=wall)
 
 
+def scores_reply(scores: lp.Scores, choices, reply: Reply) -> LabelScores:
+    """The LabelScores of a scored answer: the reply's text becomes the most probable label's (as in
+    process), its token counts and timings stay the server's."""
+    best = scores.best
+    text = choices.prefix + choices.continuations[best] if best is not None else reply.text
+    return LabelScores(logprobs=scores.logprobs, probs=scores.probs, unscored=scores.unscored,
+                       reply=reply.model_copy(update={"text": text}))
+
+
 # ---------------------------------------------------------------------------- registration
 
 
@@ -252,16 +310,19 @@ class OpenAIOptions(BackendOptions):
                                                             f"{TIMEOUT_S:g})")
     retries: int | None = Field(None, ge=0, le=10, description=f"retries after a connection failure or a timeout "
                                                                f"(default {RETRIES})")
+    top_logprobs: int | None = Field(None, ge=1, le=1000, description=f"alternatives asked for per token when scoring "
+                                                                      f"labels (default {TOP_LOGPROBS}; labels below "
+                                                                      "them are unscored)")
 
 
 def _make(entry, cfg, endpoint: str | None = None) -> OpenAICompatBackend:
     o = entry.options
     return OpenAICompatBackend(endpoint or entry.base_url, entry.model or entry.name, name=entry.name,
-                               api_key=o.api_key, timeout=o.timeout_s, retries=o.retries)
+                               api_key=o.api_key, timeout=o.timeout_s, retries=o.retries, top_logprobs=o.top_logprobs)
 
 
 SPEC = BackendSpec(
     name="openai", where="base_url", where_is_endpoint=True, options=OpenAIOptions, factory=_make,
     address=lambda b: b.base_url,
     description="any OpenAI-compatible server (llama.cpp, vLLM, LM Studio); base_url",
-    capabilities=Capabilities(json_schema=True, endpoints=True))
+    capabilities=Capabilities(label_scores=True, json_schema=True, endpoints=True))
