@@ -219,7 +219,9 @@ def from_text(steps: list[Step], choices, *, listed: int) -> Scores:
     text = "".join(s.token.text for s in steps)
     m = _prefix_pattern(choices.prefix).match(text)
     if m is None:
-        why = f"the reply does not begin with the answer's prefix {choices.prefix!r}: {text[:60]!r}"
+        squeezed = "".join(text.split())
+        why = ("the reply ended before its label" if "".join(choices.prefix.split()).startswith(squeezed) else
+               f"the reply does not begin with the answer's prefix {choices.prefix!r}: {text[:60]!r}")
         out.unscored = {k: why for k in labels}
         return out
     start = m.end()
