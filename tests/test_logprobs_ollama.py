@@ -65,8 +65,8 @@ def _config(tmp_path, answer: str = "json", options: str = "") -> "Path":  # noq
     head = head.replace("  iterations: 3", "  iterations: 2")
     shutil.copytree(ROOT / "examples" / "sst2" / "data", tmp_path / "data")
     path = tmp_path / "config.yaml"
-    path.write_text(head + f"\nmodels:\n  - name: olla\n    backend: ollama\n    tag: '{TAG}'\n    family: gemma3-270m\n"
-                           f"    quant: Q4_K_M\n    prompt_style: few_shot\n{options}"
+    path.write_text(head + f"\nmodels:\n  - name: olla\n    backend: ollama\n    tag: '{TAG}'\n"
+                           f"    family: gemma3-270m\n    quant: Q4_K_M\n    prompt_style: few_shot\n{options}"
                            "output:\n  reports_dir: reports\n  heatmaps_dir: heatmaps\n")
     return path
 

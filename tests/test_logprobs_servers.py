@@ -157,7 +157,8 @@ def test_too_few_alternatives_leave_labels_unscored_and_named(llama_server, tmp_
     """top_logprobs: 1 lists only the generated label's token: the other label has no probability
     (stored as null), the call stays valid with the label the server generated."""
     models = (f"  - name: gemma-top1\n    backend: openai\n    base_url: {llama_server}\n    model: gemma3-270m\n"
-              "    family: gemma3-270m\n    quant: Q4_K_M\n    prompt_style: few_shot\n    options: {top_logprobs: 1}\n")
+              "    family: gemma3-270m\n    quant: Q4_K_M\n    prompt_style: few_shot\n"
+              "    options: {top_logprobs: 1}\n")
     config = example_config(tmp_path, "sst2", models, items=2, iterations=1)
     res = shootout("run", "-c", str(config), "--run-id", "lp", "--no-progress", timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
