@@ -258,3 +258,16 @@ def test_unscored_labels_are_stored_as_null_and_the_report_reads_the_rest(tmp_pa
         (1, "negative", '{"negative": 1.0, "positive": null}', None)]
     calib = rep.calibration.set_index("model")
     assert calib.loc["p", "calls"] == 3 and calib.loc["p", "mean_confidence"] == pytest.approx((0.8 + 1.0 + 1.0) / 3)
+
+
+def test_the_mac_example_compares_a_gguf_rung_with_mlx_4bit_of_the_same_base():
+    """examples/mac/gguf-vs-mlx.yaml validates as it is (run on real servers in tests/test_mlx.py)."""
+    from benchmark.config import load_config
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "examples" / "mac" / "gguf-vs-mlx.yaml")
+    models = {m.name: m for m in cfg.models}
+    gguf, mlx = models["gemma3-270m-q4km"], models["gemma3-270m-mlx4"]
+    assert (gguf.backend, gguf.quant, mlx.backend, mlx.quant) == ("llamacpp", "Q4_K_M", "mlx", "MLX-4bit")
+    assert gguf.family == mlx.family and cfg.task.decoding == "logprob"
+    assert cfg.compare == [("gemma3-270m-q4km", "gemma3-270m-mlx4")]

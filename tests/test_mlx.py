@@ -228,3 +228,38 @@ def test_mlx_without_a_model_listing_needs_the_tokenizer_named(mlx_models, tmp_p
     assert set(json.loads(probs)) == {"negative", "positive"} and None not in json.loads(probs).values()
     (text,) = sqlite3.connect(tmp_path / "c" / "results.sqlite").execute("SELECT raw_text FROM calls").fetchone()
     assert text  # the tiny model's own words, asked by chat completions under default_model
+
+
+def test_the_mac_example_runs_a_gguf_rung_against_mlx_4bit_of_the_same_base(mlx_models, tiny_gguf, tmp_path):
+    """examples/mac/gguf-vs-mlx.yaml as it is, with the tiny model in its two forms: its F16 GGUF in
+    process (llama.cpp) and its 4-bit MLX conversion on a real mlx_lm.server; run to a report that
+    pairs the two per sentence."""
+    text = (ROOT / "examples" / "mac" / "gguf-vs-mlx.yaml").read_text()
+    srv = MlxServer(mlx_models["q4"], tmp_path / "srv")
+    try:
+        text = (text.replace("path: embedded", f"path: {tiny_gguf}")
+                .replace("options: {chat_template: gemma, n_gpu_layers: -1}", "options: {n_threads: 1}")
+                .replace("http://127.0.0.1:8080/v1", srv.base_url)
+                .replace("tokenizer: mlx-community/gemma-3-270m-it-4bit", f"tokenizer: {mlx_models['q4']}")
+                .replace("    evaluate: validation", "    max_items: 4\n    evaluate: validation"))
+        (tmp_path / "mac").mkdir()
+        shutil.copytree(ROOT / "examples" / "sst2", tmp_path / "sst2")
+        config = tmp_path / "mac" / "gguf-vs-mlx.yaml"
+        config.write_text(text)
+        res = shootout("run", "-c", str(config), "--run-id", "mac", "--no-progress", timeout=900)
+        assert res.returncode == 0, res.stderr[-3000:]
+    finally:
+        srv.stop()
+    rep = shootout("report", "-c", str(config), "--run-id", "mac", "--out", str(tmp_path / "reports"))
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    rows = sqlite3.connect(tmp_path / "mac" / "gguf-vs-mlx.sqlite").execute(
+        "SELECT model, backend, quant, label_probs_json FROM calls").fetchall()
+    assert sorted({r[:3] for r in rows}) == [("gemma3-270m-mlx4", "mlx", "MLX-4bit"),
+                                             ("gemma3-270m-q4km", "llamacpp", "Q4_K_M")]
+    assert len(rows) == 2 * 4 * 2
+    assert all(set(json.loads(r[3])) == {"negative", "positive"} and None not in json.loads(r[3]).values()
+               for r in rows)
+    with open(tmp_path / "reports" / "mac" / "comparisons.csv", newline="") as f:
+        pairs = list(csv.DictReader(f))
+    assert [(p["reference"], p["candidate"], int(p["items"]), int(p["matched_calls"])) for p in pairs] == [
+        ("gemma3-270m-q4km", "gemma3-270m-mlx4", 4, 8)]
