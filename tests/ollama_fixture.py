@@ -7,7 +7,10 @@ is rendered with the model's Go TEMPLATE (core/gotemplate.py, checked against Go
 tests/test_modelfile.py) and cut into tokens by a simple rule (special markers, words, single
 characters); the prompt cache keeps the longest common token prefix as llama-server does; prompt
 evaluation costs ``PROMPT_NS`` per evaluated token and generation ``EVAL_NS`` per token, so a test
-knows the true rates. Replies come from ``FakeModel.reply`` (a function of the request).
+knows the true rates. Replies come from ``FakeModel.reply`` (a function of the request); the
+``logprobs`` a request asks for (api/types.go ChatRequest.Logprobs/TopLogprobs, 0.12.11) come from
+``FakeModel.distribution``, the model's raw next-token log-probabilities at each generated token
+(a generated token it leaves out gets 10 nats below its least likely entry).
 
 Use::
 

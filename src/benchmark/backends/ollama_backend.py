@@ -27,6 +27,9 @@ the requests go out through httpx directly because the client has no ``truncate`
 - Models that can think (``/api/show`` capabilities) think unless told not to (routes.go ChatHandler
   sets think=true); they get ``think: false``, and :meth:`engine_info` records it.
 - Metrics that are zero are not sent at all (api/types.go Metrics, omitempty): a missing count is 0.
+- Label scoring (:meth:`OllamaBackend.score_choices`) sends ``logprobs`` and ``top_logprobs``
+  (api/types.go ChatRequest, 0.12.11; ChatHandler refuses top_logprobs outside 0..20) and reads the
+  ``logprobs`` reply field (api/types.go Logprob, gathered over chunks by writeChatResponse).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ only know ``{type: json_object, schema}`` (llama-cpp-python's) reject that (400,
 naming response_format), and the
 backend switches once to their form. Timings come from the server where it reports them
 (llama.cpp's ``timings``); otherwise only the wall clock is stored and the engine fields stay empty.
+Label scoring (:meth:`OpenAICompatBackend.score_choices`) asks one greedy reply with ``logprobs``
+and ``top_logprobs`` and reads the labels' probabilities from it (``benchmark.backends.logprobs``).
 
 Requests go through ``core.netsafe`` (the server is the user's own, so any address is allowed):
 each has a wall-clock deadline (options.timeout_s, default 300 s) and is retried after a
