@@ -1,93 +1,84 @@
 #!/usr/bin/env bash
-# A CUDA box with no network: build the engine for CUDA the two ways the project knows (the pip wheel
-# that `make ... ACCEL=cuda` builds, and the shared-library build of build_llama_cpp.sh), find why a
-# model load crashes after pandas, and run the demo and a classification example on the GPU.
+# A CUDA box with no network: build the engine for CUDA with the project's flags (src/core/accel.py,
+# through build_llama_cpp.sh), show that a model loads whatever was imported first, run the demo and a
+# classification example on the GPU to finished reports, and measure the engine against llama-bench.
 #
-#   benchmarks/cuda_session.sh setup  WHEELS_DIR SDIST_TGZ   # deps into $SITE, both builds started
-#   benchmarks/cuda_session.sh stash  FILE...                # keep files (model wheels sent in parts)
-#   benchmarks/cuda_session.sh probe  OUT                    # wait for the builds, facts, engine_load_probe.py
-#   benchmarks/cuda_session.sh runs   OUT                    # demo + sst2 on the wheel, all layers offloaded
+#   benchmarks/cuda_session.sh setup  WHEELS_DIR SDIST_TGZ   # deps into $WORK/site, the build started
+#   benchmarks/cuda_session.sh stash  FILE...                # keep files (models sent in parts)
+#   benchmarks/cuda_session.sh check  OUT                    # wait for the build; engine facts; the probe
+#   benchmarks/cuda_session.sh runs   OUT                    # demo + sst2, all layers offloaded
+#   benchmarks/cuda_session.sh gpu    OUT                    # gpu_ceiling.py against llama-bench
 #
-# WORK (default /tmp/cuda-session) holds everything; SITE its Python packages.
+# Models travel as split parts named gemma.partNN and smol.partNN (the embedded GGUFs), joined by
+# `check` into the cache the project reads ($SHOOTOUT_CACHE/models) and checked by their sha256.
+# WORK (default /tmp/cuda-session) holds everything.
 set -uo pipefail
 step=$1; shift
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 work=${WORK:-/tmp/cuda-session}
-site=$work/site
 py=${PYTHON:-python3}
-mkdir -p "$work" "$site" "$work/stash"
+mkdir -p "$work/site" "$work/stash"
+export SHOOTOUT_CACHE=$work/cache
+lib=$work/build/bin
+src() { ls -d "$work"/llama_cpp_python-* 2>/dev/null | head -1; }
+# the project, its deps, and llama-cpp-python's Python side over the CUDA build's libraries
+with_engine() { LLAMA_CPP_LIB_PATH=$lib PYTHONPATH=$repo/src:$(src):$work/site "$@"; }
 say() { echo "== $(date +%T) $*"; }
-
-builds_done() { [ -f "$work/wheel.rc" ] && [ -f "$work/recipe.rc" ]; }
 
 case $step in
   setup)
     wheels=$1; sdist=$2
-    say "python deps"
-    $py -m pip install -q --no-index --no-deps --no-compile --target "$site" "$wheels"/*.whl "$wheels"/*.tar.gz 2>&1 | tail -3
+    $py -m pip install -q --no-index --no-deps --no-compile --target "$work/site" "$wheels"/*.whl "$wheels"/*.tar.gz 2>&1 | tail -3
     tar xzf "$sdist" -C "$work"
-    src=$(ls -d "$work"/llama_cpp_python-*)
-    say "builds started in the background: $src"
-    # 1. the wheel, as `make engine ACCEL=cuda` builds it (CMAKE_ARGS from src/core/accel.py)
-    args="$($py "$repo/src/core/accel.py" cmake-args cuda) -DCMAKE_CUDA_ARCHITECTURES=90"
-    echo "$args" > "$work/wheel.args"
-    setsid bash -c "CMAKE_ARGS='$args' CMAKE_BUILD_PARALLEL_LEVEL=16 $py -m pip wheel --no-deps --no-build-isolation \
-        -C build-dir=$work/wheel-build -w $work/wheelhouse $src > $work/wheel.log 2>&1; echo \$? > $work/wheel.rc" \
+    say "build started: $(python3 "$repo/src/core/accel.py" cmake-args cuda)"
+    setsid bash -c "$here/build_llama_cpp.sh $(src) $work/build cuda > $work/build.log 2>&1; echo \$? > $work/build.rc" \
         < /dev/null > /dev/null 2>&1 &
-    # 2. the shared-library recipe (llama-bench and llama-quantize beside the libraries)
-    setsid bash -c "$here/build_llama_cpp.sh $src $work/recipe cuda > $work/recipe.log 2>&1; echo \$? > $work/recipe.rc" \
-        < /dev/null > /dev/null 2>&1 &
-    nvidia-smi -L; g++ --version | head -1; nvcc --version | tail -2; $py -c "import pandas, pyarrow, numpy; print('pandas', pandas.__version__, 'pyarrow', pyarrow.__version__, 'numpy', numpy.__version__)"
+    nvidia-smi -L; nvcc --version | tail -1
     ;;
   stash)
     cp "$@" "$work/stash/" && ls -la "$work/stash"
     ;;
-  probe)
+  check)
     out=$1
-    for _ in $(seq 1 100); do builds_done && break; sleep 5; done
-    say "wheel build rc=$(cat $work/wheel.rc 2>/dev/null) recipe rc=$(cat $work/recipe.rc 2>/dev/null)"
-    tail -5 "$work/wheel.log"; tail -3 "$work/recipe.log"
-    cp "$work/wheel.log" "$out/wheel_build.log" 2>/dev/null; cp "$work/recipe.log" "$out/recipe_build.log" 2>/dev/null
-    $py -m pip install -q --no-index --no-deps --no-compile --target "$work/lcp" "$work"/wheelhouse/llama_cpp_python-*.whl
-    $py -m pip install -q --no-index --no-deps --no-compile --target "$site" "$work"/stash/gemma3*.whl
-    src=$(ls -d "$work"/llama_cpp_python-*)
-    export PYTHONPATH=$repo/src:$site
-    model=$($py -c "from core.embedded import embedded_gguf; print(embedded_gguf())")
-    {
-      say "facts"
-      echo "python: $($py -c 'import sys; print(sys.version)')"; echo "LD_PRELOAD=${LD_PRELOAD:-}"; cat /etc/ld.so.preload 2>/dev/null
-      $py -c "import pandas, pyarrow; print('pandas', pandas.__version__, pandas.__file__); print('pyarrow', pyarrow.__version__)"
-      wl=$work/lcp/llama_cpp/lib
-      for f in "$wl"/libllama.so "$wl"/libggml-cuda.so "$work"/recipe/bin/libllama.so "$work"/recipe/bin/libggml-cuda.so; do
-        echo "--- $f ($(stat -c %s "$f" 2>/dev/null) bytes)"; readelf -d "$f" 2>/dev/null | grep -E 'NEEDED|RPATH|RUNPATH'
-        echo "  defined C++ runtime symbols exported: $(nm -D --defined-only "$f" 2>/dev/null | grep -cE ' _ZN?St| _ZNSo| _ZNKSt| _ZSt')"
-        nm -DC --defined-only "$f" 2>/dev/null | grep -E 'std::(basic_ostream|__ostream_insert|locale|ios_base|basic_string)' | head -8
-        echo "  unique symbols: $(readelf -W --dyn-syms "$f" 2>/dev/null | grep -c UNIQUE)"
-      done
-      arrow=$($py -c "import pyarrow, os; d=os.path.dirname(pyarrow.__file__); print(d)")
-      for f in "$arrow"/libarrow.so.*[0-9]; do
-        echo "--- $f"; readelf -d "$f" | grep -E 'NEEDED' | head; echo "  unique symbols: $(readelf -W --dyn-syms "$f" | grep -c UNIQUE)"
-        echo "  C++ runtime symbols exported: $(nm -D --defined-only "$f" | grep -cE ' _ZN?St| _ZNSo| _ZNKSt| _ZSt')"
-      done
-      find / -xdev -name 'libstdc++.so*' 2>/dev/null | head; ldconfig -p | grep -E 'libstdc\+\+|libgcc_s'
-      strings "$(ldconfig -p | grep 'libstdc++.so.6 ' | head -1 | awk '{print $NF}')" | grep -E '^GLIBCXX_3\.4\.[0-9]+$' | sort -V | tail -2
-    } > "$out/facts.txt" 2>&1
-    say "probe: the pip-built wheel"
-    PYTHONPATH=$repo/src:$work/lcp:$site $py "$here/engine_load_probe.py" "$model" --json "$out/probe_wheel.json"
-    say "probe: the shared-library recipe (LLAMA_CPP_LIB_PATH)"
-    LLAMA_CPP_LIB_PATH=$work/recipe/bin PYTHONPATH=$repo/src:$src:$site $py "$here/engine_load_probe.py" "$model" \
-      --json "$out/probe_recipe.json"
+    for _ in $(seq 1 110); do [ -f "$work/build.rc" ] && break; sleep 5; done
+    say "build rc=$(cat "$work/build.rc" 2>/dev/null)"; tail -3 "$work/build.log"; cp "$work/build.log" "$out/"
+    mkdir -p "$SHOOTOUT_CACHE/models"
+    cat "$work"/stash/gemma.part* > "$SHOOTOUT_CACHE/models/gemma-3-270m.Q4_K_M.gguf"
+    cat "$work"/stash/smol.part* > "$SHOOTOUT_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    with_engine $py - <<'PY' 2>&1 | tee "$out/engine_check.txt"
+from core import cxx_runtime
+from core.embedded import MODELS, cache_dir, is_intact
+for m in MODELS.values():
+    print(m.name, "intact" if is_intact(cache_dir() / "models" / m.file, m) else "MISSING OR DAMAGED")
+lib = cxx_runtime.engine_library_dir()
+for p in sorted(lib.glob("lib*.so*")):
+    if not p.is_symlink():
+        f = cxx_runtime.inspect(p)
+        print(f"{p.name}: needs libstdc++.so.6: {f.needs_shared_runtime}; exported std:: symbols: {f.exported}; "
+              f"runtime internals exported: {list(f.markers) or 'none'}")
+print("problem:", cxx_runtime.problem(lib))
+PY
+    model=$SHOOTOUT_CACHE/models/gemma-3-270m.Q4_K_M.gguf
+    say "probe: every import order, CUDA build with the project's flags"
+    with_engine $py "$here/engine_load_probe.py" "$model" --json "$out/probe_fixed.json" | grep -v "binding file"
     ;;
   runs)
     out=$1
-    export PYTHONPATH=$repo/src:$work/lcp:$site
     cd "$work" || exit 1
-    say "sentiment demo"
-    $py -m shootout.cli demo --out "$work/demo" --no-progress 2>&1 | tee "$out/demo.log" | tail -25
-    say "sst2 example"
-    $py -m shootout.cli demo --task sst2 --out "$work/sst2" --no-progress 2>&1 | tee "$out/sst2.log" | tail -25
-    ls "$work"/demo/reports "$work"/sst2/reports 2>/dev/null
-    cp "$work"/demo/reports/*.xlsx "$out/" 2>/dev/null; cp "$work"/sst2/reports/*.xlsx "$out/" 2>/dev/null
+    for job in "demo --out demo" "demo --task sst2 --out sst2"; do
+      say "shootout $job"
+      with_engine $py -m shootout.cli $job --no-progress > "$out/${job##* }.log" 2>&1; echo "exit $?" >> "$out/${job##* }.log"
+      tail -4 "$out/${job##* }.log"
+    done
+    for d in demo sst2; do cp "$work/$d"/reports/*.xlsx "$work/$d"/reports/*.html "$out/" 2>/dev/null; done
+    ls "$out"
+    ;;
+  gpu)
+    out=$1; shift
+    cd "$work" || exit 1
+    say "engine against llama-bench from the same build"
+    with_engine $py "$here/gpu_ceiling.py" --model "$SHOOTOUT_CACHE/models/gemma-3-270m.Q4_K_M.gguf" \
+      --llama-bench "$lib/llama-bench" --json "$out/gpu_gemma3_270m.json" "$@" 2>&1 | tail -40
     ;;
 esac

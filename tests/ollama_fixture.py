@@ -12,6 +12,18 @@ knows the true rates. Replies come from ``FakeModel.reply`` (a function of the r
 ``FakeModel.distribution``, the model's raw next-token log-probabilities at each generated token
 (a generated token it leaves out gets 10 nats below its least likely entry).
 
+A streamed chat (``stream`` not false) is NDJSON over chunked transfer encoding, one ChatResponse per
+generated token and a last one with ``done``, ``done_reason`` and the metrics (server/routes.go
+ChatHandler and streamResponse), ``token_delay_s`` apart when a test sets it.
+
+Faults a test plants (not Ollama's behaviour: what a network, a proxy or a crashing runner does to it):
+``chat_fault(call, body)`` for the chats that ask for an answer (``call``: the index of the distinct
+request body, so a retry meets the same fault): ``500`` (an error answer, as routes.go writes one),
+``garbage`` (a proxy's HTML page with status 200), ``wrong_shape`` (JSON that is no ChatResponse),
+``timeout`` (no answer for ``hang_s``), ``cut`` (the connection closed halfway through the body), ``400``
+(a refusal); ``garble[path]``: the raw body (status 200) answered instead on /api/version, /api/show,
+/api/ps, or /api/chat for the load (a chat with no messages).
+
 Use::
 
     from tests.ollama_fixture import FakeModel, ollama  # noqa: F401  (``ollama`` is a pytest fixture)
@@ -144,6 +156,12 @@ class FakeOllama:
         self.go_template_env: str | None = None           # OLLAMA_GO_TEMPLATE on the server
         self.fail_next: list[tuple[int, str]] = []        # (status, error) answers to the next chats
         self.abort_next = 0                               # chats that end without a final chunk
+        self.chat_fault: Callable[[int, dict], str | None] | None = None   # planted faults (module docstring)
+        self.garble: dict[str, bytes] = {}                # path -> a body answered instead (status 200)
+        self.hang_s = 3.0                                 # how long a "timeout" fault keeps the client waiting
+        self.token_delay_s = 0.0                          # between streamed tokens
+        self.chat_calls: dict[str, int] = {}              # distinct answering-chat body -> its index
+        self.faults_met: list[tuple[int, str]] = []       # (call, fault) per request that met one
         self.lock = threading.Lock()
         self.errors: list[str] = []                       # exceptions raised while answering (a test's bug)
         self._dir = tempfile.TemporaryDirectory(prefix="fake-ollama-")
@@ -235,6 +253,8 @@ def make_handler(state: FakeOllama):
             only see a dropped connection and retry, and the test would pass slowly on retries."""
             try:
                 super().handle()
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up on a planted hang
+                pass
             except Exception as exc:  # noqa: BLE001
                 state.errors.append(f"{type(exc).__name__}: {exc}")
                 raise
@@ -258,6 +278,24 @@ def make_handler(state: FakeOllama):
             data = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
             self._send(200, data, "application/x-ndjson")
 
+        def _stream_chunked(self, lines: list[dict], delay: float = 0.0, cut_after: int | None = None):
+            """The same as gin writes it (c.Stream flushes each line: chunked transfer encoding), ``delay``
+            between lines; ``cut_after``: the connection closed after that many lines (a planted fault)."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for k, x in enumerate(lines):
+                if cut_after is not None and k == cut_after:
+                    self.close_connection = True
+                    return
+                if k and delay:
+                    time.sleep(delay)
+                data = json.dumps(x).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+
         # ------------------------------------------------------------ routes (server/routes.go, GenerateRoutes)
         def do_HEAD(self):  # noqa: N802
             state.requests.append(("HEAD", self.path, None))
@@ -269,6 +307,8 @@ def make_handler(state: FakeOllama):
 
         def do_GET(self):  # noqa: N802
             state.requests.append(("GET", self.path, None))
+            if self.path in state.garble:
+                return self._send(200, state.garble[self.path], "application/json; charset=utf-8")
             if self.path == "/api/version":
                 return self._send(200, {"version": state.version})
             if self.path == "/api/tags":
@@ -291,7 +331,18 @@ def make_handler(state: FakeOllama):
             state.requests.append(("POST", self.path, body))
             if body is None:  # ShouldBindJSON on an empty body: io.EOF
                 return self._send(400, {"error": "missing request body"})
+            if self.path in state.garble and (self.path != "/api/chat" or not body.get("messages")):
+                return self._send(200, state.garble[self.path], "application/json; charset=utf-8")
             if self.path == "/api/chat":
+                if body.get("messages") and not body.get("_debug_render_only") and state.chat_fault:
+                    key = json.dumps(body, sort_keys=True)
+                    with state.lock:
+                        call = state.chat_calls.setdefault(key, len(state.chat_calls))
+                    fault = state.chat_fault(call, body)
+                    if fault:
+                        with state.lock:
+                            state.faults_met.append((call, fault))
+                        return self._fault(fault, body)
                 with state.lock:
                     return self._chat(body)
             if self.path == "/api/generate":
@@ -528,9 +579,51 @@ def make_handler(state: FakeOllama):
             if body.get("stream") is False:
                 # routes.go writeChatResponse: the non-streamed answer gathers every chunk's logprobs
                 return self._send(200, {**final, **({"logprobs": logprobs} if logprobs else {})})
-            chunk = {"model": name, "created_at": _now(), "message": {"role": "assistant", "content": content},
-                     "done": False, **({"logprobs": logprobs} if logprobs else {})}
-            return self._stream([chunk, {**final, "message": {"role": "assistant", "content": ""}}])
+            # one ChatResponse per piece the runner returns (a token), thinking first, then the last one
+            # with done, done_reason and the metrics and an empty message (routes.go ChatHandler)
+            lines, seen = [], 0
+            for i, tok in enumerate(gen):
+                part = {"role": "assistant", "content": ""}
+                if seen < len(thinking):
+                    part["thinking"] = tok
+                else:
+                    part["content"] = tok
+                seen += len(tok)
+                lines.append({"model": name, "created_at": _now(), "message": part, "done": False,
+                              **({"logprobs": logprobs[i:i + 1]} if logprobs else {})})
+            return self._stream_chunked(lines + [{**final, "message": {"role": "assistant", "content": ""}}],
+                                        state.token_delay_s)
+
+        # ------------------------------------------------------------ planted faults (module docstring)
+        def _fault(self, fault: str, body: dict):
+            if fault == "500":  # routes.go: c.JSON(status, gin.H{"error": ...})
+                return self._send(500, {"error": "model runner has unexpectedly stopped (planted)"})
+            if fault == "400":
+                return self._send(400, {"error": "invalid options (planted)"})
+            if fault == "garbage":
+                return self._send(200, b"<html><body><h1>502 Bad Gateway</h1> nginx</body></html>",
+                                  "text/html")
+            if fault == "wrong_shape":
+                return self._send(200, {"model": body.get("model"), "created_at": _now(), "done": True})
+            if fault == "timeout":
+                time.sleep(state.hang_s)
+                return self._send(500, {"error": "too late"})
+            if fault == "cut":
+                if body.get("stream") is False:
+                    whole = json.dumps({"model": body.get("model"), "created_at": _now(),
+                                        "message": {"role": "assistant", "content": VALID}, "done": True,
+                                        "done_reason": "stop"}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                    self.send_header("Content-Length", str(len(whole)))
+                    self.end_headers()
+                    self.wfile.write(whole[: len(whole) // 2])
+                    self.close_connection = True
+                    return None
+                lines = [{"model": body.get("model"), "created_at": _now(),
+                          "message": {"role": "assistant", "content": t}, "done": False} for t in tokenize(VALID)[1:]]
+                return self._stream_chunked(lines, cut_after=len(lines) // 2)
+            raise ValueError(f"unknown fault {fault}")
 
         # ------------------------------------------------------------ blobs (routes.go Head/CreateBlobHandler)
         def _digest(self) -> str | None:

@@ -70,8 +70,8 @@ def test_the_shared_overrides_and_each_backends_own_options_validate(tmp_path):
                (0.2, 4096, cfg.run.num_predict)
     typo = _problems("models:\n" + _entry("ollama", "      keep_alvie: 5m\n"))
     assert typo == ["models[0].options.keep_alvie (line 8): unknown key 'keep_alvie'. Allowed keys here (ollama "
-                    "options): temperature, num_ctx, num_predict, keep_alive, timeout_s, retries, top_logprobs. Check "
-                    "the spelling or remove it."]
+                    "options): temperature, num_ctx, num_predict, keep_alive, timeout_s, retries, stream, "
+                    "top_logprobs. Check the spelling or remove it."]
     # the stored settings keep each model's own options, and loading them again gives the same models
     import json
 

@@ -153,6 +153,14 @@ def test_spam_demo_baselines_and_voting(tmp_path, embedded_gguf):
         acc = np.mean([bool(v) and l == t for _, v, l, t in rows])
         assert summary.loc[model, "accuracy"] == pytest.approx(acc)
         assert 0 <= summary.loc[model, "vote_accuracy"] <= 1
+    # every model against the best trivial baseline, in the Decision (and the console lines it prints)
+    decision = pd.read_csv(out / "reports" / run_id / "decision.csv").set_index("model")
+    tests = pd.read_csv(out / "reports" / run_id / "baselines.csv")
+    for model in ("gemma3-270m@trained", "gemma3-270m@one_word"):
+        row = tests[(tests["model"] == model) & (tests["strategy"] == "majority")].iloc[0]
+        said = decision.loc[model, "baseline"]
+        assert said.startswith(f"{model}: {'better than' if row['better'] else 'no better than'} always answering")
+        assert said[:70] in r.stderr  # (the console wraps long lines)
 
 
 # --------------------------------------------------------------------------- label scoring
@@ -248,25 +256,26 @@ def test_label_report_figures_equal_scikit_learn_and_statsmodels_on_the_stored_r
         conf = rep.confusion[name]
         assert int(conf.loc["spam", "ham"]) == int(((s.target_label == "spam") & (pred == "ham")).sum())
 
-    def vote_correct(name):  # per-item majority over valid answers, ties to the first label
+    def vote(name):  # per item: (right by an untied majority of the valid answers, tied)
         s = stored[(stored.model == name) & (stored.valid == 1)]
-        out = {}
+        right, tied = {}, {}
         for item, g in stored[stored.model == name].groupby("item_id"):
             answers = s[s.item_id == item]["label"].tolist()
-            if not answers:
-                out[item] = False
-                continue
             counts = {k: answers.count(k) for k in labels}
-            best = max(labels, key=lambda k: (counts[k], -labels.index(k)))
-            out[item] = best == g["target_label"].iloc[0]
-        return pd.Series(out)
+            top = [k for k in labels if answers and counts[k] == max(counts.values())]
+            tied[item] = len(top) > 1
+            right[item] = len(top) == 1 and top[0] == g["target_label"].iloc[0]
+        return pd.Series(right), pd.Series(tied)
 
-    a, b = vote_correct("ref"), vote_correct("cand")
-    table = pd.crosstab(a, b).reindex(index=[True, False], columns=[True, False], fill_value=0)
+    (a, ta), (b, tb) = vote("ref"), vote("cand")
+    untied = ~(ta | tb)  # a tied vote has no binary outcome: McNemar leaves the item out
+    table = pd.crosstab(a[untied], b[untied]).reindex(index=[True, False], columns=[True, False], fill_value=0)
     cmp = rep.sheet("Comparisons").table.iloc[0]
     assert cmp["mcnemar_p_exact"] == pytest.approx(mcnemar(table.to_numpy(), exact=True).pvalue)
     q = rep.sheet("Comparisons").appendix[0][2].iloc[0]
-    ref = cochrans_q(pd.concat([vote_correct(m) for m in ("ref", "cand", "third")], axis=1).astype(int).to_numpy())
+    votes = [vote(m) for m in ("ref", "cand", "third")]
+    none_tied = ~pd.concat([t for _, t in votes], axis=1).any(axis=1)
+    ref = cochrans_q(pd.concat([r for r, _ in votes], axis=1)[none_tied].astype(int).to_numpy())
     assert q["Q"] == pytest.approx(ref.statistic) and q["p"] == pytest.approx(ref.pvalue)
 
 

@@ -16,8 +16,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmark import metrics as M
+from benchmark.stats import anova as AN
 from benchmark.stats import common
 from benchmark.stats import compare as C
+from benchmark.stats import decision as D
+from benchmark.stats import label as L
+from benchmark.stats import label_baselines as LB
 from benchmark.stats import label_compare as LC
 from benchmark.stats import label_items as LI
 from benchmark.stats import label_synth as LS
@@ -70,25 +75,47 @@ def value_null_pvalues(shape: dict, runs: int = RUNS, n: int = 24, R: int = 3, M
         for k in range(1, M)])
     m = x["mean_value"].transpose(0, 2, 1)  # (runs, items, models)
     complete = np.isfinite(m).all((1, 2))
-    out["repeated-measures ANOVA"] = np.where(complete, V.rm_anova_array(np.nan_to_num(m))["p"], np.nan)[None]
-    out["Friedman"] = np.where(complete, V.friedman_array(np.nan_to_num(m))["p"], np.nan)[None]
+    out["repeated-measures ANOVA (GG)"] = np.where(complete, AN.rm_anova_array(np.nan_to_num(m))["p"], np.nan)[None]
+    out["Friedman (rank ANOVA, GG)"] = np.where(complete, AN.friedman_array(np.nan_to_num(m))["p"], np.nan)[None]
     ap = P.all_pairs(m)
     out["all pairs, Holm (any pair)"] = np.nanmin(ap["p_holm"], -1)[None]
     if M == 4:  # the four models as a complete 2 families x 2 quants grid
-        fq = V.family_quant_array(np.nan_to_num(m).reshape(runs, n, 2, 2))
+        fq = AN.family_quant_array(np.nan_to_num(m).reshape(runs, n, 2, 2))
         for source in ("C(family)", "C(quant)", "C(family):C(quant)"):
             out[f"family x quant ANOVA {source}"] = np.where(complete, fq[source]["p"], np.nan)[None]
     return out
 
 
-@pytest.mark.parametrize("shape", list(SHAPES))
-def test_value_tests_keep_their_level_under_the_null(shape):
-    ps = value_null_pvalues(SHAPES[shape], seed=11 if shape == "demo" else 12)
+@pytest.mark.parametrize("shape,n", [("demo", 24), ("interaction", 24),
+                                     pytest.param("interaction", 96, marks=pytest.mark.slow)])
+def test_value_tests_keep_their_level_under_the_null(shape, n):
+    ps = value_null_pvalues(SHAPES[shape], n=n, seed=(11 if shape == "demo" else 12) + n)
     rates = {k: _rate(p) for k, p in ps.items()}
-    print(f"\nnull, value task, {shape} shape, 24 items x 3 iterations, 4 models, {RUNS} runs: "
+    print(f"\nnull, value task, {shape} shape, {n} items x 3 iterations, 4 models, 5% invalid calls, {RUNS} runs: "
           + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
     for k, r in rates.items():
         assert BAND[0] <= r <= BAND[1], (k, r)
+
+
+# rungs of a ladder that differ in how much each reads items its own way (model x item sd 0 .. 0.6): the
+# sphericity the uncorrected ANOVA assumes does not hold (9.0% false positives at 24 x 3 without the
+# Greenhouse-Geisser correction, Friedman's chi-square 6.0-6.4% at 96 x 3)
+LADDER = {**INTERACTION_SHAPE, "item_sd": [0.0, 0.1, 0.3, 0.6]}
+
+
+@pytest.mark.parametrize("n", [24, 96])
+def test_anova_and_friedman_keep_their_level_in_a_ladder_of_unequal_rungs(n):
+    runs = 2000
+    v, _, _, _ = _value_arrays(LADDER, runs, n, 3, 4, seed=13 + n)
+    m = common.item_mean(v).transpose(0, 2, 1)  # (runs, items, models), items every model answered
+    x = m[np.isfinite(m).all((1, 2))]
+    a, f = AN.rm_anova_array(x), AN.friedman_array(x)
+    rates = {"ANOVA, Greenhouse-Geisser": _rate(a["p"]), "ANOVA uncorrected": _rate(a["p_uncorrected"]),
+             "Friedman, rank ANOVA with GG": _rate(f["p"]), "Friedman chi-square": _rate(f["p_chi2"])}
+    print(f"\nnull, ladder of unequal rungs, {n} x 3, 5% invalid, {len(x)} runs: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
+    assert BAND[0] <= rates["ANOVA, Greenhouse-Geisser"] <= BAND[1]
+    assert BAND[0] <= rates["Friedman, rank ANOVA with GG"] <= BAND[1]
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -109,7 +136,7 @@ def test_agreement_with_the_reference_keeps_its_level_for_a_replica(shape):
 
 def test_tost_and_verdicts_hold_their_level_at_the_margin():
     """A candidate worse by exactly the margin is called non-inferior (or equivalent) in ~5% of runs at the
-    demo's size; under no difference the two-sided test behind 'worse' is at 5% (2.5% per direction).
+    demo's size; under no difference 'worse' (one-sided at 5%; a lone candidate's Holm) is called in ~5%.
     Equivalence needs the 90% interval narrower than the margin: at 24 items it is never reached at this
     noise (TOST is then conservative, below 5%), so its level at the margin is checked at 300 items,
     where it can be reached."""
@@ -129,7 +156,7 @@ def test_tost_and_verdicts_hold_their_level_at_the_margin():
     assert BAND[0] <= rates[margin]["non-inferior or equivalent"] <= BAND[1]
     assert BAND[0] <= rates[-margin]["equivalent"] <= BAND[1]
     assert BAND[0] <= rates[0.0]["two-sided p < 0.05"] <= BAND[1]
-    assert 0.015 <= rates[0.0]["worse"] <= 0.035
+    assert BAND[0] <= rates[0.0]["worse"] <= BAND[1]  # a lone candidate: the one-sided test of 'worse' at 5%
 
 
 def test_a_planted_shift_is_found_and_the_reported_mde_matches_the_simulation(tmp_path):
@@ -203,19 +230,19 @@ def _label_data(shape: dict, runs: int, n: int, R: int, M: int, seed: int, accur
 
 def label_null_pvalues(shape: dict, runs: int = LABEL_RUNS, n: int = 50, R: int = 3, M: int = 4, seed: int = 0):
     d = _label_data(shape, runs, n, R, M, seed)
-    s = d.item_scores()
-    cnt = d.counts()
-    ans = cnt[..., :d.K]
-    vote = np.where(ans.sum(-1) > 0, ans.argmax(-1), d.K)
-    s["vote_accuracy"] = (vote == d.gold[None, :]).astype(float)
+    s = d.item_scores()  # vote_accuracy: the tie-split credit the report uses
     out = {}
     for name in ("accuracy", "accuracy_answered", "valid_rate", "self_consistency", "vote_accuracy", "s_per_sample"):
         x = s[name].reshape(M, runs, n)
         out[name] = np.stack([P.paired(x[k] - x[0])["p"] for k in range(1, M)])
     tab = d.tables().reshape(M, runs, n, -1)
-    for name in ("macro_f1", "kappa", "balanced_accuracy", "f1"):
-        fn = LI.table_metric(name, d.K, 0 if name == "f1" else None)
-        out[f"{name} (jackknife)"] = np.stack([C.jackknife_paired(tab[0], tab[k], fn)["p"] for k in range(1, M)])
+    # the jackknife over informative items; recall and F1 of the minority class (ham, 22%) move only with
+    # the items of that class (with every item in the spread they gave 6.3-7.1%)
+    for name, pos in (("macro_f1", None), ("kappa", None), ("balanced_accuracy", None), ("f1", 0), ("recall", 1),
+                      ("f1", 1)):
+        fn = LI.table_metric(name, d.K, pos)
+        label = f"{name}{'' if pos is None else '[' + BIN[pos] + ']'} (jackknife)"
+        out[label] = np.stack([C.jackknife_paired(tab[0], tab[k], fn)["p"] for k in range(1, M)])
     acc = s["accuracy"].reshape(M, runs, n).transpose(1, 2, 0)
     out["all pairs, Holm (any pair)"] = np.nanmin(P.all_pairs(acc)["p_holm"], -1)[None]
     votes = s["vote_accuracy"].reshape(M, runs, n).transpose(1, 2, 0)
@@ -257,3 +284,150 @@ def test_label_power_and_the_accuracy_verdict():
     worse = float((P.verdict(r, 0.02) == "worse").mean())
     print(f"\nlabel power, 85% vs 70%, 100 x 3, {runs} runs: paired t {found:.3f}, verdict 'worse' {worse:.3f}")
     assert found >= 0.9 and worse >= 0.9
+
+
+# --------------------------------------------------------------------------- the Decision
+
+VALUE_MARGINS = {"mae": 0.05, "sign_accuracy": 0.05, "mean_value": 0.05, "value_variance": 1.5}
+
+
+def _decide_value(runs: int, M_: int, n: int, seed: int, shift=0.0, shape=DEMO_SHAPE, invalid: float = 0.05):
+    """Overall Decision verdicts (runs, candidates) of simulated value runs, reference = model 0, through the
+    report's own rules (``decision.row_test``, ``figures``, ``judge``, ``overall_of``) at the default margins."""
+    v, tgt, present, _ = _value_arrays(shape, runs, n, 3, M_, seed, invalid=invalid, shift=shift)
+    x = {"mae": common.item_mean(V.abs_error(v, present, tgt)),
+         "sign_accuracy": common.item_mean(V.direction_correct(v, present, tgt, 0.1)),
+         "mean_value": common.item_mean(v), "value_variance": common.item_var(v)}
+    figs, roles, owner = [], [], []
+    for k in range(1, M_):
+        for metric, margin in VALUE_MARGINS.items():
+            hib = M.metric(metric).higher_is_better
+            role = D.role_of(metric, hib)
+            kind = "logvar" if metric == "value_variance" else "mean"
+            r, m = D.row_test(x[metric][:, 0], x[metric][:, k], kind, role, hib, margin, M.span(metric), ALPHA)
+            figs.append(D.figures(r, m, role, ALPHA))
+            roles.append(role)
+            owner.append(k - 1)
+    _, verdicts = D.judge(figs, roles, ALPHA, min_items=20)
+    return D.overall_of(verdicts, roles, owner, M_ - 1), verdicts, roles
+
+
+@pytest.mark.parametrize("n,rungs", [(24, 3), (24, 4), (96, 3)])
+def test_under_no_difference_at_most_5_percent_of_ladder_reports_call_a_rung_worse(n, rungs):
+    """Holm across the family (a reference's candidates x quality metrics): without it 7.6-11% of reports
+    called some rung worse when none differed."""
+    runs = 2000
+    overall, _, _ = _decide_value(runs, rungs, n, seed=200 + n + rungs)
+    any_worse = float((overall == "worse").any(-1).mean())
+    rates = {v: float((overall == v).any(-1).mean()) for v in ("shifted", "less consistent", "non-inferior",
+                                                                "not bounded", "too few items", "inconclusive")}
+    print(f"\nnull, value demo shape, {n} x 3, reference + {rungs - 1} candidates, {runs} runs: any rung worse "
+          f"{any_worse:.3f}; any rung " + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
+    assert any_worse <= 0.05
+    # Holm across the candidates for the bias and the consistency too (5% family-wise, within the simulation's
+    # standard error of half a point)
+    assert rates["shifted"] <= 0.06 and rates["less consistent"] <= 0.06
+
+
+def test_under_no_difference_at_most_5_percent_of_label_ladders_call_a_rung_worse():
+    runs, n, rungs = 1500, 100, 3
+    d = _label_data(LABEL_SHAPES["shared difficulty"], runs, n, 3, rungs, seed=404, invalid=0.0)
+    acc = d.item_scores()["accuracy"].reshape(rungs, runs, n)
+    figs = []
+    for k in range(1, rungs):
+        r, m = D.row_test(acc[0], acc[k], "mean", "quality", True, 0.02, 1.0, ALPHA)
+        figs.append(D.figures(r, m, "quality", ALPHA))
+    _, verdicts = D.judge(figs, ["quality"] * (rungs - 1), ALPHA)
+    any_worse = float((verdicts == "worse").any(-1).mean())
+    print(f"\nnull, label 100 x 3, reference + 2 candidates, accuracy margin 2 points, {runs} runs: any rung worse "
+          f"{any_worse:.3f}")
+    assert any_worse <= 0.05
+
+
+@pytest.mark.parametrize("n", [24, 96])
+def test_a_planted_bias_is_never_safe_to_ship_without_its_bias_named(n):
+    """Every answer of the candidate +0.2: error and direction barely move on the demo's shape (33% of such
+    runs were 'non-inferior, safe to ship' when the verdict weighed MAE and direction alone)."""
+    runs = 2000
+    overall, verdicts, roles = _decide_value(runs, 2, n, seed=600 + n, shift=[0.0, 0.2])
+    overall = overall[:, 0]
+    bias = verdicts[:, roles.index("bias")]
+    safe = np.isin(overall, ["equivalent", "non-inferior"])
+    quality_ok = np.isin(verdicts[:, [i for i, r in enumerate(roles) if r == "quality"]],
+                         ["equivalent", "non-inferior"]).all(-1)
+    print(f"\nplanted +0.2 bias, value demo shape, {n} x 3, {runs} runs: safe to ship {safe.mean():.3f}; error and "
+          f"direction non-inferior {quality_ok.mean():.3f}; overall shifted {(overall == 'shifted').mean():.3f}, "
+          f"not bounded {(overall == 'not bounded').mean():.3f}")
+    assert not safe.any()
+    # where quality alone would have passed, the bias is never within its margin: the verdict is SHIFTED, NOT
+    # BOUNDED (the bias named as not bounded) or a named problem of its own (less consistent)
+    assert (bias[quality_ok] != "equivalent").all()
+    assert np.isin(overall[quality_ok], ["shifted", "not bounded", "less consistent"]).all()
+    if n == 96:
+        assert (overall == "shifted").mean() >= 0.8
+
+
+def test_items_that_would_decide_do_decide_whatever_the_true_difference():
+    """At the items the Decision names, the 90% interval is at most a margin wide: the follow-up run reaches a
+    verdict whether the candidate is as good, half a margin worse or a margin worse."""
+    margin, runs = 0.05, 1000
+    v, tgt, present, _ = _value_arrays(DEMO_SHAPE, 400, 24, 3, 2, seed=700)
+    mae = common.item_mean(V.abs_error(v, present, tgt))
+    sd = P.paired(mae[:, 1] - mae[:, 0])["sd"]
+    n = int(P.items_to_decide(float(np.median(sd)), margin))
+    rates = {}
+    for true in (0.0, margin / 2, margin):
+        sim = simulate(runs, 2, n, 3, seed=701, shift=[0.0, true], low=-9, high=9,
+                       **{**DEMO_SHAPE, "sd": float(np.median(sd)) / np.sqrt(2) * np.sqrt(3), "item_sd": 0.0,
+                          "bias_sd": 0.0, "het": 0.0, "crn": 0.0})
+        x = common.item_mean(sim["value"])
+        r, m = D.row_test(x[:, 0], x[:, 1], "mean", "quality", False, margin, 2.0, ALPHA)
+        _, verdict = D.judge([D.figures(r, m, "quality", ALPHA)], ["quality"], ALPHA)
+        rates[true] = float((verdict[:, 0] == "inconclusive").mean())
+    print(f"\nfollow-up runs at the {n} items that would decide (x 3), {runs} runs: inconclusive at a true "
+          "difference of " + ", ".join(f"{k:g}: {v:.3f}" for k, v in rates.items()))
+    assert max(rates.values()) <= 0.15
+
+
+def test_every_item_agreeing_is_never_called_equivalent():
+    """Two models that answer one constant label (log-probability mode answering 'ham' to everything): every
+    per-item difference is 0, the t interval has width 0; the zero-spread bound keeps it from 'equivalent'."""
+    acc = np.tile(np.r_[np.ones(39), np.zeros(11)], (2, 1))  # both right on the same 39 of 50 items
+    r, m = D.row_test(acc[0], acc[1], "mean", "quality", True, 0.02, 1.0, ALPHA)
+    f = D.figures(r, m, "quality", ALPHA)
+    _, verdict = D.judge([f], ["quality"], ALPHA)
+    assert bool(r["spread_floor"]) and f["h90"] == pytest.approx(1 - 0.05 ** (1 / 50))
+    assert verdict[0] == "too few items"  # 50 items agreeing bound a difference only to +-5.8 points
+    # enough items for the bound to be narrower than the margin: then equivalence is earned
+    acc = np.ones((2, 400))
+    r, m = D.row_test(acc[0], acc[1], "mean", "quality", True, 0.02, 1.0, ALPHA)
+    assert D.judge([D.figures(r, m, "quality", ALPHA)], ["quality"], ALPHA)[1][0] == "equivalent"
+
+
+def test_better_than_the_majority_baseline_holds_its_level_at_the_boundary():
+    """A model exactly as accurate as always answering the majority class is called better in at most ~5% of
+    runs (one-sided paired t over items); a model well above it is found."""
+    runs, n = 2000, 50
+    out = {}
+    for acc_ in (0.78, 0.95):
+        d = _label_data({"difficulty_sd": 1.0, "item_effect_sd": 0.3}, runs, n, 3, 1, seed=900 + int(acc_ * 100),
+                        accuracy=acc_, invalid=0.0)
+        acc = d.item_scores()["accuracy"].reshape(runs, n)
+        gold = d.gold.reshape(runs, n)
+        res = LB.versus_baseline(acc, gold, d.K, ALPHA)
+        out[acc_] = (float(res["majority"]["better"].mean()), float(res["stratified"]["better"].mean()))
+    print(f"\nbetter than always answering the majority class / than stratified guessing, 50 x 3, {runs} runs: "
+          + "; ".join(f"model {k:.0%}: {a:.3f} / {b:.3f}" for k, (a, b) in out.items()))
+    assert 0.02 <= out[0.78][0] <= 0.06
+    assert out[0.95][0] >= 0.8
+
+
+def test_with_two_iterations_the_vote_gains_nothing_over_one_call():
+    """Ties split: with two iterations and no invalid reply, vote accuracy equals per-call accuracy exactly
+    (ties to the first label made 'gains' of a few points that were only the tie rule)."""
+    d = _label_data({"difficulty_sd": 1.0, "item_effect_sd": 0.3}, 1, 300, 2, 1, seed=3, accuracy=0.46,
+                    invalid=0.0)
+    s = d.item_scores()
+    tied = L.vote(d.counts(), np.broadcast_to(d.gold, s["accuracy"].shape))[2]
+    assert tied.sum() > 30  # many items tie at two iterations
+    np.testing.assert_allclose(s["vote_accuracy"], s["accuracy"])

@@ -98,8 +98,18 @@ def test_a_normal_fake_server_run_completes(tmp_path):
     assert len(handler.chats) == 2
 
 
+def failed_calls(folder: Path) -> list[tuple]:
+    """(valid, finish_reason, error, attempts) of each stored call."""
+    con = sqlite3.connect(folder / "results.sqlite")
+    try:
+        return con.execute("SELECT valid, finish_reason, error, attempts FROM calls ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
 @pytest.mark.timeout(120)
 def test_a_hanging_server_is_given_up_on_in_the_configured_time(tmp_path):
+    """Issue 25's policy: each call is given up on after (retries + 1) x timeout_s and stored as failed."""
     def hang(h, body):
         time.sleep(60)
         return False
@@ -107,25 +117,28 @@ def test_a_hanging_server_is_given_up_on_in_the_configured_time(tmp_path):
     with fake_server(chat=hang) as (url, handler):
         res = shootout("run", "-c", str(config(tmp_path, url, options="timeout_s: 1, retries: 1")), "--no-progress",
                        timeout=90)
-    msg = one_error(res)
-    assert "model 'served': the server at" in msg and "stopped answering (2 attempts)" in msg
-    assert "gave up after 1 s" in msg and "raise options.timeout_s (now 1)" in msg
-    assert len(handler.chats) == 2  # one try and one retry, as configured
+    assert res.returncode == 0, res.stderr
+    rows = failed_calls(tmp_path)
+    assert len(rows) == 2 and all(v == 0 and f == "failed" and n == 2 for v, f, _, n in rows)
+    assert all("gave no complete answer to POST /chat/completions within 1 s (2 attempts)" in e for _, _, e, _ in rows)
+    assert len(handler.chats) == 4  # one try and one retry per call, as configured
 
 
 @pytest.mark.parametrize("answer, needle", [
     ((200, "text/html", "<html><body>Welcome to nginx!</body></html>"),
      "answered POST /chat/completions with something that is not JSON: <html><body>Welcome to nginx!"),
     ((200, "application/json", json.dumps({"id": "x", "object": "chat.completion"})),
-     "answered without a reply (no choices[0].message)"),
-    ((200, "application/json", json.dumps({"choices": []})), "answered without a reply"),
+     "with a reply without choices[0].message"),
+    ((200, "application/json", json.dumps({"choices": []})), "with a reply without choices[0].message"),
     ((200, "application/json", "[1, 2]"), "with a JSON list, not an object"),
 ])
-def test_non_json_or_choices_less_answers_are_one_clear_error(tmp_path, answer, needle):
+def test_non_json_or_choices_less_answers_are_failed_calls_with_their_reason(tmp_path, answer, needle):
     with fake_server(chat=lambda h, body: answer) as (url, _):
-        res = shootout("run", "-c", str(config(tmp_path, url)), "--no-progress")
-    msg = one_error(res)
-    assert "model 'served'" in msg and needle in msg, msg
+        res = shootout("run", "-c", str(config(tmp_path, url, options="retries: 0")), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    rows = failed_calls(tmp_path)
+    assert len(rows) == 2 and all(v == 0 and f == "failed" for v, f, _, _ in rows)
+    assert all("model 'served'" in e and needle in e for _, _, e, _ in rows), rows
 
 
 def test_a_500_on_models_is_reported_as_such(tmp_path):
@@ -176,9 +189,10 @@ def test_a_prompt_the_server_cannot_fit_is_a_failed_call_and_the_run_finishes(tm
 
 def test_markup_in_a_server_error_is_printed_as_it_is(tmp_path):
     with fake_server(chat=lambda h, b: (503, "text/plain", "overloaded [/x] [bold]retry[/bold] :smile:")) as (url, _):
-        res = shootout("run", "-c", str(config(tmp_path, url)), "--no-progress")
-    msg = one_error(res)
-    assert "answered HTTP 503: overloaded [/x] [bold]retry[/bold] :smile:" in msg
+        res = shootout("run", "-c", str(config(tmp_path, url, options="retries: 0")), "--no-progress")
+    assert res.returncode == 0 and "MarkupError" not in res.stderr, res.stderr
+    assert "answered HTTP 503 Service Unavailable to POST /chat/completions: overloaded [/x] [bold]retry[/bold] :smile:" \
+        in " ".join(res.stderr.split())
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kapp
 from statsmodels.stats.contingency_tables import cochrans_q, mcnemar
 
 from benchmark.stats import label as L
+from benchmark.stats import label_baselines as LB
 from benchmark.stats import label_compare as LC
 from benchmark.stats import label_items as LI
 from benchmark.stats import label_synth as LS
@@ -34,13 +35,14 @@ def _raw(calls: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _naive_vote(answers: list[str], order: list[str]) -> str:
-    """Majority of the valid answers; ties to the label first in ``order``; no valid answer -> INVALID."""
+def _naive_vote(answers: list[str], gold: str) -> float:
+    """Credit of the majority of the valid answers: 1 right, 0 wrong, 1/t for a t-way tie that includes the
+    gold label (0 for one that does not); no valid answer -> 0."""
     cnt = Counter(a for a in answers if a != INVALID)
     if not cnt:
-        return INVALID
-    top = max(cnt.values())
-    return next(lab for lab in order if cnt.get(lab, 0) == top)
+        return 0.0
+    top = [lab for lab, c in cnt.items() if c == max(cnt.values())]
+    return 1 / len(top) if gold in top else 0.0
 
 
 def _naive_agreement(answers: list[str]) -> float:
@@ -56,10 +58,10 @@ def hand():
     """4 items x 2 iterations, two models.
 
     item  gold   A            B
-    i1    spam   spam spam    spam ham     (B ties -> spam, the first label)
-    i2    spam   spam ham     ham  ham     (A ties -> spam)
-    i3    ham    ham  invalid ham  ham
-    i4    ham    spam spam    ham  spam    (B ties -> spam, wrong)
+    i1    spam   spam spam    spam ham     (B ties: credit 1/2)
+    i2    spam   spam ham     ham  ham     (A ties: credit 1/2)
+    i3    ham    ham  invalid ham  ham     (A's only valid answer is its vote: right)
+    i4    ham    spam spam    ham  spam    (B ties: credit 1/2)
     """
     items = pd.DataFrame({"item_id": ["i1", "i2", "i3", "i4"], "target_label": ["spam", "spam", "ham", "ham"],
                           "split": None})
@@ -104,14 +106,20 @@ def test_hand_made_case_by_eye(hand):
     assert a["macro_f1"] == pytest.approx((2 / 3 + 1 / 3) / 2)
     # kappa with INVALID as its own category: po = 1/2, pe = 1/2*5/8 + 1/2*2/8 = 7/16
     assert a["kappa"] == pytest.approx((1 / 2 - 7 / 16) / (1 - 7 / 16))
-    assert a["vote_accuracy"] == pytest.approx(3 / 4)  # i2 ties -> spam (first label) -> right
-    assert b["vote_accuracy"] == pytest.approx(2 / 4)  # i4 ties -> spam -> wrong
+    # a tie is its own outcome: 1/t when gold is among the t tied labels, never the first label's win
+    assert a["vote_accuracy"] == pytest.approx((1 + 1 / 2 + 1 + 0) / 4) and a["vote_ties"] == 1
+    assert b["vote_accuracy"] == pytest.approx((1 / 2 + 0 + 1 + 1 / 2) / 4) and b["vote_ties"] == 2
+    # two iterations, no invalid reply: the vote gains nothing over one call (B); A's gain is i3's invalid call
+    assert b["vote_accuracy"] == pytest.approx(b["accuracy"])
     assert a["self_consistency"] == pytest.approx(2 / 4) and b["self_consistency"] == pytest.approx(2 / 4)
     assert a["s_per_sample"] == 2.0 and a["cost_per_1k"] == pytest.approx(3.6 * 2.0 * 1000 / 3600)
     assert a["mean_confidence"] == pytest.approx(0.9)
-    # the tie rule follows the label order: with ham first, A's tie on i2 goes to ham and is wrong
+    # the label order changes nothing
     flipped = L.per_model(calls, items, ["ham", "spam"]).set_index("model")
-    assert flipped.loc["A", "vote_accuracy"] == pytest.approx(2 / 4)
+    assert flipped.loc["A", "vote_accuracy"] == pytest.approx(a["vote_accuracy"])
+    pi = L.per_item(calls, items, BIN).set_index(["model", "item_id"])
+    assert pi.loc[("A", "i2"), "vote"] == "(tie: spam, ham)" and pi.loc[("A", "i3"), "vote"] == "ham"
+    assert pi.loc[("B", "i4"), "vote_credit"] == 0.5 and bool(pi.loc[("B", "i4"), "vote_tied"])
 
     cm = L.confusion(calls, items, BIN)
     assert cm["A"].loc["spam"].tolist() == [3, 1, 0] and cm["A"].loc["ham"].tolist() == [2, 1, 1]
@@ -125,9 +133,10 @@ def test_hand_made_case_by_eye(hand):
     cmp = LC.compare_pairs(calls, items, [["A", "B"]]).iloc[0]
     assert cmp["items"] == 4 and cmp["diff"] == pytest.approx(0.0)
     assert cmp["accuracy_reference"] == pytest.approx(0.5) and cmp["accuracy_candidate"] == pytest.approx(0.5)
-    # votes: A right on i1 i2 i3, B on i1 i3 -> one discordant item (i2), the reference's
-    assert (cmp["mcnemar_ref_only"], cmp["mcnemar_cand_only"]) == (1, 0)
-    assert cmp["mcnemar_p_exact"] == pytest.approx(1.0) and cmp["mcnemar_p_midp"] == pytest.approx(0.5)
+    # votes: McNemar leaves out the items either vote ties on (i1, i2, i4): i3 is left, right for both
+    assert cmp["mcnemar_items"] == 1 and (cmp["mcnemar_ref_only"], cmp["mcnemar_cand_only"]) == (0, 0)
+    assert cmp["mcnemar_p_exact"] == pytest.approx(1.0) and cmp["mcnemar_p_midp"] == pytest.approx(1.0)
+    assert cmp["vote_accuracy_reference"] == pytest.approx(a["vote_accuracy"])
     # matched calls: right->wrong at (i1,1) (i2,0); wrong->right at (i3,1) (i4,0); answers differ at those four
     assert cmp["matched_calls"] == 8
     assert cmp["right_to_wrong"] == pytest.approx(2 / 8) and cmp["wrong_to_right"] == pytest.approx(2 / 8)
@@ -137,9 +146,8 @@ def test_hand_made_case_by_eye(hand):
     assert "majority-vote" in cmp["note"]
 
     q = LC.cochran_q(calls, items)
-    # two models: Q is McNemar's chi-square without correction, (b - c)^2 / (b + c) = 1
-    assert q["Q"] == pytest.approx(1.0) and q["df"] == 1 and q["p"] == pytest.approx(ss.chi2.sf(1, 1))
-    assert (q["items"], q["models"]) == (4, 2)
+    # the same rule: one untied item, no discordance, no statistic
+    assert (q["items"], q["models"]) == (1, 2) and np.isnan(q["Q"])
 
 
 # --------------------------------------------------------------------------- equal to the libraries on the rows
@@ -186,9 +194,8 @@ def test_per_model_equals_sklearn_on_the_rows(tri, binary):
                 assert row["f_beta_0.3"] == pytest.approx(fbeta_score(y, p, beta=0.3, labels=labels,
                                                                       average="macro", zero_division=0))
             per_item = r.groupby("item_id")
-            votes = per_item.apply(lambda g: _naive_vote(list(g.sort_values("iteration")["pred"]), labels))
-            gold = per_item["gold"].first()
-            assert row["vote_accuracy"] == pytest.approx((votes == gold).mean())
+            votes = per_item.apply(lambda g: _naive_vote(list(g["pred"]), g["gold"].iloc[0]))
+            assert row["vote_accuracy"] == pytest.approx(votes.mean())
             assert row["self_consistency"] == pytest.approx(per_item["pred"].apply(
                 lambda s: _naive_agreement(list(s))).mean())
             assert row["s_per_sample"] == pytest.approx(r["wall_seconds"].mean())
@@ -216,12 +223,15 @@ def test_per_class_and_confusion_equal_sklearn(tri):
 def test_mcnemar_and_cochran_equal_statsmodels_on_per_item_votes(tri):
     calls, items = tri
     pi = L.per_item(calls, items, TRI)
-    votes = pi.pivot(index="item_id", columns="model", values="vote_correct")
+    votes = pi.pivot(index="item_id", columns="model", values="vote_credit") == 1  # right by an untied majority
+    tied = pi.pivot(index="item_id", columns="model", values="vote_tied").astype(bool)
+    assert tied.to_numpy().any()  # four iterations over three labels: some votes tie
     cmp = LC.compare_pairs(calls, items, [["big", "small"], ["big", "other"], ["small", "other"]]).set_index(
         ["reference", "candidate"])
     exact, mid = [], []
     for ref, cand in cmp.index:
-        r, c = votes[ref].to_numpy(), votes[cand].to_numpy()
+        untied = ~(tied[ref] | tied[cand]).to_numpy()  # a tied item has no binary outcome: left out
+        r, c = votes[ref].to_numpy()[untied], votes[cand].to_numpy()[untied]
         table = [[np.sum(r & c), np.sum(r & ~c)], [np.sum(~r & c), np.sum(~r & ~c)]]
         p = mcnemar(table, exact=True).pvalue
         b, cc = table[0][1], table[1][0]
@@ -243,9 +253,10 @@ def test_mcnemar_and_cochran_equal_statsmodels_on_per_item_votes(tri):
     np.testing.assert_allclose(cmp["mcnemar_p_exact_holm"], multipletests(exact, method="holm")[1])
     np.testing.assert_allclose(cmp["mcnemar_p_midp_holm"], multipletests(mid, method="holm")[1])
     q = LC.cochran_q(calls, items)
-    ref = cochrans_q(votes[list(pd.unique(calls["model"]))].to_numpy().astype(int))
+    none_tied = ~tied.any(axis=1).to_numpy()
+    ref = cochrans_q(votes[list(pd.unique(calls["model"]))].to_numpy()[none_tied].astype(int))
     assert q["Q"] == pytest.approx(ref.statistic) and q["p"] == pytest.approx(ref.pvalue) and q["df"] == 2
-    assert q["items"] == 45 and q["models"] == 3
+    assert q["items"] == int(none_tied.sum()) and q["models"] == 3
 
 
 def test_compare_pairs_interval_is_the_item_bootstrap(tri):
@@ -265,7 +276,7 @@ def test_compare_pairs_interval_is_the_item_bootstrap(tri):
 
 def test_baselines_spam_ham_39_11():
     items = pd.DataFrame({"item_id": [f"i{k}" for k in range(50)], "target_label": ["spam"] * 39 + ["ham"] * 11})
-    bl = L.baselines(items, BIN, positive="spam", betas=(0.5,)).set_index("model")
+    bl = LB.baselines(items, BIN, positive="spam", betas=(0.5,)).set_index("model")
     assert list(bl.index) == ["majority (spam)", "always spam", "always ham", "stratified random"]
     assert bl.loc["always spam", "accuracy"] == pytest.approx(0.78)
     assert bl.loc["always ham", "accuracy"] == pytest.approx(0.22)
@@ -320,7 +331,7 @@ def _studies(accuracies, n_items, n_iter, runs, seed, difficulty_sd=1.0, item_ef
     pi = L.per_item(calls, items, BIN)
     names = [m.name for m in models]
     acc = pi.pivot(index="item_id", columns="model", values="accuracy").loc[items["item_id"], names]
-    vote = pi.pivot(index="item_id", columns="model", values="vote_correct").loc[items["item_id"], names]
+    vote = (pi.pivot(index="item_id", columns="model", values="vote_credit") == 1).loc[items["item_id"], names]
     shape = (runs, n_items, len(names))
     return (acc.to_numpy().reshape(shape).transpose(2, 0, 1),
             vote.to_numpy().astype(bool).reshape(shape).transpose(2, 0, 1))

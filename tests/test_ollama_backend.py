@@ -14,11 +14,10 @@ import urllib.request
 import httpx
 import pytest
 
-from benchmark.backends.base import PromptTooLong
+from benchmark.backends.base import CallFailed, PromptTooLong
 from benchmark.backends.ollama_backend import OllamaBackend
 from benchmark.tasks.sentiment import SENTIMENT
 from benchmark.tasks.sentiment.news import load_snapshot
-from core.errors import ShootoutError
 from tests.conftest import shootout
 from tests.ollama_fixture import EVAL_NS, LOAD_SECONDS, PROMPT_NS, FakeModel, ollama, tokenize  # noqa: F401
 
@@ -173,9 +172,11 @@ def test_server_errors_are_retried_then_reported(ollama):
     reply = b.chat(messages, schema=SENTIMENT.constraint().schema, max_tokens=96)
     assert reply.finish_reason == "stop" and SENTIMENT.parse(reply.text).valid
     ollama.fail_next = [(500, stopped)] * 3
-    with pytest.raises(ShootoutError) as err:
+    with pytest.raises(CallFailed) as err:  # the runner stores it as a failed call and goes on
         b.chat(messages, schema=SENTIMENT.constraint().schema, max_tokens=96)
-    assert f"model '{TAG}': Ollama at {ollama.url} answered 500: {stopped}" in str(err.value)
+    assert (err.value.kind, err.value.attempts) == ("http_500", 3)
+    assert (f"model '{TAG}': Ollama at {ollama.url} answered HTTP 500 Internal Server Error to POST /api/chat: "
+            f"{stopped} (3 attempts)") in err.value.message
     b.close()
 
 

@@ -156,3 +156,29 @@ def test_what_the_server_receives_few_shot_turns_and_the_schema_in_every_request
         assert body["temperature"] == 0.7 and body["stream"] is False
     seeds = [b["seed"] for b in answered[1:]]
     assert len(set(seeds)) == 2  # a seed per call
+
+
+@pytest.mark.slow
+def test_a_streamed_reply_of_the_real_server_equals_the_plain_one_and_is_timed(server):
+    """llama-cpp-python's server streams a role-only first chunk, then one chunk per token, and no usage:
+    at temperature 0 the streamed reply is the plain one, its tokens counted by chunk equal the server's
+    own count, and the time to the first content token comes after the role chunk."""
+    from benchmark.backends.openai_compat import OpenAICompatBackend
+    from benchmark.tasks.sentiment import SENTIMENT
+    from benchmark.tasks.sentiment.news import load_snapshot
+
+    messages = SENTIMENT.messages(load_snapshot()[1].to_item(), "zero_shot")
+    plain = OpenAICompatBackend(server, "gemma3-270m")
+    streamed = OpenAICompatBackend(server, "gemma3-270m", stream=True)
+    replies = []
+    # the first call fills the server's prompt cache; the next two find the same prefix in it (a prompt
+    # evaluated whole and one evaluated past a cached prefix can differ in the last float bits)
+    for b in (plain, plain, streamed):
+        b.load()
+        replies.append(b.chat(messages, schema=SENTIMENT.constraint().schema, temperature=0.0, seed=1,
+                              max_tokens=64))
+    _, a, r = replies
+    assert r.text == a.text and r.finish_reason == a.finish_reason
+    assert r.completion_tokens == a.completion_tokens  # one token per content chunk, as it streams them
+    assert r.ttft_seconds is not None and 0 < r.ttft_seconds <= r.e2e_seconds
+    assert len(r.itl_gaps) == r.completion_tokens - 1 and r.prompt_tokens == 0  # no usage in its stream

@@ -116,7 +116,7 @@ def _reviews_config(tmp_path: Path, task_changes: dict, text: str | None = None)
 @pytest.mark.parametrize("change, needle", [
     ({"direction": True}, "direction (the sign of the value, with a neutral band around 0) needs a range around 0"),
     ({"range": [1, 5.5]}, "integer: true needs whole-number ends"),
-    ({"range": [5, 1]}, "a value range needs low < high"),
+    ({"range": [5, 1]}, "a range needs low < high"),
     ({"anchors": {"7": "great"}}, "anchor '7' is not a value in the range [1, 5]"),
     ({"labels": ["a", "b"]}, "task.labels (line"),
 ])
@@ -154,7 +154,9 @@ def test_a_value_task_stores_its_range_and_the_report_scores_on_it(tmp_path):
     assert d.loc["m-f16", "mae"] == pytest.approx((0 + 9) / 2)
     assert "sign_accuracy" not in rep.details  # no direction on a 0-10 score
     assert rep.metric("mae").scale == (0.0, 2.5) and rep.metric("mean_value").scale == (0.0, 10.0)
-    assert rep.settings.margins == {"mae": pytest.approx(0.25)}  # MAE's margin scales with the range
+    # MAE's and the mean's margins scale with the range; the consistency margin is a ratio
+    assert rep.settings.margins == {"mae": pytest.approx(0.25), "mean_value": pytest.approx(0.25),
+                                    "value_variance": 1.5}
 
 
 def test_a_run_stored_before_the_range_reads_as_the_sentiment_convention(tmp_path):
@@ -214,7 +216,8 @@ def test_the_rating_report_scores_on_1_to_5_with_the_ordinal_figures(rating):
     assert rep.metric("mae").scale == (0.0, 1.0) and rep.metric("mean_value").scale == (1.0, 5.0)
     assert rep.metric("mean_value").label == "Mean rating"
     # the Decision: MAE at 0.1 stars, then exact accuracy at 5 points; the better arm is the reference
-    assert rep.settings.margins == {"mae": pytest.approx(0.1), "exact_accuracy": 0.05}
+    assert rep.settings.margins == {"value_variance": 1.5, "mean_value": pytest.approx(0.1), "mae": pytest.approx(0.1),
+                                    "exact_accuracy": 0.05}
     assert rep.refs == {POOR: GOOD}
     verdict = rep.decision.set_index("model").loc[POOR, "verdict"]
     assert verdict == "worse" and rep.decision.attrs["metric"] == "mae"
@@ -313,7 +316,8 @@ def test_every_column_list_comes_from_the_declared_metrics(rating, tmp_path):
     with Store(db) as store:
         _, rows = model_summary(store, "rating")
     assert list(rows[0])[3:] == [c for c in M.columns(declared, "console") if c in rep.details]
-    assert rep.decision_long["metric"].unique().tolist() == M.decision_metrics(declared)
+    tested = rep.decision_long["metric"].unique().tolist()
+    assert sorted(tested) == sorted(M.decision_metrics(declared)) and tested[0] == M.primary(declared)
     # a label task without a positive class declares no precision/recall; with betas, its F-beta columns
     path = tmp_path / "l.sqlite"
     write_label_db(path, [SynthLabelModel("a", 0.8), SynthLabelModel("b", 0.7, quant="Q8_0")], 30, 2,

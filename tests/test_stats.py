@@ -14,6 +14,7 @@ from statsmodels.stats.multitest import multipletests
 
 from benchmark import report as rpt
 from benchmark.report import colours
+from benchmark.stats import anova as AN
 from benchmark.stats import common
 from benchmark.stats import paired as P
 from benchmark.stats import value as stats
@@ -120,7 +121,11 @@ def test_pair_figures_recompute_with_scipy_and_statsmodels(effects):
         c = 0.1 * (var[BASE].mean() + var[b].mean()) / 2
         t = ss.ttest_rel(np.log(var[b] + c), np.log(var[BASE] + c))
         row = cmp.loc[(b, "value_variance")]
-        assert row["p"] == pytest.approx(t.pvalue) and row["estimate"] == pytest.approx(var[b].mean() / var[BASE].mean())
+        assert row["p"] == pytest.approx(t.pvalue) and row["c"] == pytest.approx(c)
+        # the estimate is what the test is about: the geometric mean of (var_b + c) / (var_a + c); the
+        # arithmetic ratio of mean variances stands beside it
+        assert row["estimate"] == pytest.approx(np.exp(np.mean(np.log(var[b] + c) - np.log(var[BASE] + c))))
+        assert row["ratio"] == pytest.approx(var[b].mean() / var[BASE].mean())
         # agreement: direction disagreement over pairs of different iterations, against the reference's own
         d = raw.assign(code=np.where(raw["valid"], np.where(raw["value"].abs() < BAND, 0, np.sign(raw["value"])), 9))
         excess = []
@@ -174,11 +179,27 @@ def test_anova_and_all_pairs_recompute_with_statsmodels_and_scipy(effects):
     ref = AnovaRM(long, "s", "item_id", within=["model"]).fit().anova_table.iloc[0]
     table = rep.sheet("ANOVA").table
     rm = table[table["test"].str.startswith("repeated")].iloc[0]
-    assert rm["F"] == pytest.approx(ref["F Value"]) and rm["p"] == pytest.approx(ref["Pr > F"])
+    assert rm["F"] == pytest.approx(ref["F Value"]) and rm["p_uncorrected"] == pytest.approx(ref["Pr > F"])
+
+    def gg(x):  # Greenhouse-Geisser epsilon, textbook form on orthonormal contrasts (Helmert)
+        k = x.shape[1]
+        helmert = np.linalg.qr(np.vstack([np.ones(k), np.eye(k)[:-1]]).T)[0][:, 1:]  # k x (k-1), orthonormal
+        s_ = helmert.T @ np.cov(x, rowvar=False) @ helmert
+        return np.trace(s_) ** 2 / ((k - 1) * np.trace(s_ @ s_))
+
+    eps = gg(means.to_numpy())
+    assert rm["epsilon_gg"] == pytest.approx(eps)
+    assert rm["p"] == pytest.approx(ss.f.sf(ref["F Value"], eps * ref["Num DF"], eps * ref["Den DF"]))
+    # Friedman: the same ANOVA on within-item ranks, corrected; scipy's chi-square form beside it
     fr = table[table["test"].str.startswith("Friedman")].iloc[0]
-    assert fr["p"] == pytest.approx(ss.friedmanchisquare(*[means[c] for c in means.columns]).pvalue)
-    fr_arr = stats.friedman_array(means.to_numpy())
-    assert float(fr_arr["p"]) == pytest.approx(fr["p"])
+    assert fr["p_chi2"] == pytest.approx(ss.friedmanchisquare(*[means[c] for c in means.columns]).pvalue)
+    ranks = means.rank(axis=1)
+    rlong = ranks.reset_index().melt(id_vars="item_id", var_name="model", value_name="r")
+    rref = AnovaRM(rlong, "r", "item_id", within=["model"]).fit().anova_table.iloc[0]
+    reps = gg(ranks.to_numpy())
+    assert fr["F"] == pytest.approx(rref["F Value"])
+    assert fr["p"] == pytest.approx(ss.f.sf(rref["F Value"], reps * rref["Num DF"], reps * rref["Den DF"]))
+    assert float(AN.friedman_array(means.to_numpy())["p"]) == pytest.approx(fr["p"])
     fams = calls.groupby("model")[["family", "quant"]].first()
     long = long.join(fams, on="model")
     ref2 = sm.stats.anova_lm(ols("s ~ C(family) * C(quant) + C(item_id)", data=long).fit(), typ=2)
@@ -443,7 +464,7 @@ def test_calibration_matches_scikit_learn(effects):
         y, p = c["right"].to_numpy(), c["confidence"].to_numpy()
         prob_true, prob_pred = calibration_curve(y, p, n_bins=10, strategy="uniform")
         rel = rep.reliability[rep.reliability.model == name]
-        assert list(rel["accuracy"]) == pytest.approx(list(prob_true))
+        assert list(rel["accuracy_answered"]) == pytest.approx(list(prob_true))
         assert list(rel["mean_confidence"]) == pytest.approx(list(prob_pred))
         edges = np.linspace(0, 1, 11)
         b = np.searchsorted(edges[1:-1], p)  # calibration_curve's bins (an edge value falls in the bin below)
@@ -463,9 +484,11 @@ def test_report_uses_the_runs_stored_settings_unless_told_otherwise(tmp_path):
              report={"margins": {"mae": 0.3}, "neutral_band": 0.25, "reference": "compare"})
     with Store(db) as store:
         rep = rpt.build(store, "st")
-        assert rep.settings.margins == {"mae": 0.3} and rep.settings.neutral_band == 0.25
+        # the stored margin overrides MAE's default; the other decision metrics keep theirs
+        assert rep.settings.margins == {"value_variance": 1.5, "mean_value": 0.05, "mae": 0.3, "sign_accuracy": 0.05}
+        assert rep.settings.neutral_band == 0.25
         assert rep.refs == {"b-q8": "a-f16"}  # the stored compare pairs are the references
-        assert set(rep.decision_long["margin"]) == {0.3}
+        assert set(rep.decision_long.loc[rep.decision_long["metric"] == "mae", "margin"]) == {0.3}
         assert list(zip(rep.sheet("Comparisons").table["reference"], rep.sheet("Comparisons").table["candidate"]))[0] \
             == ("a-f16", "b-q8")
         told = rpt.build(store, "st", [("a-f16", "a-q4")], settings={"reference": "highest_precision"})
@@ -538,3 +561,40 @@ def test_plan_command(tmp_path, effects_db):
     assert "shifted vs base" in r.stderr and "iterations" in r.stderr
     r = shootout("plan", "--db", str(effects_db), cwd=tmp_path)
     assert r.returncode != 0 and "--effect" in r.stderr and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- what the Decision weighs
+
+
+def test_a_shifted_rung_is_named_in_the_decision_and_never_safe_to_ship(tmp_path):
+    """Every answer of the Q4 rung 0.2 higher, on the demo's shape (answers barely follow the labels, so MAE
+    and direction hardly move): the verdict names the shift with its amount, never 'safe to ship'."""
+    from benchmark.synthetic import DEMO_SHAPE
+
+    shape = {k: v for k, v in DEMO_SHAPE.items() if k not in ("sd", "item_sd")}
+    models = [SynthModel("g-f16", family="g", quant="F16", sd=DEMO_SHAPE["sd"], item_sd=DEMO_SHAPE["item_sd"]),
+              SynthModel("g-q4", family="g", quant="Q4_K_M", sd=DEMO_SHAPE["sd"], item_sd=DEMO_SHAPE["item_sd"],
+                         shift=0.2)]
+    write_db(tmp_path / "b.sqlite", models, 96, 3, seed=8, run_id="b", **shape)
+    with Store(tmp_path / "b.sqlite") as store:
+        rep = rpt.build(store, "b")
+    row = rep.decision.set_index("model").loc["g-q4"]
+    line = next(x for x in rep.decision_lines if x.startswith("g-q4 vs g-f16"))
+    assert row["verdict"] in ("shifted", "not bounded") and "Safe to ship" not in line
+    bias = rep.decision_long.set_index(["candidate", "metric"]).loc[("g-q4", "mean_value")]
+    assert bias["diff"] == pytest.approx(0.2, abs=0.07)
+    assert "Mean sentiment: shifted against g-f16 by +0." in line or "Mean sentiment: not bounded" in line
+
+
+def test_an_equivalent_but_slower_rung_is_not_recommended_for_a_gain(tmp_path):
+    """As good within every margin but 0.92x the speed and no smaller: nothing to gain (it used to say
+    'ship it if the gain matters')."""
+    models = [SynthModel("h-f16", family="h", quant="F16", sd=0.1, seconds=1.0),
+              SynthModel("h-q8", family="h", quant="Q8_0", sd=0.1, seconds=1.0 / 0.92)]
+    write_db(tmp_path / "s.sqlite", models, 150, 3, seed=4, run_id="s")
+    store_sizes(tmp_path / "s.sqlite", "s", models, {"h-f16": 300.0, "h-q8": 300.0})
+    with Store(tmp_path / "s.sqlite") as store:
+        rep = rpt.build(store, "s")
+    row = rep.decision.set_index("model").loc["h-q8"]
+    assert row["verdict"] in ("equivalent", "non-inferior") and row["speedup_vs_ref"] < 1
+    assert "nothing to gain" in row["what_it_means"] and "ship it if the gain matters" not in row["what_it_means"]

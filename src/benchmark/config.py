@@ -174,12 +174,29 @@ class RunSettings(_Strict):
     structured_output: bool = True
     warmup: bool = True
     database: str = "reports/shootout.sqlite"
-    concurrency: int = Field(1, ge=1, description="calls in flight per endpoint (1: latency mode; more: throughput "
-                                                  "mode)")
+    concurrency: int | list[int] = Field(
+        1, description="calls in flight per endpoint of a server backend (1: latency mode; more: throughput mode); a "
+                       "list such as [1, 2, 4, 8] sweeps the levels, each over its own block of every model's calls, "
+                       "for the report's throughput-against-latency chart")
     max_reply_chars: int | None = Field(None, ge=1, description="a stored reply is cut to this many characters (its "
                                                                 "full length is recorded; default: num_predict x 16)")
     lock_wait_s: float = Field(60, ge=0, description="seconds to wait for the results file while another process "
                                                     "holds a write lock, before giving up with a message")
+
+    @field_validator("concurrency")
+    @classmethod
+    def _levels(cls, v: int | list[int]) -> int | list[int]:
+        levels = v if isinstance(v, list) else [v]
+        if not levels or any(n < 1 for n in levels):
+            raise ValueError("must be a whole number of at least 1, or a non-empty list of them (e.g. [1, 2, 4, 8])")
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError(f"lists a level twice ({v}); each level of the sweep once")
+        return v
+
+    @property
+    def levels(self) -> list[int]:
+        """The concurrency levels, lowest first (one for a plain number)."""
+        return sorted(self.concurrency) if isinstance(self.concurrency, list) else [self.concurrency]
 
 
 class ReportSettings(_Strict):
@@ -193,10 +210,14 @@ class ReportSettings(_Strict):
                                          "pairs [reference, candidate]")
     margins: dict[str, float] | None = Field(
         None,
-        description="equivalence / non-inferiority margin per metric, in the metric's units; the Decision sheet "
-                    "tests every metric listed here. Default: the task's decision metrics at their margins in the "
-                    "metric table (mae 0.05 on a [-1, 1] range, scaled with the range: 0.1 on 1..5; accuracy 0.02, "
-                    "i.e. 2 points; direction and exact accuracy 0.05)")
+        description="equivalence / non-inferiority margin per metric, in the metric's units, overriding and adding "
+                    "to the task's decision metrics at their default margins in the metric table (mae 0.05 on a "
+                    "[-1, 1] range, scaled with the range: 0.1 on 1..5; accuracy 0.02, i.e. 2 points; direction and "
+                    "exact accuracy 0.05; the bias, mean_value, +-0.05 on [-1, 1]; consistency, value_variance, a "
+                    "variance ratio of 1.5)")
+    min_items: int = Field(20, ge=2, description="below this many items compared, the Decision claims no equivalence "
+                                                 "or non-inferiority: it says nothing can be decided and how many "
+                                                 "items would")
     neutral_band: float = Field(0.1, ge=0, description="value tasks: |value| below this is 'neutral' for direction "
                                                       "accuracy and agreement (labels and answers alike)")
     alpha: float = Field(0.05, gt=0, lt=0.5, description="level of every test (TOST uses the 1 - 2 alpha interval)")
@@ -215,6 +236,9 @@ class ReportSettings(_Strict):
                 raise ValueError(f"no decision metric '{k}'; use one of {', '.join(M.decidable())}")
             if not m > 0:
                 raise ValueError(f"margin of '{k}' must be positive (it is the size of the allowed difference)")
+            if M.metric(k).role == "consistency" and not m > 1:
+                raise ValueError(f"margin of '{k}' is a ratio of variances and must be above 1 (e.g. 1.5: the "
+                                 "candidate's within-item variance at most 1.5 x the reference's)")
         return v
 
 
@@ -353,9 +377,13 @@ def _line_of(data: Any, loc: tuple) -> int | None:
 def _model_class_at(loc: tuple, data: Any = None) -> type[BaseModel] | None:
     """The pydantic class whose fields live at ``loc`` (for listing allowed keys); under ``task``, the
     block the file wrote."""
+    import typing
+
     cls: Any = Config
+    keyed = False  # the last field was a mapping of names to blocks (variants): the next part is a name
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or keyed:
+            keyed = False
             continue
         if cls is Config and part == "task":
             cls = TASK_SPECS.get(_task_form(data))
@@ -366,9 +394,11 @@ def _model_class_at(loc: tuple, data: Any = None) -> type[BaseModel] | None:
         if field is None:
             return None
         ann = field.annotation
-        models = [a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)]
+        args = [a for x in (ann, *typing.get_args(ann)) for a in (x, *typing.get_args(x))]
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
         if not models:
             return None
+        keyed = any(typing.get_origin(x) is dict for x in (ann, *typing.get_args(ann)))
         cls = models[0]
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
@@ -564,9 +594,31 @@ def parse_config(text: str, source: str = "config.yaml", base_dir: Path | None =
     cfg._source = source
     cfg._text = text
     problems = _semantic_problems(cfg, data, check_files)
+    if check_files:
+        problems += _task_problems(cfg, data)
     if problems:
         raise ConfigError(source, problems)
     return cfg
+
+
+def _task_problems(cfg: Config, data: Any) -> list[str]:
+    """Every check a run makes of a config-block task before its first call (``tasks.block.preflight``: data
+    files and columns, labels, splits, the evaluated splits, few-shot examples per variant), each at the
+    field and line the file wrote: `validate` and `run` refuse the same configs, before any call. Data
+    files that do not exist are the semantic check's (one message each)."""
+    if isinstance(cfg.task, str):
+        return []
+    d = cfg.task.data
+    if any(not cfg.resolve(p).exists() for p in ([d.path] if d.path else list((d.files or {}).values()))):
+        return []
+    from benchmark.tasks import task_for
+    from benchmark.tasks.block import preflight
+
+    def at(loc: tuple) -> str:
+        line = _line_of(data, loc)
+        return f"{_loc_str(loc)} (line {line})" if line else _loc_str(loc)
+
+    return [f"{at(loc)}: {msg}." for loc, msg in preflight(task_for(cfg), cfg)]
 
 
 def load_config(path: str | Path, check_files: bool = True) -> Config:

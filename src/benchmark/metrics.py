@@ -15,8 +15,12 @@ for a rating on 1..5; a within-item variance on 0-0.5 for [-1, 1]); ``ratio`` me
 rates) are coloured by their ratio to the reference on a fixed 0.5x .. 2x log scale. A colour is
 shown only where the figure differs significantly from the reference (``benchmark.report.colours``).
 
-Margins are in the metric's own units; a ``range_scale`` "error" metric's default margin is given
-for a range of width 2 ([-1, 1]) and scales with the task's range (MAE 0.05 on [-1, 1], 0.1 on 1..5).
+Margins are in the metric's own units; a ``range_scale`` "error" or "value" metric's default margin is
+given for a range of width 2 ([-1, 1]) and scales with the task's range (MAE 0.05 on [-1, 1], 0.1 on
+1..5). A Decision metric has a ``role`` (``ROLES``): quality (error, direction, accuracy: a worse side),
+bias (the mean answer: a shift either way) or consistency (the within-item variance, compared as a
+ratio: its margin is the largest ratio allowed). What every sheet's figures follow, in words, is in
+``benchmark.conventions`` beside this table.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from typing import Iterable
 # where a declared metric shows: the Summary sheet, the console table after a run, the family x quant
 # grids, the items x models heatmaps (value tasks)
 VIEWS = ("summary", "console", "grid", "items")
+# what a Decision metric weighs: quality (a worse side: error, direction, accuracy), bias (the mean answer,
+# a shift either way: two-sided equivalence), consistency (within-item variance: a ratio, one-sided)
+ROLES = ("quality", "bias", "consistency")
 _S, _ALL = frozenset({"summary"}), frozenset({"summary", "console", "grid"})
 _VALUE, _LABEL = frozenset({"value"}), frozenset({"label"})
 
@@ -47,6 +54,7 @@ class Metric:
                                     # coloured on its scale without a test against the reference
     margin: float | None = None     # default equivalence / non-inferiority margin; None: not a Decision metric
     decides: bool = False           # tested in the Decision by default when the task declares it
+    role: str = "quality"           # in the Decision (ROLES): quality, bias or consistency
     kinds: frozenset[str] | None = None   # task kinds it applies to (None: every kind)
     views: frozenset[str] = _S      # where it shows when a task declares it (see VIEWS)
 
@@ -83,7 +91,13 @@ METRICS: dict[str, Metric] = {
     "invalid_rate": _rate("Invalid reply rate", False, "invalid", margin=0.02, views=_ALL),
     "truncated_rate": _rate("Hit token limit", False),
     "prompt_tok_s": Metric("Prompt tokens/s (evaluated)", True, "0.0", ratio=True),
-    "gen_tok_s": Metric("Generated tokens/s", True, "0.0", None, "gen tok/s", ratio=True, views=_ALL),
+    "gen_tok_s": Metric("Generated tokens/s (all tokens / all generation seconds)", True, "0.0", None, "gen tok/s",
+                        ratio=True, views=_ALL),
+    # log-probability mode: what it measures instead of generation
+    "label_prob": Metric("Probability of the answered label (log-probability mode, mean over calls)", None, "0.000",
+                         (0.0, 1.0), "label prob.", kinds=_LABEL, views=_ALL),
+    "label_prob_margin": Metric("Probability margin over the runner-up label (log-probability mode)", None, "0.000",
+                                (0.0, 1.0), "prob. margin", kinds=_LABEL, views=_ALL),
     "latency_p50": Metric("Latency p50 (s)", False, ratio=True),
     "latency_p95": Metric("Latency p95 (s)", False, ratio=True),
     "load_seconds": Metric("Load time (s)", False, ratio=True),
@@ -101,9 +115,10 @@ METRICS: dict[str, Metric] = {
     "max_in_flight": Metric("Calls in flight (max)", None, "0"),
     # value tasks (a sentiment in [-1, 1], a rating on 1..5)
     "value_variance": Metric("{value} variance (mean within-{item}, sample variance ddof=1)", False, "0.0000", None,
-                             "mean per-{item} var", range_scale="variance", kinds=_VALUE, views=frozenset(VIEWS)),
+                             "mean per-{item} var", range_scale="variance", margin=1.5, decides=True,
+                             role="consistency", kinds=_VALUE, views=frozenset(VIEWS)),
     "mean_value": Metric("Mean {value}", None, "0.000", (-1.0, 1.0), "mean {value}", range_scale="value",
-                         margin=0.1, kinds=_VALUE, views=frozenset(VIEWS)),
+                         margin=0.05, decides=True, role="bias", kinds=_VALUE, views=frozenset(VIEWS)),
     # confidence has no better direction: whether it is right is calibration (ECE)
     "mean_confidence": Metric("Mean confidence", None, "0.000", (0.0, 1.0), "mean confidence",
                               views=frozenset(VIEWS)),
@@ -144,8 +159,9 @@ METRICS: dict[str, Metric] = {
     "precision": Metric("Precision (positive class)", True, "0.000", (0.0, 1.0), kinds=_LABEL),
     "recall": Metric("Recall (positive class)", True, "0.000", (0.0, 1.0), kinds=_LABEL),
     "f1": Metric("F1 (positive class)", True, "0.000", (0.0, 1.0), kinds=_LABEL),
-    "vote_accuracy": _rate("Majority-vote accuracy (per item, over iterations)", short="vote acc.", margin=0.02,
-                           kinds=_LABEL, views=_ALL),
+    "vote_accuracy": _rate("Majority-vote accuracy (per item over iterations; a tie earns 1/t if gold is among the t "
+                           "tied labels)", short="vote acc.", margin=0.02, kinds=_LABEL, views=_ALL),
+    "vote_ties": Metric("Items whose majority vote is tied", None, "0", short="vote ties", kinds=_LABEL),
     "self_consistency": _rate("Self-consistency (iterations agreeing)", short="consistency", margin=0.05,
                               kinds=_LABEL),
     "support": Metric("Support (calls)", None, "0", kinds=_LABEL),
@@ -187,6 +203,7 @@ def metric(name: str, value_name: str = "value", item_noun: str = "item",
     half = (hi - lo) / 2
     if m.range_scale == "value":
         scale = (lo, hi)
+        margin = None if margin is None else margin * half
     elif m.range_scale == "error":
         scale = (0.0, half / 2)
         margin = None if margin is None else margin * half
@@ -215,9 +232,25 @@ def decision_metrics(declared: Iterable[str]) -> list[str]:
     return [name for name in declared if metric(name).decides]
 
 
+def primary(declared: Iterable[str]) -> str | None:
+    """The first default Decision metric of the quality role in a declaration (the Decision's and the
+    planner's quality metric), else the first default Decision metric; None without one."""
+    dm = decision_metrics(declared)
+    return next((n for n in dm if metric(n).role == "quality"), dm[0] if dm else None)
+
+
 def default_margins(declared: Iterable[str], value_range: tuple[float, float] = (-1.0, 1.0)) -> dict[str, float]:
     """Each default Decision metric of a declaration with its default margin for the task's range."""
     return {name: float(metric(name, value_range=value_range).margin) for name in decision_metrics(declared)}
+
+
+def span(name: str, value_range: tuple[float, float] = (-1.0, 1.0)) -> float:
+    """The widest a per-item difference of the metric can be in one direction: 1 for a rate, the value
+    range's width for a figure on the task's scale (an error, a mean value)."""
+    m = METRICS.get(name)
+    if m is None or m.percent or m.range_scale is None:
+        return 1.0
+    return float(value_range[1] - value_range[0])
 
 
 def decidable() -> list[str]:

@@ -10,10 +10,12 @@ wall-clock deadline and a byte cap per fetch, and one clear error for every way 
 - ``deadline_s`` bounds the whole fetch (resolution, connect, TLS, headers, body, redirects) by
   the wall clock: a watchdog shuts the socket down when it passes, so a server that trickles one
   byte a second is abandoned on time. ``max_bytes`` caps the body (a larger one is refused, not cut).
+- ``on_chunk`` sees each piece of the body as it arrives (a streamed answer's lines can be timed).
 - ``http.client``'s exceptions (IncompleteRead, BadStatusLine, LineTooLong, too many headers,
   InvalidURL), socket and TLS errors all become :class:`FetchError`, one sentence naming the URL.
 
 Proxies from the environment are not used: the address check needs the real destination.
+Over 400 lines: the address policy, the watchdog and the exchange share one socket; kept together.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from email.message import Message
-from typing import Iterable, Union
+from typing import Callable, Iterable, Union
 
 from core.errors import ShootoutError
 
@@ -52,6 +54,10 @@ class Refused(FetchError):
 
 class DeadlineExceeded(FetchError):
     pass
+
+
+class Unreachable(FetchError):
+    """No connection could be made (refused, no route, no such host): nothing was sent."""
 
 
 class TooLarge(FetchError):
@@ -317,16 +323,18 @@ def _describe(exc: BaseException) -> str:
 
 
 def fetch(url: str, policy: Policy = Policy(), *, method: str = "GET", body: bytes | None = None,
-          headers: dict[str, str] | None = None, follow_redirects: bool | None = None) -> Response:
+          headers: dict[str, str] | None = None, follow_redirects: bool | None = None,
+          on_chunk: Callable[[bytes], None] | None = None) -> Response:
     """One HTTP exchange under ``policy``. Any status comes back as a Response (redirects of a GET
-    are followed); every failure is a :class:`FetchError`."""
+    are followed); every failure is a :class:`FetchError` (:class:`Unreachable` when no connection
+    could be made). ``on_chunk(bytes)`` is called with each piece of the body as it arrives."""
     follow = method in ("GET", "HEAD") if follow_redirects is None else follow_redirects
     deadline = time.monotonic() + policy.deadline_s
     dog = _Watchdog(deadline)
     try:
         current = url
         for hop in range(policy.max_redirects + 1):
-            resp = _exchange(current, policy, deadline, dog, method, body, headers)
+            resp = _exchange(current, policy, deadline, dog, method, body, headers, on_chunk)
             location = resp.headers.get("Location")
             if not (follow and resp.status in REDIRECTS and location):
                 return resp
@@ -341,13 +349,18 @@ def fetch(url: str, policy: Policy = Policy(), *, method: str = "GET", body: byt
 
 
 def _exchange(url: str, policy: Policy, deadline: float, dog: _Watchdog, method: str, body: bytes | None,
-              headers: dict[str, str] | None) -> Response:
+              headers: dict[str, str] | None, on_chunk: Callable[[bytes], None] | None = None) -> Response:
     scheme, host, port, target = _split(url)
     conn: http.client.HTTPConnection | None = None
     sock: socket.socket | None = None
     try:
         try:
-            sock = _connect(url, host, port, policy, deadline, dog)
+            try:
+                sock = _connect(url, host, port, policy, deadline, dog)
+            except OSError as exc:
+                if dog.fired or _remaining(deadline) <= 0:
+                    raise
+                raise Unreachable(url, _describe(exc)) from None
             if scheme == "https":
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
                 dog.attach(sock)
@@ -369,10 +382,15 @@ def _exchange(url: str, policy: Policy, deadline: float, dog: _Watchdog, method:
                     sock.settimeout(max(0.01, _remaining(deadline)))
                 except OSError:  # newer Pythons (3.12.3, 3.13) close the socket object once the response holds the
                     pass         # connection; the read keeps the timeout set before, the watchdog the deadline
-                chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
+                try:
+                    chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
+                except http.client.IncompleteRead as exc:  # a chunked body cut short: count what came before
+                    raise http.client.IncompleteRead(bytes(data) + exc.partial, exc.expected) from None
                 if not chunk:
                     break
                 data += chunk
+                if on_chunk is not None:
+                    on_chunk(chunk)
                 if len(data) > policy.max_bytes:
                     raise TooLarge(url, f"the answer is larger than the cap of {policy.max_bytes:,} bytes",
                                    f"{policy.bytes_option} raises the cap")

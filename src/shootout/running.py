@@ -8,7 +8,7 @@ from pathlib import Path
 
 def run(cfg, *, run_id: str | None = None, resume: bool = False, models: list[str] | None = None,
         shard=None, executor: str | None = None, shard_by: str = "model", shard_count: int | None = None,
-        progress: bool = True, console) -> str:
+        progress: bool = True, console, retry_failed: bool = False) -> str:
     """Run (or resume) ``cfg``, print the table of the run and what was not sent; returns the run id.
     ``shard`` (``benchmark.run.shards.Shard``): this box's share, into its own results file;
     ``executor`` ("ray" or "ray:ADDRESS"): one task per shard on a cluster, stored into run.database.
@@ -20,6 +20,9 @@ def run(cfg, *, run_id: str | None = None, resume: bool = False, models: list[st
     from core.errors import ShootoutError
 
     if executor:
+        if retry_failed:
+            raise ShootoutError("--retry-failed with --executor is not supported", "ask the failed calls again on one "
+                                "box: `shootout run --config ... --run-id RUN --retry-failed`")
         if shard is not None:
             raise ShootoutError("--executor and --shard together", "an executor makes its own shards: use "
                                 "--shard-by and --shard-count with it, and leave --shard out")
@@ -32,7 +35,7 @@ def run(cfg, *, run_id: str | None = None, resume: bool = False, models: list[st
         if shard is not None:
             console.print(f"shard {shard.label()} (from {shard.source}) into {database_for(cfg, shard)}", markup=False)
         result = run_config(cfg, run_id=run_id, resume=resume, models=models, shard=shard, progress=progress,
-                            console=console)
+                            console=console, retry_failed=retry_failed)
         db = database_for(cfg, shard)
     with Store(db) as store:
         task, rows = model_summary(store, result.run_id)
@@ -42,6 +45,11 @@ def run(cfg, *, run_id: str | None = None, resume: bool = False, models: list[st
         console.print(f"{len(result.too_long)} call(s) not sent: the prompt did not fit the context (up to {worst} "
                       f"tokens); they are stored as failed calls. Raise the context (run.num_ctx, or the server's own context "
                       f"for an OpenAI-compatible server) to ask them.")
+    failed = getattr(result, "failed_calls", 0)
+    if failed:
+        console.print(f"{failed} call(s) got no usable answer from the server (errors, garbled or cut answers, "
+                      f"timeouts) and are stored as failed calls with their reason; `shootout run --config "
+                      f"{cfg.source} --run-id {result.run_id} --retry-failed` asks them again.", markup=False)
     if result.stopped:
         raise Stopped(f"stopped after the call in flight: {result.stored} calls stored this time; resume with "
                       f"`{resume_hint(cfg, result.run_id)}`")

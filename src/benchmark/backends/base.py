@@ -16,13 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.errors import ShootoutError
 from engine.types import LabelScores, PromptTooLong, Reply
 
-__all__ = ["Backend", "BackendOptions", "BackendSpec", "BackendUnavailable", "Capabilities", "LabelScores",
-           "PromptTooLong", "Reply"]
+__all__ = ["Backend", "BackendOptions", "BackendSpec", "BackendUnavailable", "CallFailed", "Capabilities",
+           "LabelScores", "PromptTooLong", "Reply"]
 
 
 class BackendUnavailable(ShootoutError):
     """The server stopped answering (after the backend's own retries): the call was not answered.
     With several endpoints the call goes to another one; with one, the run stops, resumable."""
+
+
+class CallFailed(ShootoutError):
+    """One call got no usable answer (an HTTP error, a body that is not JSON or of the wrong shape, a
+    timeout, a cut connection, an oversized body), after the backend's own retries where a retry can
+    help. The runner stores it as a failed call (valid 0, finish_reason "failed", ``kind``: what went
+    wrong) and goes on; an endpoint whose calls keep failing is retired (``benchmark.run.scheduler``)."""
+
+    def __init__(self, message: str, kind: str, attempts: int = 1, hint: str | None = None):
+        super().__init__(message, hint)
+        self.kind, self.attempts = kind, attempts
 
 
 class Backend(Protocol):

@@ -35,10 +35,9 @@ from typing import Any
 from pydantic import Field
 
 from benchmark.backends import logprobs as lp
-from benchmark.backends.base import BackendOptions, BackendSpec, Capabilities, LabelScores, Reply
-from benchmark.backends.openai_compat import (RETRIES, TIMEOUT_S, OpenAICompatBackend, _count, _error_detail,
-                                              scores_reply)
-from core import netsafe
+from benchmark.backends.base import BackendOptions, BackendSpec, Capabilities, LabelScores
+from benchmark.backends.http import BadAnswer, Exchange, HTTPReply, shown
+from benchmark.backends.openai_compat import RETRIES, TIMEOUT_S, OpenAICompatBackend, _count, scores_reply
 from core.errors import ShootoutError
 
 DEFAULT_MODEL = "default_model"
@@ -53,18 +52,13 @@ class MlxServerBackend(OpenAICompatBackend):
         self._tok = None
         self.listing_empty = False
 
-    def load(self) -> float:
-        """Check the server; an empty 200 answer to GET /v1/models (no Hugging Face cache folder) is a
-        server that lists nothing, not a wrong address."""
-        t0 = time.perf_counter()
-        try:
-            resp = self._request("GET", "/models")
-        except (netsafe.Refused, netsafe.FetchError):
-            return super().load()  # says why, as for any OpenAI-compatible server
-        if resp.ok and not resp.body.strip():
-            self.server_models, self.listing_empty = [], True
-            return time.perf_counter() - t0
-        return super().load()
+    def listing(self, ex: Exchange) -> list[str]:
+        """An empty 200 answer to GET /v1/models (no Hugging Face cache folder) is a server that lists
+        nothing, not a wrong address."""
+        if ex.ok and not ex.body.strip():
+            self.listing_empty = True
+            return []
+        return super().listing(ex)
 
     def engine_info(self) -> dict[str, Any]:
         return {**super().engine_info(), "engine": "mlx_lm.server (OpenAI-compatible HTTP)",
@@ -130,35 +124,44 @@ class MlxServerBackend(OpenAICompatBackend):
         body = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "seed": 0,
                 "stream": False, "logprobs": True, "top_logprobs": listed,
                 "logit_bias": {str(i): BIAS for i in distinct}}
+
+        def answer(ex: Exchange) -> LabelScores:
+            if not ex.ok:
+                too_long = self._too_long(ex.status, ex.detail(), ex.error_object())
+                if too_long is not None:
+                    raise too_long
+                if ex.status == 404:
+                    raise ShootoutError(f"model '{self.name}': mlx_lm.server at {self.base_url} has no model "
+                                        f"'{self.model}' ({ex.detail()})",
+                                        "leave model out (default_model: the model the server serves), or name the "
+                                        "folder it serves")
+                raise self.http.refused(ex, "POST /completions")
+            out = ex.json_object()
+            choice = out.get("choices")[0] if isinstance(out.get("choices"), list) and out["choices"] else None
+            if not isinstance(choice, dict):
+                raise BadAnswer("wrong_shape", f"a completion without choices[0]: {shown(ex.body)}")
+            steps = lp.steps_openai(choice.get("logprobs"), entry_is_alternative=True)
+            if not steps:
+                raise ShootoutError(f"model '{self.name}': the server at {self.base_url} answered a label scoring "
+                                    "without log-probabilities (choices[0].logprobs.content)",
+                                    "use backend: mlx only with mlx_lm.server, or task.decoding: generate")
+            scores = lp.from_first_token(steps[0], first, listed=listed,
+                                         why_missing="its first token merges with the answer's prefix")
+            usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
+            details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) \
+                else {}
+            text = choice.get("text") if isinstance(choice.get("text"), str) else ""
+            reply = HTTPReply(text=text, finish_reason="stop", prompt_tokens=_count(usage.get("prompt_tokens")),
+                              cached_tokens=_count(details.get("cached_tokens")),
+                              completion_tokens=_count(usage.get("completion_tokens")), prompt_seconds=None,
+                              gen_seconds=None, wall_seconds=ex.t_end - ex.t0, attempts=ex.attempts)
+            return scores_reply(scores, choices, reply)
+
         t0 = time.perf_counter()
-        resp = self._post_with_retries("/completions", body)
-        if not resp.ok:
-            detail, err = _error_detail(resp.body)
-            too_long = self._too_long(resp.status, detail, err)
-            if too_long is not None:
-                raise too_long
-            raise ShootoutError(f"model '{self.name}': mlx_lm.server at {self.base_url} answered HTTP {resp.status} to "
-                                f"a label scoring: {detail}",
-                                "check options.tokenizer and model (default_model: the model the server serves)")
+        scored = self.http.call("POST", "/completions", body, parse=answer,
+                                reads=lambda ex: self._too_long(ex.status, ex.detail(), ex.error_object()) is not None)
         wall = time.perf_counter() - t0
-        out = self._json(resp, "POST /completions")
-        choice = (out.get("choices") or [None])[0]
-        steps = lp.steps_openai(choice.get("logprobs") if isinstance(choice, dict) else None,
-                                entry_is_alternative=True)
-        if not steps:
-            raise ShootoutError(f"model '{self.name}': the server at {self.base_url} answered a label scoring without "
-                                "log-probabilities (choices[0].logprobs.content)",
-                                "use backend: mlx only with mlx_lm.server, or task.decoding: generate")
-        scores = lp.from_first_token(steps[0], first, listed=listed,
-                                     why_missing="its first token merges with the answer's prefix")
-        usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
-        details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
-        text = choice.get("text") if isinstance(choice.get("text"), str) else ""
-        reply = Reply(text=text, finish_reason="stop", prompt_tokens=_count(usage.get("prompt_tokens")),
-                      cached_tokens=_count(details.get("cached_tokens")),
-                      completion_tokens=_count(usage.get("completion_tokens")), prompt_seconds=None, gen_seconds=None,
-                      wall_seconds=wall)
-        return scores_reply(scores, choices, reply)
+        return scored.model_copy(update={"reply": scored.reply.model_copy(update={"wall_seconds": wall})})
 
 
 # ---------------------------------------------------------------------------- registration
@@ -171,8 +174,11 @@ class MlxOptions(BackendOptions):
     api_key: str | None = Field(None, description="bearer token, if a proxy in front of the server wants one")
     timeout_s: float | None = Field(None, gt=0, description=f"wall-clock seconds allowed for one request (default "
                                                             f"{TIMEOUT_S:g})")
-    retries: int | None = Field(None, ge=0, le=10, description=f"retries after a connection failure or a timeout "
-                                                               f"(default {RETRIES})")
+    retries: int | None = Field(None, ge=0, le=10, description=f"retries of a call after a 5xx answer, a timeout, a "
+                                                               f"cut connection or a garbled body (default {RETRIES}); "
+                                                               "never after a 4xx")
+    stream: bool = Field(False, description="stream the replies (generation), recording the time to the first "
+                                            "content token and the inter-token latency of every call")
 
 
 def _make(entry, cfg, endpoint: str | None = None) -> MlxServerBackend:
@@ -181,7 +187,8 @@ def _make(entry, cfg, endpoint: str | None = None) -> MlxServerBackend:
     if tokenizer and cfg.resolve(tokenizer).is_dir():  # a folder, from config.yaml's folder; else a repository
         tokenizer = str(cfg.resolve(tokenizer))
     return MlxServerBackend(endpoint or entry.base_url, entry.model or DEFAULT_MODEL, name=entry.name,
-                            api_key=o.api_key, timeout=o.timeout_s, retries=o.retries, tokenizer=tokenizer)
+                            api_key=o.api_key, timeout=o.timeout_s, retries=o.retries, stream=o.stream,
+                            tokenizer=tokenizer)
 
 
 SPEC = BackendSpec(

@@ -1,8 +1,20 @@
-"""Ollama's native API (/api/chat, non-streaming), following what its server's code does
-(github.com/ollama/ollama; the files named below, read at its 2026-08 head). Replies are parsed into
-the official client's typed models (``ollama.ChatResponse``, ``ShowResponse``, ``ProcessResponse``);
-the requests go out through httpx directly because the client has no ``truncate`` nor ``shift``.
+"""Ollama's native API (/api/chat), following what its server's code does (github.com/ollama/ollama;
+the files named below, read at its 2026-08 head). Replies are parsed into the official client's typed
+models (``ollama.ChatResponse``, ``ShowResponse``, ``ProcessResponse``); the requests go out under the
+server backends' call policy (``benchmark.backends.http``: options.timeout_s per attempt, default
+600 s, options.retries, default 2, after a 5xx, a timeout, a cut connection or a garbled body, never
+after a 4xx; then a failed call, stored with its reason), not through the client, which has no
+``truncate`` nor ``shift``.
 
+Over 400 lines: one server's protocol (load, chat, stream, label scoring) and its prompt-cache estimate share its state.
+
+- **Faulty answers.** At load, an answer of /api/version, /api/show, /api/ps or /api/chat that is not
+  JSON or not of the shape the client's types describe is one clear error naming the request (the
+  address is not an Ollama server's); during the run it is retried and then a failed call.
+- **Streaming** (``options.stream``): server/routes.go streamResponse writes one ChatResponse per line
+  (ChatHandler sends one per piece the runner returns, then one with ``done`` and the metrics, and an
+  ``{"error": ...}`` line when it fails after the first byte); each call records the time to its first
+  line with content (thinking does not count), the gaps between content lines and its end-to-end time.
 - **No silently cut prompt.** By default the server drops the oldest messages (the few-shot examples)
   until the prompt fits ``num_ctx`` and logs it at debug level (server/prompt.go chatPrompt), and a
   context shift can drop the start of the prompt while generating. Every request here sends
@@ -34,20 +46,24 @@ the requests go out through httpx directly because the client has no ``truncate`
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from benchmark.backends import logprobs as lp
-from benchmark.backends.base import (BackendOptions, BackendSpec, BackendUnavailable, Capabilities, LabelScores,
-                                     PromptTooLong, Reply)
+from benchmark.backends.base import (BackendOptions, BackendSpec, BackendUnavailable, CallFailed, Capabilities,
+                                     LabelScores, PromptTooLong, Reply)
+from benchmark.backends.http import BACKOFF_S, BadAnswer, Exchange, HTTPReply, Transport, answer_cap, shown, stream_timings
 from core.errors import ShootoutError
 from core.hosts import normalize_host
 
 TIMEOUT_S = 600.0
+LOAD_TIMEOUT_S = 600.0   # the least a model load is given, whatever timeout_s says (weights may take minutes)
 RETRIES = 2    # after the first attempt, for a dropped connection, a timeout or a 5xx answer
+NOT_OLLAMA = "check the address (OLLAMA_HOST or the model's endpoints): it must be an Ollama server's root"
 MIN_VERSION = (0, 12, 6)   # api/types.go ChatRequest gained Truncate and Shift (ollama #12519, #12582)
 LOGPROBS_VERSION = (0, 12, 11)  # api/types.go ChatRequest gained Logprobs and TopLogprobs (ollama #12899)
 TOP_LOGPROBS = 20          # the most server/routes.go ChatHandler takes ("top_logprobs must be between 0 and 20")
@@ -68,7 +84,7 @@ def _same_model(a: str, b: str) -> bool:
 class OllamaBackend:
     def __init__(self, tag: str, *, name: str | None = None, host: str | None = None, num_ctx: int = 2048,
                  keep_alive: str | None = None, timeout: float | None = None, retries: int | None = None,
-                 backoff: float = 1.0, top_logprobs: int | None = None):
+                 backoff: float = BACKOFF_S, stream: bool = False, top_logprobs: int | None = None):
         self.tag = tag
         self.name = name or tag
         self.host = normalize_host(host)
@@ -77,8 +93,11 @@ class OllamaBackend:
         self.timeout = TIMEOUT_S if timeout is None else float(timeout)
         self.retries = RETRIES if retries is None else int(retries)
         self.backoff = backoff
+        self.stream = bool(stream)
         self.top_logprobs = TOP_LOGPROBS if top_logprobs is None else int(top_logprobs)
-        self._http = None
+        self.http = Transport(self.host, model=self.name, server="Ollama", timeout_s=self.timeout, retries=self.retries,
+                              backoff_s=backoff, down_hint="check the server (`ollama serve`, OLLAMA_HOST), then resume "
+                                                           "with `shootout run --run-id ...`")
         self.version: str | None = None
         self.show = None            # ollama.ShowResponse
         self.ps = None              # ollama.ProcessResponse.Model of this model, after load
@@ -91,43 +110,41 @@ class OllamaBackend:
         self.reloads = 0
 
     # ------------------------------------------------------------------ HTTP
-    def _client(self):
-        import httpx
+    def _request(self, method: str, path: str, body: dict | None = None, *, model=None, at_load: bool = False,
+                 timeout_s: float | None = None):
+        """The answer to one request, read as ``model`` (one of the official client's types) or as a
+        JSON object, under the call policy (``benchmark.backends.http``). At load an answer that is not
+        JSON or of the wrong shape is one clear error; in a call it is retried, then a failed call."""
+        what = f"{method} {path}"
 
-        if self._http is None:
-            self._http = httpx.Client(base_url=self.host, timeout=self.timeout)
-        return self._http
-
-    def _request(self, method: str, path: str, body: dict | None = None):
-        """The JSON answer; 5xx and dropped connections are retried, the rest is one clear error."""
-        import httpx
-
-        attempts = self.retries + 1
-        for attempt in range(attempts):
+        def parse(ex: Exchange):
+            if not ex.ok:
+                self._refused(ex, what)
+            data = ex.json_object()
+            if isinstance(data.get("error"), str):  # an error sent with a 2xx status
+                raise BadAnswer("server_error", f"an error: {data['error'][:300]}")
+            if model is None:
+                return data
             try:
-                r = self._client().request(method, path, json=body)
-            except httpx.ConnectError:
-                raise BackendUnavailable(f"model '{self.name}': no Ollama server answers at {self.host}",
-                                         "start it with `ollama serve`, or set OLLAMA_HOST to where it runs") from None
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                if attempt == attempts - 1:
-                    raise BackendUnavailable(f"model '{self.name}': Ollama at {self.host} stopped answering ({exc})",
-                                             "check the server, then resume with `shootout run --run-id ...`") from None
-                time.sleep(self.backoff * 2 ** attempt)
-                continue
-            if r.status_code < 400:
-                return r.json()
-            error = _error_text(r)
-            if r.status_code == 404:
-                raise ShootoutError(f"model '{self.name}': Ollama at {self.host} has no model '{self.tag}' ({error})",
-                                    f"run `ollama pull {self.tag}`, or create it with "
-                                    "`shootout export ... --ollama-create`")
-            if r.status_code == 400:
-                self._raise_if_too_long(error)
-            if r.status_code < 500 or attempt == attempts - 1:
-                raise ShootoutError(f"model '{self.name}': Ollama at {self.host} answered {r.status_code}: {error}")
-            time.sleep(self.backoff * 2 ** attempt)
-        raise AssertionError("unreachable")
+                return model.model_validate(data)
+            except ValidationError as exc:
+                raise BadAnswer("wrong_shape", f"JSON of the wrong shape for {what} ({_first_problem(exc)}): "
+                                               f"{shown(ex.body)}") from None
+
+        return self.http.call(method, path, body, parse=parse, retry_bad=not at_load, hint=NOT_OLLAMA,
+                              timeout_s=timeout_s)
+
+    def _refused(self, ex: Exchange, what: str) -> None:
+        """What a 4xx answer means: a missing model, a prompt too long, or a failed call."""
+        error = ex.detail()
+        if ex.status == 404 and what.endswith("/api/version"):
+            raise ShootoutError(f"model '{self.name}': the server at {self.host} answered HTTP 404 to {what}", NOT_OLLAMA)
+        if ex.status == 404:
+            raise ShootoutError(f"model '{self.name}': Ollama at {self.host} has no model '{self.tag}' ({error})",
+                                f"run `ollama pull {self.tag}`, or create it with `shootout export ... --ollama-create`")
+        if ex.status == 400:
+            self._raise_if_too_long(error)
+        raise self.http.refused(ex, what)
 
     def _raise_if_too_long(self, error: str) -> None:
         m = _TOO_LONG.search(error)
@@ -138,8 +155,8 @@ class OllamaBackend:
         if _TOO_LONG_NO_COUNTS in error:
             raise PromptTooLong(self.name, self.num_ctx, self.num_ctx)
 
-    def _chat_body(self, messages: list[dict], options: dict, **extra) -> dict:
-        body: dict[str, Any] = {"model": self.tag, "messages": messages, "stream": False, "options": options,
+    def _chat_body(self, messages: list[dict], options: dict, stream: bool = False, **extra) -> dict:
+        body: dict[str, Any] = {"model": self.tag, "messages": messages, "stream": stream, "options": options,
                                 "truncate": False, "shift": False, **extra}
         if self.keep_alive is not None:
             body["keep_alive"] = self.keep_alive
@@ -150,7 +167,15 @@ class OllamaBackend:
     # ------------------------------------------------------------------ protocol
     def server_version(self) -> str:
         """GET /api/version; a server too old to be told not to truncate is refused."""
-        version = self._request("GET", "/api/version").get("version", "")
+        try:
+            version = self._request("GET", "/api/version", at_load=True).get("version")
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(f"model '{self.name}': no Ollama server answers at {self.host} "
+                                     f"({exc.message.split(': ', 2)[-1]})",
+                                     "start it with `ollama serve`, or set OLLAMA_HOST to where it runs") from None
+        if not isinstance(version, str):
+            raise ShootoutError(f"model '{self.name}': Ollama at {self.host} answered GET /api/version without a "
+                                f"version ({version!r})", NOT_OLLAMA)
         v = parse_version(version)
         if v is not None and v != (0, 0, 0) and v < MIN_VERSION:  # 0.0.0: built from source
             raise ShootoutError(
@@ -163,13 +188,13 @@ class OllamaBackend:
         """POST /api/show: the model's template (the one that renders its prompts), parameters, details."""
         from ollama import ShowResponse
 
-        return ShowResponse.model_validate(self._request("POST", "/api/show", {"model": self.tag}))
+        return self._request("POST", "/api/show", {"model": self.tag}, model=ShowResponse, at_load=True)
 
     def process(self):
         """This model's entry in GET /api/ps (None when it is not loaded)."""
         from ollama import ProcessResponse
 
-        return self._find_ps(ProcessResponse.model_validate(self._request("GET", "/api/ps")))
+        return self._find_ps(self._request("GET", "/api/ps", model=ProcessResponse, at_load=True))
 
     def load(self) -> float:
         """Check the server, read the model's facts, load it at the run's context; the seconds it took."""
@@ -179,7 +204,11 @@ class OllamaBackend:
         before = self.process()
         self.loaded_before = before is not None and before.context_length == self.num_ctx
         t0 = time.perf_counter()
-        self._request("POST", "/api/chat", self._chat_body([], {"num_ctx": self.num_ctx}))
+        # loading the weights may take longer than a call: at least LOAD_TIMEOUT_S (the server answered /api/version)
+        from ollama import ChatResponse
+
+        self._request("POST", "/api/chat", self._chat_body([], {"num_ctx": self.num_ctx}), model=ChatResponse,
+                      at_load=True, timeout_s=max(self.timeout, LOAD_TIMEOUT_S))
         self.load_seconds = time.perf_counter() - t0
         self.ps = self.process()
         self._previous = None
@@ -227,19 +256,30 @@ class OllamaBackend:
         return info
 
     def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
-            self._http = None
+        pass
 
     def _render(self, messages: list[dict]) -> str | None:
         """The prompt exactly as the server renders it for these messages (``_debug_render_only``:
         server/routes.go ChatHandler answers the rendered template without running the model)."""
+        data = self._aside("POST", "/api/chat", self._chat_body(messages, {"num_ctx": self.num_ctx},
+                                                                 _debug_render_only=True))
+        info = data.get("_debug_info") if isinstance(data, dict) else None
+        rendered = info.get("rendered_template") if isinstance(info, dict) else None
+        return rendered if isinstance(rendered, str) else None
+
+    def _aside(self, method: str, path: str, body: dict, model=None):
+        """A request beside the call (a render, a count): None when it fails, unless the server is down
+        or does not answer in time, which is the call's failure too (it is not asked then)."""
         try:
-            data = self._request("POST", "/api/chat", self._chat_body(messages, {"num_ctx": self.num_ctx},
-                                                                      _debug_render_only=True))
+            return self._request(method, path, body, model=model)
+        except BackendUnavailable:
+            raise
+        except CallFailed as exc:
+            if exc.kind == "timeout":
+                raise
+            return None
         except ShootoutError:  # PromptTooLong included: the call itself will say so
             return None
-        return (data.get("_debug_info") or {}).get("rendered_template")
 
     def _count(self, text: str, seed: int) -> int | None:
         """Tokens of a prompt text as the server counts them: a raw /api/generate (no template) that
@@ -252,10 +292,8 @@ class OllamaBackend:
             body["keep_alive"] = self.keep_alive
         if self.think is not None:
             body["think"] = self.think
-        try:
-            return GenerateResponse.model_validate(self._request("POST", "/api/generate", body)).prompt_eval_count or 0
-        except ShootoutError:
-            return None
+        counted = self._aside("POST", "/api/generate", body, model=GenerateResponse)
+        return None if counted is None else counted.prompt_eval_count or 0
 
     def _cached_estimate(self, messages: list[dict], seed: int) -> int:
         """Prompt tokens this call will find in the server's prompt cache.
@@ -279,22 +317,30 @@ class OllamaBackend:
 
     def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
              temperature: float = 0.0, seed: int = 0, max_tokens: int = 256, grammar: str | None = None) -> Reply:
-        from ollama import ChatResponse
-
         cached_estimate = self._cached_estimate(messages, seed)
         body = self._chat_body(messages, {"temperature": temperature, "seed": seed, "num_ctx": self.num_ctx,
-                                          "num_predict": max_tokens})
+                                          "num_predict": max_tokens}, stream=self.stream)
         if schema is not None:
             body["format"] = schema
+
+        def answer(ex: Exchange):
+            """(the final chunk, the reply text, the streamed timings, the exchange)."""
+            if not ex.ok:
+                self._refused(ex, "POST /api/chat")
+            if self.stream:
+                return (*self._streamed(ex), ex)
+            resp = self._chunk(ex.json_object(), ex.body)
+            return resp, (resp.message.content if resp.message else "") or "", {}, ex
+
         t0 = time.perf_counter()
-        resp = ChatResponse.model_validate(self._request("POST", "/api/chat", body))
+        resp, text, streamed, ex = self.http.call("POST", "/api/chat", body, parse=answer, stream=self.stream,
+                                                  max_bytes=answer_cap(max_tokens))
         wall = time.perf_counter() - t0
-        text = (resp.message.content if resp.message else "") or ""
         self._previous = (self._rendered + text) if self._rendered is not None else None
+        common = {"text": text, "wall_seconds": wall, "attempts": ex.attempts, **streamed}
         if not resp.done or resp.done_reason not in ("stop", "length"):
-            return Reply(text=text, finish_reason="aborted", prompt_tokens=resp.prompt_eval_count or 0,
-                         completion_tokens=resp.eval_count or 0, prompt_seconds=None, gen_seconds=None,
-                         wall_seconds=wall)
+            return HTTPReply(finish_reason="aborted", prompt_tokens=resp.prompt_eval_count or 0,
+                             completion_tokens=resp.eval_count or 0, prompt_seconds=None, gen_seconds=None, **common)
         ns = 1e9
         prompt_tokens = resp.prompt_eval_count or 0
         cached = min(cached_estimate, max(prompt_tokens - 1, 0))
@@ -302,10 +348,9 @@ class OllamaBackend:
         if self.load_seconds and load_s > max(0.25, 0.5 * self.load_seconds):
             cached = 0  # the model was loaded again inside this call: nothing came from the cache
             self.reloads += 1
-        return Reply(text=text, finish_reason=resp.done_reason, prompt_tokens=prompt_tokens, cached_tokens=cached,
-                     completion_tokens=resp.eval_count or 0,
-                     prompt_seconds=(resp.prompt_eval_duration or 0) / ns, gen_seconds=(resp.eval_duration or 0) / ns,
-                     wall_seconds=wall)
+        return HTTPReply(finish_reason=resp.done_reason, prompt_tokens=prompt_tokens, cached_tokens=cached,
+                         completion_tokens=resp.eval_count or 0, prompt_seconds=(resp.prompt_eval_duration or 0) / ns,
+                         gen_seconds=(resp.eval_duration or 0) / ns, **common)
 
     def score_choices(self, messages: list[dict[str, str]], choices) -> LabelScores:
         """Every label's probability from one greedy reply with ``logprobs`` and ``top_logprobs``
@@ -313,19 +358,24 @@ class OllamaBackend:
         schema) where the answer is JSON, bare labels unconstrained (they part at their first token).
         The runner (llm/llama_server.go) asks llama-server for ``n_probs`` = max(top_logprobs, 1): the
         alternatives are the raw distribution's top ones, so a label the constraint allows may lie
-        below them; it is then unscored (benchmark.backends.logprobs)."""
-        from ollama import ChatResponse
-
+        below them; it is then unscored (benchmark.backends.logprobs). Never streamed."""
         seed = 0
         cached_estimate = self._cached_estimate(messages, seed)
+        budget = lp.token_budget(choices)
         body = self._chat_body(messages, {"temperature": 0.0, "seed": seed, "num_ctx": self.num_ctx,
-                                          "num_predict": lp.token_budget(choices)},
-                               logprobs=True, top_logprobs=self.top_logprobs)
+                                          "num_predict": budget}, logprobs=True, top_logprobs=self.top_logprobs)
         schema = lp.json_schema_of(choices)
         if schema is not None:
             body["format"] = schema
+
+        def answer(ex: Exchange):
+            if not ex.ok:
+                self._refused(ex, "POST /api/chat")
+            return self._chunk(ex.json_object(), ex.body), ex
+
         t0 = time.perf_counter()
-        resp = ChatResponse.model_validate(self._request("POST", "/api/chat", body))
+        resp, ex = self.http.call("POST", "/api/chat", body, parse=answer,
+                                  max_bytes=answer_cap(budget) + budget * self.top_logprobs * 300)
         wall = time.perf_counter() - t0
         text = (resp.message.content if resp.message else "") or ""
         self._previous = (self._rendered + text) if self._rendered is not None else None
@@ -338,16 +388,59 @@ class OllamaBackend:
                                 "upgrade Ollama to 0.12.11 or later (logprobs came then)" if too_old else
                                 "use task.decoding: generate for this model")
         scores = lp.from_text(steps, choices, listed=self.top_logprobs)
+        done = resp.done and resp.done_reason in ("stop", "length")
         ns = 1e9
         prompt_tokens = resp.prompt_eval_count or 0
         best = scores.best
-        reply = Reply(text=choices.prefix + choices.continuations[best] if best is not None else text,
-                      finish_reason=resp.done_reason if resp.done_reason in ("stop", "length") else "aborted",
-                      prompt_tokens=prompt_tokens, cached_tokens=min(cached_estimate, max(prompt_tokens - 1, 0)),
-                      completion_tokens=resp.eval_count or 0,
-                      prompt_seconds=(resp.prompt_eval_duration or 0) / ns if resp.done else None,
-                      gen_seconds=(resp.eval_duration or 0) / ns if resp.done else None, wall_seconds=wall)
+        reply = HTTPReply(text=choices.prefix + choices.continuations[best] if best is not None else text,
+                          finish_reason=resp.done_reason if done else "aborted", prompt_tokens=prompt_tokens,
+                          cached_tokens=min(cached_estimate, max(prompt_tokens - 1, 0)),
+                          completion_tokens=resp.eval_count or 0,
+                          prompt_seconds=(resp.prompt_eval_duration or 0) / ns if done else None,
+                          gen_seconds=(resp.eval_duration or 0) / ns if done else None, wall_seconds=wall,
+                          attempts=ex.attempts)
         return LabelScores(logprobs=scores.logprobs, probs=scores.probs, unscored=scores.unscored, reply=reply)
+
+    @staticmethod
+    def _chunk(data: Any, line: bytes):
+        """One chat answer object (the whole answer, or one line of a stream) as ``ollama.ChatResponse``."""
+        from ollama import ChatResponse
+
+        if not isinstance(data, dict):
+            raise BadAnswer("wrong_shape", f"JSON that is not an object: {shown(line)}")
+        if isinstance(data.get("error"), str):  # server/routes.go streamResponse: an error once the stream began
+            raise BadAnswer("server_error", f"an error in the middle of the answer: {data['error'][:300]}")
+        try:
+            return ChatResponse.model_validate(data)
+        except ValidationError as exc:
+            raise BadAnswer("wrong_shape", f"JSON of the wrong shape for POST /api/chat ({_first_problem(exc)}): "
+                                           f"{shown(line)}") from None
+
+    def _streamed(self, ex: Exchange):
+        """(the last chunk, the text, the streamed timings) of an NDJSON chat stream (server/routes.go
+        streamResponse: one ChatResponse per line; ChatHandler sends one per piece the runner returns,
+        and a last one with ``done``, ``done_reason`` and the metrics). A chunk counts as content when
+        its message carries text; thinking does not count."""
+        pieces: list[str] = []
+        times: list[float] = []
+        last = None
+        for t, raw in ex.lines:
+            if not raw.strip():
+                continue
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                raise BadAnswer("not_json", f"a stream line that is not JSON: {shown(raw)}") from None
+            last = self._chunk(data, raw)
+            piece = last.message.content if last.message else None
+            if piece:
+                pieces.append(piece)
+                times.append(t)
+            if last.done:
+                break
+        if last is None:
+            raise BadAnswer("not_json", f"an empty stream: {shown(ex.body)}")
+        return last, "".join(pieces), stream_timings(ex.t0, times, ex.t_end)
 
 
 def _shared_start(a: str, b: str) -> str:
@@ -364,12 +457,11 @@ def _shared_start(a: str, b: str) -> str:
     return a[:n]
 
 
-def _error_text(r) -> str:
-    try:
-        data = r.json()
-    except ValueError:
-        return r.text.strip()[:300]
-    return str(data.get("error", data)) if isinstance(data, dict) else str(data)
+def _first_problem(exc) -> str:
+    """The first problem a pydantic ValidationError names, in a few words."""
+    e = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(x) for x in e.get("loc", ())) or "the top level"
+    return f"{where}: {e.get('msg', 'invalid')}"
 
 
 # ---------------------------------------------------------------------------- registration
@@ -379,8 +471,11 @@ class OllamaOptions(BackendOptions):
     keep_alive: str | None = Field(None, description="how long the server keeps the model loaded (e.g. 5m, -1)")
     timeout_s: float | None = Field(None, gt=0, description=f"wall-clock seconds allowed for one request (default "
                                                             f"{TIMEOUT_S:g})")
-    retries: int | None = Field(None, ge=0, le=10, description=f"retries after a dropped connection, a timeout or "
-                                                               f"a 5xx answer (default {RETRIES})")
+    retries: int | None = Field(None, ge=0, le=10, description=f"retries of a call after a 5xx answer, a timeout, a "
+                                                               f"cut connection or a garbled body (default {RETRIES}); "
+                                                               "never after a 4xx")
+    stream: bool = Field(False, description="stream the replies, recording the time to the first content token and "
+                                            "the inter-token latency of every call")
     top_logprobs: int | None = Field(None, ge=1, le=20, description=f"alternatives asked for per token when scoring "
                                                                     f"labels (default and most {TOP_LOGPROBS}; labels "
                                                                     "below them are unscored)")
@@ -389,7 +484,8 @@ class OllamaOptions(BackendOptions):
 def _make(entry, cfg, endpoint: str | None = None) -> OllamaBackend:
     o = entry.options
     return OllamaBackend(entry.tag, name=entry.name, host=endpoint, num_ctx=cfg.setting(entry, "num_ctx"),
-                         keep_alive=o.keep_alive, timeout=o.timeout_s, retries=o.retries, top_logprobs=o.top_logprobs)
+                         keep_alive=o.keep_alive, timeout=o.timeout_s, retries=o.retries, stream=o.stream,
+                         top_logprobs=o.top_logprobs)
 
 
 SPEC = BackendSpec(

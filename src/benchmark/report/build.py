@@ -2,7 +2,7 @@
 the facts of its models), resolve the references once, hand everything to the builder of the task's
 kind (``benchmark.report.kinds``), then add the sheets every report shares: Quant Quality (rows
 handed in by the caller from export manifests; the report never reads export's files), Throughput
-(calls spread over endpoints) and Run Info."""
+(server calls under load: ``benchmark.report.throughput``) and Run Info."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 
 import pandas as pd
 
+from benchmark.report import throughput
 from benchmark.report.inputs import read_run
 from benchmark.report.kinds import kind_of
 from benchmark.report.model import Report, RunData, Sheet
@@ -59,11 +60,11 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None, *,
     checkpoints are the run's stored facts; ``quant_quality`` rows come from export manifests (the
     caller reads them)."""
     run, rd = read_run(store, run_id, pairs, {**(settings or {}), "price_per_hour": price_per_hour})
-    spread = TP.throughput(rd.calls)
+    every_timing = rd.calls
     rd.calls, latency_note = TP.latency_view(rd.calls, rd.settings.latency)
     kind = kind_of(rd.task)
     report = kind.build(rd)
-    report.draw = kind.charts
+    report.draw = lambda r, folder: [*kind.charts(r, folder), *filter(None, [throughput.chart(r, folder)])]
     known = set(rd.calls["model"])
     qq = pd.DataFrame(quant_quality if quant_quality is not None else [])
     if len(qq):
@@ -75,13 +76,9 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None, *,
             note="From each model's export manifest: KL divergence of the level's next-token distribution from the "
                  "F16 GGUF's (nats, per position of the task's prompts) and the share of positions with the same top "
                  "token, as llama.cpp's perplexity tool reports them. F16 is the reference. size_mb: the GGUF file."))
-    endpoints = spread["endpoint"][spread["endpoint"] != "all endpoints"].nunique() if len(spread) else 0
-    if endpoints > 1 or (len(spread) and spread["max_in_flight"].max() > 1):
-        report.sheets.append(Sheet(
-            "Throughput", "throughput", spread,
-            note="Calls spread over endpoints: per model and endpoint, then over all its endpoints, requests and "
-                 "generated tokens per second over the span from the first call's start to the last call's end, "
-                 "with the calls in flight on the endpoint when each started. " + latency_note))
+    load = throughput.sheet(every_timing, latency_note)
+    if load is not None:
+        report.sheets.append(load)
     report.sheets.append(Sheet("Run Info", "run_info", _run_info(run, rd, rd.loads)))
     return report
 

@@ -150,26 +150,49 @@ def confusion_heatmap(report, model: str, table: pd.DataFrame, path: Path) -> Pa
     return D.save(fig, path)
 
 
+def per_class_table(report) -> pd.DataFrame:
+    """Classes x columns of F1: every model, then the trivial baselines ("baseline: majority (spam)",
+    "baseline: stratified random"), the bar a model has to clear on each class."""
+    pc = report.per_class
+    labels = report.task.labels or sorted(pc["class"].unique())
+    table = pc.pivot_table(index="class", columns="model", values="f1", aggfunc="mean")
+    table = table.reindex(index=[x for x in labels if x in table.index],
+                          columns=[x for x in report.details["model"] if x in table.columns])
+    pb = report.per_class_baselines
+    if pb is not None and len(pb):
+        base = pb.pivot_table(index="class", columns="baseline", values="f1", aggfunc="mean", sort=False)
+        base.columns = [f"baseline: {c}" for c in base.columns]
+        table = table.join(base.reindex(table.index))
+    return table
+
+
 def per_class_heatmap(report, path: Path) -> Path | None:
     """F1 per class (rows) and model (columns) on the fixed 0-1 scale; a cell not distinguishable from
-    the reference's F1 on that class (paired bootstrap over items) is hatched grey."""
+    the reference's F1 on that class (paired jackknife over items) is hatched grey. The baselines' F1
+    per class stand in the last columns (not coloured: no test), and a model cell at or below the best
+    baseline's F1 on its class is marked "<= baseline"."""
     pc = report.per_class
     if pc is None or pc.empty or "f1" not in pc:
         return None
     plt = D.plt()
     m = report.metric("f1")
-    labels = report.task.labels or sorted(pc["class"].unique())
-    table = pc.pivot_table(index="class", columns="model", values="f1", aggfunc="mean")
-    table = table.reindex(index=[x for x in labels if x in table.index],
-                          columns=[x for x in report.details["model"] if x in table.columns])
+    table = per_class_table(report)
+    base_cols = [c for c in table.columns if str(c).startswith("baseline: ")]
+    best_base = table[base_cols].max(axis=1) if base_cols else pd.Series(np.nan, index=table.index)
     pcv = report.per_class_versus
     status = dict(zip(zip(pcv["model"], pcv["class"]), pcv["direction"])) if len(pcv) else {}
     colours, texts, outline = [], [], []
+    show = table.shape[1] <= 16
     for lab in table.index:
         rc, rt, ro = [], [], []
-        for model in table.columns:
-            v = table.loc[lab, model]
-            st = status.get((model, lab), "reference" if model not in report.refs else "untested")
+        for col in table.columns:
+            v = table.loc[lab, col]
+            if col in base_cols:
+                rc.append("#F2F2F2" if np.isfinite(v) else None)
+                rt.append(f"{v:.2f}" if np.isfinite(v) and show else "")
+                ro.append(False)
+                continue
+            st = status.get((col, lab), "reference" if col not in report.refs else "untested")
             if not np.isfinite(v):
                 rc.append(None)
             elif st == "not distinguishable":
@@ -178,18 +201,22 @@ def per_class_heatmap(report, path: Path) -> Path | None:
                 rc.append(None)
             else:
                 rc.append(scale_colour(float(v), True))
-            rt.append((f"{v:.2f}" if np.isfinite(v) and table.shape[1] <= 16 else "") +
-                      ("\n≈ ref" if st == "not distinguishable" else ""))
-            ro.append(model not in report.refs)
+            below = np.isfinite(v) and np.isfinite(best_base.loc[lab]) and v <= best_base.loc[lab]
+            rt.append((f"{v:.2f}" if np.isfinite(v) and show else "") +
+                      ("\n≈ ref" if st == "not distinguishable" else "") + ("\n<= baseline" if below else ""))
+            ro.append(col not in report.refs)
         colours.append(rc)
         texts.append(rt)
         outline.append(ro)
     w = min(4.5 + 0.9 * table.shape[1], 50)
     fig, ax = plt.subplots(figsize=(w, min(2.8 + 0.45 * table.shape[0], 40)))
-    D.cells(ax, colours, texts, list(table.index), list(table.columns), outline)
+    D.cells(ax, colours, texts, list(table.index), [D.short(str(c), 28) for c in table.columns], outline)
+    if base_cols:
+        ax.axvline(table.shape[1] - len(base_cols), color="black", linewidth=2)  # models | baselines
     D.colourbar(fig, ax, m, "F1")
     ax.tick_params(axis="x", labelrotation=90 if table.shape[1] > 6 else 30)
-    D.title(ax, f"F1 per class — classes x models, run {report.run_id} (green is better; {LEGEND})", w)
+    D.title(ax, f"F1 per class — classes x models, run {report.run_id} (green is better; {LEGEND}; last columns: "
+               "the trivial baselines' F1, grey; '<= baseline': no higher than the best of them on that class)", w)
     return D.save(fig, path)
 
 

@@ -1,6 +1,7 @@
 """What the console shows of a run: the per-model table printed after a run (the columns the task's
-scorer declares for the console view, labelled and formatted from the metric table) and the
-report's verdict lines, led by the reference and sign convention they follow."""
+scorer declares for the console view that the run measured, labelled and formatted from the metric
+table) and the report's verdict lines, led by the reference and sign convention they follow, with each
+model's line against the trivial baselines (label tasks)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from benchmark.report.model import Report
 from benchmark.tasks.base import TaskInfo
 
 ID_COLUMNS = ("model", "quant", "calls")
+BY_MODE = ("gen_tok_s", "label_prob", "label_prob_margin")  # measured by generation, or by label scoring
 
 
 def model_summary(store, run_id: str) -> tuple[TaskInfo, list[dict]]:
@@ -18,8 +20,11 @@ def model_summary(store, run_id: str) -> tuple[TaskInfo, list[dict]]:
     task, df = details(store, run_id)
     if df is None or df.empty:
         return task, []
+    # what a decoding mode measures shows only where a model measured it: log-probability mode generates
+    # nothing (no "gen tok/s"), and shows the label probabilities and the time per call instead
+    keep = list(ID_COLUMNS) + [c for c in M.columns(task.scorer().metrics, "console") if c in df
+                               and (c not in BY_MODE or df[c].notna().any())]
     df = df.astype(object).where(df.notna(), None)
-    keep = list(ID_COLUMNS) + [c for c in M.columns(task.scorer().metrics, "console") if c in df]
     return task, df[keep].to_dict("records")
 
 

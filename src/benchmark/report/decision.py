@@ -1,32 +1,32 @@
 """The Decision sheet, first in every report: per candidate, the verdict against its reference at the
-margins on the task's decision metrics (``benchmark.stats.decision``), quality with its interval,
-speed, the size the run stored, Pareto-optimal rungs and the chart."""
+margins on the task's decision metrics (``benchmark.stats.decision``), in words
+(``benchmark.report.verdicts``), quality with its interval, speed, the size the run stored,
+Pareto-optimal rungs, each model against the trivial baselines (label tasks), and the chart."""
 
 from __future__ import annotations
 
+from benchmark import conventions as CV
 from benchmark import metrics as M
 from benchmark.report.common import resource_columns
 from benchmark.report.model import Report, Sheet
 from benchmark.report.settings import Settings
+from benchmark.report.verdicts import margin_text, words
 from benchmark.stats import common
 from benchmark.stats import decision as D
 
-VERDICTS = ("Verdicts: EQUIVALENT = the 90% interval lies within the margin on both sides; NON-INFERIOR = not "
-            "worse by more than the margin (may be better); WORSE = significantly worse (95% interval above 0); "
-            "INCONCLUSIVE = the data cannot tell: the items that would decide it are given (80% power, if the true "
-            "difference is the one observed). Not significantly different never means 'as good'.")
-
 
 def primary_metric(report: Report, measures: dict, fallback: str) -> str:
-    """The Decision's quality metric: the first default decision metric the task declares that the run can
-    compute (e.g. MAE needs gold values), else the kind's fallback (a mean value without gold values)."""
-    return next((m for m in M.decision_metrics(report.declared) if m in measures), fallback)
+    """The Decision's quality metric: the first default decision metric of the quality role the task
+    declares that the run can compute (e.g. MAE needs gold values), else the kind's fallback (a mean
+    value without gold values)."""
+    return next((m for m in M.decision_metrics(report.declared) if m in measures
+                 and D.role_of(m, measures[m].higher_is_better) == "quality"), fallback)
 
 
 def margins(cfg: Settings, measures: dict, primary: str, value_range) -> dict[str, float]:
     """The margins tested, primary first: those set (or defaulted) that the run can compute as per-item
-    means; the primary always, at its set or default margin."""
-    usable = {k: v for k, v in (cfg.margins or {}).items() if k in measures and measures[k].kind == "mean"}
+    means or variances; the primary always, at its set or default margin."""
+    usable = {k: v for k, v in (cfg.margins or {}).items() if k in measures and measures[k].kind in ("mean", "logvar")}
     if primary not in usable and primary in measures:
         usable = {primary: (cfg.margins or {}).get(primary, M.metric(primary, value_range=value_range).margin),
                   **usable}
@@ -34,16 +34,24 @@ def margins(cfg: Settings, measures: dict, primary: str, value_range) -> dict[st
         else usable
 
 
-def decision_sheet(report: Report, measures, fallback: str, extra_note: str) -> Sheet:
+def decision_sheet(report: Report, measures, fallback: str, extra_note: str,
+                   baselines: dict[str, str] | None = None, baseline_table=None) -> Sheet:
     """The Decision of a report whose details, references and intervals are filled in; sets
-    ``report.decision``, ``decision_long`` and ``decision_lines``."""
+    ``report.decision``, ``decision_long`` and ``decision_lines``. ``baselines``: model -> its line
+    against the trivial baselines (label tasks); ``baseline_table``: those tests, shown below."""
     cfg = report.settings
     noun = report.task.noun
+    value_name = report.task.value_name or "value"
     primary = primary_metric(report, measures, fallback)
     tested = margins(cfg, measures, primary, report.value_range)
     models = report.details[["model", "family", "quant", "iterations", "s_per_sample"]]
-    table, long, lines = D.decide(measures, models, report.refs, tested, cfg.alpha, cfg.power, report.sizes,
-                                  report.intervals)
+    table, long = D.decide(measures, models, report.refs, tested, cfg.alpha, cfg.power, report.sizes,
+                           report.intervals, cfg.min_items, report.value_range)
+    labels = {m: report.metric(m).label for m in tested}
+    what, lines = words(table, long, noun, labels, value_name, cfg.min_items, baselines, report.value_range, cfg.alpha)
+    table["what_it_means"] = what
+    if baselines:
+        table["baseline"] = [baselines.get(m, "") for m in table["model"]]
     memory = resource_columns(report.details)
     if memory:
         table = table.merge(report.details[["model"] + memory], on="model", how="left")
@@ -53,18 +61,21 @@ def decision_sheet(report: Report, measures, fallback: str, extra_note: str) -> 
     n_it = int(report.details["iterations"].max()) if "iterations" in report.details else 0
     sizes = ("file size as the run stored it" if report.sizes else
              "file size (not stored by this run: left out)")
+    fill = dict(noun=noun, value=value_name, min_items=cfg.min_items, sizes=sizes)
     note = (f"Which one do I ship? Run {report.run_id}: {n_items} {noun}s x {n_it} iterations. "
             f"{report.references.statement()} "
-            f"Each candidate is tested against its reference on {', '.join(report.metric(m).label for m in tested)} "
-            f"with margins {', '.join(D._margin_text(m, v) for m, v in tested.items())} (config: report.margins): "
-            f"two one-sided tests on per-{noun} differences (iterations kept together), 90% interval. {VERDICTS} "
-            f"Pareto: no other rung of the family is at least as good on quality (point estimate), seconds per "
-            f"sample and {sizes}, and better on one. {extra_note}")
+            f"Each candidate is tested against its reference on {', '.join(labels[m] for m in tested)} "
+            f"with margins {', '.join(margin_text(m, v, report.value_range) for m, v in tested.items())} "
+            f"(config: report.margins; report.min_items {cfg.min_items}), on per-{noun} differences (iterations "
+            f"kept together). "
+            + CV.says(["verdicts", "overall", "items_to_decide", "equivalence_reach", "zero_spread",
+                       "consistency_margin", "speed"], **fill)
+            + (" " + CV.say("baselines", **fill) if baselines else "") + f" {extra_note}")
     keep = ["family", "model", "quant", "role", "reference", "verdict", "quality", "quality_ci95_low",
             "quality_ci95_high", "diff", "ci90_low", "ci90_high", "margin", "p_noninferior", "p_equivalence",
-            "mde80", "items", "iterations", "items_to_decide", "s_per_sample", "s_per_sample_ci95_low",
+            "p_worse_holm", "mde80", "items", "iterations", "items_to_decide", "s_per_sample", "s_per_sample_ci95_low",
             "s_per_sample_ci95_high", "speedup_vs_ref", "size_mb", "size_vs_ref", *common.RESOURCE_COLUMNS, "pareto",
-            "what_it_means"]
+            "what_it_means", "baseline"]
     shown = table[[c for c in keep if c in table]].rename(columns={"quality": primary})
     lines = [f"Quality metric: {report.metric(primary).label}."] + lines
     fmt = report.metric(primary).fmt
@@ -72,6 +83,13 @@ def decision_sheet(report: Report, measures, fallback: str, extra_note: str) -> 
                                 "mde80")}
     formats.update(speedup_vs_ref="0.00", size_vs_ref="0%", s_per_sample_ci95_low="0.000",
                    s_per_sample_ci95_high="0.000", size_mb="0.0", **{c: "0.0" for c in common.RESOURCE_COLUMNS})
+    appendix = []
+    if len(long):
+        shown_long = long.drop(columns=["worse_by_ci90_high", "test_margin"], errors="ignore")
+        appendix.append(("Every decision metric, candidate by candidate (consistency rows: ratios of within-"
+                         f"{noun} variance)", "decision_tests", shown_long))
+    if baseline_table is not None and len(baseline_table):
+        appendix.append(("Each model against the trivial baselines (paired by item, one-sided)", "baselines",
+                         baseline_table.drop(columns=["words"], errors="ignore")))
     return Sheet("Decision", "decision", shown, note=note, lines=lines, image="decision", formats=formats,
-                 appendix=[("Every decision metric, candidate by candidate (TOST at the margin)", "decision_tests",
-                            long)] if len(long) else [])
+                 appendix=appendix)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from benchmark import conventions as CV
 from benchmark.report.common import COLOUR_LEGEND, compare_all, pairs_note, resource_columns
 from benchmark.report.decision import decision_sheet
 from benchmark.report.model import Report, Sheet
@@ -30,15 +31,26 @@ def _evaluated(run):
     return main_split, run.calls[run.calls["item_id"].isin(ids)], gold[gold["item_id"].isin(ids)]
 
 
+def _usable(task) -> tuple[str | None, tuple[float, ...], list[str]]:
+    """(the positive class, the betas the figures can use, what a stored run asked for that cannot be
+    computed, and why): a run stored without the config's checks still reports."""
+    scorer = task.scorer()
+    return (task.positive if scorer.positive_usable else None), scorer.usable_betas, scorer.unusable()
+
+
 def details(run) -> pd.DataFrame:
     """One row per model: timing over all calls and the label figures (the end-of-run table)."""
     from benchmark.stats import label as lstats
+    from benchmark.stats import label_items as LI
 
+    positive, betas, _ = _usable(run.task)
     timing = common.timing(run.calls, run.loads, run.settings.price_per_hour)
     quality = lstats.per_model(run.calls, run.items[["item_id", "target_label", "split"]], _labels(run),
-                               positive=run.task.positive, betas=tuple(run.task.betas))
+                               positive=positive, betas=betas)
     keep = [c for c in quality.columns if c not in timing.columns or c == "model"]
-    return timing.merge(quality[keep], on="model", how="left")
+    out = timing.merge(quality[keep], on="model", how="left")
+    probs = LI.label_prob_figures(run.calls)
+    return out.merge(probs, on="model", how="left") if len(probs) else out
 
 
 def plan_scores(run, order: list[str]) -> dict:
@@ -55,14 +67,40 @@ def plan_scores(run, order: list[str]) -> dict:
     return {"scores": scores, "seconds": data.wall}
 
 
-def _per_item(calls: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    g = calls.assign(correct=calls["valid"] & (calls["label"] == calls["item_id"].map(
-        items.set_index("item_id")["target_label"]))).groupby(["model", "item_id"], sort=False)
-    out = pd.DataFrame({"answers": g["label"].agg(lambda s: ", ".join(str(x) if x is not None else "(invalid)"
-                                                                      for x in s)),
-                        "accuracy": g["correct"].mean(), "calls": g.size()}).reset_index()
-    keep = ["item_id", "target_label"] + [c for c in ("title", "split") if c in items]
-    return out.merge(items[keep], on="item_id", how="left")
+def _per_item(calls: pd.DataFrame, items: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """One row per model and item: gold, every answer over the iterations ('(invalid)' for a reply that
+    gave no label), the majority vote ('(tie: a, b)' for a tie) and its credit, the accuracy."""
+    from benchmark.stats import label as lstats
+
+    pi = lstats.per_item(calls, items, labels)
+    ok = calls["valid"].fillna(False).astype(bool) & calls["label"].astype("string").isin(labels).fillna(False)
+    text = calls["label"].astype("string").where(ok, lstats.INVALID).astype(object)
+    answers = (calls.assign(answer=text).sort_values("iteration", kind="stable")
+               .groupby(["model", "item_id"], sort=False)["answer"].agg(", ".join).rename("answers").reset_index())
+    pi = pi.merge(answers.astype({"item_id": str}), on=["model", "item_id"], how="left")
+    pi = pi[["model", "item_id", "target_label", "answers", "vote", "vote_credit", "accuracy", "calls"]]
+    keep = ["item_id"] + [c for c in ("title", "split") if c in items]
+    return pi.merge(items[keep].astype({"item_id": str}), on="item_id", how="left")
+
+
+def _vote_gain(data, models: list[str], alpha: float) -> pd.DataFrame:
+    """Per model: majority-vote accuracy against per-call accuracy on the same items (ties split), the gain
+    with its 95% interval and the paired t over items."""
+    from benchmark.stats import label as lstats
+    from benchmark.stats import paired as P
+
+    s = data.item_scores()
+    _, _, tied = lstats.vote(data.counts(), np.broadcast_to(data.gold, s["accuracy"].shape))
+    rows = []
+    for k, m in enumerate(models):
+        r = P.paired(s["vote_accuracy"][k] - s["accuracy"][k])
+        lo, hi = P.t_interval(r, 1 - alpha)
+        seen = np.isfinite(s["accuracy"][k])
+        rows.append({"model": m, "items": int(r["n"]), "vote_ties": int(tied[k][seen].sum()),
+                     "vote_accuracy": float(np.nanmean(s["vote_accuracy"][k])),
+                     "accuracy": float(np.nanmean(s["accuracy"][k])), "vote_gain": float(r["mean"]),
+                     "ci95_low": float(lo), "ci95_high": float(hi), "p": float(r["p"])})
+    return pd.DataFrame(rows)
 
 
 def _learning_curve(calls, gold, labels, positive, betas, checkpoints: dict[str, float]) -> pd.DataFrame:
@@ -89,10 +127,6 @@ def _measures(data, positive, betas) -> dict[str, C.Measure]:
     scores = data.item_scores()
     K = data.K
     pos = data.labels.index(str(positive)) if positive is not None and str(positive) in data.labels else None
-    cnt = data.counts()
-    answered = cnt[..., :K]
-    vote = np.where(answered.sum(-1) > 0, answered.argmax(-1), K)
-    scores["vote_accuracy"] = np.where(cnt.sum(-1) > 0, (vote == data.gold[None, :]).astype(float), np.nan)
     scores["invalid_rate"] = 1 - scores["valid_rate"]
     measures = {k: C.measure(k, "mean", x=v) for k, v in scores.items()}
     tables = data.tables().reshape(len(data.models), len(data.item_ids), -1)
@@ -106,13 +140,15 @@ def _measures(data, positive, betas) -> dict[str, C.Measure]:
 def build(run) -> Report:
     from benchmark.stats import calibration as cal
     from benchmark.stats import label as lstats
+    from benchmark.stats import label_baselines as LB
     from benchmark.stats import label_compare as LC
     from benchmark.stats import label_items as LI
 
     task, cfg, calls, items = run.task, run.settings, run.calls, run.items
     noun = task.noun
+    fill = dict(noun=noun)
     labels = _labels(run)
-    positive, betas = task.positive, tuple(task.betas or ())
+    positive, betas, not_computed = _usable(task)
     gold = items[["item_id", "target_label", "split"]]
     timing = common.timing(calls, run.loads, cfg.price_per_hour)
     main_split, ev_calls, ev_items = _evaluated(run)
@@ -121,10 +157,13 @@ def build(run) -> Report:
     details = timing.drop(columns=["items", "iterations", "calls", "valid_rate"]).merge(
         quality.drop(columns=[c for c in ("family", "quant", "variant", "s_per_sample", "cost_per_1k")
                               if c in quality]), on="model", how="left")
+    probs = LI.label_prob_figures(ev_calls)
+    if len(probs):
+        details = details.merge(probs, on="model", how="left")
     order = ["model", "family", "quant"] + (["variant"] if "variant" in details else []) + \
         [c for c in ("items", "iterations", "calls") if c in details]
     details = details[order + [c for c in details.columns if c not in order]]
-    base = lstats.baselines(ev_items, labels, positive=positive, betas=betas)
+    base = LB.baselines(ev_items, labels, positive=positive, betas=betas)
     per_class = lstats.per_class(ev_calls, ev_items, labels)
     confusion = lstats.confusion(ev_calls, ev_items, labels)
     conf_long = pd.concat([m.rename_axis("gold").reset_index().assign(model=name)
@@ -160,58 +199,67 @@ def build(run) -> Report:
     n_it = int(timing["iterations"].max())
     legend = COLOUR_LEGEND.format(how="; jackknife over items for F1, kappa, balanced accuracy",
                                   extra=" Baseline rows are not coloured.")
-    report = Report(run.run_id, task, details, _per_item(ev_calls, items), [], references=refs, confusion=confusion,
-                    per_class=per_class, versus=vs.versus, best=vs.best, intervals=vs.intervals, calibration=calib,
-                    reliability=relia, per_class_versus=pd.DataFrame(pcv), settings=cfg, sizes=run.sizes)
+    acc = data.item_scores()["accuracy"]
+    vs_base = LB.baseline_rows(model_names, acc, data.gold, data.labels, cfg.alpha, noun)
+    report = Report(run.run_id, task, details, _per_item(ev_calls, ev_items, labels), [], references=refs,
+                    confusion=confusion, per_class=per_class, versus=vs.versus, best=vs.best, intervals=vs.intervals,
+                    calibration=calib, reliability=relia, per_class_versus=pd.DataFrame(pcv), settings=cfg,
+                    sizes=run.sizes, per_class_baselines=LB.per_class_baselines(ev_items, labels))
     summary = details[order + report.columns("summary") + resource_columns(details)]
     base_rows = base.drop(columns=["strategy"], errors="ignore")
     base_rows["model"] = "baseline: " + base_rows["model"]
     summary = pd.concat([summary, base_rows[[c for c in base_rows.columns if c in summary.columns]]],
                         ignore_index=True)
+    missing = (" Not computed: " + "; ".join(not_computed) + ".") if not_computed else ""
     decision = decision_sheet(report, measures, FALLBACK,
-                              "Accuracy counts every call; an invalid reply is wrong. McNemar (exact) is conservative "
-                              "by construction at these sizes and its mid-p version cannot reach 5% exactly with "
-                              "few discordant items: the verdicts rest on the paired t over items, whose false-"
-                              "positive rate is checked in simulations.")
+                              "Accuracy counts every call; an invalid reply is wrong. " + CV.say("mcnemar", **fill)
+                              + missing, baselines={m: LB.baseline_verdict(vs_base, m) for m in model_names},
+                              baseline_table=vs_base)
+    logprob = CV.say("label_prob", **fill) if len(probs) else ""
     sheets = [
         decision,
         Sheet("Summary", "summary", summary, best=True, colour=True,
               note=f"Run {run.run_id}: {len(ev_items)} {noun}s{split_note} x {n_it} iterations per model. Every call "
                    "counts; an invalid reply counts as wrong (accuracy of answered calls beside it). Baselines "
-                   "(majority class, each constant label, stratified random guessing) are rows of the same table. "
-                   f"Vote accuracy: the majority answer over an item's iterations. {legend}"),
+                   "(majority class, each constant label, stratified random guessing) are rows of the same table; "
+                   f"the Decision tests each model against them. {CV.says(['vote', 'token_rates'], **fill)} "
+                   f"{logprob}{missing} {legend}"),
         Sheet("Model Details", "model_details", details, best=True, colour=True,
-              note="Timing over all calls (valid or not); quality figures from scikit-learn on every call. " + legend),
+              note="Timing over all calls (valid or not); quality figures from scikit-learn on every call. "
+                   f"{CV.say('token_rates', **fill)} {logprob} {legend}",
+              appendix=[("Majority vote against one call (ties split; paired t over items)", "vote_gain",
+                         _vote_gain(data, model_names, cfg.alpha))]),
         Sheet("Per Class", "per_class", per_class,
-              note="Precision, recall and F1 per class and model (scikit-learn), over every call; support counts calls."),
+              note="Precision, recall and F1 per class and model (scikit-learn), over every call; support counts calls."
+                   " The per-class chart marks the baselines' F1 per class."),
         Sheet("Confusion", "confusion", conf_long,
               note="Gold label (rows) x answer (columns) per model, counts of calls; '(invalid)' counts replies that "
                    "gave no label."),
         Sheet("Comparisons", "comparisons", comparisons, sig_cols=tuple(c for c in comparisons.columns
                                                                         if c.endswith("_p_holm")),
-              note=f"{pairs_note(refs, noun)} Accuracy difference with a 95% "
-                   f"bootstrap interval over {noun}s (a {noun}'s iterations resampled together); McNemar on each "
-                   f"{noun}'s majority-vote correctness (exact: conservative by construction, its false-positive rate "
-                   "stays below 5%; mid-p: closer to 5% but discrete, it cannot reach 3-7% with few discordant "
-                   f"{noun}s); Holm across pairs. Flips: over matched (item, iteration) calls, right->wrong and "
+              note=f"{pairs_note(refs, noun)} " + CV.says(["paired", "accuracy_difference", "mcnemar"], **fill)
+                   + " Holm across pairs. Flips: over matched (item, iteration) calls, right->wrong and "
                    "wrong->right against the reference, beside the reference's own flip rate between its iterations "
-                   "(matched calls share the sampling seed). Below: Cochran's Q, and the paired measures in long "
-                   f"format (paired t over {noun}s for accuracy, validity, time and consistency; answer "
-                   "disagreement over pairs of different iterations against the reference's own; jackknife for "
-                   "F1, kappa and balanced accuracy; MDE80 = smallest true difference found 80% of the time).",
+                   "(matched calls share the sampling seed). Below: Cochran's Q (same tied-vote rule as McNemar), "
+                   f"and the paired measures in long format (paired t over {noun}s for accuracy, vote accuracy, "
+                   "validity, time and consistency; answer disagreement over pairs of different iterations against "
+                   "the reference's own). " + CV.says(["jackknife", "mde", "token_rates"], **fill),
               appendix=[("Cochran's Q across all models (per-item majority-vote correctness)", "cochran_q",
                          pd.DataFrame([q])),
                         (f"Paired measures, per {noun} (long format)", "paired_measures", vs.comparisons)]),
     ]
     if len(calib):
         sheets.append(Sheet("Calibration", "calibration", calib,
-                            note="Label probability (log-probability mode) or stated confidence against correctness, "
-                                 f"over answered calls: expected calibration error over {cfg.calibration_bins} "
-                                 "equal-width bins, Brier score, mean confidence minus accuracy. Reliability table below.",
+                            note="Label probability (log-probability mode) or stated confidence against correctness: "
+                                 f"expected calibration error over {cfg.calibration_bins} equal-width bins, Brier "
+                                 "score, mean confidence minus accuracy. "
+                                 + CV.says(["calibration_accuracy", "calibration_bins"], **fill)
+                                 + " Reliability table below.",
                             appendix=[("Reliability table (per model and confidence bin)", "reliability", relia)]))
     sheets.append(Sheet(f"Per {noun.title()}", "per_item", report.per_item,
-                        note=f"One row per model and {noun}: its gold label, answers over the iterations and their "
-                             "accuracy."))
+                        note=f"One row per model and {noun}: its gold label, its answers over the iterations in "
+                             "iteration order, the majority vote and its credit, and the accuracy. "
+                             + CV.says(["invalid", "vote"], **fill)))
     report.sheets = sheets
     curve = _learning_curve(calls, gold, labels, positive, betas, run.checkpoints)
     if len(curve):

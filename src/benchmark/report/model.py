@@ -56,6 +56,7 @@ class Report:
     calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
     per_class_versus: pd.DataFrame = field(default_factory=pd.DataFrame)
+    per_class_baselines: pd.DataFrame = field(default_factory=pd.DataFrame)  # (baseline, class, f1): chart marks
     sizes: dict = field(default_factory=dict)           # model -> file size in MB, as the run stored it
     draw: Callable | None = None   # the kind's own charts: (report, folder) -> paths (``benchmark.report.kinds``)
     chart: Path | None = None      # the Decision chart once drawn (copied, not drawn again, for other folders)

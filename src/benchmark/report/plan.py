@@ -59,7 +59,7 @@ def _score_cube(store, run_id: str, metric: str | None, pairs):
     order = common.model_order(rd.calls)
     got = kind_of(rd.task).plan_scores(rd, order)
     scores = got["scores"]
-    metric = metric or M.decision_metrics(rd.task.scorer().metrics)[0]
+    metric = metric or M.primary(rd.task.scorer().metrics)
     if metric not in scores:
         if metric in rd.task.scorer().metrics and M.metric(metric).margin is not None:
             raise ShootoutError(f"run {run_id} has no gold values to score '{metric}' against",

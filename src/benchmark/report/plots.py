@@ -114,9 +114,9 @@ def reliability_plot(report: Report, path: Path) -> Path | None:
         t = rel[rel["model"] == model]
         c = cal[cal["model"] == model].iloc[0]
         ax.plot([0, 1], [0, 1], color="#888888", lw=0.8, ls="--")
-        ax.bar(t["low"], t["accuracy"], width=t["high"] - t["low"], align="edge", color="#9ecae1", edgecolor="#3182bd",
+        ax.bar(t["low"], t["accuracy_answered"], width=t["high"] - t["low"], align="edge", color="#9ecae1", edgecolor="#3182bd",
                alpha=0.6)
-        ax.scatter(t["mean_confidence"], t["accuracy"], s=10 + 200 * t["calls"] / max(t["calls"].max(), 1),
+        ax.scatter(t["mean_confidence"], t["accuracy_answered"], s=10 + 200 * t["calls"] / max(t["calls"].max(), 1),
                    color="#08519c", zorder=3)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

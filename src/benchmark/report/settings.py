@@ -12,8 +12,8 @@ from core.errors import ShootoutError
 
 @dataclass
 class Settings:
-    """The ``report`` block (``benchmark.config.ReportSettings``) of one report. ``margins`` None: the
-    task's decision metrics at their default margins (``for_task``)."""
+    """The ``report`` block (``benchmark.config.ReportSettings``) of one report. ``margins``: the task's
+    decision metrics at their default margins, the stored ones overriding and adding (``for_task``)."""
 
     reference: str = "highest_precision"
     margins: dict | None = None
@@ -23,6 +23,7 @@ class Settings:
     calibration_bins: int = 10
     price_per_hour: float | None = None
     latency: str = "alone"
+    min_items: int = 20
 
     @classmethod
     def of(cls, stored: dict | None, override: dict | None = None) -> "Settings":
@@ -36,12 +37,14 @@ class Settings:
             raise ShootoutError(f"report settings: {exc}", "fix the report block of config.yaml") from None
         return cls(reference=rs.reference, margins=None if rs.margins is None else dict(rs.margins),
                    neutral_band=rs.neutral_band, alpha=rs.alpha, power=rs.power,
-                   calibration_bins=rs.calibration_bins, price_per_hour=rs.price_per_hour, latency=rs.latency)
+                   calibration_bins=rs.calibration_bins, price_per_hour=rs.price_per_hour, latency=rs.latency,
+                   min_items=rs.min_items)
 
     def for_task(self, declared, value_range: tuple[float, float]) -> "Settings":
-        """These settings with the margins filled in: the stored ones, else the declared metrics' defaults."""
-        if self.margins is None:
-            self.margins = M.default_margins(declared, value_range)
+        """These settings with the margins filled in: the declared decision metrics at their defaults for
+        the task's range, with the stored ones overriding and adding (a bias or consistency margin is never
+        dropped by listing another metric's)."""
+        self.margins = {**M.default_margins(declared, value_range), **(self.margins or {})}
         return self
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from benchmark import conventions as CV
 from benchmark.report.common import COLOUR_LEGEND, compare_all, pairs_note, resource_columns
 from benchmark.report.decision import decision_sheet
 from benchmark.report.model import Report, Sheet
+from benchmark.stats import anova as AN
 from benchmark.stats import common
 from benchmark.stats import compare as C
 from benchmark.stats import ordinal
@@ -75,9 +77,9 @@ def build(run) -> Report:
     pa = vstats.per_item(calls, items, data=data)
     measures = _measures(data)
     vs = compare_all(order, measures, run.references, cfg)
-    mat = vstats.item_matrix(calls, order)
-    anova = [vstats.rm_anova(calls, mat), vstats.friedman(calls, mat)]
-    fq = vstats.family_quant_anova(calls, mat)
+    mat = AN.item_matrix(calls, order)
+    anova = [AN.rm_anova(calls, mat), AN.friedman(calls, mat)]
+    fq = AN.family_quant_anova(calls, mat)
     anova_df = pd.concat([pd.DataFrame(anova), fq if fq is not None else pd.DataFrame(
         [{"test": "two-way ANOVA family x quant", "note": "skipped: needs a complete grid of at least 2 families x 2 quants"}])],
         ignore_index=True)
@@ -92,10 +94,8 @@ def build(run) -> Report:
     n_items, n_it = int(details_["items"].max()), int(details_["iterations"].max())
     lo, hi = task.value_range
     scale = f"{value_name.capitalize()} on [{lo:g}, {hi:g}]" + (" in whole numbers" if task.integer else "") + "."
-    variance_def = (f"{value_name.capitalize()} variance = SAMPLE variance (ddof=1) across the iterations of one "
-                    f"{noun}, averaged over {noun}s (consistency; lower is better). The older tool used the population "
-                    f"variance (ddof=0): at {n_it} iterations its figure is {(n_it - 1) / n_it:.2f} x this one." if n_it > 1
-                    else "")
+    fill = dict(noun=noun, value=value_name)
+    variance_def = CV.say("variance", iterations=n_it, ratio=(n_it - 1) / n_it, **fill) if n_it > 1 else ""
     band = (f"Direction accuracy uses a neutral band: |{value_name}| < {cfg.neutral_band:g} is 'neutral', for "
             "labels and answers alike (config: report.neutral_band)." if task.direction else "")
     ordinal_def = ("Exact accuracy: the answer equals the gold value; within-one: at most one step away; weighted "
@@ -120,25 +120,24 @@ def build(run) -> Report:
               note=f"Run {run.run_id}: {n_items} {noun}s x {n_it} iterations per model. {scale} {variance_def} MAE"
                    f"{' and accuracies' if task.direction or task.integer else ''} count every call (an unanswered "
                    f"call = the worst error{wrong}); the 'answered calls only' figures stand beside them. {band} "
-                   f"{ordinal_def} Seconds per sample cover every call. {legend}"),
+                   f"{ordinal_def} Seconds per sample cover every call. {CV.say('token_rates', **fill)} {legend}"),
         Sheet("Model Details", "model_details", details_, best=True, colour=True,
               note=f"Validity and timings over all calls; {value_name} figures are means over {noun}s of per-{noun} "
                    f"figures. 'Pooled' variance mixes between-{noun} differences with inconsistency: read it as "
-                   f"pooled, not as consistency. {variance_def} {legend}"),
+                   f"pooled, not as consistency. {variance_def} {CV.say('token_rates', **fill)} {legend}"),
         Sheet("Comparisons", "comparisons", vs.comparisons, sig_cols=("p_holm",),
-              note=f"{pairs_note(run.references, noun)} A {noun}'s iterations are reduced first; n = {noun}s. Mean "
-                   "value, MAE (unanswered = worst error), accuracies, validity, time: paired t over items, 95% t "
-                   "interval, MDE80 = the smallest true difference found with 80% power at this run's size. "
-                   f"Consistency: paired t on per-{noun} log variance (estimate: variance ratio; interval: "
-                   "geometric-mean ratio). Disagreement (direction, or the answer on a scale of whole numbers): "
-                   "share of answer pairs from DIFFERENT iterations that differ, candidate vs reference (value_cand) "
-                   "beside the reference vs itself (value_ref); the estimate is the excess (the runner gives both "
-                   "models the same seed per iteration, so same-iteration pairs agree more: 'same_seed' shows them, "
-                   "without a baseline). Correlation and weighted kappa: paired t on per-item jackknife "
-                   "pseudo-values. Holm across pairs within each metric."),
+              note=f"{pairs_note(run.references, noun)} {CV.say('paired', **fill)} Mean {value_name}, MAE "
+                   f"(unanswered = worst error), accuracies, validity, time: paired t over {noun}s, 95% t interval. "
+                   f"{CV.say('mde', **fill)} {CV.say('consistency', **fill)} Disagreement (direction, or the answer "
+                   "on a scale of whole numbers): share of answer pairs from DIFFERENT iterations that differ, "
+                   "candidate vs reference (value_cand) beside the reference vs itself (value_ref); the estimate is "
+                   "the excess (the runner gives both models the same seed per iteration, so same-iteration pairs "
+                   "agree more: 'same_seed' shows them, without a baseline). "
+                   f"{CV.says(['correlation', 'jackknife', 'token_rates'], **fill)} Holm across pairs within each "
+                   "metric."),
         Sheet("ANOVA", "anova", anova_df, sig_cols=("p",),
-              note=f"All models: repeated-measures ANOVA on per-{noun} means with the {noun} as block, and Friedman "
-                   "as the non-parametric check. Family x quant: two-way ANOVA where the grid is complete. All pairs: "
+              note=f"All models, {noun}s every model answered: {CV.says(['anova', 'friedman'], **fill)} Family x "
+                   "quant: two-way ANOVA where the grid is complete. All pairs: "
                    f"paired t over {noun}s for every pair of models, Holm across all pairs (uses the pairing; "
                    "Tukey's HSD, which treats models as independent groups, is not used). Differences: model_b minus "
                    "model_a.",
@@ -148,10 +147,11 @@ def build(run) -> Report:
     if len(calib):
         right_is = ("the direction, with the neutral band" if task.direction else "the exact value")
         sheets.append(Sheet("Calibration", "calibration", calib,
-                            note=f"Stated confidence against correctness ({right_is}), over answered calls: expected "
-                                 f"calibration error over {cfg.calibration_bins} equal-width bins (weighted by calls; "
-                                 "biased upward when bins hold few calls), Brier score, mean confidence minus "
-                                 "accuracy (> 0: overconfident). Reliability table below.",
+                            note=f"Stated confidence against correctness ({right_is}): expected calibration error "
+                                 f"over {cfg.calibration_bins} equal-width bins (weighted by calls; biased upward when "
+                                 "bins hold few calls), Brier score, mean confidence minus accuracy (> 0: "
+                                 "overconfident). " + CV.says(["calibration_accuracy", "calibration_bins"], **fill)
+                                 + " Reliability table below.",
                             appendix=[("Reliability table (per model and confidence bin)", "reliability", relia)]))
     per = ("direction_accuracy is the share of iterations with the right direction" if task.direction else
            "exact_accuracy and within_one_accuracy are the shares of iterations exactly right and at most one step "

@@ -24,7 +24,8 @@ ID_LABELS = {
     "quality_ci95_high": "95% CI high", "diff": "Difference vs reference", "ci90_low": "90% CI low",
     "ci90_high": "90% CI high", "margin": "Margin", "p_noninferior": "p non-inferiority",
     "p_equivalence": "p equivalence (TOST)", "mde80": "Smallest difference found 80% of the time",
-    "items_to_decide": "Items that would decide (80% power)", "s_per_sample_ci95_low": "s/sample 95% CI low",
+    "items_to_decide": "Items that would decide (largest over the metrics; any true difference)",
+    "p_worse_holm": "p worse (one-sided, Holm across the family)", "baseline": "Against the trivial baselines", "s_per_sample_ci95_low": "s/sample 95% CI low",
     "s_per_sample_ci95_high": "s/sample 95% CI high", "speedup_vs_ref": "Speed vs reference (x)",
     "size_vs_ref": "Size vs reference", "pareto": "Pareto-optimal", "what_it_means": "What it means",
 }

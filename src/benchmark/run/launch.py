@@ -32,20 +32,22 @@ def resume_hint(cfg, run_id: str) -> str:
     return f"shootout run --config {cfg.source} --run-id {run_id}"
 
 
-def resumable_run(store, config_text: str) -> str | None:
-    """The latest unfinished run started from exactly this config text, if any."""
+def resumable_run(store, config_text: str, retry_failed: bool = False) -> str | None:
+    """The latest unfinished run started from exactly this config text, if any; ``retry_failed``:
+    also a finished one that holds calls stored as failed."""
     for rid in reversed(store.run_ids()):
         row = store.run(rid)
-        if row["finished_at"] is None and row["config_text"] == config_text:
+        if row["config_text"] == config_text and (row["finished_at"] is None or
+                                                  (retry_failed and store.failed_calls(rid))):
             return rid
     return None
 
 
 def run_config(cfg, *, run_id: str | None = None, resume: bool = False, models: list[str] | None = None,
-               shard=None, progress: bool = True, console=None):
+               shard=None, progress: bool = True, console=None, retry_failed: bool = False):
     """Run (or resume) the grid of ``cfg`` into its results database (a shard, ``benchmark.run.shards.Shard``,
     into its own file beside it); returns the runner's ``RunResult`` (``stopped`` set when a first Ctrl-C
-    stopped it after the call in flight)."""
+    stopped it after the call in flight). ``retry_failed``: the calls stored as failed are asked again."""
     from benchmark.run.runner import Runner
     from benchmark.run.shards import database_for
     from benchmark.store import Store
@@ -53,9 +55,9 @@ def run_config(cfg, *, run_id: str | None = None, resume: bool = False, models: 
     db = database_for(cfg, shard)
     with Store(db, lock_wait_s=cfg.run.lock_wait_s) as store:
         if run_id is None and resume:
-            run_id = resumable_run(store, cfg.text)
+            run_id = resumable_run(store, cfg.text, retry_failed)
         runner = Runner(cfg, store, run_id=run_id, console=console, progress=progress, models=models,
-                        shard=shard.spec() if shard else None)
+                        shard=shard.spec() if shard else None, retry_failed=retry_failed)
         try:
             return runner.run()
         except KeyboardInterrupt:  # a second Ctrl-C: the call in flight is abandoned, nothing half-stored

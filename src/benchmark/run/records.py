@@ -48,7 +48,8 @@ def arm_facts(cfg: Config, arm: Arm, run_id: str) -> ArmFacts:
 def call_row(cfg: Config, arm: Arm, *, run_id: str, iteration: int, item_id: str, position: int, seed: int,
              reply, answer, wall: float, energy: float | None, **where) -> CallRow:
     """One call as stored: the arm's identity, the reply (cut at the cap, its length kept), the
-    parsed answer and the timings; ``where``: endpoint, in_flight, started_at."""
+    parsed answer and the timings; ``where``: endpoint, in_flight, started_at, concurrency (and the
+    attempts of a failed call)."""
     entry = arm.entry
     text = reply.text or ""
     cap = cfg.run.max_reply_chars or REPLY_CHARS_PER_TOKEN * cfg.setting(entry, "num_predict")
@@ -61,4 +62,13 @@ def call_row(cfg: Config, arm: Arm, *, run_id: str, iteration: int, item_id: str
                    finish_reason=reply.finish_reason, prompt_tokens=reply.prompt_tokens,
                    cached_tokens=reply.cached_tokens, completion_tokens=reply.completion_tokens,
                    prompt_seconds=reply.prompt_seconds, gen_seconds=reply.gen_seconds, wall_seconds=wall,
-                   energy_j=energy, **where)
+                   energy_j=energy, **_server_facts(reply), **where)
+
+
+def _server_facts(reply) -> dict:
+    """What a server backend's reply adds (``benchmark.backends.http.HTTPReply``): the requests the call
+    took and, streamed, its timings (the inter-token gaps as JSON, in ms); nothing for other replies."""
+    gaps = getattr(reply, "itl_gaps", None)
+    return {"attempts": getattr(reply, "attempts", None), "ttft_seconds": getattr(reply, "ttft_seconds", None),
+            "itl_seconds": getattr(reply, "itl_seconds", None), "e2e_seconds": getattr(reply, "e2e_seconds", None),
+            "itl_json": json.dumps([round(g * 1000, 3) for g in gaps]) if gaps else None}

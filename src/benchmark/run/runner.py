@@ -6,7 +6,13 @@ task for items, messages, the reply constraint and how to parse a reply, and sto
 - Each iteration shuffles the item order from the run's seed; every arm sees the same order and
   the same per-call sampling seed for a given (iteration, item).
 - One uncounted warm-up call per model loads the weights and fills the prompt cache.
-- Every call is stored in its own transaction; re-running a run id skips stored calls.
+- Every call is stored in its own transaction; re-running a run id skips stored calls, except, with
+  ``retry_failed``, those stored as failed (no usable answer from the server), whose rows the new
+  answers replace.
+- A call with no usable answer is stored as failed and the run goes on; an endpoint that stops
+  answering or keeps failing is retired (``benchmark.run.scheduler``: the one failure policy).
+- ``run.concurrency``: calls in flight per endpoint of a server backend; a list sweeps the levels,
+  each over its own block of the model's calls (``scheduler.sweep_level``), lowest first.
 - Ctrl-C stops after the call in flight; a second Ctrl-C stops at once.
 """
 
@@ -22,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from benchmark.backends import capable, make_backend, spec_of
-from benchmark.backends.base import PromptTooLong, Reply
+from benchmark.backends.base import CallFailed, PromptTooLong, Reply
+from benchmark.backends.http import HTTPReply
 from benchmark.config import Arm, Config
 from benchmark.store import Store, StoreBusy
 from benchmark.run.records import arm_facts, call_row
@@ -57,6 +64,7 @@ class RunResult:
     stopped: bool = False
     per_model: dict[str, int] = field(default_factory=dict)
     too_long: list[tuple[str, str, int, int]] = field(default_factory=list)  # (model, item, tokens, context)
+    failed_calls: int = 0  # calls stored as failed this time (no usable answer from the server)
 
 
 class _StopFlag:
@@ -86,11 +94,12 @@ class _StopFlag:
 class Runner:
     def __init__(self, cfg: Config, store: Store, *, run_id: str | None = None, console=None,
                  progress: bool = True, backend_factory=make_backend, models: list[str] | None = None,
-                 shard: tuple[int, int, str] | None = None):
+                 shard: tuple[int, int, str] | None = None, retry_failed: bool = False):
         self.cfg = cfg
         self.store = store
         store.lock_wait_s = cfg.run.lock_wait_s
         self.run_id = run_id
+        self.retry_failed = retry_failed  # ask the calls stored as failed again
         self.task = task_for(cfg)
         self.progress = progress
         self.backend_factory = backend_factory
@@ -168,8 +177,9 @@ class Runner:
         if self.shard and self.shard[2] == "item":  # every shard keeps the same order, asks its own items
             mine = {i.id for k, i in enumerate(items) if k % self.shard[1] == self.shard[0] - 1}
         plan = []
+        self._plan_size, self._n_items = iterations * len(items), len(items)
         for arm in self.arms:
-            done = self.store.done_keys(run_id, arm.name)
+            done = self.store.done_keys(run_id, arm.name, but_failed=self.retry_failed)
             todo = [(it, pos, by_id[iid]) for it in range(iterations) for pos, iid in enumerate(orders[it])
                     if (it, iid) not in done and iid in mine]
             plan.append((arm, todo, len(done)))
@@ -194,9 +204,10 @@ class Runner:
                     break
                 if not todo:
                     continue
-                stored = self._run_arm(arm, todo, seed, bar, overall, stop)
+                stored, failed = self._run_arm(arm, todo, seed, bar, overall, stop)
                 result.per_model[arm.name] = stored
                 result.stored += stored
+                result.failed_calls += failed
             result.stopped = stop.requested
         result.too_long = list(self.too_long)
         # finished once every arm of the config has every call (a --model subset leaves it open)
@@ -218,6 +229,15 @@ class Runner:
                           completion_tokens=0, prompt_seconds=None, gen_seconds=None,
                           wall_seconds=time.perf_counter() - t0)
             return reply, Answer(valid=False, error=str(exc.message))
+
+    def _failed(self, arm: Arm, job, exc: CallFailed, seconds: float):
+        """The result (reply, answer, wall, energy) of a call that got no usable answer: stored as failed
+        with its reason; no wall time (it would count in the latency figures)."""
+        self._warn(f"{arm.name}, {self.task.item_noun} {job[2].id}: no usable answer ({exc.kind}), stored as a failed "
+                   f"call: {exc.message}")
+        reply = HTTPReply(text="", finish_reason="failed", prompt_tokens=0, completion_tokens=0, prompt_seconds=None,
+                          gen_seconds=None, wall_seconds=seconds, attempts=exc.attempts)
+        return reply, Answer(valid=False, error=f"{exc.kind}: {exc.message}"), None, None
 
     def _call(self, backend, arm: Arm, item: Item, *, seed: int, max_tokens: int):
         """Generation constrained by the task, or label scoring."""
@@ -268,6 +288,8 @@ class Runner:
                 warm_s, warm_tokens = reply.wall_seconds, reply.prompt_tokens
             except PromptTooLong:  # not a stored call: each call that does not fit says so itself
                 pass
+            except CallFailed as exc:  # not a stored call either: the calls meet the same policy
+                self._warn(f"{arm.name}: the warm-up call got no usable answer ({exc.message}); going on")
         info = backend.engine_info()
         memory = dict(info.get("memory") or {})
         can = spec_of(arm.entry).capabilities
@@ -288,45 +310,52 @@ class Runner:
         self.store.complete_arm(self.run_id, arm.name, model_bytes=size if isinstance(size, int) else None,
                                 digest=engine.get("digest") if isinstance(engine.get("digest"), str) else None)
 
-    def _run_arm(self, arm: Arm, todo, seed, bar, overall, stop) -> int:
+    def _run_arm(self, arm: Arm, todo, seed, bar, overall, stop) -> tuple[int, int]:
+        """(calls stored, of which failed) of one arm."""
         cfg, entry = self.cfg, arm.entry
         max_tokens = cfg.setting(entry, "num_predict")
         mtask = bar.add_task(arm.name, total=len(todo), valid="-")
-        counts = {"stored": 0, "valid": 0}
+        counts = {"stored": 0, "valid": 0, "failed": 0}
 
-        def record(job, reply, answer, wall, energy, **where) -> bool:
-            ok = self.store.add_call(self._row(arm, job, seed, reply, answer, wall, energy, **where))
+        def record(job, result, **where) -> bool:
+            reply, answer, wall, energy = result
+            row = self._row(arm, job, seed, reply, answer, wall, energy, **where)
+            ok = self.store.add_call(row, over_failed=self.retry_failed)
             if ok:
                 counts["stored"] += 1
                 counts["valid"] += answer.valid
+                counts["failed"] += reply.finish_reason == "failed"
             bar.update(mtask, advance=1, valid=f"{counts['valid']}/{counts['stored']}")
             bar.update(overall, advance=1)
             return ok
 
+        ask = (lambda backend, job: self._timed_ask(backend, arm, job, seed, max_tokens))
+        failed = (lambda job, exc, seconds: self._failed(arm, job, exc, seconds))
         try:
-            if entry.endpoints or cfg.run.concurrency > 1:
-                self._run_on_endpoints(arm, todo, seed, max_tokens, record, stop)
+            levels, served = cfg.run.levels, spec_of(entry).capabilities.endpoints
+            if levels != [1] and not served:
+                self._warn(f"{arm.name}: run.concurrency is for server backends; {entry.backend} answers one at a time")
+            if served and (entry.endpoints or levels != [1]):
+                self._run_on_endpoints(arm, todo, seed, ask, record, failed, stop)
             else:
+                from benchmark.run.scheduler import Endpoint, serial_calls
+
                 backend = self.backend_factory(entry, cfg)
                 try:
                     self._store_load(arm, self._load(backend, arm, seed))
-                    for job in todo:
-                        if stop.requested:
-                            break
-                        reply, answer, wall, energy = self._timed_ask(backend, arm, job, seed, max_tokens)
-                        record(job, reply, answer, wall, energy, endpoint=None, in_flight=1,
-                               started_at=time.time() - wall)
+                    serial_calls(Endpoint(None, backend), todo, ask, record, lambda: stop.requested, arm.name, failed)
                 finally:
                     backend.close()
         finally:
             bar.update(mtask, visible=False)
-        return counts["stored"]
+        return counts["stored"], counts["failed"]
 
-    def _run_on_endpoints(self, arm: Arm, todo, seed, max_tokens, record, stop) -> None:
-        """The arm's calls spread over the servers that host it (see ``benchmark.run.scheduler``)."""
+    def _run_on_endpoints(self, arm: Arm, todo, seed, ask, record, failed, stop) -> None:
+        """The arm's calls spread over the servers that host it (see ``benchmark.run.scheduler``), in
+        blocks of rising concurrency when ``run.concurrency`` lists levels."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from benchmark.run.scheduler import Endpoint, run_calls
+        from benchmark.run.scheduler import Endpoint, run_calls, sweep_blocks
 
         entry, cfg = arm.entry, self.cfg
         urls = entry.endpoints or [None]
@@ -349,20 +378,20 @@ class Runner:
                     self._warn(f"{arm.name}: endpoint {name} left out: {error}")
                     continue
                 self._store_load(arm, facts, endpoint=name)  # stored here: SQLite has one writer thread
-                endpoints.append(Endpoint(name, backend, limit=cfg.run.concurrency))
+                endpoints.append(Endpoint(name, backend))
             if not endpoints:
                 raise ShootoutError(f"model '{arm.name}': none of its endpoints answers ({', '.join(map(str, urls))})",
                                     "start the servers, or fix models[].endpoints in config.yaml")
-
-            def ask(backend, job):
-                return self._timed_ask(backend, arm, job, seed, max_tokens)
-
-            def rec(job, result, **where):
-                return record(job, *result, **where)
-
-            out = run_calls(endpoints, list(todo), ask, rec, lambda: stop.requested, arm.name)
-            for url in out.retired:
-                self._warn(f"{arm.name}: endpoint {url} stopped answering; its calls went to the others")
+            blocks = sweep_blocks(todo, cfg.run.levels, self._n_items, self._plan_size)
+            for level, block in blocks.items():
+                if stop.requested:
+                    break
+                for ep in endpoints:
+                    ep.limit = level
+                out = run_calls(endpoints, block, ask, record, lambda: stop.requested, arm.name, failed)
+                for ep in (e for e in endpoints if e.url in out.retired):
+                    self._warn(f"{arm.name}: endpoint {ep.url} {ep.retired_for}; its calls went to the others "
+                               f"({ep.error})")
         finally:
             for b in backends:
                 b.close()

@@ -20,14 +20,15 @@ import pandas as pd
 
 def bins_of(conf: np.ndarray, n_bins: int) -> np.ndarray:
     """Bin index of each confidence in equal-width bins over [0, 1], as scikit-learn's
-    calibration_curve(strategy="uniform") bins them: a confidence on an inner edge (0.6) falls in the
-    bin below it."""
+    calibration_curve(strategy="uniform") bins them: bins are (low, high], the first [0, 1/n_bins], so a
+    confidence on an inner edge (0.9) falls in the bin below it (0.8-0.9)."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     return np.searchsorted(edges[1:-1], conf, side="left")
 
 
 def reliability(conf, correct, n_bins: int = 10) -> pd.DataFrame:
-    """One row per non-empty bin: bin, low, high, calls, mean_confidence, accuracy, gap."""
+    """One row per non-empty bin ((low, high], the first [0, high]): bin, low, high, calls, mean_confidence,
+    accuracy_answered (the share of the bin's calls right), gap."""
     conf = np.asarray(conf, dtype=float)
     correct = np.asarray(correct, dtype=float)
     ok = np.isfinite(conf) & np.isfinite(correct)
@@ -40,8 +41,8 @@ def reliability(conf, correct, n_bins: int = 10) -> pd.DataFrame:
     edges = np.linspace(0, 1, n_bins + 1)
     out = pd.DataFrame({"bin": np.arange(n_bins), "low": edges[:-1], "high": edges[1:], "calls": n,
                         "mean_confidence": np.where(nz, sc / np.maximum(n, 1), np.nan),
-                        "accuracy": np.where(nz, sr / np.maximum(n, 1), np.nan)})[nz]
-    out["gap"] = out["accuracy"] - out["mean_confidence"]
+                        "accuracy_answered": np.where(nz, sr / np.maximum(n, 1), np.nan)})[nz]
+    out["gap"] = out["accuracy_answered"] - out["mean_confidence"]
     return out.reset_index(drop=True)
 
 
@@ -54,7 +55,8 @@ def ece(conf, correct, n_bins: int = 10) -> float:
 
 def summary(models: list[str], conf: np.ndarray, correct: np.ndarray, n_bins: int = 10,
             what: str = "stated confidence") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per model: calls with a confidence, mean confidence, accuracy on those calls, ECE, Brier score;
+    """(per model: calls with a confidence, mean confidence, accuracy_answered (the share right of those
+    calls: answered calls only, an invalid reply has no confidence), ECE, Brier score;
     long reliability table). ``conf`` / ``correct``: (models, ...) arrays, NaN where a call has none."""
     rows, tables = [], []
     for k, m in enumerate(models):
@@ -67,7 +69,7 @@ def summary(models: list[str], conf: np.ndarray, correct: np.ndarray, n_bins: in
         t = reliability(c, y, n_bins).assign(model=m)
         tables.append(t)
         rows.append({"model": m, "confidence_from": what, "calls": int(ok.sum()), "mean_confidence": float(c.mean()),
-                     "accuracy": float(y.mean()), "overconfidence": float(c.mean() - y.mean()),
+                     "accuracy_answered": float(y.mean()), "overconfidence": float(c.mean() - y.mean()),
                      "ece": ece(c, y, n_bins),
                      # Brier score: mean squared gap, as scikit-learn's brier_score_loss (which refuses a
                      # model that is always right or always wrong: one class only)

@@ -59,17 +59,21 @@ RESOURCE_COLUMNS = (*MEMORY_COLUMNS, "joules_per_call")  # shown in Summary and 
 
 def timing(calls: pd.DataFrame, loads: pd.DataFrame | None = None, price_per_hour: float | None = None) -> pd.DataFrame:
     """Per model, over every call (valid or not): identity columns, counts, validity, seconds per
-    sample, token rates (prompt rate counts evaluated tokens only: cached ones cost no time),
+    sample, token rates (prompt rate counts evaluated tokens only: cached ones cost no time; the
+    generation rate is all generated tokens over all generation seconds, and none for calls that scored
+    labels in log-probability mode),
     latency percentiles, token-limit hits, load time, cost per 1,000 calls and the memory of the
     model's largest load (MiB; NaN where the backend does not say)."""
     order = model_order(calls)
     g = calls.groupby("model", sort=False)
     timed_p, timed_g = calls["prompt_seconds"].notna(), calls["gen_seconds"].notna()  # (blanked: ran under load)
+    if "label_probs_json" in calls:  # log-probability mode scores labels and generates nothing: no token rate
+        timed_g &= calls["label_probs_json"].isna()
     evaluated = ((calls["prompt_tokens"] - calls["cached_tokens"].fillna(0)).where(timed_p)
                  .groupby(calls["model"]).sum())
     generated = calls["completion_tokens"].where(timed_g).groupby(calls["model"]).sum()
     prompt_s = g["prompt_seconds"].sum(min_count=1)
-    gen_s = g["gen_seconds"].sum(min_count=1)
+    gen_s = calls["gen_seconds"].where(timed_g).groupby(calls["model"]).sum(min_count=1)
     first = g[["family", "quant", "backend", "prompt_style"] + (["variant"] if "variant" in calls else [])].first()
     out = pd.DataFrame({
         **{c: first[c] for c in first.columns},

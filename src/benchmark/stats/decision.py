@@ -1,21 +1,42 @@
 """The Decision: for every rung of a family, a verdict against its reference that a reader can act on.
 
-Per candidate and decision metric (margins from config, e.g. MAE +0.05, accuracy 2 points), the
-per-item differences are oriented so that positive means "the candidate is worse", and:
+Each decision metric has a margin (config: report.margins, defaults in ``benchmark.metrics``) and a
+role (``benchmark.metrics.ROLES``). Per candidate and metric, over per-item differences (an item's
+iterations reduced first):
 
-- two one-sided tests (TOST) at the margin with the 90% interval (``paired.tost``);
-- the verdict (``paired.verdict``): equivalent (the 90% interval inside +-margin), non-inferior (its
-  upper end below the margin), worse (the 95% interval above 0), inconclusive (none of these);
-- for an inconclusive verdict, the items that would decide it with 80% power if the true difference
-  were the observed one (``paired.items_to_decide``), at the run's iterations per item;
-- the minimal detectable difference at 80% power for the run's items x iterations.
+- quality (error, direction, accuracy; oriented so that positive means "the candidate is worse"):
+  EQUIVALENT when the 90% interval lies inside +-margin (two one-sided tests, ``paired.tost``),
+  NON-INFERIOR when its upper end is below the margin, WORSE when the one-sided test of "worse",
+  Holm-adjusted across the family (every candidate of one reference x every quality metric), rejects at
+  alpha; with no adjustment, 7.6-11% of three-rung reports called some rung worse when no rung differed;
+  with it 3.7-4.6%;
+- bias (the mean answer, candidate - reference): EQUIVALENT within +-margin, SHIFTED when the two-sided
+  test, Holm-adjusted across the family's candidates, rejects;
+- consistency (within-item variance, on log(var + c), ``paired.log_variance_test``; the margin is a
+  ratio): NON-INFERIOR when the 90% interval's upper end is below log(margin), WORSE ("less
+  consistent") when the one-sided test, Holm-adjusted across the candidates, rejects;
+- TOO FEW ITEMS when fewer than ``min_items`` items were compared (no equivalence or non-inferiority
+  claim; a significant "worse" or "shifted" stands), or when the smallest difference the run detects
+  with 80% power is at least three margins and nothing was decided; INCONCLUSIVE otherwise.
 
-A candidate's overall verdict is "worse" when any decision metric is worse, "equivalent" when all are
-equivalent, "non-inferior" when all are equivalent or non-inferior, else "inconclusive".
+A spread of exactly 0 (every item's difference the same) gets the floor of ``paired.zero_spread_bound``:
+a zero-width interval would otherwise call a model equivalent on any number of items.
 
-Pareto-optimal rungs (per family): no other rung is at least as good on quality (the first decision
-metric's point estimate), seconds per sample and file size (when known), and better on one. Point
-estimates: the intervals beside them say how far to trust the ordering on quality.
+"Items that would decide" (``paired.items_to_decide``) is the item count at which the 90% interval is
+at most one margin wide, so it must reach a verdict whatever the true difference (only the sd of the
+per-item differences enters, never the observed difference). Where equivalence is out of reach (the 90%
+interval's half-width is at least the margin) the items that would show it with 80% power if the true
+difference is 0 are given (``items_for_equivalence``).
+
+A candidate's overall verdict, in this order: WORSE (any quality metric), SHIFTED (its bias), LESS
+CONSISTENT, then EQUIVALENT / NON-INFERIOR only when every quality metric is equivalent / non-inferior
+AND its bias is within its margin AND its consistency within its ratio ("safe to ship"); NOT BOUNDED
+when quality is non-inferior but the bias or consistency is not yet bounded (never "safe to ship"
+with an unbounded bias: a rung that answers +0.2 higher everywhere is named SHIFTED or NOT BOUNDED);
+then TOO FEW ITEMS, INCONCLUSIVE.
+
+Pareto-optimal rungs (per family): no other rung is at least as good on quality (the first quality
+metric's point estimate), seconds per sample and file size (when known), and better on one.
 """
 
 from __future__ import annotations
@@ -25,110 +46,173 @@ import pandas as pd
 
 from benchmark import metrics as M
 from benchmark.stats import paired as P
+from benchmark.stats.common import holm
 from benchmark.stats.compare import Measure
 
-
-def _oriented(ms: Measure, a: int, b: int) -> np.ndarray:
-    """Per-item differences, positive = the candidate (b) is worse than the reference (a); for a figure
-    without a better direction (a mean value without labels), candidate - reference."""
-    d = ms.x[b] - ms.x[a]
-    return -d if ms.higher_is_better is True else d
-
-
-def _fmt(value: float, metric: str, signed: bool = False) -> str:
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    m = M.metric(metric)
-    if m.percent:
-        s = f"{value * 100:+.1f} points" if signed else f"{value:.1%}"
-    else:
-        s = f"{value:+.3f}" if signed else f"{value:.3f}"
-    return s
+# the long table's columns: also those of an empty table (no candidate with two items paired)
+LONG_COLUMNS = ["reference", "candidate", "metric", "role", "margin", "items", "iterations", "value_ref",
+                "value_cand", "diff", "ci90_low", "ci90_high", "ci95_low", "ci95_high", "worse_by", "worse_by_ci90_low",
+                "p_worse", "p_worse_holm", "p_noninferior", "p_equivalence", "p_difference", "verdict", "mde80",
+                "items_to_decide", "more_items", "h90", "equivalence_reachable", "items_for_equivalence", "sd_diff",
+                "spread_floor", "worse_by_ci90_high", "test_margin"]
+QUALITY_OK = ("equivalent", "non-inferior")
 
 
-def _margin_text(metric: str, margin: float) -> str:
-    m = M.metric(metric)
-    amount = f"{margin * 100:g} points" if m.percent else f"{margin:g}"
-    if m.higher_is_better is None:
-        return f"+-{amount}"
-    worse = "lower" if m.higher_is_better else "higher"
-    return f"{amount} {worse}"
+def role_of(metric: str, higher_is_better: bool | None) -> str:
+    """A metric's role in the Decision: its table role, a "quality" figure without a better direction
+    being a bias."""
+    role = M.metric(metric).role
+    return "bias" if role == "quality" and higher_is_better is None else role
+
+
+# --------------------------------------------------------------------------- the rules, vectorized
+# The report calls these for one run; the tests' simulations call the same functions over thousands of
+# simulated runs at once (leading axes).
+
+
+def figures(r: dict, margin: float, role: str, alpha: float = 0.05, power: float = 0.8) -> dict[str, np.ndarray]:
+    """Every figure a verdict needs from a ``paired`` result on the test's scale (oriented positive =
+    worse for quality and consistency; candidate - reference for a bias) and the margin on that scale."""
+    t = P.tost(r, margin, alpha)
+    lo95, hi95 = P.t_interval(r, 1 - alpha)
+    return {"n": np.asarray(r["n"]), "mean": r["mean"], "sd": r["sd"], "lo90": t["ci90_low"], "hi90": t["ci90_high"],
+            "lo95": lo95, "hi95": hi95, "p_worse": r["p"] if role == "bias" else P.p_worse(r),
+            "p_difference": r["p"], "p_noninferior": t["p_noninferior"], "p_equivalence": t["p_equivalence"],
+            "mde80": P.mde(r["sd"], r["n"], alpha, power), "h90": (t["ci90_high"] - t["ci90_low"]) / 2,
+            "margin": np.broadcast_to(np.asarray(margin, dtype=float), np.shape(r["mean"])),
+            "spread_floor": np.asarray(r.get("spread_floor", False))}
+
+
+def judge(figs: list[dict], roles: list[str], alpha: float = 0.05, min_items: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """(Holm-adjusted p of "worse" / "shifted", verdicts), each (..., rows), for the rows of ONE family (a
+    reference's candidates x metrics): Holm runs across the rows of each role (see the module doc)."""
+    shape = np.shape(figs[0]["mean"])
+    stack = {k: np.stack([np.broadcast_to(f[k], shape) for f in figs], -1)
+             for k in ("n", "lo90", "hi90", "p_worse", "mde80", "margin")}
+    roles_ = np.asarray(roles)
+    adj = np.full(stack["p_worse"].shape, np.nan)
+    for role in dict.fromkeys(roles):
+        cols = np.flatnonzero(roles_ == role)
+        adj[..., cols] = holm(stack["p_worse"][..., cols])
+    m, lo, hi = stack["margin"], stack["lo90"], stack["hi90"]
+    sig = np.nan_to_num(adj, nan=1.0) < alpha
+    bias = np.broadcast_to(roles_ == "bias", sig.shape)
+    named = np.where(bias, "shifted", "worse")
+    few = stack["n"] < min_items
+    verdict = np.select(
+        [few & sig, few, (-m < lo) & (hi < m), ~bias & (hi < m), sig, stack["mde80"] >= 3 * m],
+        [named, "too few items", "equivalent", "non-inferior", named, "too few items"], "inconclusive")
+    return adj, verdict
+
+
+def overall_of(verdicts: np.ndarray, roles: list[str], owner: list[int], n_candidates: int) -> np.ndarray:
+    """Each candidate's overall verdict (..., candidates) from its rows' verdicts (..., rows); ``owner``: the
+    candidate of each row (see the module doc for the order)."""
+    verdicts = np.asarray(verdicts, dtype=object)
+    roles_, owner_ = np.asarray(roles), np.asarray(owner)
+    out = np.full(verdicts.shape[:-1] + (n_candidates,), "no verdict", dtype=object)
+    for c in range(n_candidates):
+        mine = owner_ == c
+        if not mine.any():
+            continue
+        v = {role: verdicts[..., mine & (roles_ == role)] for role in M.ROLES}
+        q, b, k = v["quality"], v["bias"], v["consistency"]
+        has_q, has_b = q.shape[-1] > 0, b.shape[-1] > 0
+        q_ok = np.isin(q, QUALITY_OK).all(-1) & (has_q or has_b)
+        guards = (b == "equivalent").all(-1) & np.isin(k, QUALITY_OK).all(-1)
+        q_eq = (q == "equivalent").all(-1)
+        few = (verdicts[..., mine] == "too few items").any(-1)
+        out[..., c] = np.select(
+            [(q == "worse").any(-1), (b == "shifted").any(-1), (k == "worse").any(-1), q_ok & guards & q_eq,
+             q_ok & guards, q_ok & has_q, few],
+            ["worse", "shifted", "less consistent", "equivalent", "non-inferior", "not bounded", "too few items"],
+            "inconclusive")
+    return out
+
+
+def overall(rows: list[dict]) -> str:
+    """A candidate's verdict from its rows (see the module doc)."""
+    if not rows:
+        return "no verdict"
+    v = np.array([r["verdict"] for r in rows], dtype=object)
+    return str(overall_of(v, [r["role"] for r in rows], [0] * len(rows), 1)[0])
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def row_test(x_ref: np.ndarray, x_cand: np.ndarray, kind: str, role: str, higher_is_better: bool | None,
+             margin: float, span: float, alpha: float = 0.05) -> tuple[dict, float]:
+    """(the paired result on the test's scale, the margin on that scale) of one (candidate, metric) row
+    from per-item figures (..., items): per-item means ("mean": oriented positive = worse for quality,
+    candidate - reference for a bias, with the zero-spread floor) or within-item variances ("logvar":
+    the log-variance test, margin log(ratio))."""
+    if kind == "logvar":
+        return P.log_variance_test(x_ref, x_cand), float(np.log(margin))
+    d = np.asarray(x_cand, dtype=float) - np.asarray(x_ref, dtype=float)
+    if role == "quality" and higher_is_better:
+        d = -d
+    return P.zero_spread_bound(P.paired(d), span, alpha), float(margin)
 
 
 def candidate_rows(measures: dict[str, Measure], models: list[str], refs: dict[str, str], margins: dict[str, float],
-                   iterations: dict[str, int], alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
-    """Long table: one row per (candidate, decision metric) with the TOST figures and the verdict.
-
-    Columns: reference, candidate, metric, margin, items, iterations, value_ref, value_cand, diff
-    (candidate - reference, in the metric's own direction), ci90_low / ci90_high and ci95_low /
-    ci95_high of that difference, worse_by (the difference oriented positive = worse), p_noninferior,
-    p_equivalence, p_difference, verdict, items_to_decide, decide_as, more_items, mde80."""
+                   iterations: dict[str, int], alpha: float = 0.05, power: float = 0.8, min_items: int = 20,
+                   value_range: tuple[float, float] = (-1.0, 1.0)) -> pd.DataFrame:
+    """Long table: one row per (candidate, decision metric) with the figures and the verdict (see the
+    module doc). ``diff`` and its intervals are on the metric's own scale (candidate - reference; for a
+    consistency row the ratio of within-item variances); ``worse_by`` is on the test's scale, positive =
+    worse."""
     index = {m: k for k, m in enumerate(models)}
-    rows = []
+    rows, figs = [], []
     for cand, ref in refs.items():
         if cand not in index or ref not in index:
             continue
         a, b = index[ref], index[cand]
         for metric, margin in margins.items():
             ms = measures.get(metric)
-            if ms is None or ms.kind != "mean":
+            if ms is None or ms.kind not in ("mean", "logvar"):
                 continue
-            d = _oriented(ms, a, b)
-            r = P.paired(d)
-            if r["n"] < 2:
+            role = role_of(metric, ms.higher_is_better)
+            r, m = row_test(ms.x[a], ms.x[b], ms.kind, role, ms.higher_is_better, margin, M.span(metric, value_range),
+                            alpha)
+            n = int(r["n"])
+            if n < 2:
                 continue
-            t = P.tost(r, margin, alpha)
-            lo95, hi95 = P.t_interval(r, 1 - alpha)
-            v = str(P.verdict(r, margin, alpha))
-            if ms.higher_is_better is None:  # no better direction: equivalent, differs, or inconclusive
-                v = ("equivalent" if v == "equivalent" else
-                     "differs" if (lo95 > 0 or hi95 < 0) else "inconclusive")
-            sign = -1.0 if ms.higher_is_better is True else 1.0  # back to candidate - reference
-            n_dec, as_ = (np.nan, "")
-            if v == "inconclusive" and ms.higher_is_better is None:
-                n_dec = P.items_needed(margin - abs(float(r["mean"])), float(r["sd"]), alpha, 1 - (1 - power) / 2,
-                                       "larger")
-                as_ = "equivalent"
-            elif v == "inconclusive":
-                n_dec, as_ = P.items_to_decide(float(r["mean"]), float(r["sd"]), margin, alpha, power)
-            both = ~np.isnan(ms.x[a]) & ~np.isnan(ms.x[b])
-            lo90, hi90 = sorted((sign * float(t["ci90_low"]), sign * float(t["ci90_high"])))
-            l95, h95 = sorted((sign * float(lo95), sign * float(hi95)))
+            f = figures(r, m, role, alpha, power)
+            lo90, hi90, lo95, hi95, sd = (float(f[k]) for k in ("lo90", "hi90", "lo95", "hi95", "sd"))
+            if ms.kind == "logvar":  # back to ratios
+                diff, c90, c95 = float(np.exp(r["mean"])), (np.exp(lo90), np.exp(hi90)), (np.exp(lo95), np.exp(hi95))
+                vref, vcand = ms.value(a), ms.value(b)
+            else:
+                sign = -1.0 if (role == "quality" and ms.higher_is_better) else 1.0
+                diff = sign * float(r["mean"])
+                c90, c95 = sorted((sign * lo90, sign * hi90)), sorted((sign * lo95, sign * hi95))
+                both = ~np.isnan(ms.x[a]) & ~np.isnan(ms.x[b])
+                vref, vcand = float(np.mean(ms.x[a][both])), float(np.mean(ms.x[b][both]))
+            n_dec = P.items_to_decide(sd, m, alpha)
+            figs.append(f)
             rows.append({
-                "reference": ref, "candidate": cand, "metric": metric, "margin": float(margin),
-                "margin_text": _margin_text(metric, margin), "items": int(r["n"]),
-                "iterations": int(iterations.get(cand, 0)),
-                "value_ref": float(np.mean(ms.x[a][both])), "value_cand": float(np.mean(ms.x[b][both])),
-                "diff": sign * float(r["mean"]), "ci90_low": lo90, "ci90_high": hi90, "ci95_low": l95, "ci95_high": h95,
-                "worse_by": float(r["mean"]), "worse_by_ci90_low": float(t["ci90_low"]),
-                "worse_by_ci95_high": float(hi95), "p_noninferior": float(t["p_noninferior"]),
-                "p_equivalence": float(t["p_equivalence"]), "p_difference": float(r["p"]), "verdict": v,
-                "items_to_decide": n_dec, "decide_as": as_,
-                "more_items": (max(n_dec - int(r["n"]), 0) if np.isfinite(n_dec) else np.nan),
-                "mde80": float(P.mde(r["sd"], r["n"], alpha, power)), "sd_diff": float(r["sd"]),
+                "reference": ref, "candidate": cand, "metric": metric, "role": role, "margin": float(margin),
+                "items": n, "iterations": int(iterations.get(cand, 0)), "value_ref": vref, "value_cand": vcand,
+                "diff": diff, "ci90_low": float(c90[0]), "ci90_high": float(c90[1]), "ci95_low": float(c95[0]),
+                "ci95_high": float(c95[1]), "worse_by": float(r["mean"]), "worse_by_ci90_low": lo90,
+                "worse_by_ci90_high": hi90, "test_margin": m, "p_worse": float(f["p_worse"]),
+                "p_noninferior": float(f["p_noninferior"]), "p_equivalence": float(f["p_equivalence"]),
+                "p_difference": float(f["p_difference"]), "mde80": float(f["mde80"]),
+                "items_to_decide": n_dec, "more_items": max(n_dec - n, 0) if np.isfinite(n_dec) else np.nan,
+                "h90": float(f["h90"]), "equivalence_reachable": bool(f["h90"] < m),
+                "items_for_equivalence": P.items_needed(m, sd, alpha, 1 - (1 - power) / 2, "larger"),
+                "sd_diff": sd, "spread_floor": bool(np.any(f["spread_floor"])),
             })
-    return pd.DataFrame(rows, columns=LONG_COLUMNS)
-
-
-# the long table's columns: also those of an empty table (no candidate with two items paired)
-LONG_COLUMNS = ["reference", "candidate", "metric", "margin", "margin_text", "items", "iterations", "value_ref",
-                "value_cand", "diff", "ci90_low", "ci90_high", "ci95_low", "ci95_high", "worse_by",
-                "worse_by_ci90_low", "worse_by_ci95_high", "p_noninferior", "p_equivalence", "p_difference",
-                "verdict", "items_to_decide", "decide_as", "more_items", "mde80", "sd_diff"]
-
-
-def overall(verdicts: list[str]) -> str:
-    if not verdicts:
-        return "no verdict"
-    if "worse" in verdicts:
-        return "worse"
-    if "differs" in verdicts:
-        return "differs"
-    if all(v == "equivalent" for v in verdicts):
-        return "equivalent"
-    if all(v in ("equivalent", "non-inferior") for v in verdicts):
-        return "non-inferior"
-    return "inconclusive"
+    long = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    if long.empty:
+        return long
+    long["verdict"] = long["verdict"].astype(object)
+    for _, g in long.groupby("reference", sort=False):  # one family: a reference's candidates x metrics
+        adj, verdict = judge([figs[i] for i in g.index], list(g["role"]), alpha, min_items)
+        long.loc[g.index, "p_worse_holm"] = adj
+        long.loc[g.index, "verdict"] = verdict
+    return long
 
 
 def pareto(quality: np.ndarray, higher_is_better: bool | None, seconds: np.ndarray,
@@ -149,46 +233,17 @@ def pareto(quality: np.ndarray, higher_is_better: bool | None, seconds: np.ndarr
     return out
 
 
-def _words(row: dict, details: pd.DataFrame) -> str:
-    """One sentence per verdict that a reader can act on."""
-    ref, metric = row["reference"], row["metric"]
-    label = M.metric(metric).label
-    ci = f"{_fmt(row['diff'], metric, True)}, 90% CI [{_fmt(row['ci90_low'], metric, True)}, " \
-         f"{_fmt(row['ci90_high'], metric, True)}]"
-    margin = f"margin {row['margin_text']}"
-    v = row["verdict"]
-    if v == "equivalent":
-        return f"{label}: as good as {ref} within the margin ({ci}; {margin})."
-    if v == "non-inferior":
-        better = " and significantly better" if row["worse_by_ci95_high"] < 0 else ""
-        return f"{label}: not worse than {ref} by more than the margin{better} ({ci}; {margin})."
-    if v == "differs":
-        return f"{label}: differs from {ref} ({ci}; {margin}; no better direction without labels)."
-    if v == "worse":
-        beyond = " by more than the margin" if row["worse_by_ci90_low"] > row["margin"] else ""
-        return f"{label}: worse than {ref}{beyond} ({ci}; {margin})."
-    n = row["items_to_decide"]
-    if np.isfinite(n) and n < 1e6:
-        more = (f"about {int(n):,} items in all ({int(row['more_items']):,} more, "
-                f"{row['iterations']} iteration{'s' if row['iterations'] != 1 else ''} each) would show it {row['decide_as']} with 80% power if the true "
-                f"difference is the observed one")
-    else:
-        more = "the observed difference sits on the margin: no practical number of items would decide it"
-    return (f"{label}: cannot tell yet ({ci}; {margin}): the 90% interval reaches past the margin and also includes 0; "
-            f"{more}. Smallest difference this run detects 80% of the time: "
-            f"{_fmt(row['mde80'], metric)}.")
-
-
 def decide(measures: dict[str, Measure], models: pd.DataFrame, refs: dict[str, str], margins: dict[str, float],
            alpha: float = 0.05, power: float = 0.8, sizes: dict[str, float] | None = None,
-           intervals: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(one row per model: the Decision table; the long per-metric table; the verdict lines).
-
-    ``models``: one row per model in report order with family, quant, iterations, s_per_sample;
-    ``sizes``: model -> file size in MB when known; ``intervals``: ``compare.model_intervals`` rows."""
+           intervals: pd.DataFrame | None = None, min_items: int = 20,
+           value_range: tuple[float, float] = (-1.0, 1.0)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per model: the Decision table; the long per-metric table). ``margins``: the primary
+    (quality) metric first; ``models``: one row per model in report order with family, quant,
+    iterations, s_per_sample; ``sizes``: model -> file size in MB when known; ``intervals``:
+    ``compare.model_intervals`` rows. The words are the report's (``benchmark.report.verdicts``)."""
     names = list(models["model"])
     iterations = dict(zip(models["model"], models["iterations"]))
-    long = candidate_rows(measures, names, refs, margins, iterations, alpha, power)
+    long = candidate_rows(measures, names, refs, margins, iterations, alpha, power, min_items, value_range)
     primary = next(iter(margins))
     ms = measures[primary]
     hib = ms.higher_is_better
@@ -201,7 +256,7 @@ def decide(measures: dict[str, Measure], models: pd.DataFrame, refs: dict[str, s
         ref = refs.get(m)
         role = "reference" if m in refs.values() else ("candidate" if ref else "only rung")
         mine = long[long["candidate"] == m] if len(long) else long
-        verdict = overall(list(mine["verdict"])) if ref else ("reference" if role == "reference" else "no reference")
+        verdict = overall(mine.to_dict("records")) if ref else ("reference" if role == "reference" else "no reference")
         q = iv.loc[(m, primary)] if (m, primary) in iv.index else None
         s = iv.loc[(m, "s_per_sample")] if (m, "s_per_sample") in iv.index else None
         ref_s = iv.loc[(ref, "s_per_sample")] if ref and (ref, "s_per_sample") in iv.index else None
@@ -220,9 +275,9 @@ def decide(measures: dict[str, Measure], models: pd.DataFrame, refs: dict[str, s
         if len(p0):
             p0 = p0.iloc[0]
             row.update(diff=p0["diff"], ci90_low=p0["ci90_low"], ci90_high=p0["ci90_high"], margin=p0["margin"],
-                       p_noninferior=p0["p_noninferior"], p_equivalence=p0["p_equivalence"], mde80=p0["mde80"],
-                       items=p0["items"], iterations=p0["iterations"],
-                       items_to_decide=long.loc[long["candidate"] == m, "items_to_decide"].max())
+                       p_noninferior=p0["p_noninferior"], p_equivalence=p0["p_equivalence"],
+                       p_worse_holm=p0["p_worse_holm"], mde80=p0["mde80"], items=p0["items"],
+                       iterations=p0["iterations"], items_to_decide=mine["items_to_decide"].max())
         rows.append(row)
     table = pd.DataFrame(rows)
     table["pareto"] = False
@@ -230,42 +285,5 @@ def decide(measures: dict[str, Measure], models: pd.DataFrame, refs: dict[str, s
         size = g["size_mb"].to_numpy(dtype=float)
         table.loc[g.index, "pareto"] = pareto(g["quality"].to_numpy(dtype=float), hib,
                                               g["s_per_sample"].to_numpy(dtype=float), size)
-    lines, words = [], []
-    for row in table.itertuples(index=False):
-        if row.role != "candidate":
-            words.append(_reference_words(row, primary, hib))
-            continue
-        mine = long[long["candidate"] == row.model]
-        parts = [_words(x, models) for x in mine.to_dict("records")]
-        head = _headline(row)
-        text = f"{head} " + " ".join(parts)
-        words.append(text)
-        lines.append(f"{row.model} vs {row.reference}: {row.verdict.upper()}. " + text)
-    table["what_it_means"] = words
     table.attrs["metric"] = primary
-    return table, long, lines
-
-
-def _reference_words(row, primary: str, hib: bool) -> str:
-    what = "the reference of its family" if row.role == "reference" else "no other rung of its family to compare with"
-    q = f"{M.metric(primary).label} {_fmt(row.quality, primary)} [95% CI {_fmt(row.quality_ci95_low, primary)}, " \
-        f"{_fmt(row.quality_ci95_high, primary)}]"
-    pareto = " Pareto-optimal." if row.pareto else ""
-    return f"{row.model}: {what}; {q}.{pareto}"
-
-
-def _headline(row) -> str:
-    speed = f"{row.speedup_vs_ref:.2f}x the speed" if np.isfinite(row.speedup_vs_ref) else ""
-    size = f"{row.size_vs_ref:.0%} of the size" if np.isfinite(row.size_vs_ref) else ""
-    cost = ", ".join(x for x in (speed, size) if x)
-    cost = f" ({cost} of {row.reference})" if cost else ""
-    act = {"equivalent": "Ship it if the gain matters: as good as the reference within the margins",
-           "non-inferior": "Safe to ship: not worse than the reference by more than the margins",
-           "worse": f"Do not ship in place of {row.reference}: worse",
-           "differs": f"Answers differ from {row.reference}'s (no labels to say which is better)",
-           "inconclusive": "No decision yet: run more items",
-           "no verdict": "No decision: fewer than two items were answered by both this model and the reference, "
-                         "so there is no interval yet; run more items"}.get(row.verdict, row.verdict)
-    pareto = (" Pareto-optimal." if row.pareto else
-              " Not Pareto-optimal (another rung is at least as good on quality, speed and size, and better on one).")
-    return f"{act}{cost}.{pareto}"
+    return table, long

@@ -13,9 +13,11 @@ Design that every figure here respects:
   beside it as ``accuracy_answered``.
 
 Majority vote (``vote_*``): per (model, item), the label given most often among the VALID answers over
-the iterations; ties go to the label that comes first in the label order (``labels`` as given, or
-the order of first appearance of the gold labels in ``items`` when no order is given); an item with
-no valid answer votes ``INVALID`` and so counts wrong.
+the iterations. A tie between t labels is its own outcome (``vote_tied``), never broken by the label
+order: the item earns 1/t when the gold label is among the tied ones, else 0 (``vote_credit``, the
+expected credit of a fair coin among them), so that with two iterations and no invalid reply vote
+accuracy equals per-call accuracy exactly and a "gain" is never the tie rule's. An item with no valid
+answer votes ``INVALID`` and earns 0.
 
 Metrics come from scikit-learn (here); the paired tests of two models are in ``label_compare``, the
 per-item arrays the report's paired measures use in ``label_items``, simulated runs in
@@ -32,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kappa_score, confusion_matrix,
                              f1_score, fbeta_score, precision_recall_fscore_support)
@@ -114,16 +115,50 @@ def coded(calls: pd.DataFrame, items: pd.DataFrame, labels=None) -> Coded:
                   it=calls["iteration"].to_numpy(dtype=np.int64), p=pc, calls=calls)
 
 
+def vote(counts: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(label code, credit, tied) of the majority vote per (..., item) from answer counts (..., items, K + 1)
+    (last: invalid) and gold codes (..., items): the code of the single top label (K when there is no
+    valid answer, -1 for a tie), the credit (1/t when gold is among the t tied top labels, else 0) and
+    whether the top is tied (see the module doc)."""
+    K = counts.shape[-1] - 1
+    ans = counts[..., :K]
+    top_n = ans.max(-1, keepdims=True)
+    top = (ans == top_n) & (top_n > 0)
+    t = top.sum(-1)
+    hit = np.take_along_axis(top, np.broadcast_to(np.asarray(gold)[..., None], top.shape[:-1] + (1,)), -1)[..., 0]
+    credit = np.where(t > 0, hit / np.maximum(t, 1), 0.0)
+    code = np.where(t == 0, K, np.where(t == 1, ans.argmax(-1), -1))
+    return code, credit, t > 1
+
+
+def vote_text(counts_row: np.ndarray, labels: list[str]) -> str:
+    """A majority vote in words for a per-item sheet: the label, "(tie: a, b)", or INVALID."""
+    K = len(labels)
+    ans = np.asarray(counts_row)[:K]
+    if ans.max(initial=0) == 0:
+        return INVALID
+    tied = [labels[k] for k in np.flatnonzero(ans == ans.max())]
+    return tied[0] if len(tied) == 1 else f"(tie: {', '.join(tied)})"
+
+
 @dataclass
 class ItemCounts:
     """Per (model, item) counts as dense (M, I) arrays; ``seen`` marks the pairs with at least one call."""
 
     n: np.ndarray  # calls
     correct: np.ndarray  # correct calls
-    vote: np.ndarray  # majority-vote label code (K when no valid answer)
-    vote_correct: np.ndarray
+    vote: np.ndarray  # majority-vote label code (K when no valid answer, -1 for a tie)
+    vote_credit: np.ndarray  # 1 right, 0 wrong, 1/t for a t-way tie that includes gold
+    vote_tied: np.ndarray
     pairs: np.ndarray  # pairs of iterations: n (n - 1) / 2
     agree: np.ndarray  # pairs of iterations with the same answer (INVALID counting as an answer)
+    counts: np.ndarray  # (M, I, K + 1) answers per label (last: invalid)
+
+    @property
+    def vote_correct(self) -> np.ndarray:
+        """Right by an untied majority (a tie is not right): the binary outcome of McNemar and Cochran's Q,
+        which leave tied items out (``vote_tied``)."""
+        return self.vote_credit == 1
 
     @property
     def seen(self) -> np.ndarray:
@@ -140,17 +175,15 @@ def item_counts(c: Coded) -> ItemCounts:
     counts = np.bincount((c.m * I + c.i) * (K + 1) + c.p, minlength=M * I * (K + 1)).reshape(M, I, K + 1)
     n = counts.sum(-1)
     correct = np.take_along_axis(counts, np.broadcast_to(c.gold_item[None, :, None], (M, I, 1)), -1)[..., 0]
-    answered = counts[..., :K]
-    # argmax returns the first maximum: ties go to the label that comes first in the label order
-    vote = np.where(answered.sum(-1) > 0, answered.argmax(-1), K)
-    return ItemCounts(n=n, correct=correct, vote=vote, vote_correct=vote == c.gold_item[None, :],
-                  pairs=n * (n - 1) // 2, agree=(counts * (counts - 1) // 2).sum(-1))
+    code, credit, tied = vote(counts, np.broadcast_to(c.gold_item[None, :], (M, I)))
+    return ItemCounts(n=n, correct=correct, vote=code, vote_credit=credit, vote_tied=tied,
+                      pairs=n * (n - 1) // 2, agree=(counts * (counts - 1) // 2).sum(-1), counts=counts)
 
 
 def per_item(calls: pd.DataFrame, items: pd.DataFrame, labels=None) -> pd.DataFrame:
     """One row per (model, item) answered: calls, correct, accuracy (share of its iterations right),
-    vote (majority label, see the module doc), vote_correct, agreement (share of iteration pairs that
-    agree; NaN with one iteration). The unit of every test in this module."""
+    vote (majority label, "(tie: a, b)" or INVALID, see the module doc), vote_credit, vote_tied, agreement
+    (share of iteration pairs that agree; NaN with one iteration). The unit of every test in this module."""
     c = coded(calls, items, labels)
     t = item_counts(c)
     mm, ii = np.nonzero(t.seen)
@@ -160,8 +193,8 @@ def per_item(calls: pd.DataFrame, items: pd.DataFrame, labels=None) -> pd.DataFr
     return pd.DataFrame({
         "model": np.array(c.models, dtype=object)[mm], "item_id": c.item_ids[ii],
         "target_label": lab[c.gold_item[ii]], "calls": t.n[mm, ii], "correct": t.correct[mm, ii],
-        "accuracy": t.accuracy[mm, ii], "vote": lab[t.vote[mm, ii]], "vote_correct": t.vote_correct[mm, ii],
-        "agreement": agreement[mm, ii],
+        "accuracy": t.accuracy[mm, ii], "vote": [vote_text(t.counts[m, i], c.labels) for m, i in zip(mm, ii)],
+        "vote_credit": t.vote_credit[mm, ii], "vote_tied": t.vote_tied[mm, ii], "agreement": agreement[mm, ii],
     })
 
 
@@ -228,8 +261,8 @@ def per_model(calls: pd.DataFrame, items: pd.DataFrame, labels, positive=None, b
     accuracy (every call; invalid = wrong), accuracy_answered (valid answers only), balanced_accuracy,
     macro_f1 (over ``labels``; INVALID is not a class), kappa (Cohen's, against gold), for a binary task
     (``positive`` given) precision / recall / f1 of the positive class, f_beta_<b> per beta (positive
-    class when binary, else macro), invalid_rate, vote_accuracy (majority vote per item, see the module
-    doc), self_consistency (mean over items of the share of iteration pairs giving the same answer,
+    class when binary, else macro), invalid_rate, vote_accuracy (majority vote per item, ties split, see
+    the module doc), vote_ties (items whose vote is tied), self_consistency (mean over items of the share of iteration pairs giving the same answer,
     INVALID counting as an answer; NaN when no item has two iterations), s_per_sample (mean
     wall_seconds over every call), cost_per_1k (price_per_hour x mean seconds x 1000 / 3600; NaN
     without a price), mean_confidence (over valid calls; when ``calls`` has a confidence column).
@@ -258,7 +291,8 @@ def per_model(calls: pd.DataFrame, items: pd.DataFrame, labels, positive=None, b
             sc = float(np.mean(t.agree[k][multi] / t.pairs[k][multi])) if multi.any() else np.nan
         row.update(calls=int(t.n[k].sum()), items=int(seen.sum()), iterations=int(iterations.loc[k]))
         row.update(_metrics(*_cells(K, tab[k]), K, pos, betas))
-        row.update(vote_accuracy=float(t.vote_correct[k][seen].mean()), self_consistency=sc,
+        row.update(vote_accuracy=float(t.vote_credit[k][seen].mean()), vote_ties=int(t.vote_tied[k][seen].sum()),
+                   self_consistency=sc,
                    s_per_sample=float(wall.loc[k]),
                    cost_per_1k=(float(price_per_hour) * float(wall.loc[k]) * 1000 / 3600
                                 if price_per_hour is not None else np.nan))
@@ -299,41 +333,3 @@ def confusion(calls: pd.DataFrame, items: pd.DataFrame, labels) -> dict[str, pd.
         out[model] = pd.DataFrame(cm.astype(np.int64), index=pd.Index(c.labels, name="gold"),
                                   columns=pd.Index(cols, name="predicted"))
     return out
-
-
-def baselines(items: pd.DataFrame, labels, positive=None, betas=(), seed: int = 0, draws: int = 200) -> pd.DataFrame:
-    """Rows shaped like ``per_model`` rows (same metric columns) for guesses that never look at the item:
-    the majority class, each constant label ("always <label>", written directly) and stratified random guessing (labels
-    drawn with the gold class shares; the figures are the mean over ``draws`` seeded draws, i.e. the
-    expected value), all from scikit-learn's DummyClassifier fitted on the gold labels of ``items``.
-    One answer per item: iterations 1, invalid_rate 0, vote_accuracy = accuracy, self_consistency NaN,
-    no time or cost."""
-    order = _label_order(labels, items)
-    K = len(order)
-    pos = _positive_code(order, positive)
-    y = _codes(items["target_label"], order)
-    if (y < 0).any():
-        raise ValueError(f"gold labels not in the label list {order}")
-    n = len(y)
-    X = np.zeros((n, 1))
-
-    def row(name, strategy, preds):
-        # every metric depends on the (gold, predicted) table only, so draws that give the same table are
-        # scored once and weighted by how often they came up: the same mean over draws, far fewer calls
-        tables = np.stack([np.bincount(y * (K + 1) + pr, minlength=K * (K + 1)) for pr in preds])
-        uniq, times = np.unique(tables, axis=0, return_counts=True)
-        ms = [_metrics(*_cells(K, tb), K, pos, betas) for tb in uniq]
-        r = {"model": name, "strategy": strategy, "calls": n, "items": n, "iterations": 1}
-        r.update({k: float(np.average([m[k] for m in ms], weights=times)) for k in ms[0]})
-        r.update(vote_accuracy=r["accuracy"], self_consistency=np.nan, s_per_sample=np.nan, cost_per_1k=np.nan)
-        return r
-
-    rows = []
-    maj = DummyClassifier(strategy="most_frequent").fit(X, y).predict(X)
-    rows.append(row(f"majority ({order[maj[0]]})", "most_frequent", [maj]))
-    for k, name in enumerate(order):  # also labels absent from these items (DummyClassifier refuses those)
-        rows.append(row(f"always {name}", "constant", [np.full(n, k)]))
-    strat = DummyClassifier(strategy="stratified", random_state=seed).fit(np.zeros((1, 1)).repeat(n, 0), y)
-    pr = strat.predict(np.zeros((n * draws, 1))).reshape(draws, n)
-    rows.append(row("stratified random", "stratified", list(pr)))
-    return pd.DataFrame(rows)

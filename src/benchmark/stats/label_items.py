@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from benchmark.stats.label import Coded, coded
+from benchmark.stats.label import Coded, coded, vote
 
 
 @dataclass
@@ -73,6 +73,8 @@ class LabelData:
             }
         from benchmark.stats.common import item_mean
 
+        _, credit, _ = vote(cnt, np.broadcast_to(self.gold, n.shape))
+        out["vote_accuracy"] = np.where(n > 0, credit, np.nan)  # ties split (``benchmark.stats.label.vote``)
         out["s_per_sample"] = item_mean(self.wall)
         if np.isfinite(self.confidence).any():
             out["mean_confidence"] = item_mean(self.confidence)
@@ -94,6 +96,30 @@ def _chosen_probability(calls: pd.DataFrame, c: Coded) -> np.ndarray:
         if isinstance(probs, dict) and lab[j] is not None and str(lab[j]) in probs:
             out[j] = float(probs[str(lab[j])])
     return out
+
+
+def label_prob_figures(calls: pd.DataFrame) -> pd.DataFrame:
+    """Per model, what log-probability mode measured (calls with stored label probabilities): label_prob,
+    the mean probability of the answered (most probable) label, and label_prob_margin, its mean lead over
+    the runner-up label. Empty when no call stored probabilities."""
+    import json
+
+    if "label_probs_json" not in calls or calls["label_probs_json"].isna().all():
+        return pd.DataFrame(columns=["model", "label_prob", "label_prob_margin"])
+    rows = []
+    for model, raw in calls.loc[calls["label_probs_json"].notna()].groupby("model", sort=False)["label_probs_json"]:
+        top, lead = [], []
+        for text in raw:
+            try:
+                p = sorted((float(v) for v in json.loads(text).values()), reverse=True)
+            except (TypeError, ValueError, AttributeError):
+                continue
+            if p:
+                top.append(p[0])
+                lead.append(p[0] - (p[1] if len(p) > 1 else 0.0))
+        rows.append({"model": model, "label_prob": float(np.mean(top)) if top else np.nan,
+                     "label_prob_margin": float(np.mean(lead)) if lead else np.nan})
+    return pd.DataFrame(rows)
 
 
 def table_metric(name: str, K: int, positive: int | None = None):

@@ -84,19 +84,73 @@ def tost(res: dict, margin, alpha: float = 0.05) -> dict[str, np.ndarray]:
             "ci90_low": lo, "ci90_high": hi}
 
 
-def verdict(res: dict, margin, alpha: float = 0.05) -> np.ndarray:
+def p_worse(res: dict) -> np.ndarray:
+    """One-sided p of "the candidate is worse" (H0: mean <= 0) on a ``paired`` result oriented so that
+    POSITIVE MEANS WORSE; NaN with fewer than two items. A family of these is Holm-adjusted in the
+    Decision (``benchmark.stats.decision``); a lone test rejects exactly when the (1 - 2 alpha) interval
+    lies above 0."""
+    with _errstate():
+        return np.where(res["df"] >= 1, ss.t.sf(res["t"], np.maximum(res["df"], 1)), np.nan)
+
+
+def verdict(res: dict, margin, alpha: float = 0.05, worse=None) -> np.ndarray:
     """The verdict of a candidate against its reference, differences oriented positive = worse:
 
     - equivalent: the (1 - 2 alpha) interval lies inside (-margin, +margin) (TOST);
     - non-inferior: its upper end is below +margin, its lower end at or below -margin (may be better);
-    - worse: not non-inferior, and the two-sided (1 - alpha) interval lies above 0;
+    - worse: not non-inferior, and ``worse`` (the Decision's Holm-adjusted one-sided test across a
+      family's candidates; default: this test alone, i.e. the (1 - 2 alpha) interval above 0);
     - inconclusive: none of these (the interval reaches past the margin and includes 0)."""
     t = tost(res, margin, alpha)
-    lo95, _ = t_interval(res, 1 - alpha)
     equivalent = (t["ci90_high"] < margin) & (t["ci90_low"] > -np.asarray(margin))
     noninf = t["ci90_high"] < margin
-    worse = lo95 > 0
-    return np.select([equivalent, noninf, worse], ["equivalent", "non-inferior", "worse"], "inconclusive")
+    if worse is None:
+        worse = p_worse(res) < alpha
+    return np.select([equivalent, noninf, np.asarray(worse, dtype=bool)], ["equivalent", "non-inferior", "worse"],
+                     "inconclusive")
+
+
+def zero_spread_bound(res: dict, span, alpha: float = 0.05) -> dict:
+    """``res`` with a floor under a spread of exactly 0. When every item's difference is the same (a model
+    that answers one constant label, items every model gets right), the t interval has width 0 and would
+    call the models equivalent on any number of items. Then all n items agreeing says only that a share
+    of items that differ is below 1 - alpha^(1/n) (one-sided, the 'rule of three' generalised), so the
+    (1 - 2 alpha) interval's half-width is taken as span x (1 - alpha^(1/n)), ``span`` the largest
+    per-item difference (1 for a rate, the value range's width for a value); se, sd, t and p follow from
+    it (``spread_floor`` marks the results where it applied)."""
+    out = dict(res)
+    n = np.asarray(res["n"], dtype=float)
+    floor = (np.asarray(res["sd"], dtype=float) == 0) & (n >= 2)
+    if not np.any(floor):
+        out["spread_floor"] = floor
+        return out
+    with _errstate():
+        h = np.asarray(span, dtype=float) * (1 - np.power(alpha, 1 / np.maximum(n, 1)))
+        se = h / ss.t.ppf(1 - alpha, np.maximum(n - 1, 1))
+        out["se"] = np.where(floor, se, res["se"])
+        out["sd"] = np.where(floor, se * np.sqrt(n), res["sd"])
+        out["t"] = np.where(floor, res["mean"] / out["se"], res["t"])
+        out["p"] = np.where(floor, 2 * ss.t.sf(np.abs(out["t"]), np.maximum(res["df"], 1)), res["p"])
+    out["spread_floor"] = floor
+    return out
+
+
+def items_to_decide(sd: float, margin: float, alpha: float = 0.05, cap: int = 10_000_000) -> float:
+    """Items for the Decision to reach a verdict at ``margin`` WHATEVER the true difference: the smallest n
+    with 2 t_{1-alpha, n-1} sd / sqrt(n) <= margin, where the (1 - 2 alpha) interval is at most one margin
+    wide, so it cannot both include 0 and reach past the margin (it lies above 0, or below the margin).
+    Only the sd of the per-item differences enters, never the observed difference: projecting a noisy
+    estimate toward one side would promise a verdict the data need not give. inf when sd is unknown."""
+    if not (np.isfinite(sd) and np.isfinite(margin)) or margin <= 0:
+        return float("inf")
+    if sd <= 0:
+        return 2.0
+    n = max(int(np.ceil((2 * ss.norm.ppf(1 - alpha) * sd / margin) ** 2)), 2)
+    if n > cap:
+        return float(n)
+    while 2 * ss.t.ppf(1 - alpha, n - 1) * sd / np.sqrt(n) > margin:
+        n += 1
+    return float(n)
 
 
 @lru_cache(maxsize=4096)
@@ -106,8 +160,8 @@ def _dz(nobs: int, alpha: float, power: float, alternative: str) -> float:
 
     if nobs < 2:
         return float("nan")
-    return float(TTestPower().solve_power(effect_size=None, nobs=nobs, alpha=alpha, power=power,
-                                          alternative=alternative))
+    got = TTestPower().solve_power(effect_size=None, nobs=nobs, alpha=alpha, power=power, alternative=alternative)
+    return float(np.ravel(got)[0])  # statsmodels answers a scalar or, for some n, an array of one
 
 
 def mde(sd, n, alpha: float = 0.05, power: float = 0.8, alternative: str = "two-sided") -> np.ndarray:
@@ -130,8 +184,8 @@ def _nobs(dz: float, alpha: float, power: float, alternative: str) -> float:
     if dz > 10:
         return 2.0
     try:
-        return float(TTestPower().solve_power(effect_size=dz, nobs=None, alpha=alpha, power=power,
-                                              alternative=alternative))
+        got = TTestPower().solve_power(effect_size=dz, nobs=None, alpha=alpha, power=power, alternative=alternative)
+        return float(np.ravel(got)[0])
     except Exception:  # root finding failed (tiny effect): the normal approximation
         z = ss.norm.ppf(1 - alpha / (2 if alternative == "two-sided" else 1)) + ss.norm.ppf(power)
         return float((z / dz) ** 2)
@@ -147,18 +201,6 @@ def items_needed(effect: float, sd: float, alpha: float = 0.05, power: float = 0
     if sd <= 0:
         return 2.0
     return float(np.ceil(_nobs(round(float(effect / sd), 6), float(alpha), float(power), alternative)))
-
-
-def items_to_decide(res_mean: float, res_sd: float, margin: float, alpha: float = 0.05,
-                    power: float = 0.8) -> tuple[float, str]:
-    """(items in all, what they would show) for an inconclusive verdict, if the true difference were the
-    observed one: non-inferiority (one-sided test at the margin) when the estimate is below the margin,
-    else a significant difference ("worse")."""
-    if not (np.isfinite(res_mean) and np.isfinite(res_sd)):
-        return float("nan"), ""
-    if res_mean < margin:
-        return items_needed(margin - res_mean, res_sd, alpha, power, "larger"), "non-inferior"
-    return items_needed(res_mean, res_sd, alpha, power, "two-sided"), "worse"
 
 
 def all_pairs(x, alpha: float = 0.05) -> dict[str, np.ndarray]:
@@ -187,8 +229,9 @@ def log_variance_test(var_a, var_b, axis: int = -1) -> dict[str, np.ndarray]:
     item has the same variance; with items that differ (they do) it gave 11-21% false positives at
     alpha 0.05 in simulations of the demo's shape, and Brown-Forsythe on within-item deviations gave
     under 1% false positives and no power. Returns the ``paired`` fields (mean = mean log ratio) plus
-    ratio (mean within-item variance of b over a's) and geo_ratio_low / geo_ratio_high (95% interval
-    of the geometric-mean ratio, exp of the log interval)."""
+    geo_ratio (exp of the mean log ratio: the geometric mean over items of (var_b + c) / (var_a + c), the
+    figure the test and its interval are about), geo_ratio_low / geo_ratio_high (its 95% interval), ratio
+    (mean within-item variance of b over a's, the arithmetic ratio shown beside it) and c."""
     va = np.moveaxis(np.asarray(var_a, dtype=float), axis, -1)
     vb = np.moveaxis(np.asarray(var_b, dtype=float), axis, -1)
     both = ~np.isnan(va) & ~np.isnan(vb)
@@ -201,7 +244,8 @@ def log_variance_test(var_a, var_b, axis: int = -1) -> dict[str, np.ndarray]:
     r = paired(d)
     lo, hi = t_interval(r)
     with _errstate():
-        r.update(ratio=mb / ma, geo_ratio_low=np.exp(lo), geo_ratio_high=np.exp(hi))
+        r.update(ratio=mb / ma, geo_ratio=np.exp(r["mean"]), geo_ratio_low=np.exp(lo), geo_ratio_high=np.exp(hi),
+                 c=c[..., 0])
     # no variance at all in either model: nothing to compare
     r["p"] = np.where(np.isnan(c[..., 0]) & (both.sum(-1) > 1), 1.0, r["p"])
     return r

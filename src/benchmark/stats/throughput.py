@@ -57,3 +57,79 @@ def latency_view(calls: pd.DataFrame, which: str = "alone") -> tuple[pd.DataFram
     if kept:
         note += f" No call of {', '.join(kept)} ran alone: its latency figures are under load."
     return out, note
+
+
+PERCENTILES = (50, 90, 99)
+PERCENTILE_RULE = ("p50/p90/p99 are numpy's linear interpolation between order statistics (Hyndman & Fan type 7): "
+                   "over the calls for TTFT and end-to-end time, over every inter-token gap of every call pooled "
+                   "for ITL; with fewer than 100 values p99 lies between the two largest")
+
+
+def _pct(values: pd.Series, q: int) -> float:
+    import numpy as np
+
+    v = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+    return float(np.percentile(v, q)) if len(v) else float("nan")
+
+
+def _gaps(itl_json: pd.Series) -> pd.Series:
+    """Every inter-token gap (seconds) of the calls' stored gaps (JSON lists in ms)."""
+    import json
+
+    out = [g / 1000 for text in itl_json.dropna() for g in json.loads(text)]
+    return pd.Series(out, dtype=float)
+
+
+def latency_under_load(calls: pd.DataFrame) -> pd.DataFrame:
+    """One row per model and concurrency level (a sweep's levels, or the run's one): the answered calls
+    (failed ones left out), how many were streamed, TTFT, ITL and end-to-end percentiles, the mean
+    per-call ITL, requests and generated tokens per second over the level's span (first start to last
+    end, all endpoints together), and the knee of each model's sweep (:func:`mark_knee`). Empty when the
+    run has no server calls to speak of (no streamed timings and a single level of one call in flight)."""
+    if calls.empty or "concurrency" not in calls:
+        return pd.DataFrame()
+    c = calls[calls["finish_reason"].fillna("") != "failed"].copy()
+    streamed = c["e2e_seconds"].notna()
+    levels = c["concurrency"].dropna().unique()
+    if c.empty or (not streamed.any() and len(levels) <= 1 and not (c["in_flight"].fillna(1) > 1).any()):
+        return pd.DataFrame()
+    c["e2e"] = c["e2e_seconds"].where(c["e2e_seconds"].notna(), c["wall_seconds"])
+    c["ended_at"] = c["started_at"] + c["wall_seconds"]
+    rows = []
+    for (model, level), g in c.groupby(["model", "concurrency"], sort=False, dropna=False):
+        span = g["ended_at"].max() - g["started_at"].min()
+        gaps = _gaps(g["itl_json"]) if "itl_json" in g else pd.Series(dtype=float)
+        row = {"model": model, "concurrency": level, "calls": len(g),
+               "streamed_calls": int(g["e2e_seconds"].notna().sum())}
+        for q in PERCENTILES:
+            row[f"ttft_p{q}"] = _pct(g["ttft_seconds"], q)
+        for q in PERCENTILES:
+            row[f"itl_p{q}"] = _pct(gaps, q)
+        row["itl_mean"] = float(g["itl_seconds"].mean()) if g["itl_seconds"].notna().any() else float("nan")
+        for q in PERCENTILES:
+            row[f"e2e_p{q}"] = _pct(g["e2e"], q)
+        ok = span > 0 if pd.notna(span) else False
+        row["requests_per_s"] = len(g) / span if ok else float("nan")
+        row["gen_tok_per_s"] = g["completion_tokens"].sum() / span if ok else float("nan")
+        rows.append(row)
+    out = pd.DataFrame(rows).sort_values(["model", "concurrency"], kind="stable", key=lambda s: s if s.name ==
+                                         "concurrency" else s.map({m: k for k, m in enumerate(pd.unique(c["model"]))}))
+    return mark_knee(out.reset_index(drop=True))
+
+
+KNEE_RULE = ("the knee of a model's sweep is the level with the highest power, requests per second divided by the "
+             "median end-to-end time (Kleinrock's power: past it, more calls in flight add more waiting than "
+             "throughput); a tie goes to the lower level; marked only with two levels or more")
+
+
+def mark_knee(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a ``power`` column (requests/s / p50 end-to-end s) and ``knee`` (True at the level
+    of highest power per model, when the model has two levels or more)."""
+    out = table.copy()
+    out["power"] = out["requests_per_s"] / out["e2e_p50"]
+    out["knee"] = False
+    for _, g in out.groupby("model", sort=False):
+        g = g.dropna(subset=["power", "concurrency"])
+        if len(g) >= 2:
+            out.loc[g.sort_values(["power", "concurrency"], ascending=[False, True]).index[0], "knee"] = True
+    return out

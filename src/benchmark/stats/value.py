@@ -16,8 +16,9 @@ Conventions (the older tool got these wrong):
   |x| < band is "neutral" (0), so an item labelled 0 is right when the answer is within the band too,
   not by a rounding accident; on a scale of whole numbers (``integer``, a rating) exact and within-one
   accuracy and the weighted kappa take its place (``benchmark.stats.ordinal``);
-- means are compared with a paired t-test (and Wilcoxon) on per-item means, all pairs with Holm;
-  the all-models ANOVA treats the item as a block.
+- means are compared with a paired t-test on per-item means, all pairs with Holm; the all-models
+  ANOVA treats the item as a block and is Greenhouse-Geisser corrected, Friedman's test runs as the
+  same ANOVA on within-item ranks.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from scipy import stats as ss
 
 from benchmark.stats import ordinal
 from benchmark.stats import paired as P
-from benchmark.stats.common import Cube, item_mean, item_var, model_order, timing
+from benchmark.stats.common import Cube, item_mean, item_var, timing
 
 DEFAULT_BAND = 0.1
 DEFAULT_RANGE = (-1.0, 1.0)
@@ -261,136 +262,3 @@ class _quiet:
 
     def __exit__(self, *exc):
         return self._w.__exit__(*exc)
-
-
-# --------------------------------------------------------------------------- designs
-
-
-def item_matrix(calls: pd.DataFrame, models: list[str] | None = None) -> pd.DataFrame:
-    """Items x models of mean valid value, keeping only items every model answered validly."""
-    v = calls[calls["valid"]]
-    m = v.pivot_table(index="item_id", columns="model", values="value", aggfunc="mean")
-    models = models or [x for x in model_order(calls) if x in m.columns]
-    return m.reindex(columns=models).dropna()
-
-
-def rm_anova_array(x: np.ndarray) -> dict[str, np.ndarray]:
-    """Repeated-measures ANOVA (model effect, item as block) on (..., items, models) arrays; by hand so
-    that it runs over many simulated studies at once (statsmodels' AnovaRM gives the same F, checked)."""
-    n, k = x.shape[-2], x.shape[-1]
-    grand = x.mean((-2, -1), keepdims=True)
-    ss_model = n * ((x.mean(-2, keepdims=True) - grand) ** 2).sum((-2, -1))
-    ss_item = k * ((x.mean(-1, keepdims=True) - grand) ** 2).sum((-2, -1))
-    ss_error = ((x - grand) ** 2).sum((-2, -1)) - ss_model - ss_item
-    df_model, df_error = k - 1, (n - 1) * (k - 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f = np.where(ss_error > 0, (ss_model / df_model) / (ss_error / df_error), np.inf)
-        eta = ss_model / (ss_model + ss_error)
-    return {"F": f, "p": ss.f.sf(f, df_model, df_error), "df_model": df_model, "df_error": df_error,
-            "partial_eta_sq": eta}
-
-
-def friedman_array(x: np.ndarray) -> dict[str, np.ndarray]:
-    """Friedman's chi-square with the tie correction (as scipy.stats.friedmanchisquare) on
-    (..., items, models) arrays."""
-    n, k = x.shape[-2], x.shape[-1]
-    r = ss.rankdata(x, axis=-1)
-    rs = r.sum(-2)
-    chi = 12.0 / (n * k * (k + 1)) * (rs ** 2).sum(-1) - 3 * n * (k + 1)
-    # ties: scipy's correction, 1 - sum(t^3 - t) / (n k (k^2 - 1))
-    srt = np.sort(x, axis=-1)
-    ties = np.zeros(x.shape[:-1])
-    run = np.ones(x.shape[:-1])
-    for j in range(1, k):
-        same = srt[..., j] == srt[..., j - 1]
-        ties += np.where(same, 0, run ** 3 - run)
-        run = np.where(same, run + 1, 1)
-    ties += run ** 3 - run
-    c = 1 - ties.sum(-1) / (n * k * (k * k - 1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        chi = chi / c
-    return {"chi2": chi, "p": ss.chi2.sf(chi, k - 1), "df_model": k - 1}
-
-
-def rm_anova(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> dict:
-    """Repeated-measures ANOVA on per-item mean values: model effect with item as block (a two-way
-    ANOVA without interaction on the items x models matrix of per-item means, items every model
-    answered validly)."""
-    mat = item_matrix(calls) if mat is None else mat
-    n, k = mat.shape
-    res = {"test": "repeated-measures ANOVA (item as block)", "items": n, "models": k,
-           "assumes": "per-item means; normal residuals; sphericity (check Friedman below when in doubt)"}
-    if n < 2 or k < 2:
-        res["note"] = "needs at least 2 models and 2 items answered by all"
-        return res
-    r = rm_anova_array(mat.to_numpy())
-    res.update({"df_model": r["df_model"], "df_error": r["df_error"], "F": float(r["F"]), "p": float(r["p"]),
-                "partial_eta_sq": float(r["partial_eta_sq"])})
-    return res
-
-
-def friedman(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> dict:
-    mat = item_matrix(calls) if mat is None else mat
-    n, k = mat.shape
-    res = {"test": "Friedman (non-parametric, item as block)", "items": n, "models": k,
-           "assumes": "per-item means; ranks within item"}
-    if k < 3 or n < 2:
-        res["note"] = "needs at least 3 models (with 2, read the Wilcoxon of the pair)"
-        return res
-    fr = ss.friedmanchisquare(*[mat[c] for c in mat.columns])
-    res.update({"chi2": float(fr.statistic), "p": float(fr.pvalue), "df_model": k - 1})
-    return res
-
-
-def family_quant_array(x: np.ndarray) -> dict[str, np.ndarray]:
-    """Two-way ANOVA family x quant with the item as block on (..., items, families, quants) per-item means
-    (balanced: every item in every cell), vectorized over leading axes; statsmodels' anova_lm gives the
-    same F (checked). Returns per source (family, quant, family:quant, item) F and p, and the residual."""
-    n_a, n_f, n_q = x.shape[-3:]
-    m = x.mean((-3, -2, -1), keepdims=True)
-    ss_art = n_f * n_q * ((x.mean((-2, -1), keepdims=True) - m) ** 2).sum((-3, -2, -1))
-    m_f = x.mean((-3, -1), keepdims=True)
-    m_q = x.mean((-3, -2), keepdims=True)
-    m_fq = x.mean(-3, keepdims=True)
-    ss_f = n_a * n_q * ((m_f - m) ** 2).sum((-3, -2, -1))
-    ss_q = n_a * n_f * ((m_q - m) ** 2).sum((-3, -2, -1))
-    ss_fq = n_a * ((m_fq - m_f - m_q + m) ** 2).sum((-3, -2, -1))
-    ss_err = ((x - m) ** 2).sum((-3, -2, -1)) - ss_art - ss_f - ss_q - ss_fq
-    df_err = (n_a - 1) * (n_f * n_q - 1)
-    out = {"Residual": {"sum_sq": ss_err, "df": df_err}}
-    for source, ssv, dfv in [("C(family)", ss_f, n_f - 1), ("C(quant)", ss_q, n_q - 1),
-                             ("C(family):C(quant)", ss_fq, (n_f - 1) * (n_q - 1)), ("C(item_id)", ss_art, n_a - 1)]:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            f = np.where(ss_err > 0, (ssv / dfv) / (ss_err / df_err), np.inf)
-        out[source] = {"sum_sq": ssv, "df": dfv, "F": f, "p": ss.f.sf(f, dfv, df_err)}
-    return out
-
-
-def family_quant_anova(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> pd.DataFrame | None:
-    """Two-way ANOVA family x quant, with the item as block, on per-item means.
-
-    Only where the grid is complete: at least 2 families x 2 quants, exactly one model per cell.
-    The design is then balanced (every item in every cell), so the sums of squares follow from
-    means alone (types I, II and III agree)."""
-    models = calls.groupby("model", sort=False)[["family", "quant"]].first()
-    fams, quants = list(dict.fromkeys(models["family"])), list(dict.fromkeys(models["quant"]))
-    if len(fams) < 2 or len(quants) < 2 or len(models) != len(fams) * len(quants):
-        return None
-    if models.groupby(["family", "quant"]).size().max() != 1:
-        return None
-    mat = item_matrix(calls) if mat is None else mat
-    n_a = len(mat)
-    if n_a < 2:
-        return None
-    x = np.empty((n_a, len(fams), len(quants)))
-    for model, (fam, q) in models.iterrows():
-        x[:, fams.index(fam), quants.index(q)] = mat[model].to_numpy()
-    res = family_quant_array(x)
-    rows = [{"source": k, **{kk: (float(vv) if np.ndim(vv) == 0 else vv) for kk, vv in v.items()}}
-            for k, v in res.items() if k != "Residual"]
-    rows.append({"source": "Residual", "sum_sq": float(res["Residual"]["sum_sq"]), "df": res["Residual"]["df"]})
-    table = pd.DataFrame(rows)
-    table["test"] = "two-way ANOVA family x quant, item as block (balanced)"
-    table["items"] = n_a
-    table["assumes"] = "per-item means; normal residuals; one model per family x quant cell"
-    return table

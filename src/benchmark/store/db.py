@@ -350,10 +350,16 @@ class Store(StoreReads):
             call = dataclasses.replace(call, created_at=stamp)
         return rows.values(call, CallRow)
 
-    def add_call(self, row: CallRow | dict[str, Any]) -> bool:
-        """Store one call in its own transaction; False if that call was already stored."""
+    def add_call(self, row: CallRow | dict[str, Any], *, over_failed: bool = False) -> bool:
+        """Store one call in its own transaction; False if that call was already stored. ``over_failed``:
+        a call stored as failed (finish_reason "failed") is replaced by this one (`run --retry-failed`)."""
         values = self._call_values(row, now_iso())
-        cur = self._write(lambda: self.db.execute(rows.insert_sql("calls", CallRow, verb="INSERT OR IGNORE"), values))
+        sql = rows.insert_sql("calls", CallRow, verb="INSERT OR IGNORE")
+        if over_failed:
+            cols = [c for c in CALL_FIELDS if c not in ("run_id", "model", "iteration", "item_id")]
+            sql = (rows.insert_sql("calls", CallRow) + " ON CONFLICT (run_id, model, iteration, item_id) DO UPDATE SET "
+                   + ", ".join(f"{c} = excluded.{c}" for c in cols) + " WHERE calls.finish_reason = 'failed'")
+        cur = self._write(lambda: self.db.execute(sql, values))
         return cur.rowcount == 1
 
     def add_calls(self, calls: Iterable[CallRow | dict[str, Any]]) -> None:

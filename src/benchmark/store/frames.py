@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from benchmark.store.rows import CallRow, ItemRow, LoadRow, frame_names
+from benchmark.store.rows import CallRow, ItemRow, LoadRow, columns, frame_names
 
 
 class Frames(NamedTuple):
@@ -56,4 +56,13 @@ def read_frames(db: sqlite3.Connection, run_id: str) -> Frames:
         items = pd.concat([items, fields[[c for c in fields.columns if c not in items.columns]]], axis=1)
     loads = _select(db, "model_loads", frame_names(LoadRow), run_id, "id")
     calls["valid"] = calls["valid"].astype(bool)
-    return Frames(calls, items, loads)
+    return Frames(_numbers(calls, CallRow), items, _numbers(loads, LoadRow))
+
+
+def _numbers(frame: pd.DataFrame, cls) -> pd.DataFrame:
+    """Number columns as numbers: a column SQLite returns all NULL (every call failed, say) reads as
+    objects otherwise, and statistics over it (a quantile) would fail."""
+    for f in columns(cls):
+        if f.name in frame and frame[f.name].dtype == object and f.metadata["sql"].split()[0] in ("REAL", "INTEGER"):
+            frame[f.name] = pd.to_numeric(frame[f.name], errors="coerce").astype(float)
+    return frame

@@ -11,6 +11,10 @@ transaction with the layout's stamp, so a database is never left half-migrated.
    back-filled for older runs from their calls, loads and stored config); the reply's length before
    the cap (``calls.raw_chars``); ``writers``, the process writing each run.
 
+5. Server calls under one failure policy and under load: per call the requests it took
+   (``attempts``), the concurrency it ran under (a sweep's level), and for streamed calls the time to
+   the first content token, the inter-token gaps (mean and each, in ms) and the end-to-end time.
+
 Every table and column added from layout 2 on is derived from ``benchmark.store.rows``.
 """
 
@@ -130,7 +134,13 @@ def _layout_4(db: sqlite3.Connection) -> None:
         db.executemany(rows.insert_sql("arms", ArmFacts), [rows.values(a, ArmFacts) for a in derive_arms(db, run_id)])
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_layout_1, _layout_2, _layout_3, _layout_4]
+def _layout_5(db: sqlite3.Connection) -> None:
+    """Per call: attempts, concurrency and the streamed timings (empty for calls stored before)."""
+    for sql in rows.add_columns("calls", CallRow, 5):
+        db.execute(sql)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_layout_1, _layout_2, _layout_3, _layout_4, _layout_5]
 VERSION = len(MIGRATIONS)
 
 
@@ -172,8 +182,7 @@ def migrate(db: sqlite3.Connection) -> tuple[int, int]:
     for target in range(found + 1, VERSION + 1):
         db.execute("BEGIN IMMEDIATE")
         try:
-            now = version(db)  # another process (a second run started at once) may have migrated meanwhile
-            if now is not None and now >= target:
+            if (version(db) or 0) >= target:  # another process migrated it while this one waited for the lock
                 db.execute("COMMIT")
                 continue
             MIGRATIONS[target - 1](db)

@@ -84,9 +84,19 @@ class StoreReads:
                      split=r["split"], fields=json.loads(r["fields_json"] or "{}")) for r in found]
 
     @_guarded
-    def done_keys(self, run_id: str, model: str) -> set[tuple[int, str]]:
-        found = self.db.execute("SELECT iteration, item_id FROM calls WHERE run_id=? AND model=?", (run_id, model))
+    def done_keys(self, run_id: str, model: str, *, but_failed: bool = False) -> set[tuple[int, str]]:
+        """(iteration, item) of the calls stored for a model; ``but_failed``: leaving out those stored as
+        failed (finish_reason "failed": no usable answer from the server), to ask them again."""
+        where = " AND finish_reason IS NOT 'failed'" if but_failed else ""
+        found = self.db.execute(f"SELECT iteration, item_id FROM calls WHERE run_id=? AND model=?{where}",
+                                (run_id, model))
         return {(r[0], r[1]) for r in found}
+
+    @_guarded
+    def failed_calls(self, run_id: str) -> int:
+        """Calls of a run stored as failed (no usable answer from the server)."""
+        return self.db.execute("SELECT COUNT(*) FROM calls WHERE run_id=? AND finish_reason='failed'",
+                               (run_id,)).fetchone()[0]
 
     @_guarded
     def loads(self, run_id: str) -> list[LoadRow]:

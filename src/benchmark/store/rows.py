@@ -112,6 +112,13 @@ class CallRow:
     started_at: float | None = column("REAL", since=3, frame=True)
     energy_j: float | None = column("REAL", since=3, frame=True)
     raw_chars: int | None = column("INTEGER", since=4, frame=True)  # the reply's length before any cut
+    # layout 5: the call policy and streamed timings of server backends (benchmark.backends.http)
+    attempts: int | None = column("INTEGER", since=5, frame=True)       # requests sent for the call (retries + 1)
+    concurrency: int | None = column("INTEGER", since=5, frame=True)    # calls allowed in flight per endpoint
+    ttft_seconds: float | None = column("REAL", since=5, frame=True)    # streamed: to the first content token
+    itl_seconds: float | None = column("REAL", since=5, frame=True)     # streamed: mean gap between content chunks
+    itl_json: str | None = column("TEXT", since=5, frame=True)          # streamed: every such gap, in ms
+    e2e_seconds: float | None = column("REAL", since=5, frame=True)     # streamed: request sent to last byte
 
 
 @dataclass(kw_only=True)

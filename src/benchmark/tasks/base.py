@@ -19,12 +19,41 @@ The runner, store, statistics and report work with these types only: a new task 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.data.items import Item  # noqa: F401 - Item lives with the data; re-exported here
+from core.errors import ShootoutError
+
+
+class TaskProblem(ShootoutError):
+    """A problem with a task block's data or examples, at the config field that causes it (``loc``, e.g.
+    ("task", "data", "evaluate")): `validate` and `run` report it with the line the file wrote it on
+    (``benchmark.config``)."""
+
+    def __init__(self, loc: tuple, message: str, hint: str | None = None):
+        self.loc = tuple(loc)
+        self.text = message + (f"; {hint}" if hint else "")
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.loc).lstrip(".")
+        super().__init__(f"{where}: {message}", hint)
+
+    @staticmethod
+    def words(exc: ShootoutError) -> str:
+        return exc.message + (f"; {exc.hint}" if exc.hint else "")
+
+    @classmethod
+    @contextmanager
+    def at(cls, loc: tuple):
+        """Any ShootoutError raised inside becomes a TaskProblem at ``loc`` (one already placed keeps its own)."""
+        try:
+            yield
+        except TaskProblem:
+            raise
+        except ShootoutError as exc:
+            raise cls(loc, exc.message, exc.hint) from None
 
 
 @dataclass(frozen=True)
@@ -76,10 +105,34 @@ class LabelScorer:
     @property
     def metrics(self) -> tuple[str, ...]:
         """The metrics the report shows for this task, in order (names in ``benchmark.metrics``)."""
-        binary = ("precision", "recall", "f1") if self.positive is not None else ()
+        binary = ("precision", "recall", "f1") if self.positive_usable else ()
         return ("accuracy", "accuracy_answered", "balanced_accuracy", "macro_f1", "kappa", *binary,
-                *(f"f_beta_{b:g}" for b in self.betas), "vote_accuracy", "self_consistency", "invalid_rate",
-                "s_per_sample", "gen_tok_s", "cost_per_1k")
+                *(f"f_beta_{b:g}" for b in self.usable_betas), "vote_accuracy", "vote_ties", "self_consistency",
+                "invalid_rate", "s_per_sample", "gen_tok_s", "label_prob", "label_prob_margin", "cost_per_1k")
+
+    @property
+    def positive_usable(self) -> bool:
+        """A positive class the figures can use: set, on a two-label task, one of the labels (a config checks
+        this before a run; a run stored without the check still reports, without these figures)."""
+        return self.positive is not None and len(self.labels) == 2 and str(self.positive) in self.labels
+
+    @property
+    def usable_betas(self) -> tuple[float, ...]:
+        """The F-beta weights the figures can use: positive numbers (see ``positive_usable``)."""
+        return tuple(b for b in self.betas if isinstance(b, (int, float)) and b > 0 and b == b and b != float("inf"))
+
+    def unusable(self) -> list[str]:
+        """What a stored run asked for that cannot be computed, and why (for the report's notes)."""
+        out = []
+        if self.positive is not None and not self.positive_usable:
+            why = (f"the task has {len(self.labels)} labels (a positive class needs exactly two)"
+                   if len(self.labels) != 2 else f"it is not one of the labels {list(self.labels)}")
+            out.append(f"precision, recall and F1 of the positive class '{self.positive}': not computed, {why}")
+        bad = [b for b in self.betas if b not in self.usable_betas]
+        if bad:
+            out.append(f"F-beta at beta {', '.join(f'{b:g}' for b in bad)}: not computed, beta must be a positive "
+                       "number")
+        return out
 
 
 @dataclass(frozen=True)

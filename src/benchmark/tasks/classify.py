@@ -15,49 +15,11 @@ import json
 import re
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator
 
-from benchmark.tasks.base import Answer, Choices, Constraint, Item, LabelScorer, schema_of, strict_config
-
-NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class DataSource(_Spec):
-    """Where a task's items come from, and how they are split (the columns of the gold answer are the
-    task's own: ``DataSpec.label`` here, ``ScoreDataSpec.value`` for a score task)."""
-
-    path: str | None = Field(None, description="one file or folder, split by `splits` (relative to config.yaml)")
-    files: dict[str, str] | None = Field(None, description="split name -> file, when the data comes pre-split")
-    format: Literal["csv", "tsv", "jsonl", "json", "parquet", "alpaca", "sharegpt", "folder"] | None = None
-    text: str = Field("text", description="the text column")
-    id: str | None = Field(None, description="the id column (default: a hash of the text and row)")
-    split: str | None = Field(None, description="a column naming each row's split")
-    fields: list[str] = Field(default_factory=list, description="extra columns kept with each item")
-    encoding: str = "utf-8"
-    header_lines: int = Field(0, ge=0, description="folder layout: leading lines of each file kept as fields "
-                                                    "(livedoor: url, date, title)")
-    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1},
-                                     description="stratified split fractions (when not pre-split)")
-    seed: int = Field(0, ge=0, description="the split's seed (recorded with the run)")
-    evaluate: list[str] = Field(default_factory=lambda: ["test"],
-                                description="the split(s) the benchmark asks about")
-    max_items: int | None = Field(None, ge=1, description="cap per evaluated split (stratified sample)")
-
-    @field_validator("evaluate", mode="before")
-    @classmethod
-    def _one_or_many(cls, v):
-        return [v] if isinstance(v, str) else v
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "DataSource":
-        if bool(self.path) == bool(self.files):
-            raise ValueError("give either data.path (one file, split by data.splits) or data.files "
-                             "(split name -> file)")
-        return self
+from benchmark.tasks.base import Answer, Choices, Constraint, Item, LabelScorer, TaskProblem, schema_of, strict_config
+from benchmark.tasks.block import (NAME, DataSource, FewShotSpec, VariantSpec, _Spec, evaluated, few_shot_pool,
+                                   read_data, split_or_refuse)
 
 
 class DataSpec(DataSource):
@@ -65,62 +27,6 @@ class DataSpec(DataSource):
 
     label: str = Field("label", description="the label column")
     label_map: dict[str, str] | None = Field(None, description="raw label -> label name (e.g. '0': negative)")
-
-
-def read_data(d: DataSource, base_dir, label: str, label_map: dict[str, str] | None = None) -> list[Item]:
-    """Every row of a data block as items, the gold answer (column ``label``) read as their label; the
-    items of pre-split files carry their split."""
-    from pathlib import Path
-
-    from benchmark import data
-
-    def resolve(p: str) -> Path:
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else Path(base_dir or ".") / path
-
-    opts: dict[str, Any] = dict(format=d.format, text=d.text, label=label, id=d.id, split=d.split,
-                                fields=tuple(d.fields), encoding=d.encoding, label_map=label_map)
-    if d.header_lines:
-        opts["header_lines"] = d.header_lines
-    if d.files:
-        items: list[Item] = []
-        for split, path in d.files.items():
-            items += [i.model_copy(update={"split": split}) for i in data.read_items(resolve(path), **opts)]
-        return items
-    return data.read_items(resolve(d.path), **opts)
-
-
-def evaluated(items: list[Item], d: DataSource, task: str) -> list[Item]:
-    """The items of the evaluated split(s), each capped at ``max_items`` (stratified by label)."""
-    from benchmark import data
-    from core.errors import ShootoutError
-
-    out: list[Item] = []
-    for split in d.evaluate:
-        chosen = [i for i in items if i.split == split]
-        if not chosen:
-            have = sorted({i.split or "(none)" for i in items})
-            raise ShootoutError(f"task '{task}': no items in the split '{split}' (splits: {', '.join(have)})",
-                                "set task.data.evaluate to one of those splits")
-        if d.max_items and len(chosen) > d.max_items:
-            chosen = data.stratified_sample(chosen, d.max_items, seed=d.seed)
-        out += chosen
-    return out
-
-
-class FewShotSpec(_Spec):
-    k: int = Field(1, ge=0, description="examples per class (0: none)")
-    seed: int = Field(0, ge=0)
-    split: str = Field("train", description="the split the examples are drawn from")
-
-
-class VariantSpec(_Spec):
-    """A prompt variant: overrides of the task's prompt, compared like a model in the report."""
-
-    instruction: str | None = None
-    append: str | None = Field(None, description="text added after the instruction, e.g. 'Answer with one word.'")
-    definitions: bool | None = Field(None, description="include the label definitions in the system prompt")
-    few_shot_k: int | None = Field(None, ge=0)
 
 
 class ClassifyTaskSpec(_Spec):
@@ -143,6 +49,61 @@ class ClassifyTaskSpec(_Spec):
     betas: list[float] = Field(default_factory=list, description="F-beta scores to report besides F1")
     item_noun: str = "text"
 
+    # field validators, not one model validator: each problem is reported at the field the file wrote
+    # (task.positive (line 9)), never at the block's root under pydantic's validator tag
+    @field_validator("labels")
+    @classmethod
+    def _two_distinct_labels(cls, v):
+        names = [str(x) for x in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(repr(n) for n in twice)} {'is' if len(twice) == 1 else 'are'} listed twice; "
+                             "give each label once")
+        if len(names) < 2:
+            raise ValueError(f"a classification needs at least two labels, got {names}")
+        return v
+
+    @field_validator("positive")
+    @classmethod
+    def _positive_of_a_binary_task(cls, v, info: ValidationInfo):
+        labels = info.data.get("labels")
+        if v is None or labels is None:  # no positive class, or the labels' own error says what is wrong
+            return v
+        names = list(labels)
+        if str(v) not in names:
+            raise ValueError(f"'{v}' is not one of the labels {names}")
+        if len(names) != 2:
+            raise ValueError(f"a positive class (for precision, recall and F1 of one class) needs a task of two "
+                             f"labels; this one has {len(names)} ({', '.join(names)}). Remove positive: macro-F1 "
+                             "covers every class")
+        return v
+
+    @field_validator("text_template")
+    @classmethod
+    def _has_text(cls, v: str) -> str:
+        if "{text}" not in v:
+            raise ValueError("must contain {text}, where the item's text goes")
+        return v
+
+    @field_validator("merge")
+    @classmethod
+    def _merge_to_labels(cls, v, info: ValidationInfo):
+        labels = info.data.get("labels")
+        if v and labels is not None:
+            unknown = sorted({x for x in v.values() if x not in list(labels)})
+            if unknown:
+                raise ValueError(f"maps to {unknown}, which are not labels {list(labels)}")
+        return v
+
+    @field_validator("betas")
+    @classmethod
+    def _positive_betas(cls, v: list[float]) -> list[float]:
+        bad = [b for b in v if not (b > 0 and b != float("inf"))]
+        if bad:
+            raise ValueError(f"beta {', '.join(f'{b:g}' for b in bad)} is not a positive number; F-beta weighs recall "
+                             "beta times as much as precision (e.g. 0.5 or 2)")
+        return v
+
     @field_validator("variants")
     @classmethod
     def _variant_names(cls, v: dict) -> dict:
@@ -150,21 +111,6 @@ class ClassifyTaskSpec(_Spec):
             if not re.match(NAME, name):
                 raise ValueError(f"variant name '{name}' must be letters, digits and . _ -")
         return v
-
-    @model_validator(mode="after")
-    def _labels_known(self) -> "ClassifyTaskSpec":
-        names = self.label_names
-        if len(names) < 2 or len(set(names)) != len(names):
-            raise ValueError("labels must name at least two different labels")
-        if self.positive is not None and self.positive not in names:
-            raise ValueError(f"positive '{self.positive}' is not one of the labels {names}")
-        if self.merge:
-            unknown = sorted({v for v in self.merge.values() if v not in names})
-            if unknown:
-                raise ValueError(f"merge maps to {unknown}, which are not labels {names}")
-        if "{text}" not in self.text_template:
-            raise ValueError("text_template must contain {text}")
-        return self
 
     @property
     def label_names(self) -> list[str]:
@@ -201,17 +147,14 @@ class ClassifyTask:
         d = self.spec.data
         items = read_data(d, self.base_dir, d.label, d.label_map)
         if self.spec.merge:
-            items = data.merge_labels(items, self.spec.merge, keep_unmapped=True)
-        from core.errors import ShootoutError
-
+            with TaskProblem.at(("task", "merge")):
+                items = data.merge_labels(items, self.spec.merge, keep_unmapped=True)
         unknown = sorted({i.label for i in items} - set(self.labels))
         if unknown:
-            raise ShootoutError(f"task '{self.name}': the data has labels {unknown} that are not in task.labels "
-                                f"{self.labels}", "add them to task.labels, map them with task.merge, or fix "
-                                                  "task.data.label_map")
-        if not d.files:
-            items = data.split_items(items, d.splits, seed=d.seed)
-        return items
+            raise TaskProblem(("task", "labels"), f"the data has labels {unknown} that are not in task.labels "
+                              f"{self.labels}", "add them to task.labels, map them with task.merge, or fix "
+                                                "task.data.label_map")
+        return split_or_refuse(items, d)
 
     def load_items(self, cfg=None, warn: Callable[[str], None] | None = None) -> list[Item]:
         items = self.all_items()
@@ -225,8 +168,9 @@ class ClassifyTask:
             return []
         if not self._pool:
             self._pool = self.all_items()
-        pool = [i for i in self._pool if i.split == self.spec.few_shot.split]
-        return data.few_shot(pool, k, seed=self.spec.few_shot.seed, labels=self.labels)
+        pool = few_shot_pool(self._pool, self.spec.few_shot.split)
+        with TaskProblem.at(("task", "few_shot", "k")):
+            return data.few_shot(pool, k, seed=self.spec.few_shot.seed, labels=self.labels)
 
     # ------------------------------------------------------------------ prompt
     def _variant(self, variant: str | None) -> VariantSpec:

@@ -23,10 +23,12 @@ import random
 import re
 from typing import Any, Callable, Literal
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator
 
-from benchmark.tasks.base import Answer, Constraint, Item, ValueScorer, schema_of, strict_config, validate_json
-from benchmark.tasks.classify import NAME, DataSource, FewShotSpec, VariantSpec, _Spec, evaluated, read_data
+from benchmark.tasks.base import (Answer, Constraint, Item, TaskProblem, ValueScorer, schema_of, strict_config,
+                                  validate_json)
+from benchmark.tasks.block import (NAME, DataSource, FewShotSpec, VariantSpec, _Spec, evaluated, few_shot_pool,
+                                   read_data, split_or_refuse)
 
 MAX_ALTERNATIVES = 201   # whole numbers a grammar lists one by one; a wider integer range uses the schema
 NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
@@ -69,19 +71,47 @@ class ScoreTaskSpec(_Spec):
                 raise ValueError(f"variant '{name}': definitions are for classification labels; use anchors")
         return v
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "ScoreTaskSpec":
-        low, high = self.range
-        ValueScorer(self.value_name, low, high, self.direction, self.integer, confidence=False)  # range checks
-        if self.integer and not (float(low).is_integer() and float(high).is_integer()):
-            raise ValueError(f"integer: true needs whole-number ends, got range [{low:g}, {high:g}]")
-        for key in self.anchors or {}:
-            v = _number(key)
-            if v is None or not low <= v <= high:
-                raise ValueError(f"anchor '{key}' is not a value in the range [{low:g}, {high:g}]")
-        if "{text}" not in self.text_template:
-            raise ValueError("text_template must contain {text}")
-        return self
+    # field validators, not one model validator: each problem is reported at the field the file wrote
+    @field_validator("range")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not v[0] < v[1]:
+            raise ValueError(f"a range needs low < high, got [{v[0]:g}, {v[1]:g}]")
+        return v
+
+    @field_validator("integer")
+    @classmethod
+    def _whole_ends(cls, v: bool, info: ValidationInfo) -> bool:
+        rng = info.data.get("range")
+        if v and rng and not (float(rng[0]).is_integer() and float(rng[1]).is_integer()):
+            raise ValueError(f"integer: true needs whole-number ends, got range [{rng[0]:g}, {rng[1]:g}]")
+        return v
+
+    @field_validator("direction")
+    @classmethod
+    def _around_zero(cls, v: bool, info: ValidationInfo) -> bool:
+        rng = info.data.get("range")
+        if v and rng and not rng[0] < 0 < rng[1]:
+            raise ValueError(f"direction (the sign of the value, with a neutral band around 0) needs a range around "
+                             f"0, got [{rng[0]:g}, {rng[1]:g}]")
+        return v
+
+    @field_validator("anchors")
+    @classmethod
+    def _anchors_in_range(cls, v, info: ValidationInfo):
+        rng = info.data.get("range")
+        for key in (v or {}) if rng else ():
+            x = _number(key)
+            if x is None or not rng[0] <= x <= rng[1]:
+                raise ValueError(f"anchor '{key}' is not a value in the range [{rng[0]:g}, {rng[1]:g}]")
+        return v
+
+    @field_validator("text_template")
+    @classmethod
+    def _has_text(cls, v: str) -> str:
+        if "{text}" not in v:
+            raise ValueError("must contain {text}, where the item's text goes")
+        return v
 
 
 def _number(text: str) -> float | None:
@@ -116,28 +146,23 @@ class ScoreTask:
     # ------------------------------------------------------------------ data
     def _labelled(self) -> list[Item]:
         """Every row, the gold value still as text in ``label`` (for stratified splits and samples)."""
-        from benchmark import data
-        from core.errors import ShootoutError
-
         d = self.spec.data
         items = read_data(d, self.base_dir, d.value)
         out = []
         for it in items:
             v = _number(it.label)
             if v is None or not math.isfinite(v):
-                raise ShootoutError(f"task '{self.name}': item {it.id} has the gold value '{it.label}' in column "
-                                    f"'{d.value}', not a number", "fix the data, or point task.data.value at the "
-                                                                  "column of gold values")
+                raise TaskProblem(("task", "data", "value"), f"item {it.id} has the gold value '{it.label}' in column "
+                                  f"'{d.value}', not a number", "fix the data, or point task.data.value at the column "
+                                                                "of gold values")
             if not self.low <= v <= self.high:
-                raise ShootoutError(f"task '{self.name}': item {it.id} has the gold value {v:g}, outside the range "
-                                    f"[{self.low:g}, {self.high:g}]", "fix the data or task.range")
+                raise TaskProblem(("task", "range"), f"item {it.id} has the gold value {v:g}, outside the range "
+                                  f"[{self.low:g}, {self.high:g}]", "fix the data or task.range")
             if self.spec.integer and not v.is_integer():
-                raise ShootoutError(f"task '{self.name}': item {it.id} has the gold value {v:g}, not a whole number "
-                                    "(integer: true)", "fix the data, or set integer: false")
+                raise TaskProblem(("task", "integer"), f"item {it.id} has the gold value {v:g}, not a whole number "
+                                  "(integer: true)", "fix the data, or set integer: false")
             out.append(it.model_copy(update={"label": _show(v, self.spec.integer)}))
-        if not d.files:
-            out = data.split_items(out, d.splits, seed=d.seed)
-        return out
+        return split_or_refuse(out, d)
 
     @staticmethod
     def _scored(items: list[Item]) -> list[Item]:
@@ -159,13 +184,14 @@ class ScoreTask:
             return []
         if not self._pool:
             self._pool = self.all_items()
-        pool = sorted((i for i in self._pool if i.split == self.spec.few_shot.split), key=lambda i: i.id)
+        pool = sorted(few_shot_pool(self._pool, self.spec.few_shot.split), key=lambda i: i.id)
         if not self.spec.integer:  # a continuous scale: k examples in all
             rng = random.Random(self.spec.few_shot.seed)
             return rng.sample(pool, min(k, len(pool)))
         labelled = [i.model_copy(update={"label": _show(i.value, True)}) for i in pool]
         values = sorted({i.label for i in labelled}, key=float)
-        return self._scored(data.few_shot(labelled, k, seed=self.spec.few_shot.seed, labels=values))
+        with TaskProblem.at(("task", "few_shot", "k")):
+            return self._scored(data.few_shot(labelled, k, seed=self.spec.few_shot.seed, labels=values))
 
     # ------------------------------------------------------------------ prompt
     def _variant(self, variant: str | None) -> VariantSpec:

@@ -29,6 +29,8 @@ def run(config: Path = CONFIG_OPT,
                                                        "with --executor: how many shards to make"),
         executor: Optional[str] = typer.Option(None, "--executor", help="ray or ray:ADDRESS: one task per shard on a "
                                                                        "Ray cluster (pip install 'gguf-shootout[ray]')"),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="ask again the calls stored as failed (no "
+                                                                         "usable answer from the server)"),
         progress: bool = typer.Option(True, "--progress/--no-progress")):
     """Run N iterations of the task over every registered model and store every call."""
     from benchmark.config import load_config
@@ -41,7 +43,8 @@ def run(config: Path = CONFIG_OPT,
         raise ShootoutError("--executor and --shard together", "an executor makes its own shards: use --shard-by and "
                             "--shard-count with it, and leave --shard out")
     running.run(cfg, run_id=run_id, resume=resume, models=model, shard=the_shard, executor=executor,
-                shard_by=shard_by, shard_count=shard_count, progress=progress, console=console())
+                shard_by=shard_by, shard_count=shard_count, progress=progress, console=console(),
+                retry_failed=retry_failed)
 
 
 @command()
