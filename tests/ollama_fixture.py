@@ -217,8 +217,10 @@ def _logprobs(m: FakeModel, body: dict, gen: list[str], version: str) -> list[di
     convertLogprobs keeps, per content chunk, the token's text and log-probability and, only when
     top_logprobs > 0, the top alternatives llama-server listed: the raw distribution's most likely
     tokens, most likely first, whether or not the constraint allowed them (Ollama does not send
-    post_sampling_probs). server/logprob.go toAPILogprobs adds ``bytes`` (the UTF-8 bytes of the text;
-    left out when it is empty). Not asked (or a server before 0.12.11): no field at all (omitempty)."""
+    post_sampling_probs; the runners of 0.12.11, runner/common/logprob.go CalculateLogprobs, did the
+    same: a softmax of the raw logits, the top K sorted). server/logprob.go toAPILogprobs adds
+    ``bytes`` (the UTF-8 bytes of the text; left out when it is empty). Not asked (or a server before
+    0.12.11): no field at all (omitempty)."""
     if not body.get("logprobs") or (_version(version) < LOGPROBS_SINCE and _version(version) != (0, 0, 0)):
         return None
     top = int(body.get("top_logprobs") or 0)

@@ -218,6 +218,12 @@ def test_mlx_without_a_model_listing_needs_the_tokenizer_named(mlx_models, tmp_p
                             options=f"    options: {{tokenizer: '{mlx_models['full']}'}}\n")
         res = shootout("run", "-c", str(named), "--no-progress", timeout=900)
         assert res.returncode == 0, res.stderr[-2000:]
+        # backend: openai at the same server says what that empty listing is
+        plain = _mlx_config(tmp_path / "d", srv.base_url, items=1, iterations=1)
+        plain.write_text(plain.read_text().replace("backend: mlx", "backend: openai"))
+        res = shootout("run", "-c", str(plain), "--no-progress", timeout=900)
+        assert res.returncode == 2 and "answered GET /models with an empty body" in " ".join(res.stderr.split())
+        assert "use backend: mlx for it" in " ".join(res.stderr.split())
         generate = _mlx_config(tmp_path / "c", srv.base_url, decoding="generate", items=1, iterations=1)
         res = shootout("run", "-c", str(generate), "--no-progress", timeout=900)
         assert res.returncode == 0, res.stderr[-2000:]

@@ -104,6 +104,10 @@ class OpenAICompatBackend:
             raise ShootoutError(f"model '{self.name}': the server at {self.base_url} answered HTTP {ex.status} "
                                 f"{ex.reason} to GET /models: {ex.detail()}".rstrip(": "),
                                 "check base_url and options.api_key")
+        if not ex.body.strip():
+            raise ShootoutError(f"model '{self.name}': the server at {self.base_url} answered GET /models with an "
+                                "empty body", "mlx_lm.server answers so when it has no Hugging Face cache folder: "
+                                              "use backend: mlx for it; otherwise check base_url")
         data = ex.json_object().get("data")
         return [str(m.get("id", "")) for m in data if isinstance(m, dict)] if isinstance(data, list) else []
 
