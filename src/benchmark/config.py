@@ -551,10 +551,11 @@ def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
     if decoding == "logprob" and unable:
         which = ", ".join(f"'{m.name}' ({m.backend})" for m in unable)
         can = capable("label_scores", scripted=False)
+        series = (lambda word: ", ".join(can[:-1]) + f" {word} " + can[-1] if len(can) > 1 else can[0])
         problems.append(f"{at(('task', 'decoding'))}: decoding: logprob scores every label from the model's "
-                        f"log-probabilities, which only the {' and '.join(can)} backend{'s' if len(can) > 1 else ''} "
+                        f"log-probabilities, which only the {series('and')} backend{'s' if len(can) > 1 else ''} "
                         f"can do; {which} cannot. Use decoding: generate, or run those models on "
-                        f"{' or '.join(can)}.")
+                        f"{series('or')}.")
     names = {a.name for a in cfg.arms()}
     for j, (a, b) in enumerate(cfg.compare):
         for k, n in enumerate((a, b)):

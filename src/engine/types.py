@@ -41,3 +41,6 @@ class LabelScores(BaseModel):
     logprobs: dict[str, float] = Field(description="sum of the continuation's token log-probabilities, per label")
     probs: dict[str, float] = Field(description="the same, normalized over the labels")
     reply: Reply = Field(description="the most probable label's text, with the call's token counts and timings")
+    unscored: dict[str, str] = Field(default_factory=dict,
+                                     description="labels the answer could not score, with why (a server that listed "
+                                                 "too few alternatives); probs are then over the other labels")

@@ -12,7 +12,7 @@ factory), named in the import and the loop below (or ``register(SPEC)`` from any
 
 from __future__ import annotations
 
-from benchmark.backends import fake, llamacpp, ollama_backend, openai_compat
+from benchmark.backends import fake, llamacpp, mlx_server, ollama_backend, openai_compat
 from benchmark.backends.base import (CAPABILITY_TEXT, Backend, BackendOptions, BackendSpec, Capabilities,
                                      LabelScores, Reply)
 from benchmark.backends.table import BACKENDS, make_backend, register, spec_of
@@ -23,7 +23,7 @@ __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "BackendOptions", "BackendS
 DEFAULT_BACKEND = llamacpp.SPEC.name
 
 
-for _module in (llamacpp, ollama_backend, openai_compat, fake):
+for _module in (llamacpp, ollama_backend, openai_compat, mlx_server, fake):
     register(_module.SPEC)
 
 

@@ -64,7 +64,7 @@ class Answer:
     value: float | None = None
     confidence: float | None = None
     error: str | None = None
-    label_probs: dict[str, float] | None = None  # log-probability mode: every label's probability
+    label_probs: dict[str, float | None] | None = None  # log-probability mode: each label's (None: unscored)
 
     def fields_json(self) -> str | None:
         return json.dumps(self.fields, ensure_ascii=False) if self.fields is not None else None
