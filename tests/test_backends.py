@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+
+from core.naming import series
 from pydantic import Field
 
 from benchmark.backends import BACKENDS, capable, make_backend, owners, spec_of
@@ -54,11 +56,11 @@ def test_an_option_of_another_backend_is_one_error_naming_its_owner(backend, opt
     allowed = ", ".join(BACKENDS[backend].options.model_fields)
     owned_by = owners(option)
     assert owner in owned_by
-    them = " and ".join(owned_by)
+    them = series(owned_by)  # "a", "a and b", "a, b and c"
     assert problems[0].startswith(f"models[0].options.{option} (line {line}): '{option}' is an option of the {them} "
                                   f"backend"), problems[0]
     assert f"not of {backend} (this model's backend). Options allowed here: {allowed}." in problems[0]
-    assert problems[0].endswith(f"Remove it, or set backend: {' or '.join(owned_by)}.")
+    assert problems[0].endswith(f"Remove it, or set backend: {series(owned_by, 'or')}.")
 
 
 def test_the_shared_overrides_and_each_backends_own_options_validate(tmp_path):
@@ -104,7 +106,7 @@ def test_endpoints_only_on_backends_that_can_spread_calls():
     problems = _problems("models:\n" + _entry("llamacpp") + "    endpoints: [a, b]\n")
     can = [n for n in capable("endpoints") if not BACKENDS[n].scripted]
     assert problems == [f"models[0] (line 2): backend 'llamacpp' cannot spread calls over endpoints: endpoints are "
-                        f"for {' and '.join(can)}."]
+                        f"for ollama, openai and mlx."]
     assert can == ["ollama", "openai", "mlx"]
 
 
