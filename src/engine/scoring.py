@@ -16,11 +16,11 @@ and up to a spelling of the label in other tokens, which only generation can tak
 ``end_of_turn=True`` scores instead the unconstrained probability that the whole reply is the
 label: every token of it, then an end-of-generation token (what earlier versions did for bare
 labels). A label the model would continue after ("ham SUBSCRIBE...") then loses by the end term,
-which on the embedded model decides the answer more than the label does
-(benchmarks/logprob_vs_generate.py compares the two).
+which on the embedded model decides the answer more than the label does (on the spam example:
+"ham" for all 50 messages of one prompt variant; benchmarks/logprob_vs_generate.py compares the two).
 
-How it is computed. The prompt is evaluated once (``Session._evaluate_exactly``: the same logits
-whatever the cache held before, so the same item always gets the same probabilities). When the
+How it is computed. The prompt is evaluated once (``_evaluate_exactly``: the same logits whatever
+the cache held before, so the same item always gets the same probabilities). When the
 labels part at their first token, those logits are all it takes: a single evaluation and no
 decode of any label. Otherwise the tree's tokens up to its last parting are decoded in one batch,
 one llama.cpp sequence per branch (the prompt's cache shared by all), and read where labels part.
