@@ -1,20 +1,28 @@
-"""This engine's decoding speed against llama.cpp's own ceiling, on one GGUF and one GPU (or the CPU).
+"""This engine's decoding speed against llama.cpp's own ceiling, on one GGUF and one GPU (or the CPU),
+with every figure of issue 27's part 5 (and part 3's in-process block) in one command:
 
-    python benchmarks/gpu_ceiling.py [--model GGUF] [--llama-bench PATH] [--runs 3] [--n 12]
+    python benchmarks/gpu_ceiling.py [--model GGUF] [--llama-bench PATH] [--runs 3] [--n 12] [--json OUT]
 
 Side by side in one run:
 - llama-bench (built from the same llama.cpp as the engine): pp512 and tg128, and tg128 at the
   depth of this task's prompts (``-d``), 5 repetitions each: median and range of the repetitions;
+- the engine's own in-process figures for the same tests (``speed_bench``: mean +- sd of 5
+  repetitions, as llama-bench defines them) and their ratio to llama-bench's;
 - this engine's generation tokens/s on the sentiment few-shot prompts, unconstrained and
   schema-constrained, at each temperature, with the default sampling (``fast``) and the earlier
   one (``reference``: llama.cpp's sampler over the whole vocabulary): median and range over
   ``--runs`` runs, each the tokens over the seconds of ``--n`` replies; valid replies counted;
 - the decode loop alone (llama_decode + llama_synchronize, no logits read, no sampling) after the
   same prompt: what Python and the engine's loop cost before any sampling;
+- label scoring against label generation, seconds per call item by item, on classification
+  examples (benchmarks/logprob_vs_generate.py, each example in a process of its own; on the
+  embedded model, the one the examples name);
 - the bandwidth bound: the bytes a token must read (every weight once; only one row of an
   embedding table that is not also the output layer) against the GPU's memory bandwidth, measured
   by a device-to-device copy through PyTorch when it is there, and the datasheet figure.
-Ratios: engine / llama-bench tg128, constrained / unconstrained, and each against the bound.
+Ratios: engine / llama-bench tg128, constrained / unconstrained, and each against the bound; then
+part 5's three, each with its target: free decoding at T=0.7 / llama-bench tg128 at depth (>= 0.95),
+constrained / free at T=0.7 (>= 0.9), label scoring / label generation per call (<= 1).
 """
 
 from __future__ import annotations
@@ -37,17 +45,37 @@ from benchmark.tasks.sentiment.news import load_snapshot
 
 def bytes_per_token(path: Path) -> tuple[int, int]:
     """(bytes of weights read per generated token, bytes of all tensors) from the GGUF's tensor table."""
-    from formats import gguf_meta
+    from engine.speed import weights_read_per_token
 
-    info = gguf_meta.read(path)
-    sizes = {t.name: (t.n_bytes or 0) for t in info.tensors}
-    total = sum(sizes.values())
-    per_token = total
-    if "output.weight" in sizes and "token_embd.weight" in sizes:
-        emb = next(t for t in info.tensors if t.name == "token_embd.weight")
-        rows = emb.shape[-1] if len(emb.shape) > 1 else 1
-        per_token = total - sizes["token_embd.weight"] + sizes["token_embd.weight"] // max(1, rows)
-    return per_token, total
+    got = weights_read_per_token(path)
+    return got["weights_bytes_per_token"], got["tensor_bytes"]
+
+
+def label_scoring(examples: list[str], items: int, threads: int | None) -> dict:
+    """Label scoring against label generation per example, each in a child process
+    (benchmarks/logprob_vs_generate.py; a CUDA build loaded beside pandas can crash a load)."""
+    import sys
+    import tempfile
+
+    out = {}
+    for name in examples:
+        with tempfile.TemporaryDirectory() as tmp:
+            dest = Path(tmp) / "lp.json"
+            cmd = [sys.executable, str(Path(__file__).with_name("logprob_vs_generate.py")), "--examples", name,
+                   "--n", str(items), "--json", str(dest)] + (["--threads", str(threads)] if threads else [])
+            run = subprocess.run(cmd, capture_output=True, text=True)
+            if run.returncode != 0 or not dest.is_file():
+                out[name] = {"error": run.stderr[-1500:]}
+                continue
+            got = json.loads(dest.read_text())
+        rows = got["rows"]
+        ratios = [r["logprob_s"] / r["generate_s"] for r in rows]
+        out[name] = {"items": len(rows), "x_generate_median": statistics.median(ratios),
+                     "x_generate_q25_q75": [float(x) for x in statistics.quantiles(ratios, n=4)[::2]],
+                     "x_generate_total": sum(r["logprob_s"] for r in rows) / sum(r["generate_s"] for r in rows),
+                     "agreement": sum(r["logprob_label"] == r["gen_label"] for r in rows) / len(rows),
+                     "summary": got["summary"]}
+    return out
 
 
 def measured_bandwidth() -> float | None:
@@ -179,6 +207,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--bench-reps", type=int, default=5)
     ap.add_argument("--spec-bandwidth", type=float, default=4.8e12, help="datasheet bytes/s (H200: 4.8 TB/s)")
+    ap.add_argument("--label-examples", default=None,
+                    help="classification examples for label scoring vs generation (default: sst2,spam on the "
+                         "embedded model; none with --model)")
+    ap.add_argument("--label-items", type=int, default=40)
     ap.add_argument("--json", default=None, help="write every figure here")
     a = ap.parse_args()
     import llama_cpp
@@ -220,6 +252,8 @@ def main() -> None:
             eng.sampling = m
             raw[f"{m} T={t} {'constrained' if c else 'free'}"].append(
                 engine_run(eng, prompts, schema if c else None, t, a.max_tokens, seed0=1000))
+    # llama-bench's tests in process, on this engine's context (part 3's block)
+    res["speed_bench"] = eng.speed_bench(depth=depth, reps=a.bench_reps)
     eng.close()
     res["engine_runs"] = raw
 
@@ -282,6 +316,49 @@ def main() -> None:
     if tgd:
         print(f"\n(tg128 at depth {depth}, the prompts' length: {tgd:.1f} tok/s; engine free / that: "
               + ", ".join(f"{k}: {v['x_tg128_depth']:.3f}" for k, v in res["summary"].items() if "free" in k) + ")")
+    # ---- the engine's in-process llama-bench figures beside llama-bench's
+    rows = []
+    for t in res["speed_bench"]["tests"]:
+        b = bench.get(t["test"])
+        rows.append([t["test"], f"{t['avg_ts']:.1f} +- {t['stddev_ts']:.1f}",
+                     fmt(b) if b else "-", f"{t['avg_ts'] / b['median']:.3f}" if b else "-"])
+    print("\nin process (speed_bench, mean +- sd) against llama-bench (median (range)):")
+    print(table(["test", "engine", "llama-bench", "engine / llama-bench"], rows))
+
+    # ---- label scoring against label generation
+    examples = ([x for x in a.label_examples.split(",") if x] if a.label_examples is not None
+                else ([] if a.model else ["sst2", "spam"]))
+    res["label_scoring"] = label_scoring(examples, a.label_items, a.threads) if examples else {}
+    for name, got in res["label_scoring"].items():
+        if "error" in got:
+            print(f"\nlabel scoring on {name} failed: {got['error']}")
+        else:
+            print(f"\nlabel scoring / label generation on {name} ({got['items']} items): per call median "
+                  f"{got['x_generate_median']:.2f} (IQR {got['x_generate_q25_q75'][0]:.2f}-"
+                  f"{got['x_generate_q25_q75'][1]:.2f}), of the totals {got['x_generate_total']:.2f}; "
+                  f"the same label {got['agreement']:.1%}")
+
+    # ---- issue 27, part 5
+    hot = max(temps)
+    free_key, con_key = f"fast T={hot} free", f"fast T={hot} constrained"
+    part5 = {
+        "free_T_x_tg128_depth": {"value": res["summary"].get(free_key, {}).get("x_tg128_depth"), "target": ">= 0.95",
+                                 "what": f"free decoding at T={hot} / llama-bench tg128 at depth {depth}"},
+        "constrained_x_free_T": {"value": res["summary"].get(con_key, {}).get("x_free"), "target": ">= 0.90",
+                                 "what": f"schema-constrained / free decoding at T={hot}"},
+        "label_scoring_x_generation": {
+            "value": max((g["x_generate_median"] for g in res["label_scoring"].values() if "error" not in g),
+                         default=None), "target": "<= 1.0",
+            "what": "label scoring / label generation seconds per call (median over items; the worst example)"},
+    }
+    res["part5"] = part5
+    print("\nissue 27, part 5:")
+    for k, v in part5.items():
+        val = v["value"]
+        ok = None if val is None else (val <= 1.0 if k.startswith("label") else
+                                       val >= (0.95 if k.startswith("free") else 0.90))
+        print(f"  {v['what']}: " + ("-" if val is None else f"{val:.3f}") + f" (target {v['target']}"
+              + ("" if ok is None else (", met" if ok else ", NOT met")) + ")")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2, default=str))
 

@@ -152,26 +152,32 @@ def _chain_distribution(logits, temperature):
 def _test_logits(engine, kind):
     import numpy as np
 
-    rng = np.random.default_rng({"spread": 1, "peaked": 2}[kind])
+    rng = np.random.default_rng({"spread": 1, "peaked": 2, "near40": 3, "uncertain": 4}[kind])
     x = rng.standard_normal(engine.n_vocab).astype(np.float32)
     top = rng.choice(engine.n_vocab, 60, replace=False)
     if kind == "spread":  # many candidates: top-k, top-p and min-p all cut
         x[top] = 9.0 - 0.25 * np.arange(60, dtype=np.float32)
-    else:  # a few tokens far above the rest: fewer than 40 within the threshold pass's width
+    elif kind == "peaked":  # a few tokens far above the rest: fewer than 40 within the near-top width
         x[top[:5]] = [40.0, 38.5, 38.0, 37.2, 36.0]
+    elif kind == "near40":  # 50 tokens far above the rest, all near the top: the 40 largest among them
+        x[top[:50]] = 30.0 - 0.1 * np.arange(50, dtype=np.float32)
+    else:  # two tokens: whether top-p keeps the second depends on the top 40's tail (min-p drops it anyway)
+        x[top[:2]] = [30.0, 30.0 + np.log(0.045)]
     return x
 
 
-@pytest.mark.parametrize("kind", ["spread", "peaked"])
+@pytest.mark.parametrize("kind", ["spread", "peaked", "near40", "uncertain"])
 @pytest.mark.parametrize("temperature", [0.7, 1.3])
 def test_fast_sampler_draws_the_same_tokens_as_the_whole_vocabulary_chain(engine, kind, temperature):
-    """The same seed gives the same sequence of tokens from the fast path (the chain over the top
-    candidates) as from the chain over all 262,144 tokens, draw for draw."""
+    """The same seed gives the same sequence of tokens from the fast path (the chain over the near-top
+    tokens, or over the 40 largest) as from the chain over all 262,144 tokens, draw for draw; each
+    fixture takes the path it was made for."""
     logits = _test_logits(engine, kind)
     engine._greedy = False
     seqs = {}
     for mode in ("reference", "fast"):
         engine.sampling = mode
+        before = dict(engine.stats)
         chain = engine._chain(temperature, seed=1234)
         try:
             seqs[mode] = [engine._sample_free(chain, logits) for _ in range(300)]
@@ -179,7 +185,11 @@ def test_fast_sampler_draws_the_same_tokens_as_the_whole_vocabulary_chain(engine
             engine.L.llama_sampler_free(chain)
     engine.sampling = "fast"
     assert seqs["fast"] == seqs["reference"]
-    assert len(set(seqs["fast"])) > (3 if kind == "spread" else 1)
+    assert len(set(seqs["fast"])) > {"spread": 3, "peaked": 1, "near40": 10, "uncertain": 0}[kind]
+    near = engine.stats["near_top_draws"] - before["near_top_draws"]
+    uncertain = engine.stats["top_p_uncertain"] - before["top_p_uncertain"]
+    assert near == (300 if kind in ("peaked", "near40") else 0)
+    assert uncertain == (300 if kind == "uncertain" else 0)
 
 
 def test_fast_greedy_takes_the_first_maximum_like_llama_cpp(engine):
@@ -318,7 +328,8 @@ def test_first_character_filter_keeps_every_token_the_grammar_allows(engine):
     """At every step of a valid reply, the full grammar pass over the prefiltered candidates keeps
     exactly the tokens a pass over all 262,144 tokens keeps; at the JSON object's punctuation the
     filter leaves under a tenth of the vocabulary (about 20k tokens: those whose first character
-    has no single-character token to probe with are always checked)."""
+    has no single-character token to probe with are always checked), and so it does after the
+    object, where a space may follow."""
     import numpy as np
 
     reply = '{"reasoning": "Zahl é 中文 up 5%", "sentiment": -0.25, "confidence": 0.9}'
@@ -327,7 +338,7 @@ def test_first_character_filter_keeps_every_token_the_grammar_allows(engine):
     engine.sampling, engine.grammar_mode = "fast", "fast"
     grammar = engine._grammar(SENTIMENT.constraint().schema)
     sizes = []
-    for i, tok in enumerate(tokens):
+    for i, tok in enumerate(tokens + [None]):  # and after the last: only a space or the end
         ids = engine._grammar_prefilter(grammar)
         c = engine._cand_np
         c["id"], c["logit"], c["p"] = engine._ids, 0.0, 0.0
@@ -335,14 +346,18 @@ def test_first_character_filter_keeps_every_token_the_grammar_allows(engine):
         arr.size, arr.selected, arr.sorted = engine.n_vocab, -1, False
         L.llama_sampler_apply(grammar, engine._cand_ref)
         allowed = np.flatnonzero(np.isfinite(c["logit"]))
-        assert tok in set(allowed.tolist())
+        assert tok is None or tok in set(allowed.tolist())
         if ids is not None:
             assert set(allowed.tolist()) <= set(ids.tolist()), i
             sizes.append(len(ids))
-        L.llama_sampler_accept(grammar, tok)
-        engine._tail = (engine._tail + engine._piece_of(tok))[-4:]
+        if tok is not None:
+            L.llama_sampler_accept(grammar, tok)
+            engine._tail = (engine._tail + engine._piece_of(tok))[-4:]
     assert len(sizes) >= len(tokens) - 2
     assert min(sizes) < engine.n_vocab // 10
+    # after the object the grammar allows a space and the end: the first two characters of " the",
+    # " a", ... (the tens of thousands of tokens that start with a space) leave them out
+    assert len(allowed) < 10 and sizes[-1] < engine.n_vocab // 10
 
 
 def test_first_character_decoding_follows_llama_cpp():

@@ -1,6 +1,7 @@
 """The first-character groups of a vocabulary, for the grammar's prefilter: every token grouped by the
 first character llama.cpp's grammar decodes from its piece (UTF-8 read as llama.cpp's decode_utf8
-reads it), with one single-character probe token per large group.
+reads it), with one single-character probe token per large group; the largest groups split by the
+first two characters, with a two-character probe each.
 
 Building them takes about a second for Gemma's 262,144 tokens on one core. They are kept in this
 process and on disk (``<cache>/char-groups/<digest>.npz``), keyed by a digest of what llama.cpp
@@ -41,7 +42,8 @@ def utf8_unfinished(tail: bytes) -> bool:
     return bool(tail)  # only continuation bytes: treat as unfinished
 
 
-CHAR_GROUPS_FORMAT = 1
+CHAR_GROUPS_FORMAT = 2  # 2: large groups split by their first two characters
+SPLIT_GROUP = 1024  # a group of at least these many tokens is split by the second character
 _CHAR_GROUPS: dict[str, tuple] = {}
 _VOCAB_DIGESTS: dict[tuple, str | None] = {}  # (path, size, mtime, what builds the groups) -> digest
 
@@ -163,25 +165,39 @@ def groups_for(path: Path, n_vocab: int, build):
 
 
 def build_groups(L, vocab, n_vocab: int):
-    """(group of each token, probe token of each group) read from a loaded vocabulary. Group 0 holds the
-    tokens always checked: end of generation, pieces that do not start with a whole character, and
-    small or probe-less groups."""
+    """(group of each token, probe token of each group) read from a loaded vocabulary. A group is the
+    tokens whose piece starts with one character, probed with the token that is that character alone;
+    the tokens of a large group are split further by their first two characters, where a token is
+    those two alone (a grammar that rejects the two rejects every piece starting with them: after a
+    space, say, a grammar that allows only a digit rejects " the", " a" and the rest of the tens of
+    thousands of tokens that start with a space). Group 0 holds the tokens always checked: end of
+    generation, pieces that do not start with a whole character, and small or probe-less groups."""
     import numpy as np
 
     buf = ctypes.create_string_buffer(256)
     first = np.full(n_vocab, -1, dtype=np.int64)
+    second = np.full(n_vocab, -1, dtype=np.int64)
     exact: dict[int, int] = {}
+    exact2: dict[tuple[int, int], int] = {}
     for t in range(n_vocab):
         if L.llama_vocab_is_eog(vocab, t):
             continue
         n = L.llama_token_to_piece(vocab, t, buf, 256, 0, True)
         if n <= 0:
             continue
-        cp, size = first_char(buf.raw[:n])
-        if cp is not None:
-            first[t] = cp
-            if size == n:
-                exact.setdefault(cp, t)
+        piece = buf.raw[:n]
+        cp, size = first_char(piece)
+        if cp is None:
+            continue
+        first[t] = cp
+        if size == n:
+            exact.setdefault(cp, t)
+            continue
+        cp2, size2 = first_char(piece[size:])
+        if cp2 is not None:
+            second[t] = cp2
+            if size + size2 == n:
+                exact2.setdefault((cp, cp2), t)
     cps, inverse, counts = np.unique(first, return_inverse=True, return_counts=True)
     group_of_cp = np.zeros(len(cps), dtype=np.int32)
     probes = []
@@ -190,6 +206,19 @@ def build_groups(L, vocab, n_vocab: int):
             probes.append(exact[cp])
             group_of_cp[i] = len(probes)
     group = group_of_cp[inverse.reshape(-1)]
+    for i, (cp, count) in enumerate(zip(cps.tolist(), counts.tolist())):
+        if cp < 0 or count < SPLIT_GROUP:
+            continue
+        members = np.flatnonzero(first == cp)
+        pairs, inv2, counts2 = np.unique(second[members], return_inverse=True, return_counts=True)
+        sub = np.full(len(pairs), -1, dtype=np.int64)  # pair -> its group (-1: stays in the first's)
+        for j, (cp2, count2) in enumerate(zip(pairs.tolist(), counts2.tolist())):
+            probe = exact2.get((cp, cp2))
+            if cp2 >= 0 and count2 >= 4 and probe is not None:
+                probes.append(probe)
+                sub[j] = len(probes)
+        new = sub[inv2.reshape(-1)]
+        group[members[new >= 0]] = new[new >= 0]
     group.setflags(write=False)
     probes = np.array(probes, dtype=np.int32)
     probes.setflags(write=False)

@@ -3,8 +3,9 @@
 1. sample a token from the unconstrained chain;
 2. ask the grammar about that single token;
 3. only when the grammar rejects it, apply the grammar to the 256 most likely candidates (exact
-   when enough of them are allowed: one for greedy, top-k for sampling), then to the 4,096 most
-   likely, and only failing that to the whole vocabulary less the tokens whose first character it
+   when enough of them are allowed: one for greedy, top-k for sampling; or, for sampling, when
+   the tokens outside lie too far below the best allowed one ever to be drawn and top-p's cut is
+   certain: ``_cut_certain``), then to the 4,096 most likely, and only failing that to the whole vocabulary less the tokens whose first character it
    rejects (probed with one single-character token per first character: ``engine.chargroups``);
    then sample again.
 
@@ -25,10 +26,13 @@ from typing import Any
 
 from core.errors import ShootoutError
 from engine import chargroups
-from engine.sampling import TOP_K, Sampling
+from engine.sampling import MIN_P, TOP_K, Sampling, top_p_cut_certain
 
 PARTIAL_PASS = 256  # candidates the grammar sees first when the sampled token is rejected
 PARTIAL_SIZES = (PARTIAL_PASS, 4096)  # then these many, before the whole (prefiltered) vocabulary
+_MIN_P_REACH = math.log(MIN_P) - 1e-3  # below the best allowed logit: min-p's threshold, with a margin
+_REACH_WIDTHS = (-_MIN_P_REACH + 0.01, 8.0)  # nats below the best allowed logit checked in a reach pass
+REACH_PASS = 32768  # at most these many candidates in a reach pass (the grammar checks ~2 per microsecond)
 
 
 @functools.lru_cache(maxsize=8)
@@ -44,7 +48,7 @@ class GrammarPasses(Sampling):
         checks), and the first-character index (built here, so that its cost counts as loading)."""
         super()._prepare_sampling()
         L, np = self.L, self._np
-        self._part = (L.llama_token_data * (max(PARTIAL_SIZES) + len(self._eog)))()
+        self._part = (L.llama_token_data * (max(max(PARTIAL_SIZES), REACH_PASS) + len(self._eog)))()
         self._part_np = np.frombuffer(self._part, dtype=self._cand_np.dtype)
         self._part_arr = L.llama_token_data_array(self._part, 0, -1, False)
         self._part_ref = ctypes.byref(self._part_arr)
@@ -134,38 +138,112 @@ class GrammarPasses(Sampling):
         self.L.llama_sampler_apply(grammar, self._one_ref)
         return not math.isinf(one.logit)
 
-    def _sample_partial(self, chain, grammar, logits, need: int, size: int = PARTIAL_PASS) -> int | None:
-        """The grammar on the ``size`` most likely tokens (plus end-of-generation) only.
+    def _sample_partial(self, chain, grammar, logits, need: int, ids, bound: float, outside=None) -> int | None:
+        """The grammar on the candidates ``ids`` (plus end-of-generation) only, every other token's logit
+        being at most ``bound``; the best allowed logit is kept in ``_allowed_best`` (None: none).
 
         Exact whenever at least ``need`` of them are allowed: every allowed token outside this set
         has a lower logit than all inside, so greedy (need 1) or top-k (need k) picks the same
-        tokens as a pass over the whole vocabulary. Otherwise None, and the caller goes on."""
+        tokens as a pass over the whole vocabulary. For sampling, also when fewer are allowed but
+        the tokens outside lie below min-p's threshold under the best allowed one (they can never
+        be drawn) and top-p's cut among the allowed ones is certain whatever up to 40 - n of them
+        would add to the top 40's sum (``_cut_certain``, as in ``engine.sampling``; ``outside()``:
+        the largest logits outside, which bound that sum better). Otherwise None, and the caller
+        goes on."""
         np = self._np
-        top = self._top(logits, size).astype(np.int32)
-        ids = np.union1d(top, self._eog) if len(self._eog) else top
+        missing = [e for e in self._eog.tolist() if not (ids == e).any()]
+        if missing:
+            ids = np.concatenate([ids, np.array(missing, dtype=ids.dtype)])
         c, arr = self._part_np, self._part_arr
         self._fill(c, arr, ids, logits[ids])
         self.L.llama_sampler_apply(grammar, self._part_ref)
-        allowed = int(np.count_nonzero(np.isfinite(c["logit"][:len(ids)])))  # rejected logits become -inf
-        if allowed < need:
-            return None
-        return self._select(chain, c, arr, self._part_ref)
+        after = c["logit"][:len(ids)]
+        ok = np.isfinite(after)  # rejected logits become -inf
+        allowed = int(np.count_nonzero(ok))
+        self._allowed_best = float(after[ok].max()) if allowed else None
+        if allowed >= need or (need == TOP_K and allowed and self.sampling == "fast"
+                               and self._cut_certain(after[ok], bound, outside)):
+            return self._select(chain, c, arr, self._part_ref)
+        return None
+
+    def _cut_certain(self, allowed, bound: float, outside=None) -> bool:
+        """Whether the chain over the ``allowed`` logits alone keeps what it would keep over the whole
+        vocabulary under the grammar, when every other allowed token's logit is at most ``bound``:
+        none of those reaches min-p's threshold, and top-p cuts the allowed ones at the same place
+        with and without the 40 - n largest other tokens added to their sum (of weight
+        exp(bound - max) each; failing that, as ``outside()`` gives them: the largest logits of the
+        tokens not checked, in descending order)."""
+        best = float(allowed.max())
+        if bound >= best + _MIN_P_REACH:
+            return False
+        if len(allowed) == 1:
+            return True
+        desc = sorted(allowed.tolist(), reverse=True)
+        more = TOP_K - len(allowed)
+        if top_p_cut_certain(desc, more, math.exp(bound - best)):
+            return True
+        if outside is None or more <= 0:
+            return False
+        # each of the 40 - n largest left out at its own weight: their mean bounds them as well as all
+        rest = outside()[:more].astype(float)
+        return top_p_cut_certain(desc, len(rest), float(sum(math.exp(x - best) for x in rest)) / max(1, len(rest)))
+
+    def _partial_passes(self, chain, grammar, logits, need: int, pool=None) -> int | None:
+        """The grammar on part of ``pool`` (None: the vocabulary; else a set holding every token it can
+        allow now): the 256 most likely; for sampling, once it allowed a token, then on every token
+        within min-p's reach below the best allowed one (failing top-p's certainty, within 8 nats);
+        then the 4,096 most likely. The token, or None when no part settles it."""
+        np = self._np
+        n = self.n_vocab if pool is None else len(pool)
+        vals = logits if pool is None else logits[pool]
+        for size in (PARTIAL_PASS,) if self.sampling == "reference" else PARTIAL_SIZES:
+            if n <= 2 * size:
+                break
+            top = (self._top(logits, size).astype(np.int32) if pool is None
+                   else pool[np.argpartition(vals, -size)[-size:]])
+            token = self._sample_partial(chain, grammar, logits, need, top, float(logits[top].min()))
+            if token is not None:
+                return token
+            if self._allowed_best is None or self.sampling != "fast":
+                continue
+            for width in _REACH_WIDTHS:  # the tokens that can be drawn lie within reach of the best allowed
+                best = self._allowed_best
+                inside = vals >= best - width
+                near = np.flatnonzero(inside)
+                if len(near) > (REACH_PASS if pool is not None else max(PARTIAL_SIZES)):
+                    break  # too many to check: the first-character filter first
+                def outside(inside=inside):  # the largest logits left out bound what top-p could add
+                    rest = vals[~inside]
+                    return -np.sort(-(np.partition(rest, -TOP_K)[-TOP_K:] if len(rest) > TOP_K else rest))
+
+                token = self._sample_partial(chain, grammar, logits, need, near if pool is None else pool[near],
+                                             best - width, outside)
+                if token is not None:
+                    self.stats["grammar_reach_passes"] += 1
+                    return token
+            return None  # a wider top pass settles nothing the passes within reach could not
+        return None
 
     def _sample_full(self, chain, grammar) -> int:
-        """Apply the grammar to every candidate, then the chain (llama.cpp's resampling step)."""
+        """Apply the grammar to every candidate, then the chain (llama.cpp's resampling step): in the
+        fast mode, to parts of the vocabulary first (``_partial_passes``), then to parts of what the
+        first-character filter leaves, and only then to all of that."""
         logits = self._logits()
+        need = 1 if self._greedy else TOP_K
+        ids = None
         if self.grammar_mode == "fast" and self.n_vocab > 4 * PARTIAL_PASS:
-            # sampling needs TOP_K allowed tokens in the set; a second, wider set before the whole vocabulary
-            sizes = (PARTIAL_PASS,) if self.sampling == "reference" else PARTIAL_SIZES
-            for size in sizes:
-                if self.n_vocab <= 4 * size:
-                    break
-                token = self._sample_partial(chain, grammar, logits, 1 if self._greedy else TOP_K, size)
-                if token is not None:
-                    self.stats["grammar_partial_passes"] += 1
-                    return token
+            token = self._partial_passes(chain, grammar, logits, need)
+            if token is not None:
+                self.stats["grammar_partial_passes"] += 1
+                return token
+            if self.sampling == "fast":
+                ids = self._grammar_prefilter(grammar)
+                if ids is not None:  # the tokens the filter leaves hold every allowed one
+                    token = self._partial_passes(chain, grammar, logits, need, pool=ids)
+                    if token is not None:
+                        self.stats["grammar_filtered_partial_passes"] += 1
+                        return token
         self.stats["grammar_full_passes"] += 1
-        ids = self._grammar_prefilter(grammar) if self.sampling == "fast" and self.grammar_mode == "fast" else None
         if ids is None:
             ids = self._ids
         else:  # the same candidates in the same (id) order, less those the grammar must reject

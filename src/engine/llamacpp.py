@@ -12,6 +12,7 @@ of parts, one job each:
   candidates, then the whole vocabulary less what the first-character filter rejects);
 - ``engine.chargroups``: the first-character groups of a vocabulary, kept per vocabulary on disk;
 - ``engine.scoring``: label scoring from one prompt evaluation;
+- ``engine.speed``: llama-bench's pp512 / tg128 / tg128 at a depth, measured in process;
 - ``engine.memory`` and ``engine.runtime``: offload and memory facts of a load, llama.cpp's
   library, log and warnings.
 
@@ -28,6 +29,7 @@ from engine.runtime import LOAD_FACTS, LOG_TAIL, llama_cpp_ready
 from engine.sampling import MIN_P, SAMPLING_MODES, TOP_K, TOP_P
 from engine.scoring import LabelScoring
 from engine.session import Session
+from engine.speed import SpeedBench
 from engine.types import LabelScores, PromptTooLong, Reply
 
 __all__ = ["LlamaCppBackend", "ContextOverflow", "LabelScores", "PromptTooLong", "Reply", "llama_cpp_ready",
@@ -37,8 +39,9 @@ __all__ = ["LlamaCppBackend", "ContextOverflow", "LabelScores", "PromptTooLong",
 ContextOverflow = PromptTooLong  # the name earlier versions used
 
 
-class LlamaCppBackend(LabelScoring, GrammarPasses, Session):
-    """One GGUF in llama.cpp: ``load()``, then ``chat()`` and ``score_choices()``; ``close()``."""
+class LlamaCppBackend(LabelScoring, SpeedBench, GrammarPasses, Session):
+    """One GGUF in llama.cpp: ``load()``, then ``chat()``, ``score_choices()`` and ``speed_bench()``;
+    ``close()``."""
 
     def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
              temperature: float = 0.0, seed: int = 0, max_tokens: int = 256, grammar: str | None = None) -> Reply:

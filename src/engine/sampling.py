@@ -2,10 +2,23 @@
 temperature 0) and the fast way of applying it.
 
 Sampling reads the logits in place with numpy (``sampling="fast"``, the default): the greedy
-token is their argmax (the first maximum, as llama.cpp's greedy sampler picks), and for sampling
-the 40 largest logits (found from the maxima of 64-token groups, exact up to ties) go through
-the same llama.cpp sampler chain, whose top-k then keeps all of them: the same tokens, the same
-seeded random draws, without building a 262,144-entry candidate array in C at every token.
+token is their argmax (the first maximum, as llama.cpp's greedy sampler picks). For sampling, one
+pass of elementwise maxima over 64-token groups (a third dearer than the argmax) finds the tokens
+within 8 nats of the maximum (``_near_top``): when there are 40 or more, the 40 largest are among
+them; when fewer, they are all the chain could draw from, and when top-p's cut among them is
+certain (below) they alone go through the same llama.cpp sampler chain. Otherwise the 40 largest
+logits (exact up to ties, from the same group maxima: ``_top``) go through it, whose top-k then
+keeps all of them. Either way: the same tokens, the same seeded random draws, without building a
+262,144-entry candidate array in C at every token.
+
+Why fewer than 40 near-top tokens suffice. The chain is top-k 40, top-p 0.95, min-p 0.05,
+temperature, draw. Min-p keeps a prefix (by logit) of what top-p keeps and nothing below
+max + log 0.05 (3 nats down): every token it can keep is near the top. Top-p cuts the sorted top 40
+where their running probability first reaches 0.95; the chain over the near-top tokens alone
+normalizes by their sum, a lower bound of the top 40's, whose other tokens (40 - n at most) weigh
+under exp(-8) each (the upper bound). When both bounds give the same cut (float margins included),
+the chain cuts there from either set, keeps the same tokens and draws the same one with the same
+random number (``tests/test_engine.py`` holds it draw for draw against the whole vocabulary).
 ``sampling="reference"`` keeps ``llama_sampler_sample`` over the whole vocabulary, for tests and
 benchmarks.
 
@@ -15,9 +28,29 @@ context the session part holds (``self.L``, ``self.ctx``, ``self.vocab``, ``self
 from __future__ import annotations
 
 import ctypes
+import math
 
 TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
+_WIDE = 8.0  # nats below the maximum: the near-top tokens gathered (min-p keeps none below log 0.05 = -3.0)
+_WIDE_SHARE = math.exp(-_WIDE)  # the largest weight (the maximum's being 1) a token outside them has
+_MARGIN = 1e-4  # relative, on top-p's running sums: llama.cpp sums floats, this sums doubles
 SAMPLING_MODES = ("fast", "reference")
+
+
+def top_p_cut_certain(desc: list[float], n_more: int, weight: float) -> bool:
+    """Whether top-p cuts the tokens of logits ``desc`` (descending) at the same place as it cuts them
+    with ``n_more`` more tokens below them in the top 40, each of weight at most ``weight`` (the first
+    token's being 1): the first place where the running sum reaches TOP_P of the total, for the total
+    without them and with all of them at that weight, float margins included. Plain Python: a few
+    tokens, each numpy call would cost more than the arithmetic."""
+    top = desc[0]
+    cum, run = [], 0.0
+    for x in desc:
+        run += math.exp(x - top)
+        cum.append(run)
+    low_at, high_at = TOP_P * run * (1 - _MARGIN), TOP_P * (run + n_more * weight) * (1 + _MARGIN)
+    return next((i for i, c in enumerate(cum) if c >= low_at), len(cum)) == \
+        next((i for i, c in enumerate(cum) if c >= high_at), len(cum))
 
 
 class Sampling:
@@ -41,9 +74,9 @@ class Sampling:
         self._topk_np = np.frombuffer(self._topk, dtype=self._cand_np.dtype)
         self._topk_arr = L.llama_token_data_array(self._topk, TOP_K, -1, False)
         self._topk_ref = ctypes.byref(self._topk_arr)
-        n_groups = self.n_vocab // 64  # for _top: maxima of 64-token groups, in two passes of 8 rows
+        n_groups = self.n_vocab // 64  # for _near_top and _top: the maxima of 64-token groups
         self._group_max = np.empty(n_groups, dtype=np.float32) if n_groups >= 1024 else None
-        self._group_max8 = np.empty(8 * n_groups, dtype=np.float32)
+        self._grouped = None
 
     def _chain(self, temperature: float, seed: int):
         L = self.L
@@ -71,8 +104,7 @@ class Sampling:
             self.stats["top_k_full_partitions"] += 1
             return np.argpartition(logits, -k)[-k:]
         n_main, c = 64 * len(groups), len(groups)
-        np.fmax.reduce(logits[:n_main].reshape(8, -1), axis=0, out=self._group_max8)
-        np.fmax.reduce(self._group_max8.reshape(8, -1), axis=0, out=groups)
+        self._group_maxima(logits)
         best = np.argpartition(groups, -k)[-k:]
         sub = logits[:n_main].reshape(64, c)[:, best].ravel()
         pick = np.argpartition(sub, -k)[-k:]
@@ -80,6 +112,46 @@ class Sampling:
         if n_main < self.n_vocab:  # the last n_vocab % 64 tokens, outside the groups
             ids = np.concatenate([ids, np.arange(n_main, self.n_vocab)])
             ids = ids[np.argpartition(logits[ids], -k)[-k:]]
+        return ids
+
+    def _group_maxima(self, logits):
+        """The maxima of the 64-token groups (token j with j + C, j + 2C, ...) into ``_group_max``: one
+        pass of elementwise maxima over 64 rows of C (a third dearer than an argmax), once per step
+        (``_grouped`` names the logits they are of until the next decode)."""
+        if self._grouped is logits:
+            return self._group_max
+        n_main = 64 * len(self._group_max)
+        self._np.maximum.reduce(logits[:n_main].reshape(64, -1), axis=0, out=self._group_max)
+        self._grouped = logits
+        return self._group_max
+
+    def _near_top(self, logits):
+        """Ids of the tokens the sampler chain can draw from: the 40 largest when at least 40 lie within ``_WIDE`` of the maximum, else all of those
+        when top-p's cut among them is certain (the module's text says why that is exact); None
+        otherwise (the caller then takes the 40 largest logits from the group maxima)."""
+        np, groups = self._np, self._group_maxima(logits)
+        c = len(groups)
+        n_main = 64 * c
+        tail = logits[n_main:]
+        top = float(groups.max()) if not len(tail) else max(float(groups.max()), float(tail.max()))
+        thr = top - _WIDE
+        hot = np.flatnonzero(groups >= thr)
+        if len(hot) > 64:
+            return None
+        sub = logits[:n_main].reshape(64, c)[:, hot]
+        rows, cols = np.nonzero(sub >= thr)
+        ids = rows * c + hot[cols]
+        if len(tail):
+            ids = np.concatenate([ids, n_main + np.flatnonzero(tail >= thr)])
+        n = len(ids)
+        if n >= TOP_K:  # the 40 largest logits are among them: the chain's own top-k, exactly
+            return ids[np.argpartition(logits[ids], -TOP_K)[-TOP_K:]] if n > TOP_K else ids
+        if n <= 1:
+            return ids if n else None
+        # fewer than 40: the other top-40 tokens lie below the maximum by _WIDE at least
+        if not top_p_cut_certain(sorted(logits[ids].tolist(), reverse=True), TOP_K - n, _WIDE_SHARE):
+            self.stats["top_p_uncertain"] += 1
+            return None
         return ids
 
     def _sample_whole(self, chain, logits) -> int:
@@ -130,6 +202,11 @@ class Sampling:
             return int(logits.argmax())  # the first maximum, as llama.cpp's greedy sampler takes
         # top-k is the chain's first step: the k largest logits are all it can keep, so the chain
         # applied to them (top-k, top-p, min-p, temperature, the seeded draw) picks as it would
-        # from the whole vocabulary, drawing the same random number
-        ids = self._top(logits, TOP_K)
+        # from the whole vocabulary, drawing the same random number; the tokens within min-p's
+        # reach are all it can draw from, when top-p's cut among them is certain
+        ids = self._near_top(logits) if self._group_max is not None else None
+        if ids is None:
+            ids = self._top(logits, TOP_K)
+        else:
+            self.stats["near_top_draws"] += 1
         return self._apply_chain(chain, self._topk_np, self._topk_arr, self._topk_ref, ids, logits[ids])

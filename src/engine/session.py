@@ -43,10 +43,17 @@ class Session:
         self.model = self.ctx = None
         self.offload: dict[str, Any] = {}
         self._kv: list[int] = []  # tokens whose keys/values are in the context now (sequence 0)
+        # where the cache holds a prompt evaluated the exact way (``_evaluate_exactly``): the boundary it
+        # was split at, its first tokens unchanged since (None: nothing there was evaluated that way)
+        self._exact: int | None = None
+        self._heads: dict = {}  # conversation before its last message -> that head's tokens
+        self._grouped = None  # the logits the sampler's group maxima were taken from (until a decode)
+        self.n_seq = 1
         self._load_facts: list[str] = []  # llama.cpp's log lines of this load about devices and memory
         self._grammars: dict[str, Any] = {}
         self.stats = {"grammar_checks": 0, "grammar_partial_passes": 0, "grammar_full_passes": 0,
-                      "grammar_filtered_passes": 0, "top_k_full_partitions": 0}
+                      "grammar_filtered_passes": 0, "grammar_filtered_partial_passes": 0, "grammar_reach_passes": 0,
+                      "top_k_full_partitions": 0, "near_top_draws": 0, "top_p_uncertain": 0}
         self._chars = None  # the first-character index of the vocabulary (built at load)
         self._char_rules: dict[str, bool] = {}
         self._chars_ok = False
@@ -71,17 +78,14 @@ class Session:
             raise ShootoutError(f"model '{self.name}': llama.cpp could not load {self.path}"
                                 + (f" ({why[-300:]})" if why else ""),
                                 "the file may be truncated or not a GGUF; re-export it")
-        cp = L.llama_context_default_params()
-        cp.n_ctx = self.n_ctx
-        cp.n_batch = cp.n_ubatch = self.n_batch
-        cp.n_threads = cp.n_threads_batch = self.n_threads
-        cp.no_perf = False
-        ctx = L.llama_init_from_model(model, cp)
+        self.L, self.model = L, model
+        ctx = self._new_context(1)
         if not ctx:
             L.llama_model_free(model)
+            self.model = None
             raise ShootoutError(f"model '{self.name}': llama.cpp could not create a context of {self.n_ctx} tokens",
                                 "lower run.num_ctx (or the model's options.num_ctx)")
-        self.L, self.model, self.ctx = L, model, ctx
+        self.ctx = ctx
         self._load_facts = list(LOAD_FACTS)
         self.offload = memory.offload_facts(L, model, mp.n_gpu_layers, self._load_facts)
         if self.offload.get("warning"):
@@ -114,7 +118,39 @@ class Session:
         self._is_eog: dict[int, bool] = {}
         self._prepare_sampling()  # the candidate buffers and the grammar's index: their cost counts as loading
         self._kv = []
+        self._exact = None
         return time.perf_counter() - t0
+
+    def _new_context(self, n_seq: int):
+        """A llama.cpp context for this model: ``n_seq`` sequences sharing one KV cache of n_ctx cells
+        (one for generation, as llama-bench measures; label scoring asks for more when labels part
+        after their first token: their continuations are decoded side by side, one batch)."""
+        L = self.L
+        cp = L.llama_context_default_params()
+        cp.n_ctx = self.n_ctx
+        cp.n_batch = cp.n_ubatch = self.n_batch
+        cp.n_threads = cp.n_threads_batch = self.n_threads
+        cp.no_perf = False
+        if n_seq > 1:
+            cp.n_seq_max = n_seq
+            cp.kv_unified = True  # every sequence sees the whole context (not n_ctx / n_seq cells each)
+        self.n_seq = n_seq
+        return L.llama_init_from_model(self.model, cp)
+
+    def _ensure_sequences(self, n: int) -> None:
+        """A context with at least ``n`` sequences: made anew, once, when this one has fewer (the
+        prompt cache is lost with it)."""
+        if n <= self.n_seq:
+            return
+        n = min(256, 1 << (n - 1).bit_length())
+        ctx = self._new_context(n)
+        if not ctx:
+            raise ShootoutError(f"model '{self.name}': llama.cpp could not create a context of {n} sequences "
+                                f"for label scoring", "use fewer labels, or decoding: generate")
+        self.L.llama_free(self.ctx)
+        self.ctx, self.mem = ctx, self.L.llama_get_memory(ctx)
+        self._views.clear()
+        self._kv, self._exact = [], None
 
     def _prepare_sampling(self) -> None:
         """Buffers the sampling parts need per load (defined by them)."""
@@ -212,6 +248,7 @@ class Session:
     # ------------------------------------------------------------------ evaluation
     def _decode(self, tokens: list[int]) -> None:
         L = self.L
+        self._grouped = None
         for i in range(0, len(tokens), self.n_batch):
             chunk = tokens[i:i + self.n_batch]
             arr = (L.llama_token * len(chunk))(*chunk)
@@ -221,6 +258,7 @@ class Session:
             self._kv.extend(chunk)
 
     def _decode_one(self, token: int) -> None:
+        self._grouped = None  # the logits change: the sampler's group maxima are of the last ones
         self._tok1[0] = token
         rc = self.L.llama_decode(self.ctx, self._batch1)  # the batch points at _tok1: nothing to build
         if rc != 0:
@@ -261,6 +299,7 @@ class Session:
         """Forget the prompt cache: the next call evaluates its whole prompt."""
         self.L.llama_memory_clear(self.mem, True)
         self._kv = []
+        self._exact = None
 
     def _reuse_prefix(self, tokens: list[int]) -> int:
         """Keep the longest common prefix of the cache and ``tokens``; return its length."""
@@ -275,6 +314,8 @@ class Session:
                 self.L.llama_memory_clear(self.mem, True)
                 n = 0
             del self._kv[n:]
+        if self._exact is not None and n < self._exact:
+            self._exact = None
         return n
 
     def _decode_all(self, tokens: list[int]):
@@ -282,6 +323,7 @@ class Session:
         one of their positions (float32, ``[len(tokens), n_vocab]``, a copy)."""
         L, np = self.L, self._np
         n = len(tokens)
+        self._grouped = None
         batch = L.llama_batch_init(n, 0, 1)
         try:
             start = len(self._kv)

@@ -38,9 +38,15 @@ class Reply(BaseModel):
 class LabelScores(BaseModel):
     """Every label scored from one prompt evaluation (log-probability mode)."""
 
-    logprobs: dict[str, float] = Field(description="sum of the continuation's token log-probabilities, per label")
-    probs: dict[str, float] = Field(description="the same, normalized over the labels")
-    reply: Reply = Field(description="the most probable label's text, with the call's token counts and timings")
+    logprobs: dict[str, float] = Field(description="the model's log-probability of the tokens that choose each label "
+                                       "(where labels part; with end_of_turn, every token of it and the end)")
+    probs: dict[str, float] = Field(description="each label's probability: generation held to the labels answering it "
+                                    "(with end_of_turn, the whole reply's probability normalized over the labels)")
+    reply: Reply = Field(description="the most probable label's text, with the call's token counts and timings "
+                         "(completion_tokens: the label tokens decoded after the prompt, 0 when the prompt's "
+                         "logits decide)")
+    end_of_turn: bool = Field(False, description="whether the end-of-turn term was scored")
+    decoded_tokens: int = Field(0, description="tokens decoded after the prompt, in one batch")
     unscored: dict[str, str] = Field(default_factory=dict,
                                      description="labels the answer could not score, with why (a server that listed "
                                                  "too few alternatives); probs are then over the other labels")
