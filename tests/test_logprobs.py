@@ -15,7 +15,7 @@ from benchmark.tasks.base import Choices
 
 LN = math.log
 JSON = Choices(prefix='{"label": "', continuations={k: f'{k}"}}' for k in ("negative", "neutral", "positive")})
-BARE = Choices(prefix="", continuations={"spam": "spam", "ham": "ham"}, terminal=True)
+BARE = Choices(prefix="", continuations={"spam": "spam", "ham": "ham"})
 
 
 def steps(*tokens) -> list[Step]:
@@ -82,7 +82,7 @@ def test_a_label_the_server_did_not_list_is_unscored_and_the_rest_sum_to_one():
 
 
 def test_labels_parting_after_a_shared_token_are_renormalized_at_each_parting():
-    ch = Choices(prefix="", continuations={k: k for k in ("very good", "very bad", "fine")}, terminal=True)
+    ch = Choices(prefix="", continuations={k: k for k in ("very good", "very bad", "fine")})
     # "very" (0.6) or "fine" (0.3) first; after "very", " good" (0.5) or " bad" (0.25) or " much" (0.2)
     reply = steps(("very", LN(0.6), {"very": LN(0.6), "fine": LN(0.3), "ok": LN(0.1)}),
                   (" good", LN(0.5), {" good": LN(0.5), " bad": LN(0.25), " much": LN(0.2)}))
@@ -94,7 +94,7 @@ def test_labels_parting_after_a_shared_token_are_renormalized_at_each_parting():
 
 
 def test_labels_behind_a_shared_token_off_the_reply_are_unscored():
-    ch = Choices(prefix="", continuations={k: k for k in ("very good", "very bad", "fine")}, terminal=True)
+    ch = Choices(prefix="", continuations={k: k for k in ("very good", "very bad", "fine")})
     s = lp.from_text(steps(("fine", LN(0.5), {"fine": LN(0.5), "very": LN(0.4)})), ch, listed=2)
     assert s.probs == {"fine": 1.0}
     assert s.unscored == {

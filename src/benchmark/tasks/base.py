@@ -82,7 +82,6 @@ class Choices:
 
     prefix: str
     continuations: dict[str, str]  # label -> the text that follows the prefix for that label
-    terminal: bool = False         # the end-of-turn token follows each continuation (bare labels)
 
 
 @dataclass(frozen=True)

@@ -229,8 +229,8 @@ class ClassifyTask:
 
     def choices(self) -> Choices:
         if self.spec.answer == "json":
-            return Choices(prefix='{"label": "', continuations={k: f'{k}"}}' for k in self.labels}, terminal=False)
-        return Choices(prefix="", continuations={k: k for k in self.labels}, terminal=True)
+            return Choices(prefix='{"label": "', continuations={k: f'{k}"}}' for k in self.labels})
+        return Choices(prefix="", continuations={k: k for k in self.labels})
 
     def parse(self, text: str) -> Answer:
         if self.spec.answer == "json":
