@@ -15,7 +15,7 @@ from benchmark.tasks.base import Choices
 
 LN = math.log
 JSON = Choices(prefix='{"label": "', continuations={k: f'{k}"}}' for k in ("negative", "neutral", "positive")})
-BARE = Choices(prefix="", continuations={"spam": "spam", "ham": "ham"})
+BARE = Choices(prefix="", continuations={"spam": "spam", "ham": "ham"}, terminal=True)
 
 
 def steps(*tokens) -> list[Step]:

@@ -82,6 +82,8 @@ class Choices:
 
     prefix: str
     continuations: dict[str, str]  # label -> the text that follows the prefix for that label
+    terminal: bool = False         # the label is the whole reply (bare labels): a word character after it makes
+                                   # another word ("spammer" is not "spam"); servers' alternatives are read so
 
 
 @dataclass(frozen=True)

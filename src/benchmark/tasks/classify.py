@@ -230,7 +230,7 @@ class ClassifyTask:
     def choices(self) -> Choices:
         if self.spec.answer == "json":
             return Choices(prefix='{"label": "', continuations={k: f'{k}"}}' for k in self.labels})
-        return Choices(prefix="", continuations={k: k for k in self.labels})
+        return Choices(prefix="", continuations={k: k for k in self.labels}, terminal=True)
 
     def parse(self, text: str) -> Answer:
         if self.spec.answer == "json":
