@@ -254,6 +254,8 @@ def test_explorer_filters_in_chromium(browser, label_report, tmp_path):
         assert f"{want} of 40 texts match" in page.locator("#explorer .status").inner_text()
         # their replies, markup included, are shown as text
         page.locator("article.item details.replies-box summary").first.click()
+        # the page fills a details box on its 'toggle' event, which the browser fires as a later task
+        page.wait_for_selector("article.item .reply.invalid pre.raw")
         raws = page.locator("article.item .reply.invalid pre.raw").all_inner_texts()
         assert raws and set(raws) == {HOSTILE_REPLY}
         page.uncheck("#f-invalid")
