@@ -5,6 +5,9 @@
 #
 # LLAMA_BIN_DIR holds llama-bench and llama-quantize from the same llama.cpp as the engine (see
 # build_llama_cpp.sh); STEPS (default: all of them, in this order) picks some:
+#   gemma      gpu_ceiling.py on the embedded Gemma 3 270M Q4_K_M (the real model: issue 27's part 5 in
+#              one run: free T=0.7 / tg128 at depth, constrained / free at T=0.7, label scoring /
+#              label generation; and the in-process speed_bench block beside llama-bench)
 #   270m       a Gemma-3-270M-shaped model with random weights, Q4_K_M (build_random_llama.py),
 #              then gpu_ceiling.py on it (this engine against llama-bench, both samplings)
 #   endpoints  endpoints_throughput.py with 1, 2 and 4 llama_cpp.server processes of the 270M model,
@@ -15,7 +18,7 @@
 set -uo pipefail
 out=$1
 bin=${2:-}
-steps=${3:-"270m endpoints 8b-build 8b"}
+steps=${3:-"gemma 270m endpoints 8b-build 8b"}
 work=${WORK:-/tmp/shootout-gpu}
 py=${PYTHON:-python3}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,6 +31,10 @@ m270="$work/270m/llama3-270m-random.Q4_K_M.gguf"
 step() { echo "== $(date +%T) $*"; }
 for s in $steps; do
   case $s in
+    gemma)
+      step "engine against llama-bench on the embedded Gemma 3 270M (part 5's ratios)"
+      $py "$here/gpu_ceiling.py" "${bench[@]}" --json "$out/ceiling_gemma3_270m.json"
+      ;;
     270m)
       step "build the 270M-shaped model"
       [ -f "$m270" ] || $py "$here/build_random_llama.py" "$work/270m" --size 270m --quants Q4_K_M "${quant[@]}"

@@ -121,8 +121,8 @@ def run_example(name: str, n: int | None, threads: int | None) -> list[dict]:
     try:
         for variant in task.variants:
             prompts = [task.messages(it, "few_shot", variant) for it in items]
-            for mode, eng in engines.items():  # warm-up, not counted: the last item, then the first
-                for msgs in (prompts[-1], prompts[0]):
+            for mode, eng in engines.items():  # warm-up, not counted: the last items (another comes before the first)
+                for msgs in (prompts[-1], prompts[-2] if len(prompts) > 2 else prompts[-1]):
                     eng.score_choices(msgs, choices) if mode != "generate" else generate(eng, task, msgs, 4)
             for i, (item, msgs) in enumerate(zip(items, prompts)):
                 row = {"example": name, "variant": variant, "item": item.id, "gold": item.label}

@@ -7,7 +7,10 @@ is rendered with the model's Go TEMPLATE (core/gotemplate.py, checked against Go
 tests/test_modelfile.py) and cut into tokens by a simple rule (special markers, words, single
 characters); the prompt cache keeps the longest common token prefix as llama-server does; prompt
 evaluation costs ``PROMPT_NS`` per evaluated token and generation ``EVAL_NS`` per token, so a test
-knows the true rates. Replies come from ``FakeModel.reply`` (a function of the request).
+knows the true rates. Replies come from ``FakeModel.reply`` (a function of the request); the
+``logprobs`` a request asks for (api/types.go ChatRequest.Logprobs/TopLogprobs, 0.12.11) come from
+``FakeModel.distribution``, the model's raw next-token log-probabilities at each generated token
+(a generated token it leaves out gets 10 nats below its least likely entry).
 
 A streamed chat (``stream`` not false) is NDJSON over chunked transfer encoding, one ChatResponse per
 generated token and a last one with ``done``, ``done_reason`` and the metrics (server/routes.go
@@ -55,6 +58,8 @@ PROMPT_NS = 1_000_000        # 1 ms per evaluated prompt token: 1,000 tokens/s
 EVAL_NS = 20_000_000         # 20 ms per generated token: 50 tokens/s
 LOAD_SECONDS = 0.4           # a (re)load, really slept, so wall clocks see it
 DEFAULT_NUM_CTX = 4096       # envconfig.ContextLength (OLLAMA_CONTEXT_LENGTH; 4k on a small GPU)
+LOGPROB = -0.01              # a generated token's log-probability when the model names no distribution
+LOGPROBS_SINCE = (0, 12, 11)  # api/types.go ChatRequest.Logprobs/TopLogprobs (ollama #12899, v0.12.11)
 
 VALID = json.dumps({"reasoning": "Orders rose.", "sentiment": 0.6, "confidence": 0.8})
 
@@ -109,6 +114,9 @@ class FakeModel:
     chat_template: str | None = None                          # the GGUF's Jinja template
     digest: str = ""
     reply: Callable[[dict], str] = lambda body: VALID         # the content of an answer
+    # the model's raw next-token log-probabilities (its top ones) given the request and the text
+    # generated so far; None: each generated token has log-probability LOGPROB and nothing else is listed
+    distribution: Callable[[dict, str], dict[str, float]] | None = None
     thinking: str = "The user wants a JSON rating; the news is good."
 
     def __post_init__(self):
@@ -175,6 +183,64 @@ class FakeOllama:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", text or "")
+    return tuple(int(x) for x in m.groups()) if m else (0, 0, 0)
+
+
+def _refuse_logprob_fields(body: dict, version: str) -> str | None:
+    """What server/routes.go ChatHandler refuses of the logprob fields, before it looks the model up:
+    a value of the wrong JSON type (ShouldBindJSON into api.ChatRequest: bool / int) and top_logprobs
+    outside 0..20. A server older than 0.12.11 has neither field: Go's decoder ignores them."""
+    if _version(version) < LOGPROBS_SINCE and _version(version) != (0, 0, 0):
+        return None
+    lp, top = body.get("logprobs"), body.get("top_logprobs")
+    if lp is not None and not isinstance(lp, bool):
+        return (f"json: cannot unmarshal {_json_kind(lp)} into Go struct field ChatRequest.logprobs of type bool")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int)):
+        return f"json: cannot unmarshal {_json_kind(top)} into Go struct field ChatRequest.top_logprobs of type int"
+    if top is not None and not 0 <= top <= 20:
+        return "top_logprobs must be between 0 and 20"
+    return None
+
+
+def _json_kind(v) -> str:
+    return {bool: "bool", str: "string", list: "array", dict: "object"}.get(type(v), "number")
+
+
+def _logprobs(m: FakeModel, body: dict, gen: list[str], version: str) -> list[dict] | None:
+    """The ``logprobs`` reply field (api/types.go Logprob) for the generated tokens, when asked.
+
+    llm/llama_server.go Completion asks llama-server for n_probs = max(top_logprobs, 1) and
+    convertLogprobs keeps, per content chunk, the token's text and log-probability and, only when
+    top_logprobs > 0, the top alternatives llama-server listed: the raw distribution's most likely
+    tokens, most likely first, whether or not the constraint allowed them (Ollama does not send
+    post_sampling_probs; the runners of 0.12.11, runner/common/logprob.go CalculateLogprobs, did the
+    same: a softmax of the raw logits, the top K sorted). server/logprob.go toAPILogprobs adds
+    ``bytes`` (the UTF-8 bytes of the text; left out when it is empty). Not asked (or a server before
+    0.12.11): no field at all (omitempty)."""
+    if not body.get("logprobs") or (_version(version) < LOGPROBS_SINCE and _version(version) != (0, 0, 0)):
+        return None
+    top = int(body.get("top_logprobs") or 0)
+
+    def entry(token: str, logprob: float) -> dict:
+        e = {"token": token, "logprob": logprob}
+        if token:
+            e["bytes"] = list(token.encode("utf-8"))
+        return e
+
+    out, before = [], ""
+    for token in gen:
+        dist = m.distribution(body, before) if m.distribution else {token: LOGPROB}
+        e = entry(token, dist.get(token, min(dist.values(), default=0.0) - 10.0))
+        if top > 0:
+            ranked = sorted(dist.items(), key=lambda kv: -kv[1])[:top]
+            e["top_logprobs"] = [entry(t, v) for t, v in ranked]
+        out.append(e)
+        before += token
+    return out
 
 
 def make_handler(state: FakeOllama):
@@ -408,6 +474,9 @@ def make_handler(state: FakeOllama):
         # ------------------------------------------------------------ chat (server/routes.go ChatHandler)
         def _chat(self, body: dict):
             start = time.perf_counter()
+            refused = _refuse_logprob_fields(body, state.version)
+            if refused:
+                return self._send(400, {"error": refused})
             name = body.get("model", "")
             m = state.find(name)
             if m is None:
@@ -498,6 +567,7 @@ def make_handler(state: FakeOllama):
             message = {"role": "assistant", "content": content}
             if thinking:
                 message["thinking"] = thinking
+            logprobs = _logprobs(m, body, gen, state.version)
             # api/types.go Metrics: every field omitempty, so a zero is not sent at all;
             # prompt_eval_count = cache_n + prompt_n, prompt_eval_duration covers prompt_n only
             # (llm/llama_server.go promptEvalCount and Completion)
@@ -509,18 +579,20 @@ def make_handler(state: FakeOllama):
                      "eval_count": len(gen), "eval_duration": len(gen) * EVAL_NS}
             final = {k: v for k, v in final.items() if v != 0}
             if body.get("stream") is False:
-                return self._send(200, final)
+                # routes.go writeChatResponse: the non-streamed answer gathers every chunk's logprobs
+                return self._send(200, {**final, **({"logprobs": logprobs} if logprobs else {})})
             # one ChatResponse per piece the runner returns (a token), thinking first, then the last one
             # with done, done_reason and the metrics and an empty message (routes.go ChatHandler)
             lines, seen = [], 0
-            for tok in gen:
+            for i, tok in enumerate(gen):
                 part = {"role": "assistant", "content": ""}
                 if seen < len(thinking):
                     part["thinking"] = tok
                 else:
                     part["content"] = tok
                 seen += len(tok)
-                lines.append({"model": name, "created_at": _now(), "message": part, "done": False})
+                lines.append({"model": name, "created_at": _now(), "message": part, "done": False,
+                              **({"logprobs": logprobs[i:i + 1]} if logprobs else {})})
             return self._stream_chunked(lines + [{**final, "message": {"role": "assistant", "content": ""}}],
                                         state.token_delay_s)
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+
+from core.naming import series
 from pydantic import Field
 
 from benchmark.backends import BACKENDS, capable, make_backend, owners, spec_of
@@ -21,7 +23,7 @@ from tests.conftest import ROOT, shootout
 from tests.fake_configs import classify_config
 
 WHERE = {"llamacpp": "path: m.gguf", "ollama": "tag: 'gemma3:270m'", "openai": "base_url: 'http://127.0.0.1:1/v1'",
-         "fake": ""}
+         "mlx": "base_url: 'http://127.0.0.1:1/v1'", "fake": ""}
 
 
 def _entry(backend: str, options: str = "", name: str = "x") -> str:
@@ -54,11 +56,11 @@ def test_an_option_of_another_backend_is_one_error_naming_its_owner(backend, opt
     allowed = ", ".join(BACKENDS[backend].options.model_fields)
     owned_by = owners(option)
     assert owner in owned_by
-    them = " and ".join(owned_by)
+    them = series(owned_by)  # "a", "a and b", "a, b and c"
     assert problems[0].startswith(f"models[0].options.{option} (line {line}): '{option}' is an option of the {them} "
                                   f"backend"), problems[0]
     assert f"not of {backend} (this model's backend). Options allowed here: {allowed}." in problems[0]
-    assert problems[0].endswith(f"Remove it, or set backend: {' or '.join(owned_by)}.")
+    assert problems[0].endswith(f"Remove it, or set backend: {series(owned_by, 'or')}.")
 
 
 def test_the_shared_overrides_and_each_backends_own_options_validate(tmp_path):
@@ -70,8 +72,8 @@ def test_the_shared_overrides_and_each_backends_own_options_validate(tmp_path):
                (0.2, 4096, cfg.run.num_predict)
     typo = _problems("models:\n" + _entry("ollama", "      keep_alvie: 5m\n"))
     assert typo == ["models[0].options.keep_alvie (line 8): unknown key 'keep_alvie'. Allowed keys here (ollama "
-                    "options): temperature, num_ctx, num_predict, keep_alive, timeout_s, retries. Check the spelling "
-                    "or remove it."]
+                    "options): temperature, num_ctx, num_predict, keep_alive, timeout_s, retries, stream, "
+                    "top_logprobs. Check the spelling or remove it."]
     # the stored settings keep each model's own options, and loading them again gives the same models
     import json
 
@@ -104,8 +106,8 @@ def test_endpoints_only_on_backends_that_can_spread_calls():
     problems = _problems("models:\n" + _entry("llamacpp") + "    endpoints: [a, b]\n")
     can = [n for n in capable("endpoints") if not BACKENDS[n].scripted]
     assert problems == [f"models[0] (line 2): backend 'llamacpp' cannot spread calls over endpoints: endpoints are "
-                        f"for {' and '.join(can)}."]
-    assert can == ["ollama", "openai"]
+                        f"for ollama, openai and mlx."]
+    assert can == ["ollama", "openai", "mlx"]
 
 
 # --------------------------------------------------------------------------- log-probability mode
@@ -116,33 +118,48 @@ def _logprob_config(tmp_path, *backends):
     return classify_config(tmp_path, models=models, decoding="logprob")
 
 
-@pytest.mark.parametrize("backend", ["ollama", "openai"])
-def test_logprob_on_a_backend_that_cannot_score_labels_is_refused_by_validate(tmp_path, backend):
-    config = _logprob_config(tmp_path, "llamacpp", backend)
+def test_every_shipped_backend_scores_labels():
+    assert capable("label_scores", scripted=False) == ["llamacpp", "ollama", "openai", "mlx"]
+
+
+def test_logprob_on_a_backend_that_cannot_score_labels_is_refused_by_validate(tmp_path, monkeypatch):
+    monkeypatch.setitem(BACKENDS, "echo", ECHO)  # a backend without the label_scores capability
+    config = _logprob_config(tmp_path, "llamacpp", "echo")
     config.write_text(config.read_text().replace("m.gguf", "embedded"))
     with pytest.raises(ConfigError) as err:
         load_config(config)
-    can = capable("label_scores", scripted=False)
-    assert can == ["llamacpp"]
     line = config.read_text().splitlines().index("  decoding: logprob") + 1
     assert err.value.problems == [
         f"task.decoding (line {line}): decoding: logprob scores every label from the model's log-probabilities, which "
-        f"only the llamacpp backend can do; 'm-{backend}' ({backend}) cannot. Use decoding: generate, or run those "
-        f"models on llamacpp."]
-    res = shootout("validate", "-c", str(config))
-    assert res.returncode == 2 and "Traceback" not in res.stderr and f"task.decoding (line {line})" in res.stderr
+        f"only the llamacpp, ollama, openai and mlx backends can do; 'm-echo' (echo) cannot. Use decoding: generate, "
+        f"or run those models on llamacpp, ollama, openai or mlx."]
     # generation is fine on every backend
     config.write_text(config.read_text().replace("decoding: logprob", "decoding: generate"))
     load_config(config)
 
 
+def test_validate_names_a_backend_without_label_scoring(tmp_path, monkeypatch):
+    """The command line says it too: a shipped backend with the flag turned off (in the validating
+    process, through the registry's plugin hook) is named."""
+    config = _logprob_config(tmp_path, "openai")
+    code = ("import dataclasses, sys; from benchmark.backends import BACKENDS, register; "
+            "s = BACKENDS['openai']; register(dataclasses.replace(s, capabilities=dataclasses.replace("
+            "s.capabilities, label_scores=False))); from shootout.cli import main; sys.argv = ['shootout', "
+            f"'validate', '-c', {str(config)!r}]; main()")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    line = config.read_text().splitlines().index("  decoding: logprob") + 1
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert f"task.decoding (line {line})" in res.stderr and "'m-openai' (openai) cannot" in " ".join(res.stderr.split())
+
+
 def test_giving_a_backend_label_scoring_is_one_flag(tmp_path, monkeypatch):
+    spec = BACKENDS["ollama"]
+    monkeypatch.setitem(BACKENDS, "ollama", dataclasses.replace(
+        spec, capabilities=dataclasses.replace(spec.capabilities, label_scores=False)))
     config = _logprob_config(tmp_path, "ollama")
     with pytest.raises(ConfigError):
         load_config(config)
-    spec = BACKENDS["ollama"]
-    monkeypatch.setitem(BACKENDS, "ollama", dataclasses.replace(
-        spec, capabilities=dataclasses.replace(spec.capabilities, label_scores=True)))
+    monkeypatch.setitem(BACKENDS, "ollama", spec)
     assert load_config(config).task.decoding == "logprob"
     assert "ollama" in capable("label_scores")
 

@@ -60,9 +60,9 @@ BROKEN = {
     "pair_unknown_model": (("- [a, b]", "- [a, c]"),
                            ["compare[0][1]", "'c' is not a model", "known models: a, b"]),
     "option_of_another_backend": (("    quant: Q8_0\n", "    quant: Q8_0\n    options:\n      n_threads: 2\n      api_key: k\n"),
-                                  ["models[1].options.api_key (line 15)", "'api_key' is an option of the openai backend",
+                                  ["models[1].options.api_key (line 15)", "'api_key' is an option of the openai and mlx backends",
                                    "not of llamacpp", "Options allowed here: temperature, num_ctx, num_predict, "
-                                   "n_threads, n_gpu_layers, chat_template", "set backend: openai"]),
+                                   "n_threads, n_gpu_layers, chat_template", "set backend: openai or mlx"]),
 }
 
 
@@ -103,7 +103,7 @@ def test_every_problem_is_listed(tmp_path):
 
 @pytest.mark.parametrize("backend, field", [(n, s.where) for n, s in BACKENDS.items() if s.where])
 def test_each_backend_names_the_field_it_needs(backend, field):
-    assert (backend, field) in {("llamacpp", "path"), ("ollama", "tag"), ("openai", "base_url")}
+    assert (backend, field) in {("llamacpp", "path"), ("ollama", "tag"), ("openai", "base_url"), ("mlx", "base_url")}
     with pytest.raises(ConfigError) as err:
         parse_config(f"models:\n  - {{name: x, backend: {backend}, family: f, quant: Q4_0}}\n", check_files=False)
     assert err.value.problems == [f"models[0] (line 2): backend '{backend}' needs '{field}'."]

@@ -269,13 +269,16 @@ def test_classify_reply_parser(classify_tasks, text):
                               "prompt_ms": json_value, "predicted_ms": json_value, "cache_n": json_value}))})
                       .map(lambda d: json.dumps(d).encode())))
 def test_openai_answers(body):
+    """A 2xx answer of any shape is a Reply or the transport's BadAnswer (stored as a failed call by the
+    call policy): never a crash."""
+    from benchmark.backends.http import BadAnswer, Exchange
+
     backend = OpenAICompatBackend("http://127.0.0.1:1/v1", "m", name="m")
-    resp = netsafe.Response(url="http://127.0.0.1:1/v1/chat/completions", status=200, reason="OK", headers=Message(),
-                            body=body)
+    ex = Exchange(status=200, reason="OK", headers=Message(), body=body, t0=0.0, t_end=0.5, attempts=1)
     try:
-        reply = backend.reply_from(resp, 0.5)
-    except ShootoutError as exc:
-        assert exc.message.startswith("model 'm': the server at http://127.0.0.1:1/v1 answered")
+        reply = backend.reply_from(ex)
+    except BadAnswer as exc:
+        assert exc.kind in ("not_json", "wrong_shape") and isinstance(exc.detail, str)
         return
     assert isinstance(reply.text, str) and reply.prompt_tokens >= 0 and reply.completion_tokens >= 0
     assert reply.finish_reason in ("stop", "length")
@@ -289,13 +292,14 @@ def test_openai_answers(body):
                                                            ).encode(), st.text(max_size=50), json_value, json_value)))
 def test_openai_error_answers(status, body):
     """An error answer is a PromptTooLong, or None (the caller reports the HTTP error): never a crash."""
-    from benchmark.backends.openai_compat import _error_detail
+    from benchmark.backends.http import Exchange
 
     backend = OpenAICompatBackend("http://127.0.0.1:1/v1", "m", name="m")
-    detail, err = _error_detail(body)
+    ex = Exchange(status=status, reason="Error", headers=Message(), body=body, t0=0.0, t_end=0.1, attempts=1)
+    detail = ex.detail()
     assert isinstance(detail, str) and len(detail) <= 300
     try:
-        too_long = backend._too_long(status, detail, err)
+        too_long = backend._too_long(status, detail, ex.error_object())
     except (TypeError, ValueError):
         pytest.fail("a malformed error answer crashed the backend")
     if too_long is not None:

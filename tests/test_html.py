@@ -254,6 +254,8 @@ def test_explorer_filters_in_chromium(browser, label_report, tmp_path):
         assert f"{want} of 40 texts match" in page.locator("#explorer .status").inner_text()
         # their replies, markup included, are shown as text
         page.locator("article.item details.replies-box summary").first.click()
+        # the page fills a details box on its 'toggle' event, which the browser fires as a later task
+        page.wait_for_selector("article.item .reply.invalid pre.raw")
         raws = page.locator("article.item .reply.invalid pre.raw").all_inner_texts()
         assert raws and set(raws) == {HOSTILE_REPLY}
         page.uncheck("#f-invalid")
@@ -347,6 +349,7 @@ def test_the_page_of_a_real_run_in_chromium(browser, tmp_path):
         assert item.locator(".text").inner_text() == HOSTILE_TEXT
         assert item.locator("table.answers tr").count() == 3            # header + 2 arms
         item.locator("details.replies-box summary").click()
+        item.locator("pre.raw").first.wait_for()  # the replies are built when the box opens
         assert HOSTILE_REPLY in item.locator("pre.raw").all_inner_texts()
         _not_run(page)
         item.scroll_into_view_if_needed()

@@ -102,7 +102,15 @@ def test_validate_refuses_exactly_what_run_refuses_before_any_call(tmp_path, cas
     assert (runs, calls) == (0, 0)  # refused before any call: no run row, no call
 
 
-def test_logprob_decoding_on_a_backend_that_cannot_score_labels_is_refused_by_both(tmp_path):
+def test_logprob_decoding_on_a_backend_that_cannot_score_labels_is_refused_by_both(tmp_path, monkeypatch):
+    import dataclasses
+
+    from benchmark.backends import BACKENDS
+
+    # every shipped backend scores labels: the openai one, with its capability turned off, stands for one that cannot
+    spec = BACKENDS["openai"]
+    monkeypatch.setitem(BACKENDS, "openai", dataclasses.replace(
+        spec, capabilities=dataclasses.replace(spec.capabilities, label_scores=False)))
     path = broken_copy(tmp_path, "spam", ("  answer: text", "  answer: text\n  decoding: logprob"))
     text = path.read_text().replace("    backend: llamacpp\n    path: embedded",
                                     "    backend: openai\n    base_url: http://127.0.0.1:9/v1")

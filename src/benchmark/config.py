@@ -24,6 +24,7 @@ from benchmark.backends.base import BackendOptions
 from benchmark.tasks.classify import ClassifyTaskSpec
 from benchmark.tasks.score import ScoreTaskSpec
 from core.errors import ConfigError
+from core.naming import series
 
 DEFAULT_RSS_URL = "https://feeds.finance.yahoo.com/rss/2.0/headline?s={ticker}&region=US&lang=en-US"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$"
@@ -100,7 +101,7 @@ class ModelEntry(_Strict):
             raise ValueError(f"backend '{self.backend}' needs '{need}'")
         if self.endpoints and not spec.capabilities.endpoints:
             raise ValueError(f"backend '{self.backend}' cannot spread calls over endpoints: endpoints are for "
-                             f"{' and '.join(capable('endpoints', scripted=False))}")
+                             f"{series(capable('endpoints', scripted=False))}")
         if self.resources.num_gpus and not spec.capabilities.in_process:
             in_process = ", ".join(capable("in_process", scripted=False))
             raise ValueError(f"resources.num_gpus is for models run in process ({in_process}); backend "
@@ -569,9 +570,9 @@ def _semantic_problems(cfg: Config, data: Any, check_files: bool) -> list[str]:
         which = ", ".join(f"'{m.name}' ({m.backend})" for m in unable)
         can = capable("label_scores", scripted=False)
         problems.append(f"{at(('task', 'decoding'))}: decoding: logprob scores every label from the model's "
-                        f"log-probabilities, which only the {' and '.join(can)} backend{'s' if len(can) > 1 else ''} "
+                        f"log-probabilities, which only the {series(can)} backend{'s' if len(can) > 1 else ''} "
                         f"can do; {which} cannot. Use decoding: generate, or run those models on "
-                        f"{' or '.join(can)}.")
+                        f"{series(can, 'or')}.")
     names = {a.name for a in cfg.arms()}
     for j, (a, b) in enumerate(cfg.compare):
         for k, n in enumerate((a, b)):

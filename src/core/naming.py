@@ -42,3 +42,9 @@ def slug(name: str) -> str:
 def relpath(path: str | Path, base: str | Path) -> str:
     """``path`` relative to the folder ``base`` (a config's folder), in POSIX form."""
     return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+
+
+def series(items, word: str = "and") -> str:
+    """Names as a sentence lists them: "a", "a and b", "a, b and c" (``word``: and / or)."""
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {word} " + items[-1] if items else ""

@@ -1,6 +1,7 @@
 """The in-process llama.cpp engine, shared by benchmark/, export/ and finetune/.
 
-Public API: ``LlamaCppBackend`` (a GGUF loaded in process: chat, label scoring, tokens, logits),
+Public API: ``LlamaCppBackend`` (a GGUF loaded in process: chat, label scoring, llama-bench's figures
+in process, tokens, logits),
 the types every backend answers with (``Reply``, ``LabelScores``, ``PromptTooLong``, in
 ``engine.types``) and ``llama_cpp_ready()`` (llama.cpp's library, initialised once, for code that
 calls it directly). Names starting with ``_`` in its modules are the engine's own."""

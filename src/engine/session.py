@@ -318,52 +318,6 @@ class Session:
             self._exact = None
         return n
 
-    # ------------------------------------------------------------------ exact evaluation
-    _SENTINEL = "\ue000\ue001\ue000"  # a last message no template changes (private-use characters)
-
-    def head_length(self, messages: list[dict[str, str]], tokens: list[int]) -> int:
-        """How many of the prompt ``tokens`` come before the last message's text: the conversation's head
-        (system prompt, few-shot turns), the same for every item of a task. Found by rendering the
-        conversation with a sentinel as the last message's text; 0 when the template hides it."""
-        key = (tuple((m["role"], m["content"]) for m in messages[:-1]), messages[-1]["role"])
-        head = self._heads.get(key)
-        if head is None:
-            text = self.render(messages[:-1] + [{"role": messages[-1]["role"], "content": self._SENTINEL}])
-            at = text.find(self._SENTINEL)
-            head = self.tokenize(text[:at]) if at > 0 else []
-            if head and self.add_bos and self.bos >= 0 and head[0] != self.bos:
-                head.insert(0, self.bos)
-            if len(self._heads) > 64:
-                self._heads.clear()
-            self._heads[key] = head
-        n = 0
-        for a, b in zip(head, tokens):
-            if a != b:
-                break
-            n += 1
-        return min(n, len(tokens) - 1)
-
-    def _evaluate_exactly(self, tokens: list[int], head: int) -> int:
-        """Evaluate the prompt ``tokens`` so that their last position's logits are the same whatever the
-        cache held before: the head (``tokens[:head]``) in n_batch chunks from position 0, the rest in
-        n_batch chunks from ``head``. llama.cpp's results depend on how a prompt is cut into batches
-        (other kernels for other batch sizes), so reusing whatever prefix the cache shares, as ``chat``
-        does, makes an item's logits depend on the item before it. The cache is reused only where it
-        holds this head evaluated this way. Returns the tokens served from the cache."""
-        if self._exact == head and self._kv[:head] == tokens[:head]:
-            cached = head
-            if len(self._kv) > head:
-                if not self.L.llama_memory_seq_rm(self.mem, 0, head, -1):
-                    raise RuntimeError("llama.cpp could not trim its cache")
-                del self._kv[head:]
-        else:
-            self.clear_cache()
-            cached = 0
-            self._decode(tokens[:head])
-            self._exact = head
-        self._decode(tokens[head:])
-        return cached
-
     def _decode_all(self, tokens: list[int]):
         """Decode ``tokens`` after the cache (at most n_batch of them), returning the logits at every
         one of their positions (float32, ``[len(tokens), n_vocab]``, a copy)."""

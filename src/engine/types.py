@@ -47,3 +47,6 @@ class LabelScores(BaseModel):
                          "logits decide)")
     end_of_turn: bool = Field(False, description="whether the end-of-turn term was scored")
     decoded_tokens: int = Field(0, description="tokens decoded after the prompt, in one batch")
+    unscored: dict[str, str] = Field(default_factory=dict,
+                                     description="labels the answer could not score, with why (a server that listed "
+                                                 "too few alternatives); probs are then over the other labels")

@@ -12,10 +12,11 @@ factory), named in the import and the loop below (or ``register(SPEC)`` from any
 
 from __future__ import annotations
 
-from benchmark.backends import fake, llamacpp, ollama_backend, openai_compat
+from benchmark.backends import fake, llamacpp, mlx_server, ollama_backend, openai_compat
 from benchmark.backends.base import (CAPABILITY_TEXT, Backend, BackendOptions, BackendSpec, Capabilities,
                                      LabelScores, Reply)
 from benchmark.backends.table import BACKENDS, make_backend, register, spec_of
+from core.naming import series
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "BackendOptions", "BackendSpec", "Capabilities", "LabelScores",
            "Reply", "capable", "describe", "make_backend", "owners", "register", "spec_of", "validate_options"]
@@ -23,7 +24,7 @@ __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "BackendOptions", "BackendS
 DEFAULT_BACKEND = llamacpp.SPEC.name
 
 
-for _module in (llamacpp, ollama_backend, openai_compat, fake):
+for _module in (llamacpp, ollama_backend, openai_compat, mlx_server, fake):
     register(_module.SPEC)
 
 
@@ -71,9 +72,9 @@ def _option_error(spec: BackendSpec, e: dict) -> dict:
     allowed = ", ".join(spec.options.model_fields)
     others = [b for b in owners(key) if b != spec.name]
     if others:
-        text = (f"'{key}' is an option of the {' and '.join(others)} backend{'s' if len(others) > 1 else ''}, not of "
+        text = (f"'{key}' is an option of the {series(others)} backend{'s' if len(others) > 1 else ''}, not of "
                 f"{spec.name} (this model's backend). Options allowed here: {allowed}. Remove it, or set backend: "
-                f"{' or '.join(others)}.")
+                f"{series(others, 'or')}.")
         return {**e, "type": PydanticCustomError("foreign_option", text)}
     text = f"unknown key '{key}'. Allowed keys here ({spec.name} options): {allowed}. Check the spelling or remove it."
     return {**e, "type": PydanticCustomError("unknown_option", text)}

@@ -6,7 +6,7 @@ server backends' call policy (``benchmark.backends.http``: options.timeout_s per
 after a 4xx; then a failed call, stored with its reason), not through the client, which has no
 ``truncate`` nor ``shift``.
 
-Over 400 lines: one server's protocol (load, chat, stream) and its prompt-cache estimate share its state.
+Over 400 lines: one server's protocol (load, chat, stream, label scoring) and its prompt-cache estimate share its state.
 
 - **Faulty answers.** At load, an answer of /api/version, /api/show, /api/ps or /api/chat that is not
   JSON or not of the shape the client's types describe is one clear error naming the request (the
@@ -39,6 +39,9 @@ Over 400 lines: one server's protocol (load, chat, stream) and its prompt-cache 
 - Models that can think (``/api/show`` capabilities) think unless told not to (routes.go ChatHandler
   sets think=true); they get ``think: false``, and :meth:`engine_info` records it.
 - Metrics that are zero are not sent at all (api/types.go Metrics, omitempty): a missing count is 0.
+- Label scoring (:meth:`OllamaBackend.score_choices`) sends ``logprobs`` and ``top_logprobs``
+  (api/types.go ChatRequest, 0.12.11; ChatHandler refuses top_logprobs outside 0..20) and reads the
+  ``logprobs`` reply field (api/types.go Logprob, gathered over chunks by writeChatResponse).
 """
 
 from __future__ import annotations
@@ -50,8 +53,9 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from benchmark.backends import logprobs as lp
 from benchmark.backends.base import (BackendOptions, BackendSpec, BackendUnavailable, CallFailed, Capabilities,
-                                     PromptTooLong, Reply)
+                                     LabelScores, PromptTooLong, Reply)
 from benchmark.backends.http import BACKOFF_S, BadAnswer, Exchange, HTTPReply, Transport, answer_cap, shown, stream_timings
 from core.errors import ShootoutError
 from core.hosts import normalize_host
@@ -61,6 +65,8 @@ LOAD_TIMEOUT_S = 600.0   # the least a model load is given, whatever timeout_s s
 RETRIES = 2    # after the first attempt, for a dropped connection, a timeout or a 5xx answer
 NOT_OLLAMA = "check the address (OLLAMA_HOST or the model's endpoints): it must be an Ollama server's root"
 MIN_VERSION = (0, 12, 6)   # api/types.go ChatRequest gained Truncate and Shift (ollama #12519, #12582)
+LOGPROBS_VERSION = (0, 12, 11)  # api/types.go ChatRequest gained Logprobs and TopLogprobs (ollama #12899)
+TOP_LOGPROBS = 20          # the most server/routes.go ChatHandler takes ("top_logprobs must be between 0 and 20")
 _TOO_LONG = re.compile(r"request \((\d+) tokens\) exceeds the available context size \((\d+) tokens\)")
 _TOO_LONG_NO_COUNTS = "the prompt is longer than the context length"
 
@@ -78,7 +84,7 @@ def _same_model(a: str, b: str) -> bool:
 class OllamaBackend:
     def __init__(self, tag: str, *, name: str | None = None, host: str | None = None, num_ctx: int = 2048,
                  keep_alive: str | None = None, timeout: float | None = None, retries: int | None = None,
-                 backoff: float = BACKOFF_S, stream: bool = False):
+                 backoff: float = BACKOFF_S, stream: bool = False, top_logprobs: int | None = None):
         self.tag = tag
         self.name = name or tag
         self.host = normalize_host(host)
@@ -88,6 +94,7 @@ class OllamaBackend:
         self.retries = RETRIES if retries is None else int(retries)
         self.backoff = backoff
         self.stream = bool(stream)
+        self.top_logprobs = TOP_LOGPROBS if top_logprobs is None else int(top_logprobs)
         self.http = Transport(self.host, model=self.name, server="Ollama", timeout_s=self.timeout, retries=self.retries,
                               backoff_s=backoff, down_hint="check the server (`ollama serve`, OLLAMA_HOST), then resume "
                                                            "with `shootout run --run-id ...`")
@@ -345,6 +352,55 @@ class OllamaBackend:
                          completion_tokens=resp.eval_count or 0, prompt_seconds=(resp.prompt_eval_duration or 0) / ns,
                          gen_seconds=(resp.eval_duration or 0) / ns, **common)
 
+    def score_choices(self, messages: list[dict[str, str]], choices) -> LabelScores:
+        """Every label's probability from one greedy reply with ``logprobs`` and ``top_logprobs``
+        (api/types.go ChatRequest, since 0.12.11): held to the labels by ``format`` (their JSON
+        schema) where the answer is JSON, bare labels unconstrained (they part at their first token).
+        The runner (llm/llama_server.go) asks llama-server for ``n_probs`` = max(top_logprobs, 1): the
+        alternatives are the raw distribution's top ones, so a label the constraint allows may lie
+        below them; it is then unscored (benchmark.backends.logprobs). Never streamed."""
+        seed = 0
+        cached_estimate = self._cached_estimate(messages, seed)
+        budget = lp.token_budget(choices)
+        body = self._chat_body(messages, {"temperature": 0.0, "seed": seed, "num_ctx": self.num_ctx,
+                                          "num_predict": budget}, logprobs=True, top_logprobs=self.top_logprobs)
+        schema = lp.json_schema_of(choices)
+        if schema is not None:
+            body["format"] = schema
+
+        def answer(ex: Exchange):
+            if not ex.ok:
+                self._refused(ex, "POST /api/chat")
+            return self._chunk(ex.json_object(), ex.body), ex
+
+        t0 = time.perf_counter()
+        resp, ex = self.http.call("POST", "/api/chat", body, parse=answer,
+                                  max_bytes=answer_cap(budget) + budget * self.top_logprobs * 300)
+        wall = time.perf_counter() - t0
+        text = (resp.message.content if resp.message else "") or ""
+        self._previous = (self._rendered + text) if self._rendered is not None else None
+        steps = lp.steps_ollama(resp.logprobs)
+        if steps is None:
+            v = parse_version(self.version or "")
+            too_old = v is not None and v != (0, 0, 0) and v < LOGPROBS_VERSION
+            raise ShootoutError(f"model '{self.name}': Ollama {self.version or '(version unknown)'} at {self.host} "
+                                "answered a label scoring without log-probabilities",
+                                "upgrade Ollama to 0.12.11 or later (logprobs came then)" if too_old else
+                                "use task.decoding: generate for this model")
+        scores = lp.from_text(steps, choices, listed=self.top_logprobs)
+        done = resp.done and resp.done_reason in ("stop", "length")
+        ns = 1e9
+        prompt_tokens = resp.prompt_eval_count or 0
+        best = scores.best
+        reply = HTTPReply(text=choices.prefix + choices.continuations[best] if best is not None else text,
+                          finish_reason=resp.done_reason if done else "aborted", prompt_tokens=prompt_tokens,
+                          cached_tokens=min(cached_estimate, max(prompt_tokens - 1, 0)),
+                          completion_tokens=resp.eval_count or 0,
+                          prompt_seconds=(resp.prompt_eval_duration or 0) / ns if done else None,
+                          gen_seconds=(resp.eval_duration or 0) / ns if done else None, wall_seconds=wall,
+                          attempts=ex.attempts)
+        return LabelScores(logprobs=scores.logprobs, probs=scores.probs, unscored=scores.unscored, reply=reply)
+
     @staticmethod
     def _chunk(data: Any, line: bytes):
         """One chat answer object (the whole answer, or one line of a stream) as ``ollama.ChatResponse``."""
@@ -420,15 +476,19 @@ class OllamaOptions(BackendOptions):
                                                                "never after a 4xx")
     stream: bool = Field(False, description="stream the replies, recording the time to the first content token and "
                                             "the inter-token latency of every call")
+    top_logprobs: int | None = Field(None, ge=1, le=20, description=f"alternatives asked for per token when scoring "
+                                                                    f"labels (default and most {TOP_LOGPROBS}; labels "
+                                                                    "below them are unscored)")
 
 
 def _make(entry, cfg, endpoint: str | None = None) -> OllamaBackend:
     o = entry.options
     return OllamaBackend(entry.tag, name=entry.name, host=endpoint, num_ctx=cfg.setting(entry, "num_ctx"),
-                         keep_alive=o.keep_alive, timeout=o.timeout_s, retries=o.retries, stream=o.stream)
+                         keep_alive=o.keep_alive, timeout=o.timeout_s, retries=o.retries, stream=o.stream,
+                         top_logprobs=o.top_logprobs)
 
 
 SPEC = BackendSpec(
     name="ollama", where="tag", options=OllamaOptions, factory=_make, address=lambda b: b.host,
     description="an Ollama server at OLLAMA_HOST, through the official client; tag: the model",
-    capabilities=Capabilities(json_schema=True, endpoints=True, memory_facts=True))
+    capabilities=Capabilities(label_scores=True, json_schema=True, endpoints=True, memory_facts=True))

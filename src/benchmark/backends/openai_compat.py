@@ -5,7 +5,9 @@ The task's JSON schema goes as OpenAI's ``response_format: {type: json_schema}``
 only know ``{type: json_object, schema}`` (llama-cpp-python's) reject that (400, 422, or a 500
 naming response_format), and the backend switches once to their form. Timings come from the server
 where it reports them (llama.cpp's ``timings``); otherwise only the wall clock is stored and the
-engine fields stay empty.
+engine fields stay empty. Label scoring (:meth:`OpenAICompatBackend.score_choices`) asks one greedy
+reply with ``logprobs`` and ``top_logprobs`` and reads the labels' probabilities from it
+(``benchmark.backends.logprobs``).
 
 Requests follow the server backends' call policy (``benchmark.backends.http``: a wall-clock deadline
 of options.timeout_s, default 300 s, per attempt; options.retries, default 2, more attempts after a
@@ -32,13 +34,15 @@ from typing import Any
 
 from pydantic import Field
 
+from benchmark.backends import logprobs as lp
 from benchmark.backends.base import (BackendOptions, BackendSpec, BackendUnavailable, CallFailed, Capabilities,
-                                     PromptTooLong, Reply)
+                                     LabelScores, PromptTooLong, Reply)
 from benchmark.backends.http import BACKOFF_S, BadAnswer, Exchange, HTTPReply, Transport, answer_cap, shown, stream_timings
 from core.errors import ShootoutError
 
 TIMEOUT_S = 300.0
 RETRIES = 2
+TOP_LOGPROBS = 20  # alternatives asked for per token when scoring labels (OpenAI's and vLLM's default maximum)
 BASE_URL_HINT = "check base_url: it must be the OpenAI-compatible root (usually ending in /v1)"
 
 # how servers say the prompt does not fit: error codes / types, and phrases of their messages
@@ -76,7 +80,7 @@ class _OtherSchemaForm(Exception):
 class OpenAICompatBackend:
     def __init__(self, base_url: str, model: str, *, name: str | None = None, api_key: str | None = None,
                  timeout: float | None = None, retries: int | None = None, stream: bool = False,
-                 backoff: float = BACKOFF_S):
+                 backoff: float = BACKOFF_S, top_logprobs: int | None = None):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.name = name or model
@@ -86,26 +90,32 @@ class OpenAICompatBackend:
         self.stream = bool(stream)
         self.schema_style = "json_schema"
         self.server_models: list[str] = []
+        self.top_logprobs = TOP_LOGPROBS if top_logprobs is None else int(top_logprobs)
         self.http = Transport(self.base_url, model=self.name, server="the server", timeout_s=self.timeout,
                               retries=self.retries, backoff_s=backoff,
                               headers={"Authorization": f"Bearer {api_key}"} if api_key else None)
 
     # ------------------------------------------------------------------ protocol
+    def listing(self, ex: Exchange) -> list[str]:
+        """The model ids of the answer to GET /models."""
+        if ex.status == 404:  # a server without a model listing: the chat calls will tell
+            return []
+        if not ex.ok:
+            raise ShootoutError(f"model '{self.name}': the server at {self.base_url} answered HTTP {ex.status} "
+                                f"{ex.reason} to GET /models: {ex.detail()}".rstrip(": "),
+                                "check base_url and options.api_key")
+        if not ex.body.strip():
+            raise ShootoutError(f"model '{self.name}': the server at {self.base_url} answered GET /models with an "
+                                "empty body", "mlx_lm.server answers so when it has no Hugging Face cache folder: "
+                                              "use backend: mlx for it; otherwise check base_url")
+        data = ex.json_object().get("data")
+        return [str(m.get("id", "")) for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+
     def load(self) -> float:
         t0 = time.perf_counter()
-
-        def listing(ex: Exchange) -> list[str]:
-            if ex.status == 404:  # a server without a model listing: the chat calls will tell
-                return []
-            if not ex.ok:
-                raise ShootoutError(f"model '{self.name}': the server at {self.base_url} answered HTTP {ex.status} "
-                                    f"{ex.reason} to GET /models: {ex.detail()}".rstrip(": "),
-                                    "check base_url and options.api_key")
-            data = ex.json_object().get("data")
-            return [str(m.get("id", "")) for m in data if isinstance(m, dict)] if isinstance(data, list) else []
-
         try:
-            self.server_models = self.http.call("GET", "/models", parse=listing, retry_bad=False, hint=BASE_URL_HINT)
+            self.server_models = self.http.call("GET", "/models", parse=self.listing, retry_bad=False,
+                                                hint=BASE_URL_HINT)
         except BackendUnavailable as exc:
             raise ShootoutError(f"model '{self.name}': no OpenAI-compatible server answers at {self.base_url} "
                                 f"({exc.message.rsplit(': ', 1)[-1]})",
@@ -184,6 +194,68 @@ class OpenAICompatBackend:
                 self.schema_style = "json_object"
                 continue
             return reply.model_copy(update={"wall_seconds": time.perf_counter() - t0})
+
+    # ------------------------------------------------------------------ label scoring
+    def scoring_body(self, messages: list[dict[str, str]], choices) -> tuple[dict[str, Any], dict | None]:
+        """(the request, the schema it sends) of a label scoring: one greedy reply held to the labels by
+        their JSON schema where the answer is JSON (bare labels go unconstrained: they part at their
+        first token, which the alternatives show), with every token's log-probability and the top
+        ``top_logprobs`` alternatives at each position. Never streamed."""
+        body = {"model": self.model, "messages": messages, "temperature": 0.0, "seed": 0,
+                "max_tokens": lp.token_budget(choices), "stream": False, "logprobs": True,
+                "top_logprobs": self.top_logprobs}
+        return body, lp.json_schema_of(choices)
+
+    def score_choices(self, messages: list[dict[str, str]], choices) -> LabelScores:
+        """Every label's probability from one greedy reply's log-probabilities
+        (:func:`benchmark.backends.logprobs.from_text`); labels the server's alternatives do not show
+        are named in ``unscored``. A server that answers without log-probabilities, or refuses the
+        fields, stops the run with one message (every call would fail the same way)."""
+        body, schema = self.scoring_body(messages, choices)
+
+        def says_why(ex: Exchange) -> bool:
+            return self._too_long(ex.status, ex.detail(), ex.error_object()) is not None or \
+                self._refuses_form(ex, schema)
+
+        def answer(ex: Exchange) -> LabelScores:
+            if not ex.ok:
+                too_long = self._too_long(ex.status, ex.detail(), ex.error_object())
+                if too_long is not None:
+                    raise too_long
+                if self._refuses_form(ex, schema):
+                    raise _OtherSchemaForm
+                if ex.status in (400, 422) and "logprob" in ex.detail().lower():
+                    raise ShootoutError(f"model '{self.name}': the server at {self.base_url} refuses a label scoring "
+                                        f"(logprobs, top_logprobs {self.top_logprobs}): {ex.detail()}",
+                                        "lower options.top_logprobs to what it takes, or use task.decoding: generate")
+                if ex.status == 404:
+                    raise ShootoutError(f"model '{self.name}': the server at {self.base_url} has no model "
+                                        f"'{self.model}' ({ex.detail()})",
+                                        f"models there: {', '.join(self.server_models) or 'none listed'}")
+                raise self.http.refused(ex, "POST /chat/completions")
+            reply = self.reply_from(ex)
+            steps = lp.steps_openai(ex.json_object()["choices"][0].get("logprobs"))
+            if steps is None or any(s.token is None for s in steps):
+                raise ShootoutError(f"model '{self.name}': the server at {self.base_url} answered a label scoring "
+                                    "without the log-probabilities of its tokens (choices[0].logprobs.content), so "
+                                    "it cannot score labels",
+                                    "use task.decoding: generate for this model, or a server that returns logprobs "
+                                    "(llama.cpp's server, llama-cpp-python's, vLLM)")
+            return scores_reply(lp.from_text(steps, choices, listed=self.top_logprobs), choices, reply)
+
+        budget = body["max_tokens"]
+        t0 = time.perf_counter()
+        while True:
+            if schema:
+                body["response_format"] = self._response_format(schema)
+            try:
+                scored = self.http.call("POST", "/chat/completions", body, parse=answer, reads=says_why,
+                                        max_bytes=answer_cap(budget) + budget * self.top_logprobs * 300)
+            except _OtherSchemaForm:
+                self.schema_style = "json_object"
+                continue
+            wall = time.perf_counter() - t0
+            return scored.model_copy(update={"reply": scored.reply.model_copy(update={"wall_seconds": wall})})
 
     def reply_from(self, ex: Exchange) -> HTTPReply:
         """The Reply of a 2xx chat answer; BadAnswer for anything that is not a chat completion."""
@@ -276,6 +348,15 @@ class OpenAICompatBackend:
             wall_seconds=ex.t_end - ex.t0, attempts=ex.attempts, **(streamed or {}))
 
 
+def scores_reply(scores: lp.Scores, choices, reply: Reply) -> LabelScores:
+    """The LabelScores of a scored answer: the reply's text becomes the most probable label's (as in
+    process), its token counts and timings stay the server's."""
+    best = scores.best
+    text = choices.prefix + choices.continuations[best] if best is not None else reply.text
+    return LabelScores(logprobs=scores.logprobs, probs=scores.probs, unscored=scores.unscored,
+                       reply=reply.model_copy(update={"text": text}))
+
+
 # ---------------------------------------------------------------------------- registration
 
 
@@ -288,16 +369,20 @@ class OpenAIOptions(BackendOptions):
                                                                "never after a 4xx")
     stream: bool = Field(False, description="stream the replies, recording the time to the first content token and "
                                             "the inter-token latency of every call")
+    top_logprobs: int | None = Field(None, ge=1, le=1000, description=f"alternatives asked for per token when scoring "
+                                                                      f"labels (default {TOP_LOGPROBS}; labels below "
+                                                                      "them are unscored)")
 
 
 def _make(entry, cfg, endpoint: str | None = None) -> OpenAICompatBackend:
     o = entry.options
     return OpenAICompatBackend(endpoint or entry.base_url, entry.model or entry.name, name=entry.name,
-                               api_key=o.api_key, timeout=o.timeout_s, retries=o.retries, stream=o.stream)
+                               api_key=o.api_key, timeout=o.timeout_s, retries=o.retries, stream=o.stream,
+                               top_logprobs=o.top_logprobs)
 
 
 SPEC = BackendSpec(
     name="openai", where="base_url", where_is_endpoint=True, options=OpenAIOptions, factory=_make,
     address=lambda b: b.base_url,
     description="any OpenAI-compatible server (llama.cpp, vLLM, LM Studio); base_url",
-    capabilities=Capabilities(json_schema=True, endpoints=True))
+    capabilities=Capabilities(label_scores=True, json_schema=True, endpoints=True))

@@ -1,9 +1,12 @@
-"""The Decision sheet, first in every report: per candidate, the verdict against its reference at the
+"""The Decision sheet, first in every report: which family (when the run has several: each at its
+reference, ``benchmark.stats.families``), then per candidate the verdict against its reference at the
 margins on the task's decision metrics (``benchmark.stats.decision``), in words
 (``benchmark.report.verdicts``), quality with its interval, speed, the size the run stored,
 Pareto-optimal rungs, each model against the trivial baselines (label tasks), and the chart."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from benchmark import conventions as CV
 from benchmark import metrics as M
@@ -13,6 +16,7 @@ from benchmark.report.settings import Settings
 from benchmark.report.verdicts import margin_text, words
 from benchmark.stats import common
 from benchmark.stats import decision as D
+from benchmark.stats import families as F
 
 
 def primary_metric(report: Report, measures: dict, fallback: str) -> str:
@@ -34,6 +38,23 @@ def margins(cfg: Settings, measures: dict, primary: str, value_range) -> dict[st
         else usable
 
 
+def family_lines(rows, labels: dict[str, str], noun: str, value_range) -> list[str]:
+    """One verdict line per pair of families (``benchmark.stats.families``), first in the Decision."""
+    out = []
+    for (fa, ra, fb, rb), g in rows.groupby(["family_a", "reference_a", "family_b", "reference_b"], sort=False):
+        verdict = F.pair_verdict(g)
+        parts = []
+        for r in g.itertuples(index=False):
+            said = (f"{labels.get(r.metric, r.metric)} {r.value_a:.3g} vs {r.value_b:.3g}, difference "
+                    f"{r.diff:+.3g} (95% CI [{r.ci95_low:+.3g}, {r.ci95_high:+.3g}], Holm p {r.p_holm:.3g}): {r.verdict}")
+            if r.verdict == "not distinguishable":
+                said += (f"; about {r.items_to_decide:.0f} {noun}s would decide it at the margin "
+                         f"{margin_text(r.metric, r.margin, value_range)}" if np.isfinite(r.items_to_decide) else "")
+            parts.append(said)
+        out.append(f"Which family: {fa} (at {ra}) vs {fb} (at {rb}): {verdict.upper()}. " + "; ".join(parts) + ".")
+    return out
+
+
 def decision_sheet(report: Report, measures, fallback: str, extra_note: str,
                    baselines: dict[str, str] | None = None, baseline_table=None) -> Sheet:
     """The Decision of a report whose details, references and intervals are filled in; sets
@@ -49,6 +70,10 @@ def decision_sheet(report: Report, measures, fallback: str, extra_note: str,
                            report.intervals, cfg.min_items, report.value_range)
     labels = {m: report.metric(m).label for m in tested}
     what, lines = words(table, long, noun, labels, value_name, cfg.min_items, baselines, report.value_range, cfg.alpha)
+    fams = report.details[["model", "family"]]
+    report.families = F.compare_families(measures, fams, F.family_pairs(fams, report.refs, list(report.references.pairs)),
+                                         tested, cfg.alpha, cfg.power, report.value_range)
+    lines = family_lines(report.families, labels, noun, report.value_range) + lines
     table["what_it_means"] = what
     if baselines:
         table["baseline"] = [baselines.get(m, "") for m in table["model"]]
@@ -88,6 +113,9 @@ def decision_sheet(report: Report, measures, fallback: str, extra_note: str,
         shown_long = long.drop(columns=["worse_by_ci90_high", "test_margin"], errors="ignore")
         appendix.append(("Every decision metric, candidate by candidate (consistency rows: ratios of within-"
                          f"{noun} variance)", "decision_tests", shown_long))
+    if len(report.families):
+        appendix.append(("Which family: each family at its reference, paired by item (two-sided, Holm across the "
+                         "pair's metrics; difference = second family minus first)", "family_tests", report.families))
     if baseline_table is not None and len(baseline_table):
         appendix.append(("Each model against the trivial baselines (paired by item, one-sided)", "baselines",
                          baseline_table.drop(columns=["words"], errors="ignore")))

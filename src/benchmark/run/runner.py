@@ -288,7 +288,7 @@ class Runner(ArmLoading):
                                     f"labels ({', '.join(capable('label_scores', scripted=False))})",
                                     f"use decoding: generate for the {arm.entry.backend} backend")
             scored = backend.score_choices(messages, task.choices())
-            return scored.reply, task.answer_from_probs(scored.probs)
+            return scored.reply, task.answer_from_probs(scored.probs, scored.unscored)
         constraint = task.constraint() if cfg.run.structured_output else None
         reply = backend.chat(messages, schema=constraint.schema if constraint and can.json_schema else None,
                              grammar=constraint.grammar if constraint and can.grammar else None,

@@ -64,7 +64,7 @@ class Answer:
     value: float | None = None
     confidence: float | None = None
     error: str | None = None
-    label_probs: dict[str, float] | None = None  # log-probability mode: every label's probability
+    label_probs: dict[str, float | None] | None = None  # log-probability mode: each label's (None: unscored)
 
     def fields_json(self) -> str | None:
         return json.dumps(self.fields, ensure_ascii=False) if self.fields is not None else None
@@ -82,7 +82,8 @@ class Choices:
 
     prefix: str
     continuations: dict[str, str]  # label -> the text that follows the prefix for that label
-    terminal: bool = False         # the end-of-turn token follows each continuation (bare labels)
+    terminal: bool = False         # the label is the whole reply (bare labels): a word character after it makes
+                                   # another word ("spammer" is not "spam"); servers' alternatives are read so
 
 
 @dataclass(frozen=True)

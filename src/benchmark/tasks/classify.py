@@ -44,7 +44,8 @@ class ClassifyTaskSpec(_Spec):
     variants: dict[str, VariantSpec] = Field(default_factory=dict)
     answer: Literal["json", "text"] = "json"
     decoding: Literal["generate", "logprob"] = Field("generate", description="logprob: score every label from one "
-                                                                              "prompt evaluation (llama.cpp only)")
+                                                                              "prompt evaluation (backends with label "
+                                                                              "scoring)")
     betas: list[float] = Field(default_factory=list, description="F-beta scores to report besides F1")
     item_noun: str = "text"
 
@@ -228,7 +229,7 @@ class ClassifyTask:
 
     def choices(self) -> Choices:
         if self.spec.answer == "json":
-            return Choices(prefix='{"label": "', continuations={k: f'{k}"}}' for k in self.labels}, terminal=False)
+            return Choices(prefix='{"label": "', continuations={k: f'{k}"}}' for k in self.labels})
         return Choices(prefix="", continuations={k: k for k in self.labels}, terminal=True)
 
     def parse(self, text: str) -> Answer:
@@ -248,11 +249,17 @@ class ClassifyTask:
                           if cleaned else "empty reply")
         return Answer(valid=True, fields={"label": label}, label=label)
 
-    def answer_from_probs(self, probs: dict[str, float]) -> Answer:
-        """Log-probability mode: the most probable label is the answer, its probability the confidence."""
-        label = max(self.labels, key=lambda k: (probs[k], -self.labels.index(k)))
+    def answer_from_probs(self, probs: dict[str, float], unscored: dict[str, str] | None = None) -> Answer:
+        """Log-probability mode: the most probable label is the answer, its probability the confidence.
+        Labels a server could not score (``unscored``: label -> why) are stored as None; with none
+        scored the call is invalid, naming why."""
+        scored = [k for k in self.labels if k in probs]
+        if not scored:
+            why = "; ".join(f"{k}: {r}" for k, r in (unscored or {}).items())
+            return Answer(valid=False, error=f"no label could be scored ({why or 'no probabilities'})")
+        label = max(scored, key=lambda k: (probs[k], -self.labels.index(k)))
         return Answer(valid=True, fields={"label": label}, label=label, confidence=float(probs[label]),
-                      label_probs={k: float(probs[k]) for k in self.labels})
+                      label_probs={k: float(probs[k]) if k in probs else None for k in self.labels})
 
     def warmup_item(self) -> Item:
         return Item(id="warmup", text="A short text to load the model.")
