@@ -341,7 +341,7 @@ def test_merged_shards_keep_the_order_the_bandwidth_and_the_speed_block(tmp_path
 def test_the_real_engine_loads_once_per_block_and_measures_its_block_once(tmp_path, embedded_gguf, monkeypatch):
     """Two in-process models on the real engine: counterbalanced, each is loaded (and warmed up) once per
     iteration block and freed before the other's block (kept over two of its blocks in a row); its llama-bench block (shortened here: pp64,
-    tg16, one repetition) is measured once, after its first warm-up, at the depth of its prompts; the
+    tg16, one repetition) is measured once, at its first load, at the depth of its prompts; the
     Speed sheet shows it with the share of the memory-bandwidth bound the run measured."""
     from benchmark.run import bench
     from tests.conftest import write_config

@@ -190,10 +190,19 @@ class RunSettings(_Strict):
                                        "block. grouped: every call of one model in a row (one load per model), for "
                                        "users who cannot afford the loads; a drift then lands on whichever model "
                                        "runs at the time")
-    speed_bench: bool = Field(True, description="in-process models: llama-bench's pp512, tg128 and tg128 at the "
-                                                "task's prompt depth (5 repetitions), measured once per model after "
-                                                "its first warm-up, and a memory copy test once per run; false skips "
-                                                "them (a few seconds per model)")
+    speed_bench: bool | int = Field(True, description="in-process models: llama-bench's pp512, tg128 and tg128 at "
+                                                      "the task's prompt depth, measured once per model at its first "
+                                                      "load, and a memory copy test once per run. true: 5 "
+                                                      "repetitions each (llama-bench's default; on a small CPU about "
+                                                      "a minute per model, on a GPU seconds); a number: that many "
+                                                      "repetitions; false: skipped")
+
+    @field_validator("speed_bench")
+    @classmethod
+    def _bench_reps(cls, v: bool | int) -> bool | int:
+        if not isinstance(v, bool) and v < 1:
+            raise ValueError(f"is {v}: true (5 repetitions), false (none), or a number of repetitions of at least 1")
+        return v
 
     @field_validator("concurrency")
     @classmethod

@@ -62,7 +62,7 @@ CONVENTIONS: dict[str, str] = {
     "bench": ("llama-bench figures (in-process models): pp512 (512 random tokens as one prompt), tg128 (128 "
               "tokens decoded one at a time, nothing sampled) and tg128 at the depth of the task's prompts (their "
               "mean tokens, cached first), tokens/s as mean +- sd (n - 1) of the repetitions, as llama-bench's "
-              "avg_ts and stddev_ts, measured in process after the model's first warm-up with the run's context, "
+              "avg_ts and stddev_ts, measured in process at the model's first load (its own warm-up passes first, as llama-bench's) with the run's context, "
               "batch and threads. Bound: memory bandwidth / bytes a generated token reads (every weight once, one "
               "row of the token embedding, the KV cache at the depth); share = tokens/s over the bound."),
     # figures

@@ -1,5 +1,5 @@
 """Loading an arm's model for the runner (``benchmark.run.runner``): on its backend, or on every server
-that hosts it; the uncounted warm-up; after the first warm-up of an in-process model in the run, its
+that hosts it; the uncounted warm-up; at the first load of an in-process model in the run, before its warm-up, its
 llama-bench-comparable block (``benchmark.run.bench``), the memory copy test before the run's first
 one; and what a load tells about the arm, stored. One part of ``Runner`` (its config, store, task and warnings)."""
 
@@ -43,10 +43,24 @@ class ArmLoading:
         self.store.set_bandwidth(self.run_id, gbs, how)
 
     def _load(self, backend, arm: Arm, seed: int, block: int | None = None) -> dict:
-        """Load and warm up (uncounted): the load's figures, the engine's facts and the memory it took;
-        after the first warm-up of an in-process model in the run, its speed block."""
+        """Load and warm up (uncounted): the load's figures, the engine's facts and the memory it took.
+        At the first load of an in-process model in the run, its speed block comes between the load and
+        the warm-up (the block warms itself up, as llama-bench does, and empties the prompt cache: the
+        warm-up call then fills it for the run's calls)."""
         rss0 = sysinfo.rss_mb()
         load_s = backend.load()
+        can = spec_of(arm.entry).capabilities
+        if (self.cfg.run.speed_bench and can.in_process and hasattr(backend, "speed_bench")
+                and arm.entry.name not in self._benched):
+            from benchmark.run.bench import measure
+
+            reps = None if self.cfg.run.speed_bench is True else int(self.cfg.run.speed_bench)
+            self._measure_bandwidth()
+            self.console.print(f"{arm.entry.name}: the speed block (pp512, tg128, tg128 at the prompts' depth; "
+                               f"{reps or 'five'} repetitions each; run.speed_bench: false skips it)",
+                               markup=False, highlight=False)
+            self.store.add_bench(measure(backend, self.task, arm, self._items, self.run_id, block, reps=reps))
+            self._benched.add(arm.entry.name)
         warm_s = warm_tokens = None
         if self.cfg.run.warmup:
             try:
@@ -56,14 +70,6 @@ class ArmLoading:
                 pass
             except CallFailed as exc:  # not a stored call either: the calls meet the same policy
                 self._warn(f"{arm.name}: the warm-up call got no usable answer ({exc.message}); going on")
-        can = spec_of(arm.entry).capabilities
-        if (self.cfg.run.speed_bench and can.in_process and hasattr(backend, "speed_bench")
-                and arm.entry.name not in self._benched):
-            from benchmark.run.bench import measure
-
-            self._measure_bandwidth()
-            self.store.add_bench(measure(backend, self.task, arm, self._items, self.run_id, block))
-            self._benched.add(arm.entry.name)
         info = backend.engine_info()
         memory = dict(info.get("memory") or {})
         if can.memory_facts:

@@ -11,7 +11,7 @@ task for items, messages, the reply constraint and how to parse a reply, and sto
   connection stays open for the run (the server holds the model).
 - Each iteration shuffles the item order from the run's seed; every arm sees the same order and
   the same per-call sampling seed for a given (iteration, item).
-- One uncounted warm-up call per model load loads the weights and fills the prompt cache; after the
+- One uncounted warm-up call per model load loads the weights and fills the prompt cache; before the
   first warm-up of an in-process model, its llama-bench-comparable block (``benchmark.run.bench``),
   unless ``run.speed_bench`` is off, with the memory copy test once per run before the first.
 - Every call is stored in its own transaction; re-running a run id skips stored calls, except, with

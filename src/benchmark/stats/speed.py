@@ -16,10 +16,10 @@ Satterthwaite's over the three parts, at most blocks - 1 (left uncapped, the est
 too liberal: 6-11% false positives at 2-4 blocks when items and blocks both varied). With one block,
 only items are clustered (a drift between arms cannot be seen then: the report says so).
 
-False positives at alpha 0.05, simulated (tests/test_speed_stats.py; 4,000 studies each, 20-100 items,
-2-6 blocks; item effects, block effects, both, or neither): 2-6% with three blocks or more, up to 7%
-when a small block effect hides in a three-block run by chance, up to 9% with two blocks; the paired
-t over items of each item's mean over its iterations gave 13-89% wherever the blocks varied.
+False positives at alpha 0.05, simulated (tests/test_speed.py asserts at most 7% over 3,000 runs of 30
+items at 3, 4 and 6 blocks, with item effects, block effects, both, or neither; a wider simulation of
+20-100 items gave 2-6% at three blocks or more and up to 9% at two); the paired t over items of each
+item's mean over its iterations gave 13-89% wherever the blocks varied.
 
 Drift (``drift``): each arm against itself, its early blocks (the first half) against its late ones
 (the second half), per item (the item's mean log seconds late minus early), paired t over items,
