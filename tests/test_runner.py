@@ -381,6 +381,7 @@ def test_label_scoring_stores_every_labels_probability(tmp_path):
         assert r["confidence"] == pytest.approx(0.8) and r["raw_text"] == f'{{"label": "{gold}"}}'
 
 
+@pytest.mark.slow
 def test_the_command_line_runs_and_reports_a_fake_model_in_seconds(tmp_path):
     """`shootout run` then `shootout report` on the fake backend: the whole command path, no model."""
     import pandas as pd

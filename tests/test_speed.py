@@ -75,6 +75,7 @@ def test_counterbalanced_blocks_rotate_and_reverse_so_every_arm_sits_at_the_same
         O.design(arms, 3, 0, "shuffled")
 
 
+@pytest.mark.slow
 def test_the_arms_take_turns_per_block_each_call_stores_its_block_and_slot(tmp_path):
     rep, calls = _run(tmp_path, _identical_arms())
     with Store(tmp_path / "results.sqlite") as store:
@@ -91,6 +92,7 @@ def test_the_arms_take_turns_per_block_each_call_stores_its_block_and_slot(tmp_p
     assert "counterbalanced" in rep.sheet("Speed").note
 
 
+@pytest.mark.slow
 def test_a_resumed_counterbalanced_run_keeps_its_order_and_stores_each_call_once(tmp_path):
     """The server goes down every few calls; each resume goes on in the stored order, and the rows equal
     those of an uninterrupted run (block and slot included)."""
@@ -129,11 +131,19 @@ def test_a_bad_order_or_bandwidth_is_one_clear_message(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config(config)
     assert "memory_bandwidth_gbs" in str(exc.value)
+    for bad in ("0", "-2", "often"):
+        config = classify_config(tmp_path, models=_identical_arms(), run_extra=f"  speed_bench: {bad}\n")
+        with pytest.raises(ConfigError) as exc:
+            load_config(config)
+        assert "speed_bench" in str(exc.value), bad
+    config = classify_config(tmp_path, models=_identical_arms(), run_extra="  speed_bench: 3\n")
+    assert load_config(config).run.speed_bench == 3
 
 
 # --------------------------------------------------------------------------- must show: a drift halfway
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [100, 101, 102])
 def test_a_slowdown_halfway_falls_on_both_arms_counterbalanced_and_on_one_grouped(tmp_path, seed):
     """Two identical arms on a machine that runs at half speed from halfway through the run (every
@@ -165,6 +175,7 @@ def test_a_slowdown_halfway_falls_on_both_arms_counterbalanced_and_on_one_groupe
     assert any("Order grouped" in line for line in grouped.speed_lines)
 
 
+@pytest.mark.slow
 def test_without_a_drift_identical_arms_are_not_distinguishable_and_nothing_warns(tmp_path):
     rep, _ = _run(tmp_path, _identical_arms(), seed=100)
     row = rep.decision.set_index("model").loc["b"]
@@ -202,6 +213,7 @@ def test_the_interval_of_a_speed_ratio_widens_with_noisy_timings():
     assert width(r) > 10 * width(calm)
 
 
+@pytest.mark.slow
 def test_the_report_says_not_distinguishable_for_repeats_that_vary(tmp_path):
     """The same through a stored run: b's calls are 1.12-1.83x a's block by block; the Comparisons' p and
     the Decision's interval follow, and the Decision calls the speed not distinguishable."""
@@ -230,6 +242,7 @@ def test_the_report_says_not_distinguishable_for_repeats_that_vary(tmp_path):
 # --------------------------------------------------------------------------- the statistics
 
 
+@pytest.mark.slow
 def test_two_way_clustering_is_statsmodels_cluster_robust_error():
     import statsmodels.api as sm
 
@@ -276,6 +289,7 @@ def test_false_positives_of_the_speed_ratio_by_simulation(blocks):
             assert power > 0.5, (name, power)
 
 
+@pytest.mark.slow
 def test_drift_fires_on_a_move_and_keeps_quiet_on_noise():
     rng = np.random.default_rng(2)
     flat = rng.normal(0, 0.1, (2, 30, 4))
@@ -296,6 +310,7 @@ def test_drift_fires_on_a_move_and_keeps_quiet_on_noise():
 # --------------------------------------------------------------------------- the llama-bench block
 
 
+@pytest.mark.slow
 def test_the_speed_sheet_gives_the_share_of_the_bandwidth_bound(tmp_path):
     rep, _ = _run(tmp_path, _identical_arms(), iterations=2, n_items=4)
     bench = [BenchRow(run_id="r", model="a", test=t, n_prompt=p, n_gen=g, n_depth=d, reps=5, avg_ts=ts, stddev_ts=sd,
@@ -316,6 +331,7 @@ def test_the_speed_sheet_gives_the_share_of_the_bandwidth_bound(tmp_path):
     assert any("20.0 GB/s (declared" in x for x in verdict_lines(rep))
 
 
+@pytest.mark.slow
 def test_merged_shards_keep_the_order_the_bandwidth_and_the_speed_block(tmp_path):
     from benchmark.run.merge import merge
 

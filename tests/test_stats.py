@@ -91,6 +91,7 @@ def test_report_finds_the_shift_and_the_variance_difference(effects):
     assert all("tukey" not in csv for _, csv, _ in rep.sheet("ANOVA").appendix)
 
 
+@pytest.mark.slow
 def test_pair_figures_recompute_with_scipy_and_statsmodels(effects):
     from statsmodels.stats.power import TTestPower
 
@@ -274,6 +275,7 @@ def test_neutral_band_and_sample_variance_are_stated_and_used():
     assert common.item_var(x)[0, 0] == pytest.approx(np.var(x, ddof=1)) == pytest.approx(1.5 * np.var(x))
 
 
+@pytest.mark.slow
 def test_holm_matches_statsmodels():
     p = [0.01, 0.04, 0.03, 0.2, 0.005]
     assert list(common.holm(p)) == pytest.approx(list(multipletests(p, method="holm")[1]))
@@ -328,6 +330,7 @@ def test_decision_verdicts_recompute_with_statsmodels_tost(effects):
     assert dec.loc[SHIFTED, "speedup_vs_ref"] == pytest.approx(np.exp(np.log(w[BASE] / w[SHIFTED]).mean()))
 
 
+@pytest.mark.slow
 def test_decision_sheet_comes_first_and_says_what_to_do(effects, tmp_path):
     from openpyxl import load_workbook
 
@@ -375,6 +378,7 @@ def test_a_run_of_one_item_reports_no_verdict_and_says_why(tmp_path):
 # --------------------------------------------------------------------------- colours
 
 
+@pytest.mark.slow
 def test_workbook_colours_are_honest(effects, tmp_path):
     from openpyxl import load_workbook
 
@@ -423,6 +427,7 @@ def test_workbook_colours_are_honest(effects, tmp_path):
     assert ws.freeze_panes == f"B{header_row + 1}"
 
 
+@pytest.mark.slow
 def test_heatmap_cells_overlapping_the_reference_are_hatched(effects, tmp_path):
     from benchmark.report import charts as H
     from benchmark.report import plots
@@ -492,6 +497,7 @@ def test_calibration_matches_scikit_learn(effects):
 # --------------------------------------------------------------------------- settings and the CLI
 
 
+@pytest.mark.slow
 def test_report_uses_the_runs_stored_settings_unless_told_otherwise(tmp_path):
     db = tmp_path / "stored.sqlite"
     models = [SynthModel("a-f16", family="a", quant="F16"), SynthModel("a-q4", family="a", quant="Q4_K_M", shift=0.05),
