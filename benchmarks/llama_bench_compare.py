@@ -8,6 +8,11 @@ the two (engine, llama-bench, engine, llama-bench, ...), so a drift of the machi
 The depth defaults to the median length of the sentiment task's few-shot prompts on this model.
 Without llama-bench (none given, none on PATH) it prints the engine's figures alone. The ratio per
 test is engine / llama-bench of the means, per round, and their median over rounds.
+
+    python benchmarks/llama_bench_compare.py --db results.sqlite [--run-id ID] [--llama-bench PATH]
+
+compares the blocks a run stored (the Speed sheet: measured after each in-process model's first
+warm-up) with llama-bench on the same GGUFs, at the run's depth, repetitions and threads.
 """
 
 from __future__ import annotations
@@ -58,8 +63,38 @@ def prompt_depth(eng: LlamaCppBackend) -> int:
     return int(statistics.median(lengths))
 
 
+def stored(db: Path, run_id: str | None, binary: str | None, gpu_layers: int | None) -> None:
+    """A run's stored blocks beside llama-bench on the same GGUFs (``--db``)."""
+    from benchmark.store import Store
+
+    with Store(db, create=False) as store:
+        rid = run_id or store.latest_run_id(with_calls=True)
+        rows = store.bench_rows(rid)
+        where = {a.entry: a.location for a in store.arm_rows(rid)}
+    if not rows:
+        raise SystemExit(f"run {rid} in {db} holds no speed block (no in-process model, or run.speed_bench: false)")
+    out = []
+    for model in dict.fromkeys(r.model for r in rows):
+        mine = [r for r in rows if r.model == model]
+        engine = json.loads(mine[0].engine_json or "{}")
+        depth = max(r.n_depth for r in mine)
+        theirs = {}
+        if binary and where.get(model):
+            theirs = {bench_name(b): b for b in llama_bench_rows(binary, where[model], depth, mine[0].reps,
+                                                                 engine.get("n_threads"), gpu_layers)}
+        for r in mine:
+            b = theirs.get(r.test)
+            out.append([model, r.test, f"{r.avg_ts:.2f} +- {r.stddev_ts or 0:.2f}",
+                        f"{b['avg_ts']:.2f} +- {b['stddev_ts']:.2f}" if b else "-",
+                        f"{r.avg_ts / b['avg_ts']:.3f}" if b else "-"])
+    print(f"run {rid} in {db}; llama-bench: {binary or 'not found (stored figures only)'}\n")
+    print(table(["model", "test", "stored (engine)", "llama-bench", "engine / llama-bench"], out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--db", type=Path, default=None, help="compare a run's stored speed blocks instead")
+    ap.add_argument("--run-id", default=None)
     ap.add_argument("--model", default=None)
     ap.add_argument("--chat-template", default=None)
     ap.add_argument("--llama-bench", default=None)
@@ -70,8 +105,11 @@ def main() -> None:
     ap.add_argument("--gpu-layers", type=int, default=None)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    path = Path(a.model) if a.model else embedded_model()
     binary = a.llama_bench or shutil.which("llama-bench")
+    if a.db:
+        stored(a.db, a.run_id, binary, a.gpu_layers)
+        return
+    path = Path(a.model) if a.model else embedded_model()
     eng = LlamaCppBackend(path, n_ctx=4096, n_threads=a.threads, n_gpu_layers=a.gpu_layers,
                           chat_template=a.chat_template or ("gemma" if a.model is None else None))
     eng.load()

@@ -102,6 +102,7 @@ def write_config(tmp_path: Path, gguf: Path, *, models=None, iterations=1, artic
         for name, style in models)
     text = (f"task: sentiment\nnews:\n  source: snapshot\n  max_articles: {articles}\n"
             f"run:\n  iterations: {iterations}\n  temperature: 0.7\n  num_predict: 96\n  seed: 7\n"
+            f"  speed_bench: false\n"   # the speed block has its own tests (test_speed.py)
             f"  database: results.sqlite\nmodels:\n{entries}{extra}")
     path = tmp_path / "config.yaml"
     path.write_text(text)

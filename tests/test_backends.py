@@ -138,6 +138,7 @@ def test_logprob_on_a_backend_that_cannot_score_labels_is_refused_by_validate(tm
     load_config(config)
 
 
+@pytest.mark.slow
 def test_validate_names_a_backend_without_label_scoring(tmp_path, monkeypatch):
     """The command line says it too: a shipped backend with the flag turned off (in the validating
     process, through the registry's plugin hook) is named."""

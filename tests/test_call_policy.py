@@ -76,6 +76,7 @@ def servers():
     assert not fake.errors, fake.errors
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_servers_failing_one_call_in_three_leave_every_call_stored_once_and_retry_failed_asks_only_those(
         tmp_path, servers):
@@ -138,6 +139,7 @@ def _by_item(faults: dict[int, str]):
     return fault
 
 
+@pytest.mark.slow
 def test_a_4xx_is_never_retried_and_an_oversized_body_is_not_either(tmp_path):
     """A 400 first makes the backend try the json_object form of the schema (servers that only know it
     refuse json_schema with a 400); refused again, the call fails at once, whatever options.retries says."""
@@ -156,6 +158,7 @@ def test_a_4xx_is_never_retried_and_an_oversized_body_is_not_either(tmp_path):
     assert met.count("huge") == 1 and met.count("400") == 2  # once per form for the 400, despite retries: 3
 
 
+@pytest.mark.slow
 def test_an_endpoint_that_keeps_failing_is_retired_and_its_work_finishes_on_the_other(tmp_path):
     """Two endpoints of one model; one answers 500 to everything: three failed calls retire it, the
     rest go to the healthy one, and the run finishes."""
@@ -177,6 +180,7 @@ def test_an_endpoint_that_keeps_failing_is_retired_and_its_work_finishes_on_the_
 
 # ------------------------------------------------------------------ Ollama: timeouts and garbled answers
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ollama_honours_timeout_s_and_retries_and_stops_when_its_only_host_keeps_failing(tmp_path):
     fake = FakeOllama()
@@ -196,6 +200,7 @@ def test_ollama_honours_timeout_s_and_retries_and_stops_when_its_only_host_keeps
     fake.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_host_that_never_answers_is_given_up_on_after_retries_plus_one_timeouts(tmp_path):
     """A socket that accepts and never answers: the first request (GET /api/version) is given up on
@@ -266,6 +271,7 @@ def test_ollama_answers_that_are_not_json_or_of_the_wrong_shape_at_load_are_one_
     ("wrong_shape", "wrong_shape", "JSON of the wrong shape for POST /api/chat (message: Field required)"),
     ("cut", "cut", "closed the connection after"),
 ])
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 def test_ollama_chat_answers_that_are_garbled_are_failed_calls_and_the_run_goes_on(tmp_path, ollama, fault, kind,
                                                                                     needle, stream):
@@ -283,6 +289,7 @@ def test_ollama_chat_answers_that_are_garbled_are_failed_calls_and_the_run_goes_
     assert all(r["valid"] == 1 for r in rows if r["finish_reason"] != "failed")
 
 
+@pytest.mark.slow
 def test_a_failed_call_counts_as_unanswered_and_stays_out_of_the_latency_figures(tmp_path):
     """The report counts the failed call (an unanswered call: not valid) and keeps its time, which is the
     time of a failure, out of seconds per sample."""

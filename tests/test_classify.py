@@ -80,6 +80,7 @@ def test_japanese_text_stays_intact_from_file_to_prompt():
     assert item.text in task.messages(item, "zero_shot")[-1]["content"]
 
 
+@pytest.mark.slow
 def test_a_broken_task_block_is_one_clear_error_naming_the_field(tmp_path):
     text = (EXAMPLES / "sst2" / "config.yaml").read_text().replace("positive: positive", "positive: upbeat")
     (tmp_path / "data").mkdir()
@@ -214,6 +215,7 @@ def test_logprob_mode_stores_every_label_probability(tmp_path, embedded_gguf):
 # --------------------------------------------------------------------------- report vs libraries
 
 
+@pytest.mark.slow
 def test_label_report_figures_equal_scikit_learn_and_statsmodels_on_the_stored_rows(tmp_path):
     from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, precision_recall_fscore_support
     from statsmodels.stats.contingency_tables import cochrans_q, mcnemar

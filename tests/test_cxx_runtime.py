@@ -68,6 +68,7 @@ def _run(lib: Path, first: str) -> str:
     return f"exit {r.returncode}: {r.stdout.strip()}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(GXX is None or sys.platform != "linux", reason="needs g++ on Linux")
 def test_an_exported_static_cxx_runtime_breaks_after_pandas_and_the_engine_flags_prevent_it(tmp_path):
     exported = _build(tmp_path / "exported", [])
@@ -85,6 +86,7 @@ def test_an_exported_static_cxx_runtime_breaks_after_pandas_and_the_engine_flags
     assert not cxx_runtime.inspect(exported).carries_runtime  # it only uses the copy next door
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(GXX is None or sys.platform != "linux", reason="needs g++ on Linux")
 def test_the_engine_check_names_the_library_and_the_rebuild(tmp_path):
     exported = _build(tmp_path / "exported", [])
@@ -107,6 +109,7 @@ def test_every_engine_build_on_linux_hides_static_libraries():
     assert accel.wheel_tag("cuda") != accel.wheel_tag("cuda", "-DCMAKE_CUDA_ARCHITECTURES=90")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(GXX is None or sys.platform != "linux", reason="needs g++ on Linux")
 def test_run_and_doctor_refuse_an_engine_that_exports_a_cxx_runtime(tmp_path):
     """The engine as the CUDA box built it (a library carrying an exported libstdc++), pointed at with

@@ -195,6 +195,7 @@ def test_a_demo_config_of_one_rung_loads(tmp_path, embedded_gguf):
     assert [m.name for m in cfg.models] == ["gemma3-270m-f16"] and not cfg.compare
 
 
+@pytest.mark.slow
 def test_the_demo_config_asks_which_family_and_which_rung(tmp_path, embedded_gguf):
     """Two families: each rung against its family's F16, and the two F16s against each other; Gemma's
     chat format declared (its GGUF has none), SmolLM2's taken from its GGUF."""
@@ -221,6 +222,11 @@ def test_the_demo_config_asks_which_family_and_which_rung(tmp_path, embedded_ggu
     assert all(templates[m] == "gemma" for m in MODELS[:3]) and all(templates[m] is None for m in MODELS[3:])
     assert all(m.prompt_style == "few_shot" for m in cfg.models)
     assert {m.name: cfg.model_path(m).name for m in cfg.models}["smollm2-135m-q4_0"] == "smollm2-135m.Q4_0.gguf"
+    # the speed block costs about a minute per model on a small CPU: on where the build offloads
+    from engine.runtime import gpu_offload_supported
+
+    assert cfg.run.speed_bench is gpu_offload_supported()
+    assert cfg.run.order == "counterbalanced"
     assert cfg.run.iterations == 3 and "max_articles" not in (tmp_path / "config.yaml").read_text()
 
 
@@ -237,6 +243,7 @@ def test_the_demo_names_unknown_families_in_one_clear_error(tmp_path):
     assert not (tmp_path / "demo").exists() and not (tmp_path / "ex").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_an_example_runs_on_smollm2_when_asked(tmp_path):
     """`--model smollm2` for a classification example: the one model entry becomes SmolLM2 (its GGUF
     beside the config, its own chat template), and the pairs that named the old entry follow."""

@@ -88,6 +88,7 @@ def value_null_pvalues(shape: dict, runs: int = RUNS, n: int = 24, R: int = 3, M
 
 @pytest.mark.parametrize("shape,n", [("demo", 24), ("interaction", 24),
                                      pytest.param("interaction", 96, marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_value_tests_keep_their_level_under_the_null(shape, n):
     ps = value_null_pvalues(SHAPES[shape], n=n, seed=(11 if shape == "demo" else 12) + n)
     rates = {k: _rate(p) for k, p in ps.items()}
@@ -134,6 +135,7 @@ def test_agreement_with_the_reference_keeps_its_level_for_a_replica(shape):
     assert _rate(p2) > _rate(p)
 
 
+@pytest.mark.slow
 def test_tost_and_verdicts_hold_their_level_at_the_margin():
     """A candidate worse by exactly the margin is called non-inferior (or equivalent) in ~5% of runs at the
     demo's size; under no difference 'worse' (one-sided at 5%; a lone candidate's Holm) is called in ~5%.
@@ -250,6 +252,7 @@ def label_null_pvalues(shape: dict, runs: int = LABEL_RUNS, n: int = 50, R: int 
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", list(LABEL_SHAPES))
 def test_label_tests_keep_their_level_under_the_null(shape):
     ps = label_null_pvalues(LABEL_SHAPES[shape], seed=51 if shape.startswith("shared") else 52)
@@ -260,6 +263,7 @@ def test_label_tests_keep_their_level_under_the_null(shape):
         assert BAND[0] <= r <= BAND[1], (k, r)
 
 
+@pytest.mark.slow
 def test_label_agreement_keeps_its_level_for_a_replica():
     runs, n, M = LABEL_RUNS, 50, 4
     d = _label_data(LABEL_SHAPES["shared difficulty"], runs, n, 3, M, seed=61, item_effect_sd=0.0)
@@ -329,6 +333,7 @@ def test_under_no_difference_at_most_5_percent_of_ladder_reports_call_a_rung_wor
     assert rates["shifted"] <= 0.06 and rates["less consistent"] <= 0.06
 
 
+@pytest.mark.slow
 def test_under_no_difference_at_most_5_percent_of_label_ladders_call_a_rung_worse():
     runs, n, rungs = 1500, 100, 3
     d = _label_data(LABEL_SHAPES["shared difficulty"], runs, n, 3, rungs, seed=404, invalid=0.0)
@@ -404,6 +409,7 @@ def test_every_item_agreeing_is_never_called_equivalent():
     assert D.judge([D.figures(r, m, "quality", ALPHA)], ["quality"], ALPHA)[1][0] == "equivalent"
 
 
+@pytest.mark.slow
 def test_better_than_the_majority_baseline_holds_its_level_at_the_boundary():
     """A model exactly as accurate as always answering the majority class is called better in at most ~5% of
     runs (one-sided paired t over items); a model well above it is found."""

@@ -123,6 +123,7 @@ def test_the_smoke_call_uses_the_configs_task(tmp_path, ollama):
     assert r.returncode == 2 and rows["smoke call"].startswith("FAIL the reply does not fit the task's schema")
 
 
+@pytest.mark.slow
 def test_an_old_server_a_missing_model_and_no_server_are_clear(tmp_path, ollama):
     ollama.version = "0.11.4"
     r, rows = _doctor("--tag", TAG, "-c", str(tmp_path / "none.yaml"), host=ollama.url)

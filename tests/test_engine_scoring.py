@@ -86,6 +86,7 @@ def _reference(engine, messages, choices: Choices, end_of_turn: bool, rows=_rows
     return dict(zip(labels, p / p.sum()))
 
 
+@pytest.mark.slow
 def test_labels_parting_at_their_first_token_are_scored_from_the_prompt_alone(scorer):
     """Spam's bare labels and sst2's JSON labels part at their first token: nothing is decoded after
     the prompt, no end-of-turn term counts, and the probabilities are those of the labels' first
@@ -112,6 +113,7 @@ def test_labels_parting_at_their_first_token_are_scored_from_the_prompt_alone(sc
             assert got.probs == pytest.approx(ref, abs=0.08), (name, item.id)
 
 
+@pytest.mark.slow
 def test_the_same_item_gets_the_same_probabilities_whatever_came_before(scorer):
     """The probabilities of an item do not depend on what the cache held: scored first, after other
     items, after a generation of another item, and after the cache was cleared, they are equal to
@@ -132,6 +134,7 @@ def test_the_same_item_gets_the_same_probabilities_whatever_came_before(scorer):
     assert seen[0].reply.cached_tokens > 100 and seen[-1].reply.cached_tokens == 0
 
 
+@pytest.mark.slow
 def test_labels_that_part_late_are_decoded_in_one_batch_and_renormalized_where_they_part(scorer):
     """Labels sharing their first tokens (and one label the beginning of another, which parts from it
     by ending) are decoded once, side by side, and each label's probability is the product, over the
@@ -155,6 +158,7 @@ def test_labels_that_part_late_are_decoded_in_one_batch_and_renormalized_where_t
     assert reply.completion_tokens >= 1
 
 
+@pytest.mark.slow
 def test_the_end_of_turn_term_is_scored_only_when_asked(scorer):
     """With end_of_turn the score is the whole reply's probability: every token of the label, then the
     end of turn, normalized over the labels (computed here from the whole sequences). On spam's bare

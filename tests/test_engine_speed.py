@@ -12,6 +12,7 @@ from benchmark.tasks.sentiment import SENTIMENT
 from benchmark.tasks.sentiment.news import load_snapshot
 
 
+@pytest.mark.slow
 def test_speed_bench_reports_llama_bench_figures_and_leaves_the_engine_as_it_was(engine):
     msgs = SENTIMENT.messages(load_snapshot()[0].to_item(), "zero_shot")
     before = engine.chat(msgs, temperature=0.0, max_tokens=6).text
@@ -32,6 +33,7 @@ def test_speed_bench_reports_llama_bench_figures_and_leaves_the_engine_as_it_was
     assert again.cached_tokens == 0 and again.text == before
 
 
+@pytest.mark.slow
 def test_a_depth_beyond_the_context_is_lowered_to_what_fits(engine):
     out = engine.speed_bench(depth=10_000, n_prompt=16, n_gen=4, reps=2)
     assert out["depth_requested"] == 10_000 and out["depth"] == engine.n_ctx - 4 - 1

@@ -77,6 +77,7 @@ def test_tiny_model_exports_to_a_verified_ladder(tiny_export):
     assert "FROM ./tiny-llama.Q4_K_M.gguf" in text and 'PARAMETER stop "<|eot_id|>"' in text
 
 
+@pytest.mark.slow
 def test_kld_from_a_16_bit_source_orders_the_ladder_and_matches_a_reference_computation(tiny_export):
     """Fewer bits, further from F16: Q8_0 < Q5_K_M < Q4_K_M in mean KLD (same top token the other
     way); and every figure is what KL(F16 || rung) over the same token ids gives, computed here
@@ -123,6 +124,7 @@ def test_kld_from_a_16_bit_source_orders_the_ladder_and_matches_a_reference_comp
         assert qq[q]["same_top_pct"] == pytest.approx(same, abs=100.0 / len(ref)), q
 
 
+@pytest.mark.slow
 def test_rerun_keeps_complete_levels_and_rebuilds_a_damaged_one(tiny_hf, tiny_export):
     out, r = tiny_export
     assert r.returncode == 0, r.stderr
@@ -195,6 +197,7 @@ def test_gguf_source_weight_mismatch_is_reported_with_the_worst_tensor(tiny_gguf
     assert p["mismatched_tensors"] == [] and p["tensors"] == len(gguf_meta.read(tiny_gguf).tensors)
 
 
+@pytest.mark.slow
 def test_a_gguf_source_the_f16_cannot_reproduce_fails_the_export(tiny_gguf, tmp_path):
     """An F32 GGUF with one tensor of tiny weights (below float16's normal range): its F16 rounds
     them away, and the export says so, naming the tensor (exit code 2, figures in the manifest)."""
@@ -213,6 +216,7 @@ def test_a_gguf_source_the_f16_cannot_reproduce_fails_the_export(tiny_gguf, tmp_
     assert p["reference"] == "source GGUF weights (dequantized)"
 
 
+@pytest.mark.slow
 def test_bad_sources_are_one_clear_error(tmp_path, tiny_export):
     out, _ = tiny_export
     cut = tmp_path / "cut.gguf"
@@ -336,6 +340,7 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
             for t in GGUFReader(str(path)).tensors}
 
 
+@pytest.mark.slow
 def test_importance_matrix_lowers_the_weighted_error_and_both_formats_agree(tiny_export, tmp_path):
     """What an importance matrix is for: Q4_K_M rounding that errs less where the activations are
     large. Against the F16 weights, the imatrix-weighted squared error of every tensor it covers is

@@ -48,6 +48,7 @@ def test_two_families_that_answer_alike_are_not_called_different(tmp_path):
     assert "BETTER" not in line
 
 
+@pytest.mark.slow
 def test_a_better_family_is_named_at_most_alpha_of_the_time_under_no_difference():
     """2,000 simulated pairs of family references with no true difference (per-item figures with a
     shared item effect, as paired items have), two quality metrics each: "better" is named in at most

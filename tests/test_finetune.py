@@ -28,6 +28,7 @@ def _reply(reasoning, sentiment, confidence):
     return json.dumps({"reasoning": reasoning, "sentiment": sentiment, "confidence": confidence})
 
 
+@pytest.mark.slow
 def test_builders_produce_the_expected_sharegpt_records(tmp_path):
     (tmp_path / "Tweets.csv").write_text(TWEETS, encoding="utf-8")
     (tmp_path / "Sentences_75Agree.txt").write_bytes(PHRASEBANK.encode("latin-1"))
@@ -56,6 +57,7 @@ def test_builders_produce_the_expected_sharegpt_records(tmp_path):
     assert alpaca[3] == {"instruction": ZERO_SHOT_SYSTEM_PROMPT, "input": expected[3][0], "output": expected[3][1]}
 
 
+@pytest.mark.slow
 def test_join_drops_invalid_records_with_a_reason(tmp_path):
     good = {"id": "a", "text": "Acme rose.", "reasoning": "Up.", "sentiment": 0.5, "confidence": 0.9, "source": "x"}
     bad = {**good, "id": "b", "text": "Acme fell.", "sentiment": 3.0}
@@ -154,6 +156,7 @@ def tiny_base(tiny_hf_model) -> Path:
     return tiny_hf_model  # the session's tiny model (tests/conftest.py), shared with the export tests
 
 
+@pytest.mark.slow
 def test_every_example_ends_with_eos_and_pad_differs(tiny_base):
     from transformers import AutoTokenizer
 
@@ -236,6 +239,7 @@ def test_one_seed_gives_the_same_losses_and_another_seed_different_ones(seeded_r
     assert all(x != y for x, y in zip(losses["a"], losses["c"]))  # another data order, LoRA init and dropout
 
 
+@pytest.mark.slow
 def test_examples_longer_than_max_seq_len_are_dropped_and_the_rest_trained(seeded_runs):
     rep = seeded_runs["a"]["report"]
     assert rep["data"]["dropped_too_long"] == 1 and rep["data"]["examples"] == 16
@@ -244,6 +248,7 @@ def test_examples_longer_than_max_seq_len_are_dropped_and_the_rest_trained(seede
     assert "16 training and 0 eval examples (1 too long, dropped)" in " ".join(seeded_runs["a"]["stderr"].split())
 
 
+@pytest.mark.slow
 def test_unsloth_is_refused_without_cuda(tiny_base, tmp_path):
     import torch
 

@@ -227,6 +227,7 @@ reply_text = st.one_of(st.text(max_size=200), json_value.map(json.dumps), sentim
                        sentiment_like.map(lambda d: "```json\n" + json.dumps(d) + "\n```"))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(text=reply_text)
 def test_sentiment_reply_parser(text):
@@ -244,6 +245,7 @@ def classify_tasks():
     return [ClassifyTask(ClassifyTaskSpec.model_validate({**spec, "answer": a})) for a in ("json", "text")]
 
 
+@pytest.mark.slow
 @FUZZ
 @given(text=st.one_of(reply_text, st.sampled_from(["spam", " Ham. ", "'SPAM'!", "**ham**", "", "eggs"])))
 def test_classify_reply_parser(classify_tasks, text):
@@ -268,6 +270,7 @@ def test_classify_reply_parser(classify_tasks, text):
                           "timings": st.one_of(json_value, st.fixed_dictionaries({}, optional={
                               "prompt_ms": json_value, "predicted_ms": json_value, "cache_n": json_value}))})
                       .map(lambda d: json.dumps(d).encode())))
+@pytest.mark.slow
 def test_openai_answers(body):
     """A 2xx answer of any shape is a Reply or the transport's BadAnswer (stored as a failed call by the
     call policy): never a crash."""

@@ -107,6 +107,7 @@ def failed_calls(folder: Path) -> list[tuple]:
         con.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_hanging_server_is_given_up_on_in_the_configured_time(tmp_path):
     """Issue 25's policy: each call is given up on after (retries + 1) x timeout_s and stored as failed."""
@@ -141,6 +142,7 @@ def test_non_json_or_choices_less_answers_are_failed_calls_with_their_reason(tmp
     assert all("model 'served'" in e and needle in e for _, _, e, _ in rows), rows
 
 
+@pytest.mark.slow
 def test_a_500_on_models_is_reported_as_such(tmp_path):
     with fake_server(models=lambda h, b: (500, "application/json",
                                           json.dumps({"error": {"message": "CUDA out of memory"}}))) as (url, _):
@@ -232,6 +234,7 @@ def test_news_cache_dir_that_is_a_file_is_one_clear_error(tmp_path):
     assert f"news.cache_dir {tmp_path / 'cachefile'} is a file, not a folder" in msg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("out", ["afile", "afile/sub"])
 def test_export_out_that_is_a_file_is_one_clear_error(tmp_path, out):
     (tmp_path / "afile").write_text("x")
@@ -329,6 +332,7 @@ def small_disk(folder: Path, size: str = "24m"):
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_run_on_a_disk_that_fills_up_exits_2_and_resumes_once_space_is_freed(tmp_path):
     with small_disk(tmp_path / "disk") as disk:
         state = {"filler": None}
@@ -456,6 +460,7 @@ def test_a_bad_thread_count_in_the_environment_is_one_clear_error(tmp_path, embe
     assert "SHOOTOUT_THREADS='two'" in r.stderr and "whole number" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_a_damaged_embedded_model_is_assembled_again_and_never_seen_half_written(tmp_path, embedded_gguf):
     import hashlib
 

@@ -138,6 +138,7 @@ def label_report(tmp_path):
     return db, rep, inputs
 
 
+@pytest.mark.slow
 def test_the_page_is_one_file_that_needs_no_network(label_report, tmp_path):
     from benchmark.report.html import write_html
 
@@ -235,6 +236,7 @@ def _not_run(page) -> None:
     assert page.locator("#explorer-root img, #explorer-root script, #explorer-root b").count() == 0
 
 
+@pytest.mark.slow
 def test_explorer_filters_in_chromium(browser, label_report, tmp_path):
     from benchmark.report.html import write_html
 

@@ -83,6 +83,7 @@ def test_a_visible_gpu_without_the_cuda_compiler_warns_and_builds_for_the_cpu(tm
     assert "NVIDIA H200" in r.stderr and "nvcc" in r.stderr and "make install ACCEL=cuda" in r.stderr
 
 
+@pytest.mark.slow
 @needs_make
 def test_accel_named_explicitly_is_taken_as_asked_and_switches_an_installed_engine(tmp_path):
     env = _bin(tmp_path, gpu=False, nvcc=False)

@@ -77,6 +77,7 @@ def spam_report(tmp_path_factory):
     return rep, answers, items
 
 
+@pytest.mark.slow
 def test_the_per_item_sheet_shows_invalid_replies_and_ties_as_such(spam_report):
     rep, answers, items = spam_report
     pi = rep.sheet("Per Message").table
@@ -125,6 +126,7 @@ def test_the_decision_and_console_say_no_better_than_always_answering_spam(spam_
     assert row["baseline_accuracy"] == pytest.approx(39 / 50) and not row["better"] and row["diff"] < -0.2
 
 
+@pytest.mark.slow
 def test_the_per_class_chart_marks_the_baselines(spam_report, tmp_path):
     from benchmark.report.charts import per_class_heatmap, per_class_table
 
@@ -137,6 +139,7 @@ def test_the_per_class_chart_marks_the_baselines(spam_report, tmp_path):
     assert per_class_heatmap(rep, tmp_path / "pc.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_the_console_shows_what_log_probability_mode_measured(tmp_path):
     from benchmark.report.console import model_summary
 
@@ -161,6 +164,7 @@ def test_the_console_shows_what_log_probability_mode_measured(tmp_path):
     assert rows[0]["label_prob_margin"] == pytest.approx(np.mean([2 * p - 1 for p in flat]))
 
 
+@pytest.mark.slow
 def test_a_run_stored_with_a_three_class_positive_and_a_negative_beta_still_reports(tmp_path):
     """Runs stored before the config check refused these report every other figure, and say which they
     could not compute and why (they used to end in a traceback, after every call of the run)."""

@@ -220,6 +220,7 @@ def test_per_class_and_confusion_equal_sklearn(tri):
         assert cms[model].to_numpy().sum() == len(r)
 
 
+@pytest.mark.slow
 def test_mcnemar_and_cochran_equal_statsmodels_on_per_item_votes(tri):
     calls, items = tri
     pi = L.per_item(calls, items, TRI)
@@ -361,6 +362,7 @@ def _rates(acc, vote, alpha=0.05, n_boot=2000, seed=0):
             "midp_attainable": attainable / runs}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_items", [24, 50])
 def test_false_positive_rates_under_the_null(n_items):
     runs = 2000  # Monte Carlo standard error of a 5 % rate: 0.5 points
@@ -377,6 +379,7 @@ def test_false_positive_rates_under_the_null(n_items):
         assert 0.03 <= rates["midp"] <= 0.07, rates
 
 
+@pytest.mark.slow
 def test_power_against_a_15_point_difference():
     runs = 500
     acc, vote = _studies([0.70, 0.85], 100, 3, runs, seed=7)
@@ -462,6 +465,7 @@ def label_report(tmp_path_factory):
     return rep, calls
 
 
+@pytest.mark.slow
 def test_label_paired_measures_recompute(label_report):
     rep, calls = label_report
     long = rep.sheet("Comparisons").appendix[1][2].set_index(["candidate", "metric"])

@@ -44,6 +44,7 @@ def test_a_streamed_call_times_its_first_content_chunk_not_the_chunk_that_names_
     assert r.e2e_seconds >= r.ttft_seconds + sum(r.itl_gaps) - 1e-9
 
 
+@pytest.mark.slow
 def test_a_stream_broken_off_by_the_server_is_aborted_and_one_cut_short_is_a_failed_call():
     """[DONE] without a finish_reason (llama-cpp-python's server interrupting a call) is an aborted reply;
     a stream that simply ends is a cut answer: retried, then a failed call."""
@@ -136,6 +137,7 @@ def _calls(db: Path) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM calls ORDER BY id", con)
 
 
+@pytest.mark.slow
 def test_streamed_timings_are_stored_per_call_and_the_sheet_gives_their_percentiles(tmp_path):
     """The run stores each call's TTFT, gaps and end-to-end time; the Throughput sheet's percentiles are
     numpy's (linear) over those stored values: TTFT and e2e over calls, ITL over every gap pooled."""
@@ -211,6 +213,7 @@ def test_the_knee_is_the_level_of_highest_requests_per_second_per_median_second(
     assert out.loc[0:3, "power"].round(3).tolist() == [1.0, 1.81, 1.0, 0.5]
 
 
+@pytest.mark.slow
 def test_a_sweep_report_has_one_row_per_level_a_knee_and_the_chart(tmp_path):
     from tests.fake_configs import classify_config
 

@@ -75,6 +75,7 @@ def _scorings(fake) -> list[dict]:
     return [b for b in fake.chats() if b.get("messages") and b.get("logprobs")]
 
 
+@pytest.mark.slow
 def test_sst2_on_ollama_stores_every_label_probability_and_the_report_reads_them(tmp_path, ollama):
     ollama.add(FakeModel(TAG, reply=reply, distribution=distribution))
     config = _config(tmp_path)
@@ -107,6 +108,7 @@ def test_sst2_on_ollama_stores_every_label_probability_and_the_report_reads_them
         assert "label probability vs label right,8," in f.read()
 
 
+@pytest.mark.slow
 def test_bare_labels_go_unconstrained_and_a_short_top_list_leaves_labels_unscored(tmp_path, ollama):
     ollama.add(FakeModel(TAG, reply=reply, distribution=distribution))
     config = _config(tmp_path, answer="text", options="    options: {top_logprobs: 1}\n")
@@ -123,6 +125,7 @@ def test_bare_labels_go_unconstrained_and_a_short_top_list_leaves_labels_unscore
         assert valid == 1 and probs[label] == 1.0 and scored == {label}
 
 
+@pytest.mark.slow
 def test_what_the_server_refuses_and_an_old_server(tmp_path, ollama):
     ollama.add(FakeModel(TAG, reply=reply, distribution=distribution))
     chat = {"model": TAG, "messages": [{"role": "user", "content": "hi"}], "stream": False}

@@ -47,7 +47,7 @@ def test_a_database_migrated_from_layout_1_has_exactly_the_schema_of_a_new_one(t
     Store(tmp_path / "new.sqlite").close()
     migrated, new = schema(old), schema(tmp_path / "new.sqlite")
     assert migrated == new
-    assert {"runs", "items", "calls", "model_loads", "arms", "writers", "meta"} == {
+    assert {"runs", "items", "calls", "model_loads", "arms", "writers", "meta", "run_speed", "speed_bench"} == {
         r[1] for r in new["master"] if r[0] == "table"}
     assert "articles" not in migrated  # layout 1's table is gone
     con = sqlite3.connect(old)

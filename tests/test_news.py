@@ -185,6 +185,7 @@ def test_loopback_is_refused_by_default_and_the_warning_names_the_option(tmp_pat
     assert "127.0.0.1 is a loopback address" in warnings[0] and "news.allow_private_addresses" in warnings[0]
 
 
+@pytest.mark.slow
 def test_links_to_loopback_are_refused_after_dns_and_on_every_redirect(tmp_path):
     """The feed's host (127.0.0.2) is allowed by name; its links to 127.0.0.1 are not: directly, through
     DNS (localhost) or through a redirect from the allowed host."""
@@ -237,6 +238,7 @@ def _trickle(where: str):
     return handler
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("where", ["headers", "body"])
 def test_a_server_sending_one_byte_a_second_is_abandoned_at_the_deadline(tmp_path, where):

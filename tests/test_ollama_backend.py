@@ -49,6 +49,7 @@ def _real_chats(fake) -> list[dict]:
     return [b for b in fake.chats() if b.get("messages") and not b.get("_debug_render_only")]
 
 
+@pytest.mark.slow
 def test_a_run_loads_once_at_its_context_and_stores_ollamas_counts(tmp_path, ollama):
     ollama.add(FakeModel(TAG))
     res = _run(_config(tmp_path), ollama.url)
@@ -134,6 +135,7 @@ def test_a_prompt_longer_than_num_ctx_is_refused_with_its_counts_and_nothing_wro
     assert reply["done"] is True and reply["prompt_eval_count"] <= 512  # answered, examples gone
 
 
+@pytest.mark.slow
 def test_a_thinking_model_is_told_not_to_think_and_it_is_recorded(tmp_path, ollama):
     ollama.add(FakeModel(TAG, capabilities=["completion", "thinking"]))
     res = _run(_config(tmp_path, articles=2), ollama.url)
@@ -150,6 +152,7 @@ def test_a_thinking_model_is_told_not_to_think_and_it_is_recorded(tmp_path, olla
     assert reply["message"]["thinking"] and reply["eval_count"] > thinking_free[-1][0]
 
 
+@pytest.mark.slow
 def test_an_aborted_generation_is_stored_as_aborted_and_warm_up_off_still_loads_first(tmp_path, ollama):
     ollama.add(FakeModel(TAG))
     ollama.abort_next = 1  # the first measured call ends without its final chunk (done false)
@@ -211,6 +214,7 @@ def test_model_not_found_says_what_to_run(tmp_path, ollama):
     assert "no model 'llama3:8b'" in text and "ollama pull llama3:8b" in text
 
 
+@pytest.mark.slow
 def test_server_unreachable_names_ollama_host(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -220,6 +224,7 @@ def test_server_unreachable_names_ollama_host(tmp_path):
     assert "OLLAMA_HOST" in res.stderr and f"127.0.0.1:{port}" in res.stderr
 
 
+@pytest.mark.slow
 def test_reply_that_is_not_valid_json_is_stored_as_invalid(tmp_path, ollama):
     ollama.add(FakeModel(TAG, reply=lambda body: "Sure! The sentiment is positive."))
     res = _run(_config(tmp_path, articles=2), ollama.url)

@@ -44,6 +44,7 @@ def server(embedded_gguf, tmp_path_factory):
     proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_server_down_is_one_clear_error(tmp_path, embedded_gguf):
     config = write_config(tmp_path, embedded_gguf, models=[], iterations=1, articles=1)
     port = _free_port()

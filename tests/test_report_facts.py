@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.conftest import shootout
 from tests.report_runs import store_run
@@ -37,6 +38,7 @@ def _reply(arm: str, item, iteration: int) -> str:
     return json.dumps({"reasoning": "scripted", "sentiment": round(value, 2), "confidence": 0.8})
 
 
+@pytest.mark.slow
 def test_a_report_from_a_copied_database_in_an_empty_folder_decides_as_beside_the_model_files(tmp_path):
     here = tmp_path / "study"
     config = _config(here)

@@ -44,10 +44,11 @@ def stance(tmp_path_factory):
 
     with Store(db) as store:
         rep = rpt.build(store, "stance")
-        reporting.write(store, "stance", db.parent / "reports", None, Console(file=out, width=400))
+        reporting.write(store, "stance", db.parent / "reports", None, Console(file=out, width=1000))
     return rep, out.getvalue().splitlines()
 
 
+@pytest.mark.slow
 def test_the_stance_example_names_one_reference_in_decision_comparisons_and_console(stance):
     rep, console = stance
     # the configured pair [no_definitions, definitions] names the reference between the two prompt variants
@@ -75,6 +76,7 @@ def test_the_stance_example_names_one_reference_in_decision_comparisons_and_cons
     assert shown and float(shown.group(1)) == pytest.approx(100 * decided, abs=0.05)
 
 
+@pytest.mark.slow
 def test_every_sheet_states_its_reference_and_sign(stance):
     rep, _ = stance
     for title in ("Decision", "Comparisons"):

@@ -223,6 +223,7 @@ def test_the_rating_report_scores_on_1_to_5_with_the_ordinal_figures(rating):
     assert verdict == "worse" and rep.decision.attrs["metric"] == "mae"
 
 
+@pytest.mark.slow
 def test_the_rating_report_writes_its_workbook_charts_and_notes(rating, tmp_path):
     from openpyxl import load_workbook
 
@@ -303,6 +304,7 @@ def test_weighted_kappa_tables_match_scikit_learn():
 # --------------------------------------------------------------------------- declared columns
 
 
+@pytest.mark.slow
 def test_every_column_list_comes_from_the_declared_metrics(rating, tmp_path):
     from benchmark.report.console import model_summary
     from benchmark.synthetic import write_label_db

@@ -26,7 +26,8 @@ def two_model_config(folder: Path, *, items: int = 3, iterations: int = 1, model
         shutil.copy(SST2 / "data" / f, folder / "data" / f)
     text = (SST2 / "config.yaml").read_text()
     text = text.replace("    evaluate: validation", f"    evaluate: validation\n    max_items: {items}")
-    text = text.replace("  iterations: 3\n  temperature: 0.7", f"  iterations: {iterations}\n  temperature: 0.0")
+    text = text.replace("  iterations: 3\n  temperature: 0.7", f"  iterations: {iterations}\n  temperature: 0.0\n"
+                        "  speed_bench: false")  # the speed block has its own tests (test_speed.py)
     entries = "".join(f"  - {{name: {n}, backend: llamacpp, path: embedded, family: gemma3-270m, quant: Q4_K_M, "
                       f"prompt_style: few_shot, options: {{n_threads: 1, chat_template: gemma}}{extra}}}\n"
                       for n in models)

@@ -91,6 +91,7 @@ def test_report_finds_the_shift_and_the_variance_difference(effects):
     assert all("tukey" not in csv for _, csv, _ in rep.sheet("ANOVA").appendix)
 
 
+@pytest.mark.slow
 def test_pair_figures_recompute_with_scipy_and_statsmodels(effects):
     from statsmodels.stats.power import TTestPower
 
@@ -102,8 +103,7 @@ def test_pair_figures_recompute_with_scipy_and_statsmodels(effects):
     for b in (SHIFTED, NOISY):
         for metric, frame in (("mean_value", _per_item(valid, "value")), ("mae", _per_item(raw, "err")),
                               ("mae_answered", _per_item(raw, "err_answered")),
-                              ("sign_accuracy", _per_item(raw, "right")),
-                              ("s_per_sample", _per_item(raw, "wall_seconds"))):
+                              ("sign_accuracy", _per_item(raw, "right"))):
             row = cmp.loc[(b, metric)]
             m = frame[[BASE, b]].dropna()
             t = ss.ttest_rel(m[b], m[BASE])
@@ -116,6 +116,21 @@ def test_pair_figures_recompute_with_scipy_and_statsmodels(effects):
             dz = TTestPower().solve_power(nobs=len(d), alpha=0.05, power=0.8, alternative="two-sided")
             assert row["mde80"] == pytest.approx(dz * d.std(ddof=1), rel=1e-4)
             raw_p.setdefault(metric, {})[b] = t.pvalue
+        # seconds per call: the geometric-mean ratio over calls paired by (item, iteration block), its
+        # standard error statsmodels' two-way cluster-robust one (item and block) or, where that is smaller,
+        # the larger one-way one (benchmark.stats.speed)
+        import statsmodels.api as sm
+
+        w = raw.pivot_table(index=["item_id", "iteration"], columns="model", values="wall_seconds")[[BASE, b]].dropna()
+        d = (np.log(w[b]) - np.log(w[BASE])).to_numpy()
+        groups = np.column_stack([pd.factorize(w.index.get_level_values(0))[0], w.index.get_level_values(1)])
+        se = max(float(sm.OLS(d, np.ones(len(d))).fit(cov_type="cluster", cov_kwds={"groups": g}).bse[0])
+                 for g in (groups, groups[:, 0], groups[:, 1]))
+        row = cmp.loc[(b, "s_per_sample")]
+        assert row["estimate"] == pytest.approx(np.exp(d.mean())) and 1 <= row["df"] <= row["items"] - 1
+        q = ss.t.ppf(0.975, row["df"]) * se
+        assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((np.exp(d.mean() - q), np.exp(d.mean() + q)))
+        assert row["p"] == pytest.approx(2 * ss.t.sf(abs(d.mean()) / se, row["df"]))
         # consistency: paired t on per-item log(variance + c), c = a tenth of the two models' mean variance
         var = valid.groupby(["item_id", "model"])["value"].var(ddof=1).unstack()[[BASE, b]].dropna()
         c = 0.1 * (var[BASE].mean() + var[b].mean()) / 2
@@ -260,6 +275,7 @@ def test_neutral_band_and_sample_variance_are_stated_and_used():
     assert common.item_var(x)[0, 0] == pytest.approx(np.var(x, ddof=1)) == pytest.approx(1.5 * np.var(x))
 
 
+@pytest.mark.slow
 def test_holm_matches_statsmodels():
     p = [0.01, 0.04, 0.03, 0.2, 0.005]
     assert list(common.holm(p)) == pytest.approx(list(multipletests(p, method="holm")[1]))
@@ -308,10 +324,13 @@ def test_decision_verdicts_recompute_with_statsmodels_tost(effects):
         lo, hi = ss.t.interval(0.95, len(e) - 1, loc=e.mean(), scale=ss.sem(e))
         assert (dec.loc[name, "quality"], dec.loc[name, "quality_ci95_low"], dec.loc[name, "quality_ci95_high"]) \
             == pytest.approx((e.mean(), lo, hi))
-    sec = _per_item(raw, "wall_seconds")
-    assert dec.loc[SHIFTED, "speedup_vs_ref"] == pytest.approx(sec[BASE].mean() / sec[SHIFTED].mean())
+    # speed: the reference's seconds per call over the candidate's, geometric mean over calls paired by
+    # (item, iteration block)
+    w = raw.pivot_table(index=["item_id", "iteration"], columns="model", values="wall_seconds")[[BASE, SHIFTED]]
+    assert dec.loc[SHIFTED, "speedup_vs_ref"] == pytest.approx(np.exp(np.log(w[BASE] / w[SHIFTED]).mean()))
 
 
+@pytest.mark.slow
 def test_decision_sheet_comes_first_and_says_what_to_do(effects, tmp_path):
     from openpyxl import load_workbook
 
@@ -359,6 +378,7 @@ def test_a_run_of_one_item_reports_no_verdict_and_says_why(tmp_path):
 # --------------------------------------------------------------------------- colours
 
 
+@pytest.mark.slow
 def test_workbook_colours_are_honest(effects, tmp_path):
     from openpyxl import load_workbook
 
@@ -407,6 +427,7 @@ def test_workbook_colours_are_honest(effects, tmp_path):
     assert ws.freeze_panes == f"B{header_row + 1}"
 
 
+@pytest.mark.slow
 def test_heatmap_cells_overlapping_the_reference_are_hatched(effects, tmp_path):
     from benchmark.report import charts as H
     from benchmark.report import plots
@@ -476,6 +497,7 @@ def test_calibration_matches_scikit_learn(effects):
 # --------------------------------------------------------------------------- settings and the CLI
 
 
+@pytest.mark.slow
 def test_report_uses_the_runs_stored_settings_unless_told_otherwise(tmp_path):
     db = tmp_path / "stored.sqlite"
     models = [SynthModel("a-f16", family="a", quant="F16"), SynthModel("a-q4", family="a", quant="Q4_K_M", shift=0.05),

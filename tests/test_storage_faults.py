@@ -74,6 +74,7 @@ def _popen(*args: str, cwd: Path) -> subprocess.Popen:
 # ------------------------------------------------------------------ another process holds the file
 
 
+@pytest.mark.slow
 def test_a_lock_held_past_the_wait_ends_the_run_with_one_message_and_nothing_written(tmp_path):
     with fake_server() as (url, handler):
         cfg = _config(tmp_path, url, run=", lock_wait_s: 2")
@@ -90,6 +91,7 @@ def test_a_lock_held_past_the_wait_ends_the_run_with_one_message_and_nothing_wri
         assert _counts(db) == before and len(handler.chats) == chats and db.read_bytes() == raw
 
 
+@pytest.mark.slow
 def test_a_run_waits_for_a_lock_and_goes_on_once_it_is_released(tmp_path):
     with fake_server() as (url, handler):
         cfg = _config(tmp_path, url)
@@ -106,6 +108,7 @@ def test_a_run_waits_for_a_lock_and_goes_on_once_it_is_released(tmp_path):
     assert _counts(db) == (2, 8)
 
 
+@pytest.mark.slow
 def test_a_lock_taken_mid_run_stops_it_with_the_calls_before_kept_and_it_resumes(tmp_path):
     db = tmp_path / "results.sqlite"
     state = {}
@@ -136,6 +139,7 @@ def test_a_lock_taken_mid_run_stops_it_with_the_calls_before_kept_and_it_resumes
 # ------------------------------------------------------------------ two runs on one run id
 
 
+@pytest.mark.slow
 def test_two_runs_started_at_once_on_one_new_run_id_one_runs_the_other_names_it(tmp_path):
     go = threading.Event()
 
@@ -164,6 +168,7 @@ def test_two_runs_started_at_once_on_one_new_run_id_one_runs_the_other_names_it(
     con.close()
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_run_leaves_a_claim_that_its_resume_takes_over(tmp_path):
     go, asked = threading.Event(), threading.Event()
 
@@ -190,6 +195,7 @@ def test_a_run_killed_mid_run_leaves_a_claim_that_its_resume_takes_over(tmp_path
 # ------------------------------------------------------------------ read-only files, folders and mounts
 
 
+@pytest.mark.slow
 def test_a_read_only_mount_is_reported_and_refused_for_a_run_with_the_true_cause(tmp_path):
     with small_disk(tmp_path / "mnt") as disk:
         with fake_server() as (url, handler):
@@ -234,6 +240,7 @@ def read_only(path: Path):
         os.chmod(path, mode)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["file", "folder"])
 def test_a_read_only_file_or_folder_is_reported_and_refused_for_a_run(tmp_path, what):
     data = tmp_path / "data"

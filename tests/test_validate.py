@@ -122,6 +122,7 @@ def test_logprob_decoding_on_a_backend_that_cannot_score_labels_is_refused_by_bo
     assert refused == said and (runs, calls) == (0, 0)
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_a_negative_beta_and_a_three_class_positive_before_any_call(tmp_path):
     for case in ("negative beta", "positive class on three labels"):
         example, edit, where, words = BROKEN[case]

@@ -95,6 +95,7 @@ def _answers(db: Path, run_id: str) -> pd.DataFrame:
     return calls
 
 
+@pytest.mark.slow
 def test_canned_queries_answer_from_the_calls_and_leave_the_file_untouched(label_db, tmp_path):
     copy = tmp_path / "copy" / "results.sqlite"
     copy.parent.mkdir()
@@ -148,6 +149,7 @@ def test_canned_queries_answer_from_the_calls_and_leave_the_file_untouched(label
     assert _beside(copy) == []
 
 
+@pytest.mark.slow
 def test_flips_agree_with_the_html_explorer_on_a_value_run(tmp_path):
     """Two implementations of one definition (SQL in the viewer, numpy in the explorer): the neutral band
     and invalid replies included, they count the same flips per arm."""

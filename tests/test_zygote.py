@@ -17,6 +17,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.envir
                                 reason="the zygote forks on Linux only")
 
 
+@pytest.mark.slow
 def test_a_forked_command_answers_as_a_plain_process_and_leaves_nothing_behind(tmp_path, embedded_gguf):
     write_config(tmp_path, embedded_gguf, iterations=1, articles=1)
     args = ("run", "-c", "config.yaml", "--no-progress")  # a relative path: found from the working folder
@@ -35,6 +36,7 @@ def test_a_forked_command_answers_as_a_plain_process_and_leaves_nothing_behind(t
     assert again.returncode == 0 and "export" in again.stdout
 
 
+@pytest.mark.slow
 def test_a_started_command_is_signalled_and_read_as_a_popen_is(tmp_path, embedded_gguf):
     import signal
 

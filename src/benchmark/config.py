@@ -183,6 +183,26 @@ class RunSettings(_Strict):
                                                                 "full length is recorded; default: num_predict x 16)")
     lock_wait_s: float = Field(60, ge=0, description="seconds to wait for the results file while another process "
                                                     "holds a write lock, before giving up with a message")
+    order: Literal["counterbalanced", "grouped"] = Field(
+        "counterbalanced", description="counterbalanced: the models take turns per iteration block, their order "
+                                       "rotated and reversed block by block (seeded, stored), so a drift of the "
+                                       "machine falls on every model alike; an in-process model is loaded once per "
+                                       "block. grouped: every call of one model in a row (one load per model), for "
+                                       "users who cannot afford the loads; a drift then lands on whichever model "
+                                       "runs at the time")
+    speed_bench: bool | int = Field(True, description="in-process models: llama-bench's pp512, tg128 and tg128 at "
+                                                      "the task's prompt depth, measured once per model at its first "
+                                                      "load, and a memory copy test once per run. true: 5 "
+                                                      "repetitions each (llama-bench's default; on a small CPU about "
+                                                      "a minute per model, on a GPU seconds); a number: that many "
+                                                      "repetitions; false: skipped")
+
+    @field_validator("speed_bench")
+    @classmethod
+    def _bench_reps(cls, v: bool | int) -> bool | int:
+        if not isinstance(v, bool) and v < 1:
+            raise ValueError(f"is {v}: true (5 repetitions), false (none), or a number of repetitions of at least 1")
+        return v
 
     @field_validator("concurrency")
     @classmethod
@@ -228,6 +248,12 @@ class ReportSettings(_Strict):
         "alone", description="which calls the latency figures (seconds per sample, percentiles, token rates) use: "
                              "those that ran alone on their endpoint (alone), or every call (all, e.g. when the "
                              "whole run was in throughput mode and latency under load is the question)")
+    memory_bandwidth_gbs: float | None = Field(
+        None, gt=0, description="the machine's memory bandwidth in GB/s for the Speed sheet's share of the bound "
+                                "(default: the copy test the run measured)")
+    drift_tolerance: float = Field(0.1, gt=0, lt=1, description="the Speed sheet warns when a model's seconds per "
+                                                               "call moved between its early and late iteration "
+                                                               "blocks by more than this share, significantly")
 
     @field_validator("margins")
     @classmethod

@@ -42,9 +42,29 @@ CONVENTIONS: dict[str, str] = {
                     "half-width is the largest per-{noun} difference x (1 - 0.05^(1/n))."),
     "consistency_margin": ("Consistency in the Decision: the margin is a ratio of within-{noun} variances (e.g. 1.5); "
                            "non-inferior when the 90% interval's upper end of the geometric-mean ratio is below it."),
-    "speed": ("Speed vs reference: the reference's mean seconds per sample over the candidate's (above 1 = faster); "
-              "Pareto: no other rung of the family is at least as good on quality (point estimate), seconds per "
-              "sample and {sizes}, and better on one."),
+    "speed": ("Speed vs reference: the geometric-mean ratio of the reference's seconds per call to the candidate's "
+              "(above 1 = faster) over calls paired by ({noun}, iteration block), with its 95% interval clustered by "
+              "{noun} and block (a drift of the machine that falls on some blocks widens it); 'not distinguishable' "
+              "when the interval holds 1. Pareto: no other rung of the family is at least as good on quality "
+              "(point estimate), seconds per sample and {sizes}, and better on one."),
+    "speed_tests": ("Seconds per sample and token rates in Comparisons: the geometric-mean ratio candidate / "
+                    "reference of the per-call figure over calls paired by ({noun}, iteration block), t on the log "
+                    "ratios with the variance clustered by {noun} and by block (Cameron-Gelbach-Miller two-way; "
+                    "Satterthwaite degrees of freedom, at most blocks - 1): repeated calls are never counted as "
+                    "independent, and a drift of the machine between blocks widens the interval."),
+    "order": ("Order: {order}. Counterbalanced: the models take turns per iteration block, their order rotated and "
+              "reversed block by block (seeded, stored), so a drift of the machine falls on every model alike. "
+              "Grouped: every call of one model in a row; a drift between the models' runs is in no interval."),
+    "drift": ("Drift: each model against itself, its early iteration blocks (first half) against its late ones "
+              "(second half), per {noun} (mean log seconds per call, late - early), paired t over {noun}s, Holm "
+              "across models; a warning when the move is significant and beyond {tolerance:.0%} "
+              "(report.drift_tolerance)."),
+    "bench": ("llama-bench figures (in-process models): pp512 (512 random tokens as one prompt), tg128 (128 "
+              "tokens decoded one at a time, nothing sampled) and tg128 at the depth of the task's prompts (their "
+              "mean tokens, cached first), tokens/s as mean +- sd (n - 1) of the repetitions, as llama-bench's "
+              "avg_ts and stddev_ts, measured in process at the model's first load (its own warm-up passes first, as llama-bench's) with the run's context, "
+              "batch and threads. Bound: memory bandwidth / bytes a generated token reads (every weight once, one "
+              "row of the token embedding, the KV cache at the depth); share = tokens/s over the bound."),
     # figures
     "consistency": ("Consistency (within-{noun} variance, ddof=1): the test, its 95% interval and MDE80 are for the "
                     "geometric mean over {noun}s of (var_cand + c) / (var_ref + c), c = 0.1 x the two models' mean "
@@ -62,9 +82,9 @@ CONVENTIONS: dict[str, str] = {
     "calibration_accuracy": ("Calibration is over answered calls only: 'accuracy_answered' is the share of answered "
                              "calls right, against their mean confidence; an invalid reply has no confidence."),
     "token_rates": ("Token rates: gen_tok_s in Summary and Model Details = all generated tokens / all generation "
-                    "seconds of the model's calls (a call that ran under load excluded); in Comparisons the "
-                    "per-{noun} rate (the {noun}'s tokens / its seconds) is compared, so its values are means over "
-                    "{noun}s of per-{noun} rates; Throughput divides tokens by the wall-clock span of all calls. "
+                    "seconds of the model's calls (a call that ran under load excluded); in Comparisons each call's "
+                    "rate (its tokens / its generation seconds) is compared as a ratio, so its values are means "
+                    "over calls of per-call rates; Throughput divides tokens by the wall-clock span of all calls. "
                     "Log-probability mode generates nothing: it has no token rate, its time is seconds per call."),
     "vote": ("Vote accuracy: per {noun}, the label given most often among the valid answers over its iterations; a "
              "tie between t labels earns 1/t when the gold label is among them, else 0 (never broken by the label "

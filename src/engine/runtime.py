@@ -39,6 +39,11 @@ def llama_cpp_ready() -> Any:
     return L
 
 
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can put layers on a GPU (CUDA, Metal, Vulkan...)."""
+    return bool(llama_cpp_ready().llama_supports_gpu_offload())
+
+
 def refuse_exported_runtime() -> None:
     """An engine built with an exported copy of the C++ runtime crashes at model load (segmentation fault
     or 'free(): invalid pointer') in a process that also uses pandas, pyarrow or numpy: refuse it with the

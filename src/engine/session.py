@@ -135,7 +135,11 @@ class Session:
             cp.n_seq_max = n_seq
             cp.kv_unified = True  # every sequence sees the whole context (not n_ctx / n_seq cells each)
         self.n_seq = n_seq
-        return L.llama_init_from_model(self.model, cp)
+        ctx = L.llama_init_from_model(self.model, cp)
+        if ctx:
+            # llama.cpp lowers n_batch to n_ctx for a causal model: decode in the chunks it accepts
+            self.n_batch = int(L.llama_n_batch(ctx))
+        return ctx
 
     def _ensure_sequences(self, n: int) -> None:
         """A context with at least ``n`` sequences: made anew, once, when this one has fewer (the

@@ -64,6 +64,8 @@ class SpeedBench:
         import numpy as np
 
         L = self.L
+        # a context smaller than the tests: the largest that fit (the names say which, as pp255 would)
+        n_prompt, n_gen = min(n_prompt, self.n_ctx), min(n_gen, self.n_ctx - 1)
         rng = np.random.default_rng(seed)
         started = time.perf_counter()
 

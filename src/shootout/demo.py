@@ -72,6 +72,7 @@ news:
   num_predict: 256          # a reply is about 40-80 tokens; reasoning is capped at 200 characters
   seed: 1234
   structured_output: true   # JSON-schema-constrained decoding
+  speed_bench: {speed_bench}{speed_note}
   database: results.sqlite  # relative to this file
 models:
 {models}compare:{no_pairs}              # [reference, candidate] pairs for the paired tests of `shootout report`
@@ -176,6 +177,19 @@ def _swap_model(cfg, chosen, path: str) -> None:
             pair[i] = renamed.get(base, base) + at + variant
 
 
+def _speed_bench() -> dict[str, str]:
+    """The llama-bench-comparable block per model: on where the engine offloads to a GPU (seconds per
+    model); off on a CPU-only build, where its five repetitions of pp512, tg128 and tg128 at depth take
+    about a minute per model on 2 cores (six rungs: most of the demo's time again)."""
+    from engine.runtime import gpu_offload_supported
+
+    if gpu_offload_supported():
+        return {"speed_bench": "true", "speed_note": "         # each model's pp512 / tg128 / tg128 at depth "
+                                                     "(the Speed sheet)"}
+    return {"speed_bench": "false", "speed_note": "        # true adds each model's pp512 / tg128 / tg128 at depth "
+                                                  "(about a minute per model on a 2-core CPU)"}
+
+
 def write_config(out_dir: Path, ladders: dict[str, dict[str, Path]], iterations: int, articles: int | None) -> Path:
     """The demo config: ``ladders`` is {family: {quant: GGUF}} (the reference, F16, first)."""
     models, pairs = [], []
@@ -195,7 +209,8 @@ def write_config(out_dir: Path, ladders: dict[str, dict[str, Path]], iterations:
     config_path.write_text(CONFIG_TEMPLATE.format(config_path=config_path.as_posix(), iterations=iterations,
                                                   articles_line=articles_line, models="".join(models),
                                                   pairs="".join(pairs), no_pairs="" if pairs else " []",
-                                                  family_pair=family_pair, families=", ".join(ladders)),
+                                                  family_pair=family_pair, families=", ".join(ladders),
+                                                  **_speed_bench()),
                            encoding="utf-8")
     return config_path
 

@@ -19,7 +19,12 @@ once). Tokens are words and punctuation marks; the prompt shares its longest com
 the previous one (the cache, as llama.cpp keeps it); a prompt of ``num_ctx`` tokens or more is
 refused (``PromptTooLong``), and a reply is cut at ``max_tokens`` (finish_reason "length").
 Timings come from ``seconds_per_prompt_token`` (evaluated tokens) and ``seconds_per_token``
-(generated), reported in the Reply and, unless ``sleep: false``, also taken. Log-probability mode
+(generated), times a per-call factor of ``jitter`` (log-normal, drawn from the call: the same every
+run) and, once the machine has answered ``slow_after`` calls of all its fake models together (the
+warm-ups included), ``slow_factor``: a machine that slows down halfway through a run. They are
+reported in the Reply and, unless ``sleep: false``, also taken: on the wall clock, or on a
+:class:`FakeMachine`'s virtual clock (``scripted(machine=...)``; the runner times calls with
+``Runner(clock=machine.now)``), so a run's timings are exact and take no time. Log-probability mode
 scores the label the reply would name at ``label_confidence`` and spreads the rest evenly.
 """
 
@@ -65,6 +70,12 @@ class FakeOptions(BackendOptions):
     seconds_per_token: float = Field(0.0, ge=0, description="reported (and taken) per generated token")
     load_seconds: float = Field(0.0, ge=0, description="what loading takes")
     sleep: bool = Field(True, description="take the time the timings report (false: only report it)")
+    jitter: float = Field(0.0, ge=0, description="log-scale sd of a per-call factor on the timings, drawn from the "
+                                                  "call (model, seed, item, call count): the same every run")
+    slow_after: int | None = Field(None, ge=0, description="the machine slows down after this many calls of all its "
+                                                           "fake models together (warm-ups included)")
+    slow_factor: float = Field(1.0, gt=0, description="what the timings are multiplied by once the machine slowed "
+                                                      "down (slow_after)")
     model_bytes: int | None = Field(None, ge=0, description="the model size to report in the engine facts")
     memory_mb: float | None = Field(None, ge=0, description="the memory to report the model took")
 
@@ -80,6 +91,36 @@ class FakeCall:
     endpoint: str
     schema: dict | None = None
     grammar: str | None = None
+    machine_index: int = 0  # calls the machine answered before this one (all its fake models together)
+
+
+class FakeMachine:
+    """What the fake models of a run share: the count of calls the machine answered (for ``slow_after``)
+    and, when ``virtual``, a clock that the timings advance instead of sleeping (``now``: its seconds)."""
+
+    def __init__(self, virtual: bool = False):
+        self.virtual = virtual
+        self.calls = 0
+        self._seconds = 0.0
+        self._lock = threading.Lock()
+
+    def tick(self) -> int:
+        with self._lock:
+            self.calls += 1
+            return self.calls - 1
+
+    def take(self, seconds: float) -> None:
+        if self.virtual:
+            with self._lock:
+                self._seconds += seconds
+        elif seconds > 0:
+            time.sleep(seconds)
+
+    def now(self) -> float:
+        return self._seconds if self.virtual else time.perf_counter()
+
+
+MACHINE = FakeMachine()  # the machine of fake models built without one (a config run through the CLI)
 
 
 def tokens(text: str) -> list[str]:
@@ -91,8 +132,10 @@ def _render(messages: list[dict[str, str]]) -> str:
 
 
 class FakeBackend:
-    def __init__(self, entry, cfg, endpoint: str | None = None, script: Callable[[FakeCall], str | None] | None = None):
+    def __init__(self, entry, cfg, endpoint: str | None = None, script: Callable[[FakeCall], str | None] | None = None,
+                 machine: FakeMachine | None = None):
         self.entry, self.cfg, self.script = entry, cfg, script
+        self.machine = machine or MACHINE
         self.name = entry.name
         self.options: FakeOptions = entry.options
         self.endpoint = endpoint or "fake"
@@ -115,7 +158,7 @@ class FakeBackend:
                 msgs = self.task.messages(item, self.entry.prompt_style, variant, self.entry.system_prompt)
                 self._by_text.setdefault(msgs[-1]["content"], item)
         if o.sleep and o.load_seconds:
-            time.sleep(o.load_seconds)
+            self.machine.take(o.load_seconds)
         return o.load_seconds
 
     def engine_info(self) -> dict[str, Any]:
@@ -135,7 +178,7 @@ class FakeBackend:
         call, prompt, cached = self._begin(messages, seed, schema, grammar)
         fault = self._fault(call)
         if fault == "aborted":
-            return self._reply("", "aborted", prompt, cached, t0)
+            return self._reply("", "aborted", prompt, cached, t0, call=call)
         text = NOT_JSON if fault == "not_json" else self._text(call)
         out = tokens(text)
         finish = "stop"
@@ -144,7 +187,7 @@ class FakeBackend:
             text, out, finish = text[:ends[max_tokens - 1]] if max_tokens else "", out[:max_tokens], "length"
         with self._lock:
             self._previous = prompt + out
-        return self._reply(text, finish, prompt, cached, t0, len(out))
+        return self._reply(text, finish, prompt, cached, t0, len(out), call=call)
 
     def score_choices(self, messages: list[dict[str, str]], choices) -> LabelScores:
         t0 = time.perf_counter()
@@ -160,7 +203,7 @@ class FakeBackend:
         best = max(labels, key=lambda k: (probs[k], -labels.index(k)))
         text = choices.prefix + choices.continuations[best]
         generated = sum(len(tokens(c)) for c in choices.continuations.values())
-        reply = self._reply(text, "stop", prompt, cached, t0, generated)
+        reply = self._reply(text, "stop", prompt, cached, t0, generated, call=call)
         return LabelScores(logprobs={k: math.log(p) for k, p in probs.items()}, probs=probs, reply=reply)
 
     # ------------------------------------------------------------------ the script
@@ -185,7 +228,7 @@ class FakeBackend:
             cached += 1
         cached = min(cached, len(prompt) - 1)
         item = self._by_text.get(messages[-1]["content"]) if messages else None
-        return FakeCall(messages, item, seed, index, self.endpoint, schema, grammar), prompt, cached
+        return FakeCall(messages, item, seed, index, self.endpoint, schema, grammar, self.machine.tick()), prompt, cached
 
     def _down_after(self) -> int | None:
         down = self.options.down_after
@@ -259,12 +302,25 @@ class FakeBackend:
         answer = self.task.parse(text)
         return answer.label if answer.valid else None
 
-    def _reply(self, text: str, finish: str, prompt: list[str], cached: int, t0: float, generated: int = 0) -> Reply:
+    def _factor(self, call: FakeCall | None) -> float:
+        """The call's factor on its timings: its jitter, and the slowdown once the machine slowed down."""
         o = self.options
-        prompt_s = (len(prompt) - cached) * o.seconds_per_prompt_token
-        gen_s = generated * o.seconds_per_token
+        if call is None:
+            return 1.0
+        factor = o.slow_factor if o.slow_after is not None and call.machine_index >= o.slow_after else 1.0
+        if o.jitter:
+            rng = random.Random(f"{self.name}:{call.seed}:{call.item.id if call.item else ''}:{call.index}:timing")
+            factor *= rng.lognormvariate(0.0, o.jitter)
+        return factor
+
+    def _reply(self, text: str, finish: str, prompt: list[str], cached: int, t0: float, generated: int = 0,
+               call: FakeCall | None = None) -> Reply:
+        o = self.options
+        factor = self._factor(call)
+        prompt_s = (len(prompt) - cached) * o.seconds_per_prompt_token * factor
+        gen_s = generated * o.seconds_per_token * factor
         if o.sleep and prompt_s + gen_s > 0:
-            time.sleep(prompt_s + gen_s)
+            self.machine.take(prompt_s + gen_s)
         return Reply(text=text, finish_reason=finish, prompt_tokens=len(prompt), cached_tokens=cached,
                      completion_tokens=generated, prompt_seconds=prompt_s, gen_seconds=gen_s,
                      wall_seconds=time.perf_counter() - t0)
@@ -283,22 +339,23 @@ def _bounds(field) -> tuple[float, float]:
     return low, high
 
 
-def scripted(script: Callable[[FakeCall], str | None] | None = None, fallback=None):
-    """A runner ``backend_factory`` whose fake backends answer through ``script`` (other backends are
-    built as usual, or by ``fallback``)."""
+def scripted(script: Callable[[FakeCall], str | None] | None = None, fallback=None, machine: FakeMachine | None = None):
+    """A runner ``backend_factory`` whose fake backends answer through ``script`` on ``machine`` (other
+    backends are built as usual, or by ``fallback``)."""
     def factory(entry, cfg, endpoint: str | None = None):
         from benchmark.backends.table import make_backend, spec_of
 
         if spec_of(entry) is SPEC:
-            return FakeBackend(entry, cfg, endpoint, script)
+            return FakeBackend(entry, cfg, endpoint, script, machine)
         return (fallback or make_backend)(entry, cfg, endpoint)
     return factory
 
 
 def reset_faults() -> None:
-    """Forget the transient faults already raised in this process (tests)."""
+    """Forget the transient faults already raised in this process and the default machine's calls (tests)."""
     with _FIRED_LOCK:
         _FIRED.clear()
+    MACHINE.calls = 0
 
 
 SPEC = BackendSpec(

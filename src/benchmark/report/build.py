@@ -2,7 +2,8 @@
 the facts of its models), resolve the references once, hand everything to the builder of the task's
 kind (``benchmark.report.kinds``), then add the sheets every report shares: Quant Quality (rows
 handed in by the caller from export manifests; the report never reads export's files), Throughput
-(server calls under load: ``benchmark.report.throughput``) and Run Info."""
+(server calls under load: ``benchmark.report.throughput``), Speed (the order, drift and llama-bench
+block: ``benchmark.report.speed``) and Run Info."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 
 import pandas as pd
 
-from benchmark.report import throughput
+from benchmark.report import speed, throughput
 from benchmark.report.inputs import read_run
 from benchmark.report.kinds import kind_of
 from benchmark.report.model import Report, RunData, Sheet
@@ -79,6 +80,12 @@ def build(store, run_id: str, pairs: list[tuple[str, str]] | None = None, *,
     load = throughput.sheet(every_timing, latency_note)
     if load is not None:
         report.sheets.append(load)
+    speed_sheet, report.speed_lines = speed.sheet(rd.calls, rd.settings, store.bench_rows(run_id),
+                                                  store.order(run_id), store.bandwidth(run_id), rd.task.noun)
+    report.sheets.append(speed_sheet)
+    warnings = [line for line in report.speed_lines if line.startswith("DRIFT")]
+    if warnings and report.sheets and report.sheets[0].title == "Decision":  # read first: said first
+        report.sheets[0].lines[1:1] = warnings
     report.sheets.append(Sheet("Run Info", "run_info", _run_info(run, rd, rd.loads)))
     return report
 

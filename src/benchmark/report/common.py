@@ -38,7 +38,7 @@ def compare_all(models: list[str], measures: dict[str, C.Measure], refs: Referen
     comparisons = C.compare(ms, models, list(refs.pairs), cfg.alpha, cfg.power) if refs.configured else versus
     best = {}
     for name, m in measures.items():
-        if m.kind in ("mean", "logvar", "jackknife"):
+        if m.kind in ("mean", "logvar", "jackknife", "speed"):
             k = C.significant_best(m, cfg.alpha)
             if k is not None:
                 best[name] = models[k]

@@ -53,7 +53,7 @@ def render_table(task: TaskInfo, rows: list[dict], title: str):
 
 
 def verdict_lines(report: Report) -> list[str]:
-    """The Decision's verdicts for the console, after the reference and sign they follow."""
-    if not report.decision_lines:
-        return []
-    return [report.references.statement()] + list(report.decision_lines)
+    """The Decision's verdicts for the console, after the reference and sign they follow; then the Speed
+    sheet's lines (a drift warning, the order, the llama-bench block)."""
+    out = [report.references.statement()] + list(report.decision_lines) if report.decision_lines else []
+    return out + list(report.speed_lines)

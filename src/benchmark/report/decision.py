@@ -99,14 +99,14 @@ def decision_sheet(report: Report, measures, fallback: str, extra_note: str,
     keep = ["family", "model", "quant", "role", "reference", "verdict", "quality", "quality_ci95_low",
             "quality_ci95_high", "diff", "ci90_low", "ci90_high", "margin", "p_noninferior", "p_equivalence",
             "p_worse_holm", "mde80", "items", "iterations", "items_to_decide", "s_per_sample", "s_per_sample_ci95_low",
-            "s_per_sample_ci95_high", "speedup_vs_ref", "size_mb", "size_vs_ref", *common.RESOURCE_COLUMNS, "pareto",
-            "what_it_means", "baseline"]
+            "s_per_sample_ci95_high", "speedup_vs_ref", "speedup_ci95_low", "speedup_ci95_high", "speed_vs_ref",
+            "size_mb", "size_vs_ref", *common.RESOURCE_COLUMNS, "pareto", "what_it_means", "baseline"]
     shown = table[[c for c in keep if c in table]].rename(columns={"quality": primary})
     lines = [f"Quality metric: {report.metric(primary).label}."] + lines
     fmt = report.metric(primary).fmt
     formats = {c: fmt for c in ("quality_ci95_low", "quality_ci95_high", "diff", "ci90_low", "ci90_high", "margin",
                                 "mde80")}
-    formats.update(speedup_vs_ref="0.00", size_vs_ref="0%", s_per_sample_ci95_low="0.000",
+    formats.update(speedup_vs_ref="0.00", speedup_ci95_low="0.00", speedup_ci95_high="0.00", size_vs_ref="0%", s_per_sample_ci95_low="0.000",
                    s_per_sample_ci95_high="0.000", size_mb="0.0", **{c: "0.0" for c in common.RESOURCE_COLUMNS})
     appendix = []
     if len(long):

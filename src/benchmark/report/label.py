@@ -13,6 +13,7 @@ from benchmark.report.decision import decision_sheet
 from benchmark.report.model import Report, Sheet
 from benchmark.stats import common
 from benchmark.stats import compare as C
+from benchmark.stats import speed as SP
 
 FALLBACK = "accuracy"
 
@@ -129,6 +130,8 @@ def _measures(data, positive, betas) -> dict[str, C.Measure]:
     pos = data.labels.index(str(positive)) if positive is not None and str(positive) in data.labels else None
     scores["invalid_rate"] = 1 - scores["valid_rate"]
     measures = {k: C.measure(k, "mean", x=v) for k, v in scores.items()}
+    # speed: per call, paired by (item, block), clustered both ways (``benchmark.stats.speed``)
+    measures["s_per_sample"] = C.measure("s_per_sample", "speed", x=SP.log_cells(data.wall))
     tables = data.tables().reshape(len(data.models), len(data.item_ids), -1)
     for name in ["balanced_accuracy", "macro_f1", "kappa"] + (["precision", "recall", "f1"] if pos is not None else []) \
             + [f"f_beta_{b:g}" for b in betas]:
@@ -242,8 +245,8 @@ def build(run) -> Report:
                    "wrong->right against the reference, beside the reference's own flip rate between its iterations "
                    "(matched calls share the sampling seed). Below: Cochran's Q (same tied-vote rule as McNemar), "
                    f"and the paired measures in long format (paired t over {noun}s for accuracy, vote accuracy, "
-                   "validity, time and consistency; answer disagreement over pairs of different iterations against "
-                   "the reference's own). " + CV.says(["jackknife", "mde", "token_rates"], **fill),
+                   "validity and consistency; answer disagreement over pairs of different iterations against "
+                   "the reference's own). " + CV.says(["jackknife", "mde", "speed_tests", "token_rates"], **fill),
               appendix=[("Cochran's Q across all models (per-item majority-vote correctness)", "cochran_q",
                          pd.DataFrame([q])),
                         (f"Paired measures, per {noun} (long format)", "paired_measures", vs.comparisons)]),

@@ -53,6 +53,7 @@ class Report:
     decision: pd.DataFrame = field(default_factory=pd.DataFrame)
     decision_long: pd.DataFrame = field(default_factory=pd.DataFrame)
     decision_lines: list = field(default_factory=list)
+    speed_lines: list = field(default_factory=list)     # drift warnings and the llama-bench block (Speed sheet)
     families: pd.DataFrame = field(default_factory=pd.DataFrame)     # which family: references of two families
     calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame)

@@ -24,6 +24,8 @@ class Settings:
     price_per_hour: float | None = None
     latency: str = "alone"
     min_items: int = 20
+    memory_bandwidth_gbs: float | None = None
+    drift_tolerance: float = 0.1
 
     @classmethod
     def of(cls, stored: dict | None, override: dict | None = None) -> "Settings":
@@ -38,7 +40,8 @@ class Settings:
         return cls(reference=rs.reference, margins=None if rs.margins is None else dict(rs.margins),
                    neutral_band=rs.neutral_band, alpha=rs.alpha, power=rs.power,
                    calibration_bins=rs.calibration_bins, price_per_hour=rs.price_per_hour, latency=rs.latency,
-                   min_items=rs.min_items)
+                   min_items=rs.min_items, memory_bandwidth_gbs=rs.memory_bandwidth_gbs,
+                   drift_tolerance=rs.drift_tolerance)
 
     def for_task(self, declared, value_range: tuple[float, float]) -> "Settings":
         """These settings with the margins filled in: the declared decision metrics at their defaults for

@@ -19,6 +19,7 @@ from benchmark.stats import anova as AN
 from benchmark.stats import common
 from benchmark.stats import compare as C
 from benchmark.stats import ordinal
+from benchmark.stats import speed as SP
 from benchmark.stats import value as vstats
 
 FALLBACK = "mean_value"  # the Decision's metric when the items have no gold value
@@ -53,6 +54,12 @@ def plan_scores(run, order: list[str]) -> dict:
 def _measures(data: vstats.ValueData) -> dict[str, C.Measure]:
     scores = data.item_scores()
     measures = {k: C.measure(k, "logvar" if k == "value_variance" else "mean", x=v) for k, v in scores.items()}
+    c = data.cube  # speed: per call, paired by (item, block), clustered both ways (``stats.speed``)
+    timed = {k: C.measure(k, "speed", x=v) for k, v in SP.cells(
+        np.where(data.present, c.get("wall_seconds"), np.nan),
+        c.get("completion_tokens") if "completion_tokens" in c._calls else None,
+        np.where(data.present, c.get("gen_seconds"), np.nan) if "gen_seconds" in c._calls else None).items()}
+    measures.update({k: v for k, v in timed.items() if k in measures})
     if data.has_target:
         measures["correlation"] = C.correlation_measure(scores["mean_value"], data.target)
         if data.integer:
@@ -127,7 +134,8 @@ def build(run) -> Report:
                    f"pooled, not as consistency. {variance_def} {CV.say('token_rates', **fill)} {legend}"),
         Sheet("Comparisons", "comparisons", vs.comparisons, sig_cols=("p_holm",),
               note=f"{pairs_note(run.references, noun)} {CV.say('paired', **fill)} Mean {value_name}, MAE "
-                   f"(unanswered = worst error), accuracies, validity, time: paired t over {noun}s, 95% t interval. "
+                   f"(unanswered = worst error), accuracies, validity: paired t over {noun}s, 95% t interval. "
+                   f"{CV.say('speed_tests', **fill)} "
                    f"{CV.say('mde', **fill)} {CV.say('consistency', **fill)} Disagreement (direction, or the answer "
                    "on a scale of whole numbers): share of answer pairs from DIFFERENT iterations that differ, "
                    "candidate vs reference (value_cand) beside the reference vs itself (value_ref); the estimate is "

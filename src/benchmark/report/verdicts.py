@@ -100,18 +100,37 @@ def _ratio(row: dict) -> str:
     return f"{row['mde80'] / m:.1f} x" if m > 0 and np.isfinite(row["mde80"]) else "several times"
 
 
+def speed_words(row) -> str:
+    """The candidate's speed against its reference: the ratio with its 95% interval, and "not
+    distinguishable" when the interval holds 1 (``benchmark.stats.decision.speed_vs_ref``)."""
+    x = getattr(row, "speedup_vs_ref", np.nan)
+    if not np.isfinite(x):
+        return ""
+    lo, hi = getattr(row, "speedup_ci95_low", np.nan), getattr(row, "speedup_ci95_high", np.nan)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{x:.2f}x the speed"
+    tail = ", not distinguishable" if getattr(row, "speed_vs_ref", "") == "not distinguishable" else ""
+    return f"{x:.2f}x the speed (95% CI {lo:.2f}-{hi:.2f}{tail})"
+
+
+def _slower(row) -> bool:
+    """Slower than the reference: its interval below 1 (the point estimate where no interval was made)."""
+    x = getattr(row, "speedup_vs_ref", np.nan)
+    hi = getattr(row, "speedup_ci95_high", np.nan)
+    return bool(hi < 1) if np.isfinite(hi) else bool(np.isfinite(x) and x < 1)
+
+
 def headline(row, long: pd.DataFrame, labels: dict[str, str], value_name: str, noun: str = "item") -> str:
     """What to do with a candidate, from its overall verdict, speed and size against its reference."""
     ref = row.reference
-    speed = f"{row.speedup_vs_ref:.2f}x the speed" if np.isfinite(row.speedup_vs_ref) else ""
+    speed = speed_words(row)
     size = f"{row.size_vs_ref:.0%} of the size" if np.isfinite(row.size_vs_ref) else ""
-    cost = ", ".join(x for x in (speed, size) if x)
-    cost = f" ({cost} of {ref})" if cost else ""
+    cost = "; ".join(x for x in (speed, size) if x)
+    cost = f" (against {ref}: {cost})" if cost else ""
     mine = long[long["candidate"] == row.model] if len(long) else long
     open_ = [labels.get(r.metric, r.metric) for r in mine.itertuples() if r.role != "quality"
              and r.verdict not in ("equivalent", "non-inferior")]
-    slower = np.isfinite(row.speedup_vs_ref) and row.speedup_vs_ref < 1 and not (
-        np.isfinite(row.size_vs_ref) and row.size_vs_ref < 1)
+    slower = _slower(row) and not (np.isfinite(row.size_vs_ref) and row.size_vs_ref < 1)
     gain = (f"but it is slower and no smaller: nothing to gain by shipping it in place of {ref}" if slower
             else "ship it if the gain matters")
     shifted = mine[mine["verdict"] == "shifted"]

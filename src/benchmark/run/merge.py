@@ -6,9 +6,10 @@ The sources are results files (``FILE`` or ``FILE:RUN_ID``), folders (the shard 
 
 The runs must share the config's settings (the results file name aside), the task, the seed,
 the iteration count and the items (ids, texts, gold answers, splits); a call (model, iteration,
-item) stored in two of them is refused rather than guessed between. Calls and model loads are
-copied as they are, so every figure of the merged report is what the shards measured; each box's
-hardware and versions are kept in the merged run's row.
+item) stored in two of them is refused rather than guessed between. Calls, model loads and speed
+blocks are copied as they are (the run's order and bandwidth from the first box that has them), so
+every figure of the merged report is what the shards measured; each box's hardware and versions are
+kept in the merged run's row.
 """
 
 from __future__ import annotations
@@ -150,6 +151,12 @@ def merge(specs: list[str], out: Path, run_id: str | None = None) -> MergeResult
             dest.add_calls([{**r, "run_id": new_id} for r in rows])
             dest.add_loads([dataclasses.replace(r, run_id=new_id) for r in loads])
             dest.add_arms([dataclasses.replace(a, run_id=new_id) for a in arms.values()])
+            for path, rid, store in sources:  # the order every box followed, the first box's bandwidth
+                if store.order(rid) and not dest.order(new_id):
+                    dest.set_order(new_id, store.order(rid))
+                if store.bandwidth(rid) and not dest.bandwidth(new_id):
+                    dest.set_bandwidth(new_id, *store.bandwidth(rid))
+                dest.add_bench([dataclasses.replace(b, run_id=new_id) for b in store.bench_rows(rid)])
             if finished:
                 dest.finish_run(new_id)
         return MergeResult(new_id, len(rows), [str(p) for p, _, _ in sources], finished)

@@ -1,11 +1,19 @@
 """The iteration loop: ordering, warm-up, resume, progress, clean stop. Task-agnostic: it asks the
 task for items, messages, the reply constraint and how to parse a reply, and stores what it gets.
 
-- Every arm (a model, or a model under one prompt variant) runs all of its calls in a row (one
-  model in memory; the engine's prompt cache keeps the shared few-shot prefix).
+- ``run.order`` (``benchmark.run.order``): counterbalanced by default, the arms (a model, or a model
+  under one prompt variant) take turns per iteration block, their order rotated and reversed block by
+  block, so a drift of the machine falls on every arm alike; ``grouped``: every call of one arm in a
+  row. Each call stores its block and its arm's place in the block (slot); the design is stored with
+  the run, and a resumed run keeps it.
+- One model in memory at a time: an in-process model is loaded for each of its blocks (once per
+  block, counterbalanced; once, grouped) and freed before the next arm's block; a server backend's
+  connection stays open for the run (the server holds the model).
 - Each iteration shuffles the item order from the run's seed; every arm sees the same order and
   the same per-call sampling seed for a given (iteration, item).
-- One uncounted warm-up call per model loads the weights and fills the prompt cache.
+- One uncounted warm-up call per model load loads the weights and fills the prompt cache; before the
+  first warm-up of an in-process model, its llama-bench-comparable block (``benchmark.run.bench``),
+  unless ``run.speed_bench`` is off, with the memory copy test once per run before the first.
 - Every call is stored in its own transaction; re-running a run id skips stored calls, except, with
   ``retry_failed``, those stored as failed (no usable answer from the server), whose rows the new
   answers replace.
@@ -32,6 +40,7 @@ from benchmark.backends.base import CallFailed, PromptTooLong, Reply
 from benchmark.backends.http import HTTPReply
 from benchmark.config import Arm, Config
 from benchmark.store import Store, StoreBusy
+from benchmark.run.loading import ArmLoading, LoadedArm
 from benchmark.run.records import arm_facts, call_row
 from benchmark.store.rows import CallRow
 from benchmark.tasks import task_for
@@ -91,15 +100,18 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-class Runner:
+class Runner(ArmLoading):
     def __init__(self, cfg: Config, store: Store, *, run_id: str | None = None, console=None,
                  progress: bool = True, backend_factory=make_backend, models: list[str] | None = None,
-                 shard: tuple[int, int, str] | None = None, retry_failed: bool = False):
+                 shard: tuple[int, int, str] | None = None, retry_failed: bool = False,
+                 clock: Callable[[], float] = time.perf_counter):
         self.cfg = cfg
         self.store = store
         store.lock_wait_s = cfg.run.lock_wait_s
         self.run_id = run_id
         self.retry_failed = retry_failed  # ask the calls stored as failed again
+        self.clock = clock  # what times a call (a stand-in engine's virtual clock in tests)
+        self._benched: set[str] = set()  # model entries whose speed block this run holds
         self.task = task_for(cfg)
         self.progress = progress
         self.backend_factory = backend_factory
@@ -169,25 +181,33 @@ class Runner:
                 self.store.release_run(self.run_id)
 
     def _run(self) -> RunResult:
+        from benchmark.run import order as O
+
         run_id, seed, iterations, items = self.prepare()
         self.run_id = run_id
+        self._items = items
         by_id = {i.id: i for i in items}
         orders = [iteration_order([i.id for i in items], seed, it) for it in range(iterations)]
         mine = {i.id for i in items}
         if self.shard and self.shard[2] == "item":  # every shard keeps the same order, asks its own items
             mine = {i.id for k, i in enumerate(items) if k % self.shard[1] == self.shard[0] - 1}
-        plan = []
         self._plan_size, self._n_items = iterations * len(items), len(items)
+        todo: dict[str, dict[int, list]] = {}
+        skipped = 0
         for arm in self.arms:
             done = self.store.done_keys(run_id, arm.name, but_failed=self.retry_failed)
-            todo = [(it, pos, by_id[iid]) for it in range(iterations) for pos, iid in enumerate(orders[it])
-                    if (it, iid) not in done and iid in mine]
-            plan.append((arm, todo, len(done)))
-        result = RunResult(run_id=run_id, skipped=sum(n for _, _, n in plan))
-        total = sum(len(t) for _, t, _ in plan)
+            skipped += len(done)
+            todo[arm.name] = {it: [(it, pos, by_id[iid]) for pos, iid in enumerate(orders[it])
+                                   if (it, iid) not in done and iid in mine] for it in range(iterations)}
+        self.store.set_order(run_id, O.design([a.name for a in self.all_arms], iterations, seed, self.cfg.run.order))
+        plan = [sg for sg in O.segments(self.store.order(run_id), [a.name for a in self.arms])
+                if todo[sg.arm].get(sg.block)]
+        result = RunResult(run_id=run_id, skipped=skipped)
+        total = sum(len(todo[sg.arm][sg.block]) for sg in plan)
         if result.skipped:
             self.console.print(styled("resuming run ", (run_id, "bold"),
                                       f": {result.skipped} calls already stored, {total} to go"))
+        self._benched = self.store.benched(run_id)
 
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
@@ -195,19 +215,37 @@ class Runner:
         columns = [TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                    TextColumn("valid {task.fields[valid]}"), TimeElapsedColumn(), TextColumn("eta"),
                    TimeRemainingColumn()]
+        arms = {a.name: a for a in self.arms}
+        held: dict[str, LoadedArm] = {}
         with Progress(*columns, console=self.console, disable=not self.progress, transient=False) as bar, \
                 _StopFlag(lambda: self.console.print(
                     styled(("stopping after the call in flight (Ctrl-C again to stop at once)", "yellow")))) as stop:
             overall = bar.add_task("all models", total=total, valid="-")
-            for arm, todo, _ in plan:
-                if stop.requested:
-                    break
-                if not todo:
-                    continue
-                stored, failed = self._run_arm(arm, todo, seed, bar, overall, stop)
-                result.per_model[arm.name] = stored
-                result.stored += stored
-                result.failed_calls += failed
+            counts = {name: {"stored": 0, "valid": 0, "failed": 0} for name in todo}
+            tasks = {name: bar.add_task(name, total=sum(len(j) for j in todo[name].values()), valid="-",
+                                        visible=False) for name in todo}
+            try:
+                for k, sg in enumerate(plan):
+                    if stop.requested:
+                        break
+                    arm = arms[sg.arm]
+                    if sg.arm not in held:
+                        held[sg.arm] = self._open(arm, seed, sg.block)
+                    bar.update(tasks[sg.arm], visible=True)
+                    self._run_segment(arm, held[sg.arm], todo[sg.arm][sg.block], sg, seed, bar,
+                                      (overall, tasks[sg.arm]), counts[sg.arm], stop)
+                    bar.update(tasks[sg.arm], visible=False)
+                    following = next((p.arm for p in plan[k + 1:]), None)
+                    if held[sg.arm].in_process and following != sg.arm:  # one model in memory
+                        held.pop(sg.arm).close()
+            finally:
+                for h in held.values():
+                    h.close()
+            for name, c in counts.items():
+                if c["stored"]:
+                    result.per_model[name] = c["stored"]
+                result.stored += c["stored"]
+                result.failed_calls += c["failed"]
             result.stopped = stop.requested
         result.too_long = list(self.too_long)
         # finished once every arm of the config has every call (a --model subset leaves it open)
@@ -262,9 +300,9 @@ class Runner:
         """(reply, answer, wall seconds, energy J) of one job (iteration, position, item)."""
         it, _, item = job
         energy0 = sysinfo.gpu_energy_joules() if self._energy else None
-        t0 = time.perf_counter()
+        t0 = self.clock()
         reply, answer = self._ask(backend, arm, item, seed=call_seed(seed, it, item.id), max_tokens=max_tokens)
-        wall = time.perf_counter() - t0
+        wall = self.clock() - t0
         energy = None
         if energy0 is not None:
             energy1 = sysinfo.gpu_energy_joules()
@@ -277,49 +315,17 @@ class Runner:
                         seed=call_seed(seed, it, item.id), reply=reply, answer=answer, wall=wall, energy=energy,
                         **where)
 
-    def _load(self, backend, arm: Arm, seed: int) -> dict:
-        """Load and warm up (uncounted): the load's figures, the engine's facts and the memory it took."""
-        rss0 = sysinfo.rss_mb()
-        load_s = backend.load()
-        warm_s = warm_tokens = None
-        if self.cfg.run.warmup:
-            try:
-                reply, _ = self._call(backend, arm, self.task.warmup_item(), seed=seed, max_tokens=16)
-                warm_s, warm_tokens = reply.wall_seconds, reply.prompt_tokens
-            except PromptTooLong:  # not a stored call: each call that does not fit says so itself
-                pass
-            except CallFailed as exc:  # not a stored call either: the calls meet the same policy
-                self._warn(f"{arm.name}: the warm-up call got no usable answer ({exc.message}); going on")
-        info = backend.engine_info()
-        memory = dict(info.get("memory") or {})
-        can = spec_of(arm.entry).capabilities
-        if can.memory_facts:
-            memory.update(backend.memory_facts())
-        if can.in_process and rss0 is not None:  # in process: what loading it took here
-            memory.setdefault("rss_mb", max(0.0, (sysinfo.rss_mb() or rss0) - rss0))
-        return {"load_seconds": load_s, "warmup_seconds": warm_s, "warmup_prompt_tokens": warm_tokens,
-                "engine": info, "memory": memory}
+    def _run_segment(self, arm: Arm, held: "LoadedArm", jobs, sg, seed, bar, tasks, counts, stop) -> None:
+        """One arm's calls of one block on its loaded model: one at a time, or spread over its endpoints
+        in blocks of rising concurrency when ``run.concurrency`` lists levels."""
+        from benchmark.run.scheduler import run_calls, serial_calls, sweep_blocks
 
-    def _store_load(self, arm: Arm, load: dict, endpoint: str | None = None) -> None:
-        self.store.add_model_load(self.run_id, arm.name, arm.entry.backend, load["load_seconds"],
-                                  load["warmup_seconds"], load["warmup_prompt_tokens"], load["engine"],
-                                  endpoint=endpoint, memory=load["memory"])
-        engine = load["engine"] or {}
-        # what a server reports of the model's file; llama.cpp's tensor bytes where the GGUF could not be read
-        size = engine.get("model_file_bytes") or engine.get("model_bytes")
-        self.store.complete_arm(self.run_id, arm.name, model_bytes=size if isinstance(size, int) else None,
-                                digest=engine.get("digest") if isinstance(engine.get("digest"), str) else None)
-
-    def _run_arm(self, arm: Arm, todo, seed, bar, overall, stop) -> tuple[int, int]:
-        """(calls stored, of which failed) of one arm."""
-        cfg, entry = self.cfg, arm.entry
-        max_tokens = cfg.setting(entry, "num_predict")
-        mtask = bar.add_task(arm.name, total=len(todo), valid="-")
-        counts = {"stored": 0, "valid": 0, "failed": 0}
+        max_tokens = self.cfg.setting(arm.entry, "num_predict")
+        overall, mtask = tasks
 
         def record(job, result, **where) -> bool:
             reply, answer, wall, energy = result
-            row = self._row(arm, job, seed, reply, answer, wall, energy, **where)
+            row = self._row(arm, job, seed, reply, answer, wall, energy, block=sg.block, slot=sg.slot, **where)
             ok = self.store.add_call(row, over_failed=self.retry_failed)
             if ok:
                 counts["stored"] += 1
@@ -331,67 +337,16 @@ class Runner:
 
         ask = (lambda backend, job: self._timed_ask(backend, arm, job, seed, max_tokens))
         failed = (lambda job, exc, seconds: self._failed(arm, job, exc, seconds))
-        try:
-            levels, served = cfg.run.levels, spec_of(entry).capabilities.endpoints
-            if levels != [1] and not served:
-                self._warn(f"{arm.name}: run.concurrency is for server backends; {entry.backend} answers one at a time")
-            if served and (entry.endpoints or levels != [1]):
-                self._run_on_endpoints(arm, todo, seed, ask, record, failed, stop)
-            else:
-                from benchmark.run.scheduler import Endpoint, serial_calls
-
-                backend = self.backend_factory(entry, cfg)
-                try:
-                    self._store_load(arm, self._load(backend, arm, seed))
-                    serial_calls(Endpoint(None, backend), todo, ask, record, lambda: stop.requested, arm.name, failed)
-                finally:
-                    backend.close()
-        finally:
-            bar.update(mtask, visible=False)
-        return counts["stored"], counts["failed"]
-
-    def _run_on_endpoints(self, arm: Arm, todo, seed, ask, record, failed, stop) -> None:
-        """The arm's calls spread over the servers that host it (see ``benchmark.run.scheduler``), in
-        blocks of rising concurrency when ``run.concurrency`` lists levels."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from benchmark.run.scheduler import Endpoint, run_calls, sweep_blocks
-
-        entry, cfg = arm.entry, self.cfg
-        urls = entry.endpoints or [None]
-        backends = [self.backend_factory(entry, cfg, endpoint=u) if u else self.backend_factory(entry, cfg)
-                    for u in urls]
-        endpoints = []
-
-        def load(backend):
-            try:
-                return self._load(backend, arm, seed), None
-            except ShootoutError as exc:
-                return None, exc.message
-
-        try:
-            with ThreadPoolExecutor(max_workers=len(backends)) as pool:
-                loaded = list(pool.map(load, backends))
-            for url, backend, (facts, error) in zip(urls, backends, loaded):
-                name = url or spec_of(entry).address(backend)
-                if facts is None:
-                    self._warn(f"{arm.name}: endpoint {name} left out: {error}")
-                    continue
-                self._store_load(arm, facts, endpoint=name)  # stored here: SQLite has one writer thread
-                endpoints.append(Endpoint(name, backend))
-            if not endpoints:
-                raise ShootoutError(f"model '{arm.name}': none of its endpoints answers ({', '.join(map(str, urls))})",
-                                    "start the servers, or fix models[].endpoints in config.yaml")
-            blocks = sweep_blocks(todo, cfg.run.levels, self._n_items, self._plan_size)
-            for level, block in blocks.items():
-                if stop.requested:
-                    break
-                for ep in endpoints:
-                    ep.limit = level
-                out = run_calls(endpoints, block, ask, record, lambda: stop.requested, arm.name, failed)
-                for ep in (e for e in endpoints if e.url in out.retired):
-                    self._warn(f"{arm.name}: endpoint {ep.url} {ep.retired_for}; its calls went to the others "
-                               f"({ep.error})")
-        finally:
-            for b in backends:
-                b.close()
+        stopped = (lambda: stop.requested)
+        if held.serial:
+            serial_calls(held.endpoints[0], jobs, ask, record, stopped, arm.name, failed)
+            return
+        for level, part in sweep_blocks(jobs, self.cfg.run.levels, self._n_items, self._plan_size).items():
+            if stop.requested:
+                break
+            for ep in held.endpoints:
+                ep.limit = level
+            out = run_calls(held.endpoints, part, ask, record, stopped, arm.name, failed)
+            for ep in (e for e in held.endpoints if e.url in out.retired):
+                self._warn(f"{arm.name}: endpoint {ep.url} {ep.retired_for}; its calls went to the others "
+                           f"({ep.error})")

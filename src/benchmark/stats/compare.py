@@ -6,6 +6,9 @@ the test that fits the metric (``Measure.kind``):
   compared with a paired t-test over items (``paired.paired``); 95% t interval; MDE at 80% power;
 - "logvar": within-item variances compared with the paired log-variance test (consistency);
 - "agreement": answers of the candidate against the reference's own repeatability (``paired.agreement``);
+- "speed": seconds per call or generated tokens per second, as the geometric-mean ratio candidate /
+  reference over cells paired by (item, iteration block), its interval clustered by item and block
+  (``speed.ratio``): a drift of the machine that falls on some blocks widens it;
 - "jackknife": a figure that does not split into per-item parts (macro-F1, kappa, balanced accuracy,
   recall and F1 of a class, a correlation) compared with a paired jackknife (leave one item out;
   Tukey's jackknife) over the items whose removal moves either model's figure (``jackknife_paired``):
@@ -14,7 +17,7 @@ the test that fits the metric (``Measure.kind``):
   expanded percentile interval gave 6-8% and the jackknife over every item 6-7% for a minority
   class's recall.
 
-Every comparison is paired by item and keeps an item's iterations together.
+Every comparison is paired by item and keeps an item's iterations together (and "speed" its blocks).
 """
 
 from __future__ import annotations
@@ -27,14 +30,16 @@ import pandas as pd
 
 from benchmark import metrics as M
 from benchmark.stats import paired as P
+from benchmark.stats import speed as SP
 from benchmark.stats.common import holm
 
 
 @dataclass
 class Measure:
     metric: str                              # the metric-table key (label, direction, format)
-    kind: str                                # "mean" | "logvar" | "agreement" | "jackknife"
-    x: np.ndarray | None = None              # (models, items): per-item figure, or per-item variance
+    kind: str                                # "mean" | "logvar" | "agreement" | "jackknife" | "speed"
+    x: np.ndarray | None = None              # (models, items): per-item figure, or per-item variance;
+                                             # "speed": (models, items, blocks) log of the per-call figure
     codes: np.ndarray | None = None          # agreement: (models, items, iterations) answer codes
     n_codes: int = 0
     suff: np.ndarray | None = None           # jackknife: (models, items, S) additive per-item statistics
@@ -51,6 +56,9 @@ class Measure:
             return float(self.fn(s[ok].sum(0))) if ok.any() else np.nan
         if self.x is None:
             return np.nan
+        if self.kind == "speed":  # the mean per-call figure (seconds per call, a call's tokens/s)
+            col = np.exp(self.x[k])
+            return float(np.nanmean(col)) if np.isfinite(col).any() else np.nan
         with np.errstate(invalid="ignore"):
             col = self.x[k]
             return float(np.nanmean(col)) if np.isfinite(col).any() else np.nan
@@ -58,12 +66,14 @@ class Measure:
 
 TESTS = {"mean": "paired t over items", "logvar": "paired t on per-item log(variance + c)",
          "agreement": "paired t on per-item excess disagreement",
-         "jackknife": "paired jackknife over the informative items"}
+         "jackknife": "paired jackknife over the informative items",
+         "speed": "t on log ratios paired by (item, block), clustered by item and block"}
 ESTIMATES = {"mean": "difference (candidate - reference)",
              "logvar": "geometric mean over items of (var_cand + c) / (var_ref + c); 'ratio' beside it: mean "
                        "variance candidate / reference",
              "agreement": "extra disagreement with the reference beyond its own (share of answer pairs)",
-             "jackknife": "difference (candidate - reference)"}
+             "jackknife": "difference (candidate - reference)",
+             "speed": "geometric-mean ratio candidate / reference of the per-call figure"}
 
 
 def measure(metric: str, kind: str = "mean", **kw) -> Measure:
@@ -178,6 +188,13 @@ def pair(ms: Measure, a: int, b: int, alpha: float = 0.05, power: float = 0.8) -
                    ci95_high=float(r["geo_ratio_high"]), p=float(r["p"]), sd_diff=float(r["sd"]),
                    mde80=float(np.exp(P.mde(r["sd"], r["n"], alpha, power))), ratio=float(r["ratio"]),
                    c=float(r["c"]))
+    elif ms.kind == "speed":
+        r = SP.ratio(ms.x[a], ms.x[b], alpha)
+        row.update(items=int(r["items"]), blocks=int(r["blocks"]), value_ref=float(ms.value(a)),
+                   value_cand=float(ms.value(b)), estimate=float(r["estimate"]), ci95_low=float(r["ratio_low"]),
+                   ci95_high=float(r["ratio_high"]), p=float(r["p"]), df=float(r["df"]),
+                   sd_diff=float(r["se"] * np.sqrt(r["n"])),
+                   mde80=float(SP.mde_ratio(r, alpha, power)))
     elif ms.kind == "agreement":
         r = P.agreement(ms.codes[a], ms.codes[b], ms.n_codes)
         row.update(items=int(r["n"]), value_ref=float(r["own_disagree"]), value_cand=float(r["cross_disagree"]),
@@ -198,8 +215,11 @@ def pair(ms: Measure, a: int, b: int, alpha: float = 0.05, power: float = 0.8) -
     return row
 
 
+RATIOS = ("logvar", "speed")  # kinds whose estimate is a ratio (no difference: 1)
+
+
 def _excludes(row: dict, kind: str) -> bool:
-    null = 1.0 if kind == "logvar" else 0.0
+    null = 1.0 if kind in RATIOS else 0.0
     lo, hi = row.get("ci95_low", np.nan), row.get("ci95_high", np.nan)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return False
@@ -211,7 +231,7 @@ def _direction(row: dict, ms: Measure) -> str:
     "not distinguishable"."""
     if not row["significant"]:
         return "not distinguishable"
-    up = row["estimate"] > (1.0 if ms.kind == "logvar" else 0.0)
+    up = row["estimate"] > (1.0 if ms.kind in RATIOS else 0.0)
     if ms.kind == "agreement":
         return "worse" if up else "better"
     if ms.higher_is_better is None:
@@ -242,8 +262,9 @@ def compare(measures: list[Measure], models: list[str], pairs: list[tuple[str, s
     out["p_holm"] = np.nan
     for _, g in out.groupby("metric", sort=False):
         out.loc[g.index, "p_holm"] = holm(g["p"].to_numpy(dtype=float))
-    cols = ["reference", "candidate", "metric", "test", "items", "informative", "value_ref", "value_cand", "estimate",
-            "ci95_low", "ci95_high", "p", "p_holm", "mde80", "direction", "significant", "effect_dz", "sd_diff",
+    cols = ["reference", "candidate", "metric", "test", "items", "blocks", "informative", "value_ref", "value_cand",
+            "estimate",
+            "ci95_low", "ci95_high", "p", "df", "p_holm", "mde80", "direction", "significant", "effect_dz", "sd_diff",
             "same_seed", "ratio", "c", "estimate_is"]
     return out[[c for c in cols if c in out]]
 
@@ -264,7 +285,7 @@ def significant_best(ms: Measure, alpha: float = 0.05) -> int | None:
     ps, ok = [], True
     for j in others:
         row = pair(ms, j, best, alpha)
-        up = row["estimate"] > (1.0 if ms.kind == "logvar" else 0.0)
+        up = row["estimate"] > (1.0 if ms.kind in RATIOS else 0.0)
         ok &= up == bool(ms.higher_is_better)
         ps.append(row["p"])
     if not ok or np.isnan(ps).any():
@@ -274,14 +295,18 @@ def significant_best(ms: Measure, alpha: float = 0.05) -> int | None:
 
 def model_intervals(measures: list[Measure], models: list[str], level: float = 0.95) -> pd.DataFrame:
     """Per (model, metric) the figure and its interval over items: the t interval of the per-item mean,
-    or for "jackknife" measures the figure +- t x its jackknife standard error over the informative
-    items (``jackknife_interval``)."""
+    for "jackknife" measures the figure +- t x its jackknife standard error over the informative
+    items (``jackknife_interval``), for "speed" the mean per-call figure with its interval clustered by
+    item and block (``speed.two_way``)."""
     rows = []
     for ms in measures:
-        if ms.kind not in ("mean", "jackknife"):
+        if ms.kind not in ("mean", "jackknife", "speed"):
             continue
         for k, m in enumerate(models):
-            if ms.kind == "mean":
+            if ms.kind == "speed":  # the mean per-call figure, its interval clustered by item and block
+                r = SP.two_way(np.exp(ms.x[k]), 1 - level)
+                mean, lo, hi, n = r["mean"], r["ci_low"], r["ci_high"], int(r["items"])
+            elif ms.kind == "mean":
                 mean, lo, hi = P.mean_interval(ms.x[k], level=level)
                 n = int(np.isfinite(ms.x[k]).sum())
             else:

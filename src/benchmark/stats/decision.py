@@ -35,6 +35,11 @@ when quality is non-inferior but the bias or consistency is not yet bounded (nev
 with an unbounded bias: a rung that answers +0.2 higher everywhere is named SHIFTED or NOT BOUNDED);
 then TOO FEW ITEMS, INCONCLUSIVE.
 
+Speed against the reference (``speed_vs_ref``): the geometric-mean ratio of the reference's seconds per
+call to the candidate's (above 1 = faster) over cells paired by (item, iteration block), with its 95%
+interval clustered by item and block (``benchmark.stats.speed``): "faster" / "slower" when the interval
+excludes 1, else "not distinguishable".
+
 Pareto-optimal rungs (per family): no other rung is at least as good on quality (the first quality
 metric's point estimate), seconds per sample and file size (when known), and better on one.
 """
@@ -46,6 +51,7 @@ import pandas as pd
 
 from benchmark import metrics as M
 from benchmark.stats import paired as P
+from benchmark.stats import speed as SP
 from benchmark.stats.common import holm
 from benchmark.stats.compare import Measure
 
@@ -233,6 +239,22 @@ def pareto(quality: np.ndarray, higher_is_better: bool | None, seconds: np.ndarr
     return out
 
 
+def speed_vs_ref(ms: Measure | None, names: list[str], ref: str | None, cand: str, alpha: float = 0.05) -> dict:
+    """The candidate's speed against its reference (see the module doc): speedup_vs_ref (reference seconds /
+    candidate seconds, geometric mean over paired cells), its 95% interval, p and the words; NaN without a
+    "speed" measure of seconds per call."""
+    out = {"speedup_vs_ref": np.nan, "speedup_ci95_low": np.nan, "speedup_ci95_high": np.nan, "speedup_p": np.nan,
+           "speed_vs_ref": ""}
+    if ms is None or ms.kind != "speed" or ref is None or ref not in names or cand not in names:
+        return out
+    r = SP.ratio(ms.x[names.index(cand)], ms.x[names.index(ref)], alpha)  # reference over candidate seconds
+    if not np.isfinite(r["estimate"]):
+        return out
+    low, high = float(r["ratio_low"]), float(r["ratio_high"])
+    return {"speedup_vs_ref": float(r["estimate"]), "speedup_ci95_low": low, "speedup_ci95_high": high,
+            "speedup_p": float(r["p"]), "speed_vs_ref": SP.says(low, high)}
+
+
 def decide(measures: dict[str, Measure], models: pd.DataFrame, refs: dict[str, str], margins: dict[str, float],
            alpha: float = 0.05, power: float = 0.8, sizes: dict[str, float] | None = None,
            intervals: pd.DataFrame | None = None, min_items: int = 20,
@@ -270,6 +292,9 @@ def decide(measures: dict[str, Measure], models: pd.DataFrame, refs: dict[str, s
                "s_per_sample_ci95_high": s["ci95_high"] if s is not None else np.nan,
                "speedup_vs_ref": (ref_s["value"] / s["value"]) if (s is not None and ref_s is not None) else np.nan,
                "size_mb": sizes.get(m, np.nan)}
+        speed = speed_vs_ref(measures.get("s_per_sample"), names, ref, m, alpha)
+        if np.isfinite(speed["speedup_vs_ref"]) or not np.isfinite(row["speedup_vs_ref"]):
+            row.update(speed)
         row["size_vs_ref"] = (row["size_mb"] / sizes[ref]) if ref and ref in sizes and m in sizes else np.nan
         p0 = mine[mine["metric"] == primary] if len(mine) else mine
         if len(p0):

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable
 from benchmark.store import files, migrations, rows
 from benchmark.store.reads import RunSummary, StoreReads
 from benchmark.store.rows import ArmFacts, CallRow, ItemRow, LoadRow, WriterRow
+from benchmark.store.speed import SpeedFacts
 from core.errors import DiskFull, ShootoutError
 
 MIN_FREE_BYTES = 16_000_000  # a call takes a few KB; below this much free space a run does not start
@@ -84,7 +85,7 @@ def _print_wait(path: Path, waited: float, limit: float) -> None:
           file=sys.stderr, flush=True)
 
 
-class Store(StoreReads):
+class Store(StoreReads, SpeedFacts):
     """The results file. ``create``: open for writing (made if missing); otherwise for reading: a
     file this user cannot write (a read-only file, folder or mount) is then read without writing
     anything (an older layout migrated in memory). Before a file is opened for writing, its layout is

@@ -15,6 +15,10 @@ transaction with the layout's stamp, so a database is never left half-migrated.
    (``attempts``), the concurrency it ran under (a sweep's level), and for streamed calls the time to
    the first content token, the inter-token gaps (mean and each, in ms) and the end-to-end time.
 
+6. Speed with the same rigour as quality: per call its iteration block and its arm's place in the
+   block's order; ``run_speed`` (the run's order and the machine's measured memory bandwidth) and
+   ``speed_bench`` (llama-bench-comparable figures of each in-process model).
+
 Every table and column added from layout 2 on is derived from ``benchmark.store.rows``.
 """
 
@@ -24,7 +28,7 @@ import sqlite3
 from typing import Callable
 
 from benchmark.store import rows
-from benchmark.store.rows import ArmFacts, CallRow, ItemRow, LoadRow, WriterRow
+from benchmark.store.rows import ArmFacts, BenchRow, CallRow, ItemRow, LoadRow, RunSpeedRow, WriterRow
 
 APPLICATION = "gguf-shootout"
 
@@ -140,7 +144,18 @@ def _layout_5(db: sqlite3.Connection) -> None:
         db.execute(sql)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_layout_1, _layout_2, _layout_3, _layout_4, _layout_5]
+def _layout_6(db: sqlite3.Connection) -> None:
+    """Per call its block and slot (empty for calls stored before: the order they ran in was grouped or
+    unknown); the run's order and bandwidth; the llama-bench-comparable figures."""
+    for sql in rows.add_columns("calls", CallRow, 6):
+        db.execute(sql)
+    db.execute(rows.create_table("run_speed", RunSpeedRow, upto=6))
+    db.execute(rows.create_table("speed_bench", BenchRow, upto=6))
+    db.execute("CREATE INDEX speed_bench_run ON speed_bench(run_id, model)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_layout_1, _layout_2, _layout_3, _layout_4, _layout_5,
+                                                          _layout_6]
 VERSION = len(MIGRATIONS)
 
 

@@ -119,6 +119,10 @@ class CallRow:
     itl_seconds: float | None = column("REAL", since=5, frame=True)     # streamed: mean gap between content chunks
     itl_json: str | None = column("TEXT", since=5, frame=True)          # streamed: every such gap, in ms
     e2e_seconds: float | None = column("REAL", since=5, frame=True)     # streamed: request sent to last byte
+    # layout 6: the run's order (``benchmark.run.order``): the iteration block a call ran in and its arm's
+    # place in that block's order
+    block: int | None = column("INTEGER", since=6, frame=True)
+    slot: int | None = column("INTEGER", since=6, frame=True)
 
 
 @dataclass(kw_only=True)
@@ -188,3 +192,39 @@ class WriterRow:
     host: str = column("TEXT NOT NULL", since=4, required=True)
     process_started: float | None = column("REAL", since=4)  # the process's start time (a reused pid differs)
     claimed_at: str | None = column("TEXT", since=4)
+
+
+@dataclass(kw_only=True)
+class BenchRow:
+    """One llama-bench-comparable test of an in-process model (``engine.speed``): pp512, tg128 or tg128
+    at the task's prompt depth, as tokens/s over ``reps`` repetitions, measured after the model's first
+    warm-up in a run, with what a generated token reads (for the share of the memory-bandwidth bound)."""
+
+    run_id: str = column("TEXT NOT NULL REFERENCES runs(run_id)", since=6, required=True)
+    model: str = column("TEXT NOT NULL", since=6, frame=True, required=True)   # the arm that loaded it
+    test: str = column("TEXT NOT NULL", since=6, frame=True, required=True)    # pp512, tg128, tg128 @ d380
+    n_prompt: int = column("INTEGER NOT NULL", since=6, frame=True, required=True)
+    n_gen: int = column("INTEGER NOT NULL", since=6, frame=True, required=True)
+    n_depth: int = column("INTEGER NOT NULL", since=6, frame=True, required=True)
+    reps: int = column("INTEGER NOT NULL", since=6, frame=True, required=True)
+    avg_ts: float = column("REAL NOT NULL", since=6, frame=True, required=True)     # mean tokens/s
+    stddev_ts: float | None = column("REAL", since=6, frame=True)                    # sample sd (n - 1)
+    samples_json: str | None = column("TEXT", since=6)                               # every repetition's tokens/s
+    weights_bytes_per_token: int | None = column("INTEGER", since=6, frame=True)
+    kv_bytes_per_token: int | None = column("INTEGER", since=6, frame=True)          # the KV cache read at the depth
+    depth_requested: int | None = column("INTEGER", since=6, frame=True)             # the task's mean prompt tokens
+    engine_json: str | None = column("TEXT", since=6)    # threads, batch, context, offload the figures ran under
+    block: int | None = column("INTEGER", since=6, frame=True)  # the iteration block of the load it ran after
+    created_at: str | None = column("TEXT NOT NULL", since=6)
+
+
+@dataclass(kw_only=True)
+class RunSpeedRow:
+    """What a run knows about its own timing: the order its arms ran in (``benchmark.run.order``: the design,
+    its seed and each block's arm order, as JSON) and the machine's memory bandwidth from a copy test
+    (``core.bandwidth``), measured once per run."""
+
+    run_id: str = column("TEXT PRIMARY KEY REFERENCES runs(run_id)", since=6, required=True)
+    order_json: str | None = column("TEXT", since=6)
+    bandwidth_gbs: float | None = column("REAL", since=6)
+    bandwidth_json: str | None = column("TEXT", since=6)   # how it was measured (bytes, threads, repetitions)
