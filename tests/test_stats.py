@@ -620,3 +620,21 @@ def test_an_equivalent_but_slower_rung_is_not_recommended_for_a_gain(tmp_path):
     row = rep.decision.set_index("model").loc["h-q8"]
     assert row["verdict"] in ("equivalent", "non-inferior") and row["speedup_vs_ref"] < 1
     assert "nothing to gain" in row["what_it_means"] and "ship it if the gain matters" not in row["what_it_means"]
+
+
+def test_the_decision_chart_names_rungs_that_share_a_quant_by_model(tmp_path, monkeypatch):
+    """Two prompt styles of one GGUF are two rungs with one quant: the chart labels them by model name,
+    not twice 'Q4_K_M' on top of each other."""
+    from benchmark.report import draw, plots
+
+    path = tmp_path / "same.sqlite"
+    write_db(path, [SynthModel("gemma-few", family="f1", quant="Q4_K_M"),
+                    SynthModel("gemma-zero", shift=0.1, family="f1", quant="Q4_K_M")],
+             n_articles=12, n_iterations=2, seed=3, run_id="same")
+    with Store(path) as store:
+        rep = rpt.build(store, "same")
+    figs = []
+    monkeypatch.setattr(draw, "save", lambda fig, p: figs.append(fig) or p)
+    plots.decision_chart(rep, tmp_path / "decision_pareto.png")
+    labels = [t.get_text().split("\n")[0] for ax in figs[0].axes for t in ax.texts]
+    assert labels and set(labels) == {"gemma-few", "gemma-zero"}

@@ -56,6 +56,8 @@ def decision_chart(report: Report, path: Path) -> Path | None:
     fig, axes = plt.subplots(len(fams), ncol, figsize=(6.2 * ncol, 4.4 * len(fams)), squeeze=False)
     for fi, fam in enumerate(fams):
         g = d[d["family"] == fam]
+        # a rung is named by its quant, unless two of the family share one (prompt variants, fine-tunes)
+        names = g["quant"] if g["quant"].is_unique else g["model"]
         panels = [("s_per_sample", "seconds per sample (lower is better)")]
         if has_size:
             panels.append(("size_mb", "file size, MB (lower is better)"))
@@ -68,7 +70,7 @@ def decision_chart(report: Report, path: Path) -> Path | None:
                 ax.axhspan(min(q0, edge), max(q0, edge), color="#1f4e79", alpha=0.08,
                            label=f"within the margin ({margin:g}) of the reference")
                 ax.axhline(q0, color="#1f4e79", lw=0.8, ls=":")
-            for r in g.itertuples(index=False):
+            for name, r in zip(names, g.itertuples(index=False)):
                 x = getattr(r, xcol)
                 if x is None or not np.isfinite(x):
                     continue
@@ -79,12 +81,15 @@ def decision_chart(report: Report, path: Path) -> Path | None:
                 ax.errorbar([x], [r.quality], yerr=yerr, fmt="none", ecolor=col, elinewidth=1.2, capsize=3)
                 ax.scatter([x], [r.quality], s=170 if r.pareto else 70, marker="*" if r.pareto else "o",
                            facecolors=col if r.pareto else "white", edgecolors=col, linewidths=1.5, zorder=3)
-                ax.annotate(f"{r.quant}\n{r.verdict}", (x, r.quality), textcoords="offset points", xytext=(7, 5),
+                ax.annotate(f"{name}\n{r.verdict}", (x, r.quality), textcoords="offset points", xytext=(7, 5),
                             fontsize=8, color=col)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"{m.short or m.label} (95% CI; better is up)")
             if m.percent:
                 ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+                # a share lies in [0, 1]: an interval reaching past it (few items) runs to the frame's edge
+                lo, hi = sorted(ax.get_ylim())
+                ax.set_ylim(max(lo, -0.02), min(hi, 1.02))
             ax.grid(alpha=0.3)
             if m.higher_is_better is False:
                 ax.invert_yaxis()  # better is up
