@@ -367,8 +367,10 @@ def test_the_real_engine_loads_once_per_block_and_measures_its_block_once(tmp_pa
     monkeypatch.setattr(bench, "REPS", 2)
     config = write_config(tmp_path, embedded_gguf, models=[("m-a", "few_shot"), ("m-b", "zero_shot")], iterations=2,
                           articles=2, extra="")
-    config.write_text(config.read_text().replace("num_predict: 96", "num_predict: 24"))
+    config.write_text(config.read_text().replace("num_predict: 96", "num_predict: 24")
+                      .replace("speed_bench: false", "speed_bench: true"))
     cfg = load_config(config)
+    assert cfg.run.speed_bench is True
     with Store(tmp_path / "results.sqlite") as store:
         Runner(cfg, store, run_id="r", progress=False).run()
         loads = [l.model for l in store.loads("r")]

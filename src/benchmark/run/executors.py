@@ -20,6 +20,7 @@ is imported inside the functions that need it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -304,6 +305,15 @@ def _receive(store, result: ExecutorResult, job: ShardJob, msg: dict, console) -
             console.print(f"{job.label()}{_on(job)}: {line}")
     elif msg["kind"] == "done":
         result.too_long += [tuple(t) for t in msg["too_long"]]
+        # the shard's order, bandwidth and speed blocks, as `shootout merge` keeps them (the first box's
+        # order and bandwidth; every box's blocks)
+        from benchmark.store.rows import BenchRow
+
+        if msg.get("order") and not store.order(result.run_id):
+            store.set_order(result.run_id, msg["order"])
+        if msg.get("bandwidth") and not store.bandwidth(result.run_id):
+            store.set_bandwidth(result.run_id, *msg["bandwidth"])
+        store.add_bench([BenchRow(**{**b, "run_id": result.run_id}) for b in msg.get("bench") or []])
 
 
 def _note_node(store, run_id: str, job: ShardJob, msg: dict) -> None:
@@ -383,7 +393,9 @@ def _shard_task(p: dict):
         if "error" in outcome:
             raise outcome["error"]
         res = outcome["result"]
-        yield {"kind": "done", "stored": res.stored, "stopped": res.stopped, "too_long": res.too_long}
+        yield {"kind": "done", "stored": res.stored, "stopped": res.stopped, "too_long": res.too_long,
+               "order": reader.order(run_id), "bandwidth": reader.bandwidth(run_id),
+               "bench": [dataclasses.asdict(b) for b in reader.bench_rows(run_id)]}
     finally:
         reader.close()
 
