@@ -151,12 +151,8 @@ def merge(specs: list[str], out: Path, run_id: str | None = None) -> MergeResult
             dest.add_calls([{**r, "run_id": new_id} for r in rows])
             dest.add_loads([dataclasses.replace(r, run_id=new_id) for r in loads])
             dest.add_arms([dataclasses.replace(a, run_id=new_id) for a in arms.values()])
-            for path, rid, store in sources:  # the order every box followed, the first box's bandwidth
-                if store.order(rid) and not dest.order(new_id):
-                    dest.set_order(new_id, store.order(rid))
-                if store.bandwidth(rid) and not dest.bandwidth(new_id):
-                    dest.set_bandwidth(new_id, *store.bandwidth(rid))
-                dest.add_bench([dataclasses.replace(b, run_id=new_id) for b in store.bench_rows(rid)])
+            for path, rid, store in sources:  # the first box's order and bandwidth, every box's speed blocks
+                dest.keep_speed_facts(new_id, store.speed_facts(rid))
             if finished:
                 dest.finish_run(new_id)
         return MergeResult(new_id, len(rows), [str(p) for p, _, _ in sources], finished)

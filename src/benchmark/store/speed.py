@@ -4,6 +4,7 @@ bandwidth (``run_speed``) and the llama-bench-comparable figures of its in-proce
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Iterable
@@ -55,6 +56,20 @@ class SpeedFacts:
         cols = rows.names(BenchRow)
         return [BenchRow(**dict(zip(cols, r))) for r in self.db.execute(
             f"SELECT {', '.join(cols)} FROM speed_bench WHERE run_id=? ORDER BY rowid", (run_id,))]
+
+    def speed_facts(self, run_id: str) -> dict:
+        """The run's order, bandwidth and speed blocks, to be kept in another file (``keep_speed_facts``)."""
+        return {"order": self.order(run_id), "bandwidth": self.bandwidth(run_id),
+                "bench": [dataclasses.asdict(b) for b in self.bench_rows(run_id)]}
+
+    def keep_speed_facts(self, run_id: str, facts: dict) -> None:
+        """One box's speed facts (``speed_facts``) into ``run_id`` here, as a merge keeps them: the first
+        box's order and bandwidth, every box's speed blocks."""
+        if facts.get("order") and not self.order(run_id):
+            self.set_order(run_id, facts["order"])
+        if facts.get("bandwidth") and not self.bandwidth(run_id):
+            self.set_bandwidth(run_id, *facts["bandwidth"])
+        self.add_bench([{**b, "run_id": run_id} for b in facts.get("bench") or []])
 
     def benched(self, run_id: str) -> set[str]:
         """The models (entries) whose figures the run holds."""
