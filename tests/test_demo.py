@@ -222,7 +222,7 @@ def test_the_demo_config_asks_which_family_and_which_rung(tmp_path, embedded_ggu
     assert all(templates[m] == "gemma" for m in MODELS[:3]) and all(templates[m] is None for m in MODELS[3:])
     assert all(m.prompt_style == "few_shot" for m in cfg.models)
     assert {m.name: cfg.model_path(m).name for m in cfg.models}["smollm2-135m-q4_0"] == "smollm2-135m.Q4_0.gguf"
-    # the speed block costs about a minute per model on a small CPU: on where the build offloads
+    # the speed block costs about half a minute per model on a small CPU: on where the build offloads
     from engine.runtime import gpu_offload_supported
 
     assert cfg.run.speed_bench is gpu_offload_supported()

@@ -194,7 +194,7 @@ class RunSettings(_Strict):
                                                       "the task's prompt depth, measured once per model at its first "
                                                       "load, and a memory copy test once per run. true: 5 "
                                                       "repetitions each (llama-bench's default; on a small CPU about "
-                                                      "a minute per model, on a GPU seconds); a number: that many "
+                                                      "half a minute per model, on a GPU seconds); a number: that many "
                                                       "repetitions; false: skipped")
 
     @field_validator("speed_bench")

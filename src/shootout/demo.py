@@ -180,14 +180,14 @@ def _swap_model(cfg, chosen, path: str) -> None:
 def _speed_bench() -> dict[str, str]:
     """The llama-bench-comparable block per model: on where the engine offloads to a GPU (seconds per
     model); off on a CPU-only build, where its five repetitions of pp512, tg128 and tg128 at depth take
-    about a minute per model on 2 cores (six rungs: most of the demo's time again)."""
+    25-35 s per model on 2 cores (six rungs: 2.5 minutes more, a fifth of the demo)."""
     from engine.runtime import gpu_offload_supported
 
     if gpu_offload_supported():
         return {"speed_bench": "true", "speed_note": "         # each model's pp512 / tg128 / tg128 at depth "
                                                      "(the Speed sheet)"}
     return {"speed_bench": "false", "speed_note": "        # true adds each model's pp512 / tg128 / tg128 at depth "
-                                                  "(about a minute per model on a 2-core CPU)"}
+                                                  "(about half a minute per model on a 2-core CPU)"}
 
 
 def write_config(out_dir: Path, ladders: dict[str, dict[str, Path]], iterations: int, articles: int | None) -> Path:
