@@ -1,7 +1,8 @@
 """The llama-bench-comparable block of an in-process model (``engine.speed``), measured once per model
-in a run, at its first load (before the warm-up call, which then fills the prompt cache): pp512, tg128 and tg128 at the task's prompt
-depth (the mean prompt tokens of the run's prompts for that model: few-shot turns, system prompt and
-item, as its chat template renders them; over at most ``DEPTH_ITEMS`` items), 5 repetitions each.
+in a run, at its first load (before the warm-up call, which then fills the prompt cache): pp512,
+tg128 and tg128 at the task's prompt depth (the mean prompt tokens of the run's prompts for that
+model: few-shot turns, system prompt and item, as its chat template renders them; over at most
+``DEPTH_ITEMS`` items), 5 repetitions each (``run.speed_bench`` may ask for another number).
 The memory copy test (``core.bandwidth``) runs once per run, before the first of these."""
 
 from __future__ import annotations
