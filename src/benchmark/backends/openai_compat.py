@@ -151,6 +151,19 @@ class OpenAICompatBackend:
         exc.message = f"model '{self.name}': the server says the prompt does not fit its context: {detail}"
         return exc
 
+    def _says_why(self, ex: Exchange, schema) -> bool:
+        """A failed answer that names its cause (a prompt too long, the schema form refused): not retried."""
+        return self._too_long(ex.status, ex.detail(), ex.error_object()) is not None or \
+            self._refuses_form(ex, schema)
+
+    def _raise_known(self, ex: Exchange, schema) -> None:
+        """Raise for a failed answer that names its cause (``_says_why``); return for any other."""
+        too_long = self._too_long(ex.status, ex.detail(), ex.error_object())
+        if too_long is not None:
+            raise too_long
+        if self._refuses_form(ex, schema):
+            raise _OtherSchemaForm
+
     def _refuses_form(self, ex: Exchange, schema) -> bool:
         return bool(schema) and self.schema_style == "json_schema" and (
             ex.status in (400, 422) or "response_format" in ex.detail())
@@ -163,16 +176,11 @@ class OpenAICompatBackend:
             body["stream_options"] = {"include_usage": True}
 
         def says_why(ex: Exchange) -> bool:  # a 5xx naming a prompt too long or the schema form: not retried
-            return self._too_long(ex.status, ex.detail(), ex.error_object()) is not None or \
-                self._refuses_form(ex, schema)
+            return self._says_why(ex, schema)
 
         def answer(ex: Exchange) -> HTTPReply:
             if not ex.ok:
-                too_long = self._too_long(ex.status, ex.detail(), ex.error_object())
-                if too_long is not None:
-                    raise too_long
-                if self._refuses_form(ex, schema):
-                    raise _OtherSchemaForm
+                self._raise_known(ex, schema)
                 if ex.status == 404:
                     raise ShootoutError(f"model '{self.name}': the server at {self.base_url} has no model "
                                         f"'{self.model}' ({ex.detail()})",
@@ -214,16 +222,11 @@ class OpenAICompatBackend:
         body, schema = self.scoring_body(messages, choices)
 
         def says_why(ex: Exchange) -> bool:
-            return self._too_long(ex.status, ex.detail(), ex.error_object()) is not None or \
-                self._refuses_form(ex, schema)
+            return self._says_why(ex, schema)
 
         def answer(ex: Exchange) -> LabelScores:
             if not ex.ok:
-                too_long = self._too_long(ex.status, ex.detail(), ex.error_object())
-                if too_long is not None:
-                    raise too_long
-                if self._refuses_form(ex, schema):
-                    raise _OtherSchemaForm
+                self._raise_known(ex, schema)
                 if ex.status in (400, 422) and "logprob" in ex.detail().lower():
                     raise ShootoutError(f"model '{self.name}': the server at {self.base_url} refuses a label scoring "
                                         f"(logprobs, top_logprobs {self.top_logprobs}): {ex.detail()}",
