@@ -56,7 +56,7 @@ class GrammarPasses(Sampling):
         self._one_arr = L.llama_token_data_array(self._one, 1, -1, False)
         self._one_ref = ctypes.byref(self._one_arr)
         self._chars = None
-        if self.sampling == "fast" and self.n_vocab > 4 * max(PARTIAL_SIZES):
+        if self.sampling != "reference" and self.n_vocab > 4 * max(PARTIAL_SIZES):
             self._char_index()  # for the full grammar pass
 
     def _grammar(self, schema: dict[str, Any] | None, gbnf: str | None = None):
@@ -161,7 +161,7 @@ class GrammarPasses(Sampling):
         ok = np.isfinite(after)  # rejected logits become -inf
         allowed = int(np.count_nonzero(ok))
         self._allowed_best = float(after[ok].max()) if allowed else None
-        if allowed >= need or (need == TOP_K and allowed and self.sampling == "fast"
+        if allowed >= need or (need == TOP_K and allowed and self.sampling != "reference"
                                and self._cut_certain(after[ok], bound, outside)):
             return self._select(chain, c, arr, self._part_ref)
         return None
@@ -204,7 +204,7 @@ class GrammarPasses(Sampling):
             token = self._sample_partial(chain, grammar, logits, need, top, float(logits[top].min()))
             if token is not None:
                 return token
-            if self._allowed_best is None or self.sampling != "fast":
+            if self._allowed_best is None or self.sampling == "reference":
                 continue
             for width in _REACH_WIDTHS:  # the tokens that can be drawn lie within reach of the best allowed
                 best = self._allowed_best
@@ -227,16 +227,31 @@ class GrammarPasses(Sampling):
     def _sample_full(self, chain, grammar) -> int:
         """Apply the grammar to every candidate, then the chain (llama.cpp's resampling step): in the
         fast mode, to parts of the vocabulary first (``_partial_passes``), then to parts of what the
-        first-character filter leaves, and only then to all of that."""
-        logits = self._logits()
+        first-character filter leaves, and only then to all of that. In the device mode, to the
+        device's candidates first; failing that, the position is evaluated again for its whole
+        logits and the fast passes follow."""
         need = 1 if self._greedy else TOP_K
+        if self.sampling == "device":
+            token = self._device_partial(chain, grammar, need)
+            if token is not None:
+                self.stats["grammar_partial_passes"] += 1
+                return token
+            self._device_whole_logits()
+            try:
+                return self._sample_full_logits(chain, grammar, need)
+            finally:
+                self._device_drop_copy()
+        return self._sample_full_logits(chain, grammar, need)
+
+    def _sample_full_logits(self, chain, grammar, need: int) -> int:
+        logits = self._logits()
         ids = None
         if self.grammar_mode == "fast" and self.n_vocab > 4 * PARTIAL_PASS:
             token = self._partial_passes(chain, grammar, logits, need)
             if token is not None:
                 self.stats["grammar_partial_passes"] += 1
                 return token
-            if self.sampling == "fast":
+            if self.sampling != "reference":
                 ids = self._grammar_prefilter(grammar)
                 if ids is not None:  # the tokens the filter leaves hold every allowed one
                     token = self._partial_passes(chain, grammar, logits, need, pool=ids)

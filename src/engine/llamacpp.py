@@ -52,6 +52,7 @@ class LlamaCppBackend(LabelScoring, SpeedBench, GrammarPasses, Session):
         prompt = self.prompt_tokens(messages)
         self._check_fits(prompt)
         cached = self._reuse_prefix(prompt)
+        self._device_ready()  # the prompt's last position is sampled on the device in that mode
         t0 = time.perf_counter()
         self._decode(prompt[cached:])
         L.llama_synchronize(self.ctx)  # a GPU computes asynchronously: the prompt's time is its own

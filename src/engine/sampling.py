@@ -30,11 +30,13 @@ from __future__ import annotations
 import ctypes
 import math
 
+from engine.device_sampling import DeviceSampling
+
 TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
 _WIDE = 8.0  # nats below the maximum: the near-top tokens gathered (min-p keeps none below log 0.05 = -3.0)
 _WIDE_SHARE = math.exp(-_WIDE)  # the largest weight (the maximum's being 1) a token outside them has
 _MARGIN = 1e-4  # relative, on top-p's running sums: llama.cpp sums floats, this sums doubles
-SAMPLING_MODES = ("fast", "reference")
+SAMPLING_MODES = ("auto", "fast", "device", "reference")
 
 
 def top_p_cut_certain(desc: list[float], n_more: int, weight: float) -> bool:
@@ -53,7 +55,7 @@ def top_p_cut_certain(desc: list[float], n_more: int, weight: float) -> bool:
         next((i for i, c in enumerate(cum) if c >= high_at), len(cum))
 
 
-class Sampling:
+class Sampling(DeviceSampling):
     def _prepare_sampling(self) -> None:
         """The candidate buffers, allocated once per load: the whole vocabulary (the reference sampler,
         the grammar's full pass) and the top-k candidates (the fast sampler); the per-token path
@@ -77,6 +79,7 @@ class Sampling:
         n_groups = self.n_vocab // 64  # for _near_top and _top: the maxima of 64-token groups
         self._group_max = np.empty(n_groups, dtype=np.float32) if n_groups >= 1024 else None
         self._grouped = None
+        self._prepare_device()
 
     def _chain(self, temperature: float, seed: int):
         L = self.L
@@ -192,6 +195,8 @@ class Sampling:
         """One token from the unconstrained chain, as ``llama_sampler_sample(chain, ctx, -1)`` gives
         (``logits``: a vector to sample from instead of the context's, for tests)."""
         L = self.L
+        if self.sampling == "device" and logits is None:
+            return self._device_sample(chain)
         if self.sampling == "reference":
             if logits is None:
                 return int(L.llama_sampler_sample(chain, self.ctx, -1))

@@ -97,6 +97,7 @@ class LabelScoring:
         reply being the label, end of turn included, instead."""
         if self.ctx is None:
             raise RuntimeError("load() the backend before score_choices()")
+        self._device_detach()  # whole logits: no device sampler
         t_start = time.perf_counter()
         labels = list(choices.continuations)
         text = self.render(messages) + choices.prefix

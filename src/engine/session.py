@@ -26,7 +26,7 @@ from formats import chat
 class Session:
     def __init__(self, path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None,
                  n_gpu_layers: int | None = None, chat_template: str | None = None, name: str | None = None,
-                 n_batch: int = 512, grammar_mode: str = "fast", sampling: str = "fast"):
+                 n_batch: int = 512, grammar_mode: str = "fast", sampling: str = "auto"):
         if grammar_mode not in ("fast", "full"):
             raise ValueError("grammar_mode must be 'fast' or 'full'")
         if sampling not in SAMPLING_MODES:
@@ -39,7 +39,7 @@ class Session:
         self.template_override = chat_template
         self.n_batch = n_batch
         self.grammar_mode = grammar_mode
-        self.sampling = sampling
+        self.sampling = self.sampling_requested = sampling  # "auto" is resolved at load
         self.model = self.ctx = None
         self.offload: dict[str, Any] = {}
         self._kv: list[int] = []  # tokens whose keys/values are in the context now (sequence 0)
@@ -53,7 +53,8 @@ class Session:
         self._grammars: dict[str, Any] = {}
         self.stats = {"grammar_checks": 0, "grammar_partial_passes": 0, "grammar_full_passes": 0,
                       "grammar_filtered_passes": 0, "grammar_filtered_partial_passes": 0, "grammar_reach_passes": 0,
-                      "top_k_full_partitions": 0, "near_top_draws": 0, "top_p_uncertain": 0}
+                      "top_k_full_partitions": 0, "near_top_draws": 0, "top_p_uncertain": 0,
+                      "device_redecodes": 0}
         self._chars = None  # the first-character index of the vocabulary (built at load)
         self._char_rules: dict[str, bool] = {}
         self._chars_ok = False
@@ -116,6 +117,7 @@ class Session:
         self._get_logits = get_logits
         self._views: dict[int, Any] = {}
         self._is_eog: dict[int, bool] = {}
+        self._resolve_sampling()
         self._prepare_sampling()  # the candidate buffers and the grammar's index: their cost counts as loading
         self._kv = []
         self._exact = None
@@ -151,6 +153,7 @@ class Session:
         if not ctx:
             raise ShootoutError(f"model '{self.name}': llama.cpp could not create a context of {n} sequences "
                                 f"for label scoring", "use fewer labels, or decoding: generate")
+        self._device_detach()
         self.L.llama_free(self.ctx)
         self.ctx, self.mem = ctx, self.L.llama_get_memory(ctx)
         self._views.clear()
@@ -167,6 +170,7 @@ class Session:
             L.llama_sampler_free(g)
         self._grammars.clear()
         if self.ctx:
+            self._device_close()
             L.llama_free(self.ctx)
         if self.model:
             L.llama_model_free(self.model)
@@ -198,6 +202,8 @@ class Session:
             "chat_template": self.template_source,
             "grammar_mode": self.grammar_mode,
             "sampling": self.sampling,
+            **({"sampling_requested": self.sampling_requested} if self.sampling_requested != self.sampling else {}),
+            **({"sampling_note": self.sampling_note} if getattr(self, "sampling_note", "") else {}),
             "sampler": {"top_k": TOP_K, "top_p": TOP_P, "min_p": MIN_P},
             "system_info": L.llama_print_system_info().decode("utf-8", "replace").strip(),
         }
@@ -292,6 +298,7 @@ class Session:
     def logits_chunks(self, tokens: list[int]):
         """Yield ``(start, logits)`` with the next-token logits at every position of ``tokens``
         (float32, ``[chunk, n_vocab]``), n_batch positions at a time; the cache is cleared first."""
+        self._device_detach()  # whole logits: no device sampler
         self.clear_cache()
         try:
             for start in range(0, len(tokens), self.n_batch):

@@ -98,6 +98,7 @@ class SpeedBench:
                 del self._kv[n:]
 
         tests = []
+        self._device_detach()  # llama-bench's tests output whole logits, as a plain context does
         try:
             self.clear_cache()
             prompt_run(n_prompt, 0)  # warm-up, as llama-bench's

@@ -1,0 +1,187 @@
+"""Sampling on the device: llama.cpp's backend sampling picks the K most likely tokens inside the
+model's own graph, on the GPU, so a step copies K logits and ids to the host instead of the whole
+vocabulary (262,144 floats for Gemma 3) and the host never scans it.
+
+``sampling="device"`` attaches one sampler chain holding only top-k (K = 256, the grammar's first
+partial pass; ``DEVICE_TOP_K``) to sequence 0 for as long as calls generate. Everything else runs on
+the host over those K candidates, exactly as the fast sampler does over its own: the call's chain
+(top-k 40, top-p, min-p, temperature, the seeded draw) keeps the 40 largest of them, which are the
+40 largest of the vocabulary, so the same seed draws the same token in every mode; greedy takes
+their first maximum. A grammar checks the drawn token, then the K candidates (the first partial
+pass, exact on the same conditions); only when neither settles it is the position evaluated again
+on a second sequence that has no device sampler, for its whole logits, and the fast passes run on
+those (``stats["device_redecodes"]``).
+
+Why K candidates and not the whole chain on the device: the draws stay those of the other modes
+(one seeded chain per call, no device sampler to attach per call, which would make llama.cpp
+reserve its graphs again), and the grammar's first pass needs the candidates anyway. What needs the
+whole logits (label scoring, ``logits_chunks``, ``speed_bench``, which measures what llama-bench
+does) detaches the sampler first; the next call attaches it again.
+
+``sampling="auto"`` (the default) is ``device`` where every layer, the output included, runs on a
+GPU and llama.cpp accepts the sampler, ``fast`` otherwise: on a CPU the same top-k is a sort in ggml
+that costs more than numpy's pass (benchmarks/gpu_ceiling.py measures both).
+
+``DeviceSampling`` is one part of ``engine.llamacpp.LlamaCppBackend`` (through ``Sampling``)."""
+
+from __future__ import annotations
+
+import ctypes
+
+DEVICE_TOP_K = 256
+
+
+class DeviceSampling:
+    _dev_chain = None  # the attached top-k chain (None: nothing attached)
+    device_top_k = DEVICE_TOP_K  # candidates the device keeps (set before load to try another)
+
+    def set_sampling(self, mode: str) -> None:
+        """Switch the loaded engine's sampling mode (``auto`` resolved again), for benchmarks that
+        compare modes on one load."""
+        if mode == self.sampling_requested and mode == self.sampling:
+            return
+        self._device_detach()
+        self.sampling = self.sampling_requested = mode
+        self._resolve_sampling()
+        self._prepare_device()
+
+    def _resolve_sampling(self) -> None:
+        """``auto`` becomes ``device`` or ``fast`` once the load's offload facts are known (before the
+        sampling buffers are prepared)."""
+        wanted = self.sampling_requested
+        self.sampling_note = ""
+        if wanted == "auto":
+            off = self.offload
+            on_gpu = bool(off.get("gpu_offload_supported")) and bool(off.get("layers_offloadable")) and \
+                off.get("layers_offloaded") == off.get("layers_offloadable")
+            wanted = "device" if on_gpu else "fast"
+        if wanted == "device" and not hasattr(self.L, "llama_set_sampler"):
+            wanted, self.sampling_note = "fast", "this llama-cpp-python has no backend sampling"
+        self.sampling = wanted
+
+    def _prepare_device(self) -> None:
+        """The device mode's buffers, and its sampler attached; ``fast`` (with the reason kept) where
+        llama.cpp refuses it."""
+        if self.sampling == "device":
+            L = self.L
+            self._ensure_sequences(2)  # sequence 1: where a position is evaluated again for whole logits
+            if getattr(self, "_batch_s1", None) is None:
+                self._batch_s1 = L.llama_batch_init(1, 0, 1)
+            from llama_cpp import llama_cpp as raw
+
+            # private handles returning addresses as ints (no ctypes pointer objects per step)
+            self._get_cand_logits = raw._lib["llama_get_sampled_logits_ith"]
+            self._get_cand_ids = raw._lib["llama_get_sampled_candidates_ith"]
+            for f in (self._get_cand_logits, self._get_cand_ids):
+                f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_int32], ctypes.c_void_p
+            self._dev_k = min(self.device_top_k, self.n_vocab)
+            self._dev_views: dict = {}
+            self._dev = (L.llama_token_data * self._dev_k)()
+            self._dev_np = self._np.frombuffer(self._dev, dtype=self._cand_np.dtype)
+            self._dev_arr = L.llama_token_data_array(self._dev, self._dev_k, -1, False)
+            self._dev_ref = ctypes.byref(self._dev_arr)
+            if not self._device_attach():
+                self.sampling, self.sampling_note = "fast", "llama.cpp could not run top-k on the device"
+
+    def _device_attach(self) -> bool:
+        """Attach a new top-k chain to sequence 0 (llama.cpp initializes a chain for one context once)."""
+        if self._dev_chain is not None:
+            return True
+        L = self.L
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(self._dev_k))
+        if not L.llama_set_sampler(self.ctx, 0, chain):
+            L.llama_sampler_free(chain)
+            return False
+        self._dev_chain = chain
+        self._dev_views.clear()
+        return True
+
+    def _device_detach(self) -> None:
+        """Take the device sampler off (before anything that reads whole logits, or frees the context)."""
+        chain = self._dev_chain
+        if chain is None:
+            return
+        self.L.llama_set_sampler(self.ctx, 0, None)
+        self.L.llama_sampler_free(chain)
+        self._dev_chain = None
+
+    def _device_close(self) -> None:
+        self._device_detach()
+        if getattr(self, "_batch_s1", None) is not None:
+            self.L.llama_batch_free(self._batch_s1)
+            self._batch_s1 = None
+
+    def _device_ready(self) -> None:
+        """Before a call generates: the device sampler attached (label scoring may have taken it off)."""
+        if self.sampling == "device" and self._dev_chain is None and not self._device_attach():
+            raise RuntimeError("llama.cpp refused the device sampler it accepted at load")
+
+    def _view(self, addr: int, dtype):
+        view = self._dev_views.get((addr, dtype))
+        if view is None:
+            if len(self._dev_views) > 8:
+                self._dev_views.clear()
+            ctype = ctypes.c_float if dtype == "f" else ctypes.c_int32
+            view = self._np.frombuffer((ctype * self._dev_k).from_address(addr),
+                                       dtype=self._np.float32 if dtype == "f" else self._np.int32)
+            self._dev_views[(addr, dtype)] = view
+        return view
+
+    def _device_candidates(self):
+        """(ids, logits) of the K most likely tokens at the last position, as the device picked them
+        (unordered; views valid until the next decode). Reading them waits for the device."""
+        lg = self._get_cand_logits(self.ctx, -1)
+        ids = self._get_cand_ids(self.ctx, -1)
+        if not lg or not ids:
+            raise RuntimeError("llama.cpp returned no device-sampled candidates")
+        return self._view(ids, "i"), self._view(lg, "f")
+
+    def _device_sample(self, chain) -> int:
+        """One token from the K candidates: greedy's first maximum, or the call's chain over them."""
+        np = self._np
+        ids, vals = self._device_candidates()
+        if self._greedy:
+            best = vals.max()
+            return int(ids[vals == best].min())  # the first maximum of the vocabulary, as greedy takes
+        return self._apply_chain(chain, self._dev_np, self._dev_arr, self._dev_ref, ids, vals)
+
+    def _device_partial(self, chain, grammar, need: int) -> int | None:
+        """The grammar's first partial pass over the K candidates (exact on the conditions
+        ``_sample_partial`` states; every other token's logit is at most their least)."""
+        ids, vals = self._device_candidates()
+        scratch = self._dev_scratch()
+        ids = ids.copy()
+        scratch[ids] = vals
+        try:
+            return self._sample_partial(chain, grammar, scratch, need, ids, float(vals.min()))
+        finally:
+            scratch[ids] = -self._np.inf
+
+    def _dev_scratch(self):
+        """A vocabulary-long vector of -inf that holds the K candidates' logits during a partial pass
+        (a token outside them reads -inf: seen as rejected, never as allowed)."""
+        s = getattr(self, "_dev_scratch_v", None)
+        if s is None:
+            s = self._dev_scratch_v = self._np.full(self.n_vocab, -self._np.inf, dtype=self._np.float32)
+        return s
+
+    def _device_whole_logits(self) -> None:
+        """Evaluate the last position again, for its whole logits, on sequence 1 (which has no device
+        sampler, so llama.cpp copies them out) over a copy of sequence 0's cache before it: no
+        sampler detached, no graph reserved again. ``_device_drop_copy`` removes the copy."""
+        L = self.L
+        n, last = len(self._kv), self._kv[-1]
+        L.llama_memory_seq_rm(self.mem, 1, -1, -1)
+        L.llama_memory_seq_cp(self.mem, 0, 1, 0, n - 1)
+        b = self._batch_s1
+        b.n_tokens = 1
+        b.token[0], b.pos[0], b.n_seq_id[0], b.seq_id[0][0], b.logits[0] = last, n - 1, 1, 1, 1
+        self._grouped = None
+        rc = L.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+        self.stats["device_redecodes"] += 1
+
+    def _device_drop_copy(self) -> None:
+        self.L.llama_memory_seq_rm(self.mem, 1, -1, -1)
