@@ -39,6 +39,7 @@ from pathlib import Path
 
 from _common import embedded_model, machine, table
 
+from engine.device_sampling import DEVICE_TOP_K
 from engine.llamacpp import LlamaCppBackend
 from benchmark.tasks.sentiment import SENTIMENT
 from benchmark.tasks.sentiment.news import load_snapshot
@@ -165,6 +166,14 @@ def fmt(s: dict) -> str:
     return f"{s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f}, n={s['n']})"
 
 
+def use_mode(eng: LlamaCppBackend, spec: str) -> None:
+    """A sampling mode, ``device:K`` naming the device's candidate count."""
+    mode, _, k = spec.partition(":")
+    if mode == "device":
+        eng.device_top_k = int(k) if k else DEVICE_TOP_K
+    eng.set_sampling(mode)
+
+
 def engine_run(eng: LlamaCppBackend, prompts, schema, temperature: float, max_tokens: int, seed0: int) -> dict:
     toks = secs = valid = 0
     before = dict(eng.stats)
@@ -241,7 +250,7 @@ def main() -> None:
     if a.llama_bench:  # before the engine, and again after it: a drift of the device hits both sides
         bench_rows = llama_bench(a.llama_bench, str(path), ngl, depth, a.bench_reps, a.threads)
     for sampling in modes:
-        eng.set_sampling(sampling)
+        use_mode(eng, sampling)
         for c in (None, schema):
             eng.chat(prompts[-1], schema=c, temperature=temps[-1], seed=1, max_tokens=16)
 
@@ -253,7 +262,7 @@ def main() -> None:
     raw: dict = {f"{m} T={t} {'constrained' if c else 'free'}": [] for m, t, c in configs}
     for _ in range(a.runs):
         for m, t, c in configs:
-            eng.set_sampling(m)
+            use_mode(eng, m)
             raw[f"{m} T={t} {'constrained' if c else 'free'}"].append(
                 engine_run(eng, prompts, schema if c else None, t, a.max_tokens, seed0=1000))
     # llama-bench's tests in process, on this engine's context (part 3's block)

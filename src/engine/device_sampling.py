@@ -2,13 +2,15 @@
 model's own graph, on the GPU, so a step copies K logits and ids to the host instead of the whole
 vocabulary (262,144 floats for Gemma 3) and the host never scans it.
 
-``sampling="device"`` attaches one sampler chain holding only top-k (K = 256, the grammar's first
+``sampling="device"`` attaches one sampler chain holding only top-k (K = 4,096, the grammar's largest
 partial pass; ``DEVICE_TOP_K``) to sequence 0 for as long as calls generate. Everything else runs on
 the host over those K candidates, exactly as the fast sampler does over its own: the call's chain
 (top-k 40, top-p, min-p, temperature, the seeded draw) keeps the 40 largest of them, which are the
 40 largest of the vocabulary, so the same seed draws the same token in every mode; greedy takes
-their first maximum. A grammar checks the drawn token, then the K candidates (the first partial
-pass, exact on the same conditions); only when neither settles it is the position evaluated again
+their first maximum. A grammar checks the drawn token, then the K candidates as the fast passes
+check the most likely tokens (256, then all K, and the tokens within min-p's reach of the best
+allowed one when they all lie among the K: exact on the same conditions,
+``GrammarPasses._device_passes``); only when none settles it is the position evaluated again
 on a second sequence that has no device sampler, for its whole logits, and the fast passes run on
 those (``stats["device_redecodes"]``).
 
@@ -28,10 +30,11 @@ from __future__ import annotations
 
 import ctypes
 
-DEVICE_TOP_K = 256
+DEVICE_TOP_K = 4096  # the grammar's largest partial pass (engine.grammar.PARTIAL_SIZES)
 
 
 class DeviceSampling:
+    _top_k: int  # the chain's top-k (engine.sampling.TOP_K, set by Sampling)
     _dev_chain = None  # the attached top-k chain (None: nothing attached)
     device_top_k = DEVICE_TOP_K  # candidates the device keeps (set before load to try another)
 
@@ -138,29 +141,22 @@ class DeviceSampling:
         return self._view(ids, "i"), self._view(lg, "f")
 
     def _device_sample(self, chain) -> int:
-        """One token from the K candidates: greedy's first maximum, or the call's chain over them."""
+        """One token from the K candidates: greedy's first maximum, or the call's chain over their 40
+        largest (its top-k keeps those of the whole vocabulary; ties at the 40th place as in
+        ``Sampling._top``)."""
         np = self._np
         ids, vals = self._device_candidates()
         if self._greedy:
             best = vals.max()
             return int(ids[vals == best].min())  # the first maximum of the vocabulary, as greedy takes
+        if len(vals) > 4 * self._top_k:
+            keep = np.argpartition(vals, -self._top_k)[-self._top_k:]
+            ids, vals = ids[keep], vals[keep]
         return self._apply_chain(chain, self._dev_np, self._dev_arr, self._dev_ref, ids, vals)
 
-    def _device_partial(self, chain, grammar, need: int) -> int | None:
-        """The grammar's first partial pass over the K candidates (exact on the conditions
-        ``_sample_partial`` states; every other token's logit is at most their least)."""
-        ids, vals = self._device_candidates()
-        scratch = self._dev_scratch()
-        ids = ids.copy()
-        scratch[ids] = vals
-        try:
-            return self._sample_partial(chain, grammar, scratch, need, ids, float(vals.min()))
-        finally:
-            scratch[ids] = -self._np.inf
-
     def _dev_scratch(self):
-        """A vocabulary-long vector of -inf that holds the K candidates' logits during a partial pass
-        (a token outside them reads -inf: seen as rejected, never as allowed)."""
+        """A vocabulary-long vector of -inf that holds the K candidates' logits during a grammar pass
+        over them (a token outside reads -inf: seen as rejected, never as allowed)."""
         s = getattr(self, "_dev_scratch_v", None)
         if s is None:
             s = self._dev_scratch_v = self._np.full(self.n_vocab, -self._np.inf, dtype=self._np.float32)

@@ -224,6 +224,46 @@ class GrammarPasses(Sampling):
             return None  # a wider top pass settles nothing the passes within reach could not
         return None
 
+    def _device_passes(self, chain, grammar, need: int) -> int | None:
+        """The partial passes over the device's K candidates (the K most likely tokens; every other
+        token's logit is at most their least, ``floor``): the 256 most likely, then all K; for
+        sampling, the tokens within reach of the best allowed one, when the floor lies below that
+        reach (then every such token is a candidate). None when no pass settles it."""
+        np = self._np
+        ids, vals = self._device_candidates()
+        ids, vals = ids.copy(), vals.copy()
+        k, floor = len(ids), float(vals.min())
+        scratch = self._dev_scratch()
+        scratch[ids] = vals
+        try:
+            for size in (PARTIAL_PASS, k):
+                if size < k <= 2 * size or size > k:
+                    continue
+                top = ids if size == k else ids[np.argpartition(vals, -size)[-size:]]
+                token = self._sample_partial(chain, grammar, scratch, need, top, float(scratch[top].min()))
+                if token is not None:
+                    return token
+                if self._allowed_best is None:
+                    continue
+                for width in _REACH_WIDTHS:
+                    best = self._allowed_best
+                    if floor >= best - width:
+                        break  # tokens outside the candidates could be within reach
+                    inside = vals >= best - width
+                    if np.count_nonzero(~inside) < TOP_K:
+                        break  # what top-p could add is not bounded by the candidates alone
+                    def outside(inside=inside):
+                        rest = vals[~inside]
+                        return -np.sort(-np.partition(rest, -TOP_K)[-TOP_K:])
+
+                    token = self._sample_partial(chain, grammar, scratch, need, ids[inside], best - width, outside)
+                    if token is not None:
+                        self.stats["grammar_reach_passes"] += 1
+                        return token
+            return None
+        finally:
+            scratch[ids] = -np.inf
+
     def _sample_full(self, chain, grammar) -> int:
         """Apply the grammar to every candidate, then the chain (llama.cpp's resampling step): in the
         fast mode, to parts of the vocabulary first (``_partial_passes``), then to parts of what the
@@ -232,7 +272,7 @@ class GrammarPasses(Sampling):
         logits and the fast passes follow."""
         need = 1 if self._greedy else TOP_K
         if self.sampling == "device":
-            token = self._device_partial(chain, grammar, need)
+            token = self._device_passes(chain, grammar, need)
             if token is not None:
                 self.stats["grammar_partial_passes"] += 1
                 return token

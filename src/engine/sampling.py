@@ -56,6 +56,8 @@ def top_p_cut_certain(desc: list[float], n_more: int, weight: float) -> bool:
 
 
 class Sampling(DeviceSampling):
+    _top_k = TOP_K
+
     def _prepare_sampling(self) -> None:
         """The candidate buffers, allocated once per load: the whole vocabulary (the reference sampler,
         the grammar's full pass) and the top-k candidates (the fast sampler); the per-token path
