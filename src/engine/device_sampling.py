@@ -2,14 +2,14 @@
 model's own graph, on the GPU, so a step copies K logits and ids to the host instead of the whole
 vocabulary (262,144 floats for Gemma 3) and the host never scans it.
 
-``sampling="device"`` attaches one sampler chain holding only top-k (K = 4,096, the grammar's largest
+``sampling="device"`` attaches one sampler chain holding only top-k (K = 256, the grammar's first
 partial pass; ``DEVICE_TOP_K``) to sequence 0 for as long as calls generate. Everything else runs on
 the host over those K candidates, exactly as the fast sampler does over its own: the call's chain
 (top-k 40, top-p, min-p, temperature, the seeded draw) keeps the 40 largest of them, which are the
 40 largest of the vocabulary, so the same seed draws the same token in every mode; greedy takes
 their first maximum. A grammar checks the drawn token, then the K candidates as the fast passes
-check the most likely tokens (256, then all K, and the tokens within min-p's reach of the best
-allowed one when they all lie among the K: exact on the same conditions,
+check the most likely tokens (all K, and the tokens within min-p's reach of the best allowed one
+when they all lie among the K: exact on the same conditions,
 ``GrammarPasses._device_passes``); only when none settles it is the position evaluated again
 on a second sequence that has no device sampler, for its whole logits, and the fast passes run on
 those (``stats["device_redecodes"]``).
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ctypes
 
-DEVICE_TOP_K = 4096  # the grammar's largest partial pass (engine.grammar.PARTIAL_SIZES)
+DEVICE_TOP_K = 256  # the grammar's first partial pass (engine.grammar.PARTIAL_PASS)
 
 
 class DeviceSampling:
@@ -77,7 +77,8 @@ class DeviceSampling:
             self._get_cand_ids = raw._lib["llama_get_sampled_candidates_ith"]
             for f in (self._get_cand_logits, self._get_cand_ids):
                 f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_int32], ctypes.c_void_p
-            self._dev_k = min(self.device_top_k, self.n_vocab)
+            # at least the chain's top-k: its 40 largest must be among the candidates
+            self._dev_k = min(max(self.device_top_k, self._top_k), self.n_vocab)
             self._dev_views: dict = {}
             self._dev = (L.llama_token_data * self._dev_k)()
             self._dev_np = self._np.frombuffer(self._dev, dtype=self._cand_np.dtype)
@@ -149,7 +150,7 @@ class DeviceSampling:
         if self._greedy:
             best = vals.max()
             return int(ids[vals == best].min())  # the first maximum of the vocabulary, as greedy takes
-        if len(vals) > 4 * self._top_k:
+        if len(vals) > 1024:  # llama.cpp's partial sort of a few hundred costs less than numpy's calls
             keep = np.argpartition(vals, -self._top_k)[-self._top_k:]
             ids, vals = ids[keep], vals[keep]
         return self._apply_chain(chain, self._dev_np, self._dev_arr, self._dev_ref, ids, vals)
