@@ -83,7 +83,7 @@ def main() -> None:
             raw.setdefault(f"real tokens, {n} threads", []).append(per_token_us(eng, prompt, real, decode))
             for m in modes:
                 use_mode(eng, m)
-                eng._device_ready()
+                eng._device_ready(False)
                 raw.setdefault(f"{m} sample+decode, {n} threads", []).append(
                     per_token_us(eng, prompt, real, sample_decode))
                 r = eng.chat(msgs, temperature=0.0, max_tokens=128)

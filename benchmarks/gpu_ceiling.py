@@ -10,8 +10,9 @@ Side by side in one run:
   repetitions, as llama-bench defines them) and their ratio to llama-bench's;
 - this engine's generation tokens/s on the sentiment few-shot prompts, unconstrained and
   schema-constrained, at each temperature, per sampling mode (``fast``: numpy over the logits;
-  ``device``: llama.cpp's top-k on the GPU, the chain over its candidates on the host) and the earlier
-  one (``reference``: llama.cpp's sampler over the whole vocabulary): median and range over
+  ``device``: llama.cpp's top-k on the GPU, the chain over its candidates on the host; ``auto``, the
+  default: ``device`` for unconstrained calls on a GPU, ``fast`` otherwise; ``device:K``: K
+  candidates) and the earlier one (``reference``: llama.cpp's sampler over the whole vocabulary): median and range over
   ``--runs`` runs, each the tokens over the seconds of ``--n`` replies; valid replies counted;
 - the decode loop alone (llama_decode + llama_synchronize, no logits read, no sampling) after the
   same prompt: what Python and the engine's loop cost before any sampling;
@@ -211,7 +212,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=12, help="replies per run")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--temperatures", default="0,0.7")
-    ap.add_argument("--sampling", default="fast,device,reference")
+    ap.add_argument("--sampling", default="auto,fast,device,reference")
     ap.add_argument("--gpu-layers", type=int, default=None, help="default: all when the build can offload")
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=None)
@@ -355,7 +356,7 @@ def main() -> None:
 
     # ---- issue 27, part 5
     hot = max(temps)
-    mode = info["sampling"] if info["sampling"] in modes else modes[0]  # what `auto` picks on this machine
+    mode = "auto" if "auto" in modes else modes[0]  # the engine's default
     res["default_sampling"] = mode
     free_key, con_key = f"{mode} T={hot} free", f"{mode} T={hot} constrained"
     part5 = {

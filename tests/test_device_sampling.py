@@ -103,3 +103,25 @@ def test_a_device_that_refuses_the_sampler_falls_back_to_fast(embedded_gguf, mon
         assert b.chat([{"role": "user", "content": "Say hi."}], max_tokens=4).completion_tokens > 0
     finally:
         b.close()
+
+
+def test_auto_on_a_gpu_samples_free_calls_on_the_device_and_constrained_ones_on_the_host(dev):
+    """What ``auto`` resolves to on a GPU (device sampling for unconstrained calls only), emulated on
+    the CPU backend: a constrained call takes the sampler off (no position goes back for whole
+    logits), the next free call puts it back, and every reply is the fast sampler's."""
+    fast = _replies(dev, "fast")
+    dev.device_top_k = DEVICE_TOP_K
+    dev.set_sampling("device")
+    dev.device_constrained = False
+    before = dev.stats["device_redecodes"]
+    got, attached = [], []
+    for i, art in enumerate(ARTICLES):
+        msgs = SENTIMENT.messages(art.to_item(), "zero_shot")
+        for schema in (None, SENTIMENT.constraint().schema):
+            for temperature in (0.0, 0.8):
+                dev.clear_cache()
+                got.append(dev.chat(msgs, schema=schema, temperature=temperature, seed=7 + i, max_tokens=40).text)
+                attached.append(dev._dev_chain is not None)
+    assert got == fast
+    assert attached == [True, True, False, False] * len(ARTICLES)
+    assert dev.stats["device_redecodes"] == before

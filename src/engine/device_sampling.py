@@ -12,7 +12,8 @@ check the most likely tokens (all K, and the tokens within min-p's reach of the 
 when they all lie among the K: exact on the same conditions,
 ``GrammarPasses._device_passes``); only when none settles it is the position evaluated again
 on a second sequence that has no device sampler, for its whole logits, and the fast passes run on
-those (``stats["device_redecodes"]``).
+those (``stats["device_redecodes"]``; the context then holds two sequences, as a label-scoring
+context does, only where constrained calls sample on the device).
 
 Why K candidates and not the whole chain on the device: the draws stay those of the other modes
 (one seeded chain per call, no device sampler to attach per call, which would make llama.cpp
@@ -20,9 +21,13 @@ reserve its graphs again), and the grammar's first pass needs the candidates any
 whole logits (label scoring, ``logits_chunks``, ``speed_bench``, which measures what llama-bench
 does) detaches the sampler first; the next call attaches it again.
 
-``sampling="auto"`` (the default) is ``device`` where every layer, the output included, runs on a
-GPU and llama.cpp accepts the sampler, ``fast`` otherwise: on a CPU the same top-k is a sort in ggml
-that costs more than numpy's pass (benchmarks/gpu_ceiling.py measures both).
+``sampling="auto"`` (the default) is ``device`` for unconstrained calls where every layer, the
+output included, runs on a GPU and llama.cpp accepts the sampler, and ``fast`` otherwise: on a CPU
+the same top-k is a sort in ggml that costs more than numpy's pass, and under a grammar the
+positions sent back for whole logits (the end of a JSON object, where the end-of-turn token is far
+down the list) cost more than the device saves. On an H200 with Gemma 3 270M (benchmarks/results/
+2026-12-04-h200-device-sampling): unconstrained at T=0.7 +8% tokens/s over ``fast``, at T=0 +1.5%;
+constrained at T=0.7 -11%, at T=0 -5% (hence ``auto``); ``device`` keeps it for every call.
 
 ``DeviceSampling`` is one part of ``engine.llamacpp.LlamaCppBackend`` (through ``Sampling``)."""
 
@@ -37,6 +42,7 @@ class DeviceSampling:
     _top_k: int  # the chain's top-k (engine.sampling.TOP_K, set by Sampling)
     _dev_chain = None  # the attached top-k chain (None: nothing attached)
     device_top_k = DEVICE_TOP_K  # candidates the device keeps (set before load to try another)
+    device_constrained = True  # constrained calls sample on the device too (``auto``: no, see the text)
 
     def set_sampling(self, mode: str) -> None:
         """Switch the loaded engine's sampling mode (``auto`` resolved again), for benchmarks that
@@ -53,6 +59,7 @@ class DeviceSampling:
         sampling buffers are prepared)."""
         wanted = self.sampling_requested
         self.sampling_note = ""
+        self.device_constrained = wanted == "device"
         if wanted == "auto":
             off = self.offload
             on_gpu = bool(off.get("gpu_offload_supported")) and bool(off.get("layers_offloadable")) and \
@@ -67,7 +74,8 @@ class DeviceSampling:
         llama.cpp refuses it."""
         if self.sampling == "device":
             L = self.L
-            self._ensure_sequences(2)  # sequence 1: where a position is evaluated again for whole logits
+            if self.device_constrained:  # sequence 1: where a position is evaluated again for whole logits
+                self._ensure_sequences(2)
             if getattr(self, "_batch_s1", None) is None:
                 self._batch_s1 = L.llama_batch_init(1, 0, 1)
             from llama_cpp import llama_cpp as raw
@@ -116,9 +124,15 @@ class DeviceSampling:
             self.L.llama_batch_free(self._batch_s1)
             self._batch_s1 = None
 
-    def _device_ready(self) -> None:
-        """Before a call generates: the device sampler attached (label scoring may have taken it off)."""
-        if self.sampling == "device" and self._dev_chain is None and not self._device_attach():
+    def _device_ready(self, constrained: bool) -> None:
+        """Before a call generates: the device sampler attached when this call samples on the device
+        (label scoring may have taken it off), taken off when it does not (a constrained call under
+        ``auto``). A run's calls are alike, so the sampler changes hands once, not per call."""
+        if self.sampling != "device":
+            return
+        if constrained and not self.device_constrained:
+            self._device_detach()
+        elif self._dev_chain is None and not self._device_attach():
             raise RuntimeError("llama.cpp refused the device sampler it accepted at load")
 
     def _view(self, addr: int, dtype):
@@ -168,6 +182,8 @@ class DeviceSampling:
         sampler, so llama.cpp copies them out) over a copy of sequence 0's cache before it: no
         sampler detached, no graph reserved again. ``_device_drop_copy`` removes the copy."""
         L = self.L
+        if self.n_seq < 2:
+            raise RuntimeError("a constrained call sampled on the device in a context of one sequence")
         n, last = len(self._kv), self._kv[-1]
         L.llama_memory_seq_rm(self.mem, 1, -1, -1)
         L.llama_memory_seq_cp(self.mem, 0, 1, 0, n - 1)

@@ -271,7 +271,7 @@ class GrammarPasses(Sampling):
         device's candidates first; failing that, the position is evaluated again for its whole
         logits and the fast passes follow."""
         need = 1 if self._greedy else TOP_K
-        if self.sampling == "device":
+        if self._dev_chain is not None:
             token = self._device_passes(chain, grammar, need)
             if token is not None:
                 self.stats["grammar_partial_passes"] += 1

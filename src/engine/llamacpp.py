@@ -8,6 +8,7 @@ of parts, one job each:
 
 - ``engine.session``: load (model, context, template), tokens, evaluation with prefix reuse;
 - ``engine.sampling``: the sampler chain, and the fast sampler that reads the logits in place;
+- ``engine.device_sampling``: llama.cpp's top-k on the GPU, the chain over its candidates;
 - ``engine.grammar``: the grammar passes (the sampled token first, then the most likely
   candidates, then the whole vocabulary less what the first-character filter rejects);
 - ``engine.chargroups``: the first-character groups of a vocabulary, kept per vocabulary on disk;
@@ -52,7 +53,7 @@ class LlamaCppBackend(LabelScoring, SpeedBench, GrammarPasses, Session):
         prompt = self.prompt_tokens(messages)
         self._check_fits(prompt)
         cached = self._reuse_prefix(prompt)
-        self._device_ready()  # the prompt's last position is sampled on the device in that mode
+        self._device_ready(bool(schema or grammar))  # the prompt's last position is sampled there too
         t0 = time.perf_counter()
         self._decode(prompt[cached:])
         L.llama_synchronize(self.ctx)  # a GPU computes asynchronously: the prompt's time is its own

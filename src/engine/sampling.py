@@ -197,7 +197,7 @@ class Sampling(DeviceSampling):
         """One token from the unconstrained chain, as ``llama_sampler_sample(chain, ctx, -1)`` gives
         (``logits``: a vector to sample from instead of the context's, for tests)."""
         L = self.L
-        if self.sampling == "device" and logits is None:
+        if self._dev_chain is not None and logits is None:
             return self._device_sample(chain)
         if self.sampling == "reference":
             if logits is None:
