@@ -3,7 +3,9 @@
 # through build_llama_cpp.sh), show that a model loads whatever was imported first, run the demo and a
 # classification example on the GPU to finished reports, and measure the engine against llama-bench.
 #
-#   benchmarks/cuda_session.sh setup  WHEELS_DIR SDIST_TGZ   # deps into $WORK/site, the build started
+#   benchmarks/cuda_session.sh setup  WHEELS_DIR SDIST_TGZ [CCCL_WHEEL]  # deps into $WORK/site, the build
+#                                                            # started (with a newer CCCL's headers: see
+#                                                            # build_llama_cpp.sh, CCCL_INCLUDE)
 #   benchmarks/cuda_session.sh stash  FILE...                # keep files (models sent in parts)
 #   benchmarks/cuda_session.sh check  OUT                    # wait for the build; engine facts; the probe
 #   benchmarks/cuda_session.sh runs   OUT                    # demo + sst2, all layers offloaded
@@ -28,7 +30,11 @@ say() { echo "== $(date +%T) $*"; }
 
 case $step in
   setup)
-    wheels=$1; sdist=$2
+    wheels=$1; sdist=$2; cccl=${3:-}
+    if [ -n "$cccl" ]; then
+      $py -m zipfile -e "$cccl" "$work/cccl" && export CCCL_INCLUDE=$work/cccl/nvidia/cu13/include/cccl
+      say "CCCL headers: $(grep -h 'define CCCL_VERSION' "$CCCL_INCLUDE"/cuda/std/__cccl/version.h)"
+    fi
     $py -m pip install -q --no-index --no-deps --no-compile --target "$work/site" "$wheels"/*.whl "$wheels"/*.tar.gz 2>&1 | tail -3
     tar xzf "$sdist" -C "$work"
     say "build started: $(python3 "$repo/src/core/accel.py" cmake-args cuda)"
