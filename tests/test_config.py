@@ -63,6 +63,9 @@ BROKEN = {
                                   ["models[1].options.api_key (line 15)", "'api_key' is an option of the openai and mlx backends",
                                    "not of llamacpp", "Options allowed here: temperature, num_ctx, num_predict, "
                                    "n_threads, n_gpu_layers, chat_template", "set backend: openai or mlx"]),
+    "unknown_sampling_mode": (("    quant: Q8_0\n", "    quant: Q8_0\n    options:\n      sampling: gpu\n"),
+                              ["models[1].options.sampling (line 14)", "'gpu'",
+                               "use one of 'auto', 'fast', 'device' or 'reference'"]),
 }
 
 

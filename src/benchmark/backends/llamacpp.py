@@ -3,9 +3,12 @@ its options and capabilities. The engine itself is imported only when a model is
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from benchmark.backends.base import BackendOptions, BackendSpec, Capabilities
+from engine.sampling import SAMPLING_MODES
 from formats.chat import ALIASES, FAMILIES
 
 
@@ -15,6 +18,11 @@ class LlamaCppOptions(BackendOptions):
     chat_template: str | None = Field(
         None, description=f"a built-in template name ({', '.join([*FAMILIES, *ALIASES])}) or a Jinja template; "
                           "used when the GGUF has none, or to override it")
+    sampling: Literal[SAMPLING_MODES] = Field(  # type: ignore[valid-type]
+        "auto", description="where tokens are drawn: auto (on the GPU for unconstrained calls when every layer "
+                            "is there, else on the host), fast (the host, numpy), device (llama.cpp's top-k on "
+                            "the GPU for every call), reference (llama.cpp's sampler over the whole vocabulary); "
+                            "all draw the same tokens for the same seed")
 
 
 def _make(entry, cfg, endpoint: str | None = None):
@@ -22,7 +30,8 @@ def _make(entry, cfg, endpoint: str | None = None):
 
     o = entry.options
     return LlamaCppBackend(cfg.model_path(entry), n_ctx=cfg.setting(entry, "num_ctx"), n_threads=o.n_threads,
-                           n_gpu_layers=o.n_gpu_layers, chat_template=o.chat_template, name=entry.name)
+                           n_gpu_layers=o.n_gpu_layers, chat_template=o.chat_template, name=entry.name,
+                           sampling=o.sampling)
 
 
 SPEC = BackendSpec(
