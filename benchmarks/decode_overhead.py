@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 from _common import embedded_model, table
@@ -28,18 +27,7 @@ from _common import embedded_model, table
 from benchmark.tasks.sentiment import SENTIMENT
 from benchmark.tasks.sentiment.news import load_snapshot
 from engine.llamacpp import LlamaCppBackend
-from gpu_ceiling import use_mode
-
-
-def per_token_us(eng, prompt, feed, step) -> float:
-    L = eng.L
-    eng.clear_cache()
-    eng._decode(prompt)
-    L.llama_synchronize(eng.ctx)
-    t0 = time.perf_counter()
-    for t in feed:
-        step(t)
-    return (time.perf_counter() - t0) / len(feed) * 1e6
+from gpu_ceiling import decode_step, per_token_us, use_mode
 
 
 def main() -> None:
@@ -65,9 +53,7 @@ def main() -> None:
     chain = eng._chain(0.0, 0)
     eng._greedy = True
 
-    def decode(t):
-        eng._decode_one(t)
-        L.llama_synchronize(eng.ctx)
+    decode = decode_step(eng)
 
     def sample_decode(t):
         eng._decode_one(eng._sample(chain, None))

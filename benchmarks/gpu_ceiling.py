@@ -187,20 +187,34 @@ def engine_run(eng: LlamaCppBackend, prompts, schema, temperature: float, max_to
     return {"tok_s": toks / secs, "tokens": toks, "valid": valid, "replies": len(prompts), **passes}
 
 
+def per_token_us(eng: LlamaCppBackend, prompt: list[int], feed: list[int], step) -> float:
+    """Microseconds per ``step(token)`` over the tokens of ``feed``, after ``prompt`` was evaluated
+    from an empty cache and the device synchronized."""
+    eng.clear_cache()
+    eng._decode(prompt)
+    eng.L.llama_synchronize(eng.ctx)
+    t0 = time.perf_counter()
+    for t in feed:
+        step(t)
+    return (time.perf_counter() - t0) / len(feed) * 1e6
+
+
+def decode_step(eng: LlamaCppBackend):
+    """One token decoded and synchronized: llama-bench's tg step, nothing sampled."""
+    L = eng.L
+
+    def step(token: int) -> None:
+        eng._decode_one(token)
+        L.llama_synchronize(eng.ctx)
+
+    return step
+
+
 def decode_only(eng: LlamaCppBackend, prompt_tokens: list[int], n: int = 128) -> float:
     """Tokens/s of llama_decode + llama_synchronize alone, one token at a time after the prompt."""
-    L = eng.L
+    us = per_token_us(eng, prompt_tokens, [prompt_tokens[-1]] * n, decode_step(eng))
     eng.clear_cache()
-    eng._decode(prompt_tokens)
-    L.llama_synchronize(eng.ctx)
-    tok = prompt_tokens[-1]
-    t0 = time.perf_counter()
-    for _ in range(n):
-        eng._decode_one(tok)
-        L.llama_synchronize(eng.ctx)
-    dt_s = time.perf_counter() - t0
-    eng.clear_cache()
-    return n / dt_s
+    return 1e6 / us
 
 
 def main() -> None:

@@ -30,14 +30,24 @@ def embedded_gguf() -> Path:
     return assemble()
 
 
-@pytest.fixture(scope="session")
-def engine(embedded_gguf):
+@contextlib.contextmanager
+def loaded_engine(path, **options):
+    """A ``LlamaCppBackend`` of ``path`` loaded with ``options``, closed on the way out: the body of
+    every engine fixture."""
     from engine.llamacpp import LlamaCppBackend
 
-    b = LlamaCppBackend(embedded_gguf, n_ctx=2048, name="gemma3-270m-q4_k_m", chat_template="gemma")
+    b = LlamaCppBackend(path, **options)
     b.load()
-    yield b
-    b.close()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def engine(embedded_gguf):
+    with loaded_engine(embedded_gguf, n_ctx=2048, name="gemma3-270m-q4_k_m", chat_template="gemma") as b:
+        yield b
 
 
 def cached_build(name: str, key: str, build) -> Path:

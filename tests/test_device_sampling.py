@@ -14,7 +14,7 @@ from benchmark.tasks.sentiment import SENTIMENT
 from benchmark.tasks.sentiment.news import load_snapshot
 from benchmark.config import load_config
 from engine.device_sampling import DEVICE_TOP_K
-from tests.conftest import ROOT
+from tests.conftest import ROOT, loaded_engine
 
 EXAMPLES = ROOT / "examples"
 ARTICLES = load_snapshot()[:4]
@@ -23,12 +23,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def dev(embedded_gguf):
-    from engine.llamacpp import LlamaCppBackend
-
-    b = LlamaCppBackend(embedded_gguf, n_ctx=2048, chat_template="gemma", sampling="device")
-    b.load()
-    yield b
-    b.close()
+    with loaded_engine(embedded_gguf, n_ctx=2048, chat_template="gemma", sampling="device") as b:
+        yield b
 
 
 def _replies(eng, mode: str, top_k: int = DEVICE_TOP_K) -> list[str]:
@@ -89,20 +85,14 @@ def test_label_scoring_and_generation_alternate_on_one_load(dev):
 
 
 def test_a_device_that_refuses_the_sampler_falls_back_to_fast(embedded_gguf, monkeypatch):
-    from engine.llamacpp import LlamaCppBackend
-
-    b = LlamaCppBackend(embedded_gguf, n_ctx=512, chat_template="gemma", sampling="device")
     import llama_cpp
 
     monkeypatch.setattr(llama_cpp, "llama_set_sampler", lambda ctx, seq, smpl: False)
-    b.load()
-    try:
+    with loaded_engine(embedded_gguf, n_ctx=512, chat_template="gemma", sampling="device") as b:
         info = b.engine_info()
         assert info["sampling"] == "fast" and info["sampling_requested"] == "device"
         assert "device" in info["sampling_note"]
         assert b.chat([{"role": "user", "content": "Say hi."}], max_tokens=4).completion_tokens > 0
-    finally:
-        b.close()
 
 
 def test_auto_on_a_gpu_samples_free_calls_on_the_device_and_constrained_ones_on_the_host(dev):

@@ -12,8 +12,7 @@ import pytest
 from benchmark.config import load_config
 from benchmark.tasks import task_for
 from benchmark.tasks.base import Choices
-from engine.llamacpp import LlamaCppBackend
-from tests.conftest import ROOT
+from tests.conftest import ROOT, loaded_engine
 
 
 def _task(name: str):
@@ -25,10 +24,8 @@ def _task(name: str):
 @pytest.fixture(scope="module")
 def scorer(embedded_gguf):
     """An engine of its own: scoring labels that part late makes its context hold several sequences."""
-    b = LlamaCppBackend(embedded_gguf, n_ctx=1024, name="scorer", chat_template="gemma")
-    b.load()
-    yield b
-    b.close()
+    with loaded_engine(embedded_gguf, n_ctx=1024, name="scorer", chat_template="gemma") as b:
+        yield b
 
 
 def _rows_plain(engine, messages, seq: list[int], start: int):

@@ -76,8 +76,8 @@ class DeviceSampling:
             L = self.L
             if self.device_constrained:  # sequence 1: where a position is evaluated again for whole logits
                 self._ensure_sequences(2)
-            if getattr(self, "_batch_s1", None) is None:
-                self._batch_s1 = L.llama_batch_init(1, 0, 1)
+                if getattr(self, "_batch_s1", None) is None:
+                    self._batch_s1 = L.llama_batch_init(1, 0, 1)
             from llama_cpp import llama_cpp as raw
 
             # private handles returning addresses as ints (no ctypes pointer objects per step)
@@ -87,7 +87,6 @@ class DeviceSampling:
                 f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_int32], ctypes.c_void_p
             # at least the chain's top-k: its 40 largest must be among the candidates
             self._dev_k = min(max(self.device_top_k, self._top_k), self.n_vocab)
-            self._dev_views: dict = {}
             self._dev = (L.llama_token_data * self._dev_k)()
             self._dev_np = self._np.frombuffer(self._dev, dtype=self._cand_np.dtype)
             self._dev_arr = L.llama_token_data_array(self._dev, self._dev_k, -1, False)
@@ -106,7 +105,6 @@ class DeviceSampling:
             L.llama_sampler_free(chain)
             return False
         self._dev_chain = chain
-        self._dev_views.clear()
         return True
 
     def _device_detach(self) -> None:
@@ -135,17 +133,6 @@ class DeviceSampling:
         elif self._dev_chain is None and not self._device_attach():
             raise RuntimeError("llama.cpp refused the device sampler it accepted at load")
 
-    def _view(self, addr: int, dtype):
-        view = self._dev_views.get((addr, dtype))
-        if view is None:
-            if len(self._dev_views) > 8:
-                self._dev_views.clear()
-            ctype = ctypes.c_float if dtype == "f" else ctypes.c_int32
-            view = self._np.frombuffer((ctype * self._dev_k).from_address(addr),
-                                       dtype=self._np.float32 if dtype == "f" else self._np.int32)
-            self._dev_views[(addr, dtype)] = view
-        return view
-
     def _device_candidates(self):
         """(ids, logits) of the K most likely tokens at the last position, as the device picked them
         (unordered; views valid until the next decode). Reading them waits for the device."""
@@ -153,7 +140,7 @@ class DeviceSampling:
         ids = self._get_cand_ids(self.ctx, -1)
         if not lg or not ids:
             raise RuntimeError("llama.cpp returned no device-sampled candidates")
-        return self._view(ids, "i"), self._view(lg, "f")
+        return self._view(ids, self._dev_k, ctypes.c_int32), self._view(lg, self._dev_k, ctypes.c_float)
 
     def _device_sample(self, chain) -> int:
         """One token from the K candidates: greedy's first maximum, or the call's chain over their 40

@@ -206,60 +206,63 @@ class GrammarPasses(Sampling):
                 return token
             if self._allowed_best is None or self.sampling == "reference":
                 continue
-            for width in _REACH_WIDTHS:  # the tokens that can be drawn lie within reach of the best allowed
-                best = self._allowed_best
-                inside = vals >= best - width
-                near = np.flatnonzero(inside)
-                if len(near) > (REACH_PASS if pool is not None else max(PARTIAL_SIZES)):
-                    break  # too many to check: the first-character filter first
-                def outside(inside=inside):  # the largest logits left out bound what top-p could add
-                    rest = vals[~inside]
-                    return -np.sort(-(np.partition(rest, -TOP_K)[-TOP_K:] if len(rest) > TOP_K else rest))
-
-                token = self._sample_partial(chain, grammar, logits, need, near if pool is None else pool[near],
-                                             best - width, outside)
-                if token is not None:
-                    self.stats["grammar_reach_passes"] += 1
-                    return token
+            token = self._reach_passes(chain, grammar, logits, need, vals, pool,
+                                       limit=REACH_PASS if pool is not None else max(PARTIAL_SIZES))
+            if token is not None:
+                return token
             return None  # a wider top pass settles nothing the passes within reach could not
+        return None
+
+    def _reach_passes(self, chain, grammar, logits, need: int, vals, ids=None, *, limit: int | None = None,
+                      floor: float | None = None) -> int | None:
+        """The grammar on every token within reach of the best allowed one (``_REACH_WIDTHS`` below
+        it), where the drawn token must lie: ``vals`` the logits of ``ids`` (None: of the whole
+        vocabulary, ``logits`` itself); more than ``limit`` such tokens, and the pass is left to the
+        first-character filter. ``floor``: every token outside ``ids`` is at most this (the device's
+        candidates); then a reach that goes below it, or leaves fewer than 40 candidates out to bound
+        what top-p could add, settles nothing."""
+        np = self._np
+        for width in _REACH_WIDTHS:
+            reach = self._allowed_best - width
+            if floor is not None and floor >= reach:
+                break  # tokens outside the candidates could be within reach
+            inside = vals >= reach
+            near = np.flatnonzero(inside)
+            if limit is not None and len(near) > limit:
+                break  # too many to check: the first-character filter first
+            if floor is not None and len(vals) - len(near) < TOP_K:
+                break
+
+            def outside(inside=inside):  # the largest logits left out bound what top-p could add
+                rest = vals[~inside]
+                return -np.sort(-(np.partition(rest, -TOP_K)[-TOP_K:] if len(rest) > TOP_K else rest))
+
+            token = self._sample_partial(chain, grammar, logits, need, near if ids is None else ids[near], reach,
+                                         outside)
+            if token is not None:
+                self.stats["grammar_reach_passes"] += 1
+                return token
         return None
 
     def _device_passes(self, chain, grammar, need: int) -> int | None:
         """The partial passes over the device's K candidates (the K most likely tokens; every other
-        token's logit is at most their least, ``floor``): the 256 most likely, then all K; for
-        sampling, the tokens within reach of the best allowed one, when the floor lies below that
-        reach (then every such token is a candidate). None when no pass settles it."""
+        token's logit is at most their least, the floor): the 256 most likely when K is larger, then
+        all K; for sampling, the tokens within reach of the best allowed one (``_reach_passes``, when
+        they all are candidates). None when no pass settles it."""
         np = self._np
         ids, vals = self._device_candidates()
         ids, vals = ids.copy(), vals.copy()
-        k, floor = len(ids), float(vals.min())
-        scratch = self._dev_scratch()
+        k = len(ids)
+        scratch = self._dev_scratch()  # the candidates' logits at their ids, -inf elsewhere
         scratch[ids] = vals
         try:
-            for size in (PARTIAL_PASS, k):
-                if size < k <= 2 * size or size > k:
-                    continue
+            for size in ((PARTIAL_PASS,) if k > 2 * PARTIAL_PASS else ()) + (k,):
                 top = ids if size == k else ids[np.argpartition(vals, -size)[-size:]]
                 token = self._sample_partial(chain, grammar, scratch, need, top, float(scratch[top].min()))
+                if token is None and self._allowed_best is not None:
+                    token = self._reach_passes(chain, grammar, scratch, need, vals, ids, floor=float(vals.min()))
                 if token is not None:
                     return token
-                if self._allowed_best is None:
-                    continue
-                for width in _REACH_WIDTHS:
-                    best = self._allowed_best
-                    if floor >= best - width:
-                        break  # tokens outside the candidates could be within reach
-                    inside = vals >= best - width
-                    if np.count_nonzero(~inside) < TOP_K:
-                        break  # what top-p could add is not bounded by the candidates alone
-                    def outside(inside=inside):
-                        rest = vals[~inside]
-                        return -np.sort(-np.partition(rest, -TOP_K)[-TOP_K:])
-
-                    token = self._sample_partial(chain, grammar, scratch, need, ids[inside], best - width, outside)
-                    if token is not None:
-                        self.stats["grammar_reach_passes"] += 1
-                        return token
             return None
         finally:
             scratch[ids] = -np.inf

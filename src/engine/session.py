@@ -115,7 +115,7 @@ class Session:
         get_logits = _raw._lib["llama_get_logits_ith"]  # a private handle: returns the address as an int
         get_logits.argtypes, get_logits.restype = [ctypes.c_void_p, ctypes.c_int32], ctypes.c_void_p
         self._get_logits = get_logits
-        self._views: dict[int, Any] = {}
+        self._views: dict[tuple, Any] = {}
         self._is_eog: dict[int, bool] = {}
         self._resolve_sampling()
         self._prepare_sampling()  # the candidate buffers and the grammar's index: their cost counts as loading
@@ -281,12 +281,18 @@ class Session:
         addr = self._get_logits(self.ctx, -1)
         if not addr:
             raise RuntimeError("llama.cpp returned no logits")
-        view = self._views.get(addr)
+        return self._view(addr, self.n_vocab, ctypes.c_float)
+
+    def _view(self, addr: int, n: int, ctype):
+        """A numpy view of ``n`` values of ``ctype`` in llama.cpp's memory at ``addr`` (no copy), kept
+        per address: llama.cpp hands out the same few buffers step after step."""
+        key = (addr, n, ctype)
+        view = self._views.get(key)
         if view is None:
             if len(self._views) > 8:
                 self._views.clear()
-            view = self._np.frombuffer((ctypes.c_float * self.n_vocab).from_address(addr), dtype=self._np.float32)
-            self._views[addr] = view
+            view = self._np.frombuffer((ctype * n).from_address(addr), dtype=self._np.dtype(ctype))
+            self._views[key] = view
         return view
 
     def _is_end(self, token: int) -> bool:
