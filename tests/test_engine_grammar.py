@@ -67,9 +67,77 @@ def test_partial_grammar_passes_choose_what_the_whole_vocabulary_pass_chooses_at
         msgs = SENTIMENT.messages(art.to_item(), "few_shot")
         steps, tokens = _capture(engine, msgs, 0.9, 300 + i, 96)
         assert _replay(engine, steps, 0.9, 300 + i, "fast") == tokens
+        engine._memo_ends = False  # the passes alone, also where the JSON value has ended
+        try:
+            assert _replay(engine, steps, 0.9, 300 + i, "fast") == tokens
+        finally:
+            del engine._memo_ends
         assert _replay(engine, steps, 0.9, 300 + i, "reference") == tokens
         fast_steps += len(steps)
     used = {k: engine.stats[k] - before[k] for k in engine.stats}
     assert used["grammar_reach_passes"] >= 1 and used["grammar_partial_passes"] >= 1
+    assert used["grammar_end_passes"] >= 1  # after the JSON object: the tokens found there once
     # the reference's whole-vocabulary passes are the only ones: the fast mode never needed one
     assert used["grammar_filtered_passes"] == 0
+
+
+@pytest.mark.slow
+def test_tokens_allowed_after_the_json_value_are_what_the_grammar_allows_over_the_whole_vocabulary(engine):
+    """Where the schema's JSON value has ended (and after the one space the grammar allows there) the
+    kept set of allowed tokens is exactly the set llama.cpp's grammar leaves of all 262,144 tokens,
+    reply after reply: the end of the turn (every end-of-generation token) and the space, then the
+    end of the turn alone."""
+    import numpy as np
+
+    L, schema = engine.L, SENTIMENT.constraint().schema
+    seen = {}
+    original = engine._sample
+
+    def checking(chain, grammar):
+        end = engine._json_end
+        if end is not None and end.after is not None:
+            c = engine._cand_np
+            engine._fill(c, engine._cand_arr, engine._ids, 0.0)
+            L.llama_sampler_apply(grammar, engine._cand_ref)
+            whole = np.flatnonzero(np.isfinite(c["logit"]))
+            kept = engine._end_allowed(grammar)
+            assert kept is not None and sorted(kept.tolist()) == whole.tolist()
+            seen[end.after] = [engine._piece_of(int(t)) for t in whole]
+        return original(chain, grammar)
+
+    engine._sample = checking
+    try:
+        for i, art in enumerate(load_snapshot()[:4]):
+            r = engine.chat(SENTIMENT.messages(art.to_item(), "few_shot"), schema=schema, temperature=0.9,
+                            seed=40 + i, max_tokens=160)
+            assert r.text.rstrip().endswith("}")
+    finally:
+        del engine._sample
+    assert b"" in seen
+    eog = {engine._piece_of(int(t)) for t in engine._eog}
+    assert eog <= set(seen[b""]) and b" " in seen[b""]
+    if b" " in seen:
+        assert set(seen[b" "]) >= eog and b" " not in seen[b" "]
+
+
+def test_the_end_of_a_json_value_is_found_past_strings_escapes_and_nesting():
+    """The root value ends at the brace or bracket that closes it, not at one inside a string (escaped
+    quotes included) or a nested value; the bytes after it are kept up to a few, then no longer."""
+    from engine.grammar import JsonEnd
+
+    end = JsonEnd()
+    for piece in (b'{"a": "x}', b'\\"', b'}\\\"}', b'", "b": [1, {"c": ', b'"]"}', b"]"):
+        end.feed(piece)
+        assert end.after is None
+    end.feed(b"} ")
+    assert end.after == b" "
+    end.feed(b"\n")
+    assert end.after == b" \n"
+    end.feed(b"1234567")
+    assert end.after is None  # past the kept suffix: no key
+    array = JsonEnd()
+    array.feed(b'[["]", "[" ], {}]')
+    assert array.after == b""
+    string = JsonEnd()  # a root that is not an object or array never closes here
+    string.feed(b'"{}" ')
+    assert string.after is None

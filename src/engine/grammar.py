@@ -9,6 +9,15 @@
    rejects (probed with one single-character token per first character: ``engine.chargroups``);
    then sample again.
 
+After the last character of a schema's JSON value (the object or array that is the root, closed)
+the grammar's state no longer depends on the reply: only its trailing ``ws`` and the end of the turn
+can follow. The tokens it allows there are found once per grammar and accepted suffix, by the exact
+pass (the first-character filter, then the grammar over what it leaves), and reused on every later
+reply that gets there (``_end_allowed``): the chain over exactly those tokens is the chain over the
+whole vocabulary under the grammar. That position is where a model most often wants a token the
+grammar forbids (a newline, a word, a code fence), and at temperature > 0 the end of the turn lies
+far below the best tokens, so no partial pass settles it.
+
 At temperature 0 the result equals applying the grammar first (the greedy choice among allowed
 tokens is the global argmax whenever that is allowed). ``grammar_mode="full"`` applies the
 grammar first at every step, for comparison; ``sampling="reference"`` keeps the earlier passes
@@ -33,6 +42,45 @@ PARTIAL_SIZES = (PARTIAL_PASS, 4096)  # then these many, before the whole (prefi
 _MIN_P_REACH = math.log(MIN_P) - 1e-3  # below the best allowed logit: min-p's threshold, with a margin
 _REACH_WIDTHS = (-_MIN_P_REACH + 0.01, 8.0)  # nats below the best allowed logit checked in a reach pass
 REACH_PASS = 32768  # at most these many candidates in a reach pass (the grammar checks ~2 per microsecond)
+_END_SUFFIX = 8  # bytes after the root value's end kept as a key of the allowed tokens (more: no key)
+
+
+class JsonEnd:
+    """Where the root value of a JSON document ends, read byte by byte as the grammar accepts them:
+    strings (with their escapes) skipped, objects and arrays counted. ``after`` is None until the
+    root object or array has closed, then the bytes accepted since (None again past ``_END_SUFFIX``:
+    no state is keyed by them). Roots that are not objects or arrays never close here."""
+
+    __slots__ = ("depth", "in_str", "esc", "after")
+
+    def __init__(self) -> None:
+        self.depth, self.in_str, self.esc, self.after = 0, False, False, None
+
+    def feed(self, piece: bytes) -> None:
+        for i, b in enumerate(piece):
+            if self.after is not None:
+                self.after += piece[i:]
+                if len(self.after) > _END_SUFFIX:
+                    self.depth = -1  # too long a suffix to key: stop following
+                    self.after = None
+                return
+            if self.depth < 0:
+                return
+            if self.in_str:
+                if self.esc:
+                    self.esc = False
+                elif b == 0x5C:  # backslash
+                    self.esc = True
+                elif b == 0x22:  # quote
+                    self.in_str = False
+            elif b == 0x22:
+                self.in_str = True
+            elif b in (0x7B, 0x5B):  # { [
+                self.depth += 1
+            elif b in (0x7D, 0x5D):  # } ]
+                self.depth -= 1
+                if self.depth == 0:
+                    self.after = b""
 
 
 @functools.lru_cache(maxsize=8)
@@ -59,7 +107,10 @@ class GrammarPasses(Sampling):
         if self.sampling != "reference" and self.n_vocab > 4 * max(PARTIAL_SIZES):
             self._char_index()  # for the full grammar pass
 
+    _memo_ends = True  # reuse the allowed tokens after a schema's JSON value ends (tests turn it off)
+
     def _grammar(self, schema: dict[str, Any] | None, gbnf: str | None = None):
+        from_schema = gbnf is None
         key = gbnf or json.dumps(schema, sort_keys=True)
         g = self._grammars.get(key)
         if g is None:
@@ -73,6 +124,9 @@ class GrammarPasses(Sampling):
         self.L.llama_sampler_reset(g)
         self._chars_ok = self._char_rules[key]
         self._tail = b""
+        # a schema's grammar is ``root ::= root-value ws`` (formats.gbnf): its end can be followed
+        self._json_end = JsonEnd() if from_schema and self._memo_ends else None
+        self._end_memo = self._end_memos.setdefault(key, {})
         return g
 
 
@@ -286,9 +340,35 @@ class GrammarPasses(Sampling):
                 self._device_drop_copy()
         return self._sample_full_logits(chain, grammar, need)
 
+    def _end_allowed(self, grammar):
+        """The tokens the grammar allows once the schema's JSON value has ended (and the bytes accepted
+        since), found the first time by the exact pass: the first-character filter, then the grammar
+        over every token it leaves (over the whole vocabulary where the filter does not apply). None
+        before the end, or where more than a partial pass's worth are allowed."""
+        end = self._json_end
+        if end is None or end.after is None:
+            return None
+        ids = self._end_memo.get(end.after)
+        if ids is None:
+            np = self._np
+            pool = self._grammar_prefilter(grammar)
+            pool = self._ids if pool is None else pool.astype(np.int32)
+            c, arr = self._cand_np, self._cand_arr
+            self._fill(c, arr, pool, 0.0)
+            self.L.llama_sampler_apply(grammar, self._cand_ref)
+            ids = pool[np.isfinite(c["logit"][:len(pool)])].astype(np.int32)
+            self._end_memo[end.after] = ids
+        return ids if 0 < len(ids) <= REACH_PASS else None
+
     def _sample_full_logits(self, chain, grammar, need: int) -> int:
         logits = self._logits()
         ids = None
+        if self.grammar_mode == "fast" and self.sampling != "reference":
+            ends = self._end_allowed(grammar)
+            if ends is not None:  # every token the grammar allows here, and only those
+                self.stats["grammar_end_passes"] += 1
+                return self._apply_chain(chain, self._part_np, self._part_arr, self._part_ref, ends, logits[ends],
+                                         grammar)
         if self.grammar_mode == "fast" and self.n_vocab > 4 * PARTIAL_PASS:
             token = self._partial_passes(chain, grammar, logits, need)
             if token is not None:
@@ -320,6 +400,9 @@ class GrammarPasses(Sampling):
         else:
             token = self._sample_full(chain, grammar)
         L.llama_sampler_accept(grammar, token)
-        self._tail = (self._tail + self._piece_of(token))[-4:]
+        piece = self._piece_of(token)
+        self._tail = (self._tail + piece)[-4:]
+        if self._json_end is not None:
+            self._json_end.feed(piece)
         return token
 

@@ -54,11 +54,14 @@ class Session:
         self.stats = {"grammar_checks": 0, "grammar_partial_passes": 0, "grammar_full_passes": 0,
                       "grammar_filtered_passes": 0, "grammar_filtered_partial_passes": 0, "grammar_reach_passes": 0,
                       "top_k_full_partitions": 0, "near_top_draws": 0, "top_p_uncertain": 0,
-                      "device_redecodes": 0}
+                      "device_redecodes": 0, "grammar_end_passes": 0}
         self._chars = None  # the first-character index of the vocabulary (built at load)
         self._char_rules: dict[str, bool] = {}
         self._chars_ok = False
         self._tail = b""
+        self._json_end = None  # where a schema's JSON value ends (engine.grammar.JsonEnd)
+        self._end_memos: dict[str, dict] = {}  # per grammar: accepted suffix after that end -> allowed ids
+        self._end_memo: dict = {}
         self._pieces: dict[int, bytes] = {}
 
     # ------------------------------------------------------------------ life cycle
@@ -169,6 +172,7 @@ class Session:
         for g in self._grammars.values():
             L.llama_sampler_free(g)
         self._grammars.clear()
+        self._end_memos.clear()
         if self.ctx:
             self._device_close()
             L.llama_free(self.ctx)
