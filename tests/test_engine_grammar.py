@@ -141,3 +141,46 @@ def test_the_end_of_a_json_value_is_found_past_strings_escapes_and_nesting():
     string = JsonEnd()  # a root that is not an object or array never closes here
     string.feed(b'"{}" ')
     assert string.after is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fast, kept end set", "fast, passes only", "reference"])
+def test_greedy_pick_after_the_json_value_is_the_best_allowed_token_of_the_whole_vocabulary(engine, mode):
+    """After the JSON object the grammar allows one space or the end of the turn. Logits set so that the
+    256 most likely tokens are all forbidden there, the space lies just below them and the end of the
+    turn far below: greedy decoding must pick the space, as llama.cpp's grammar over the whole
+    vocabulary does; an end-of-turn token added to a partial pass from below its least logit must
+    not settle the pick."""
+    import numpy as np
+
+    schema = SENTIMENT.constraint().schema
+    space = engine.tokenize(" ")
+    assert len(space) == 1
+    space = space[0]
+    rng = np.random.default_rng(7)
+    logits = np.full(engine.n_vocab, -30.0, dtype=np.float32)
+    words = [t for t in rng.choice(engine.n_vocab, 2000, replace=False).tolist()
+             if engine._piece_of(t)[:1].isalpha()][:300]
+    logits[words] = rng.uniform(10.0, 12.0, len(words)).astype(np.float32)
+    logits[space] = 9.0
+    logits[engine._eog] = 0.0
+    engine._memo_ends = mode != "fast, passes only"
+    engine.sampling = "reference" if mode == "reference" else "fast"
+    engine._logits = lambda: logits
+    try:
+        for temperature, seed in ((0.0, 0), (0.8, 3)):
+            grammar = engine._grammar(schema)
+            for t in engine.tokenize('{"reasoning": "ok", "sentiment": 0.5, "confidence": 0.5}'):
+                engine.L.llama_sampler_accept(grammar, t)
+                engine._tail = (engine._tail + engine._piece_of(t))[-4:]
+                if engine._json_end is not None:
+                    engine._json_end.feed(engine._piece_of(t))
+            engine._greedy = temperature <= 0
+            chain = engine._chain(temperature, seed)
+            try:
+                assert engine._sample_full(chain, grammar) == space
+            finally:
+                engine.L.llama_sampler_free(chain)
+    finally:
+        del engine._logits, engine._memo_ends
+        engine.sampling = "fast"

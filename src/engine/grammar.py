@@ -196,9 +196,10 @@ class GrammarPasses(Sampling):
         """The grammar on the candidates ``ids`` (plus end-of-generation) only, every other token's logit
         being at most ``bound``; the best allowed logit is kept in ``_allowed_best`` (None: none).
 
-        Exact whenever at least ``need`` of them are allowed: every allowed token outside this set
-        has a lower logit than all inside, so greedy (need 1) or top-k (need k) picks the same
-        tokens as a pass over the whole vocabulary. For sampling, also when fewer are allowed but
+        Exact whenever at least ``need`` of them are allowed with a logit of at least ``bound``: every
+        allowed token outside this set is below them, so greedy (need 1) or top-k (need k) picks
+        the same tokens as a pass over the whole vocabulary (end-of-generation tokens added from
+        below the bound do not count towards ``need``). For sampling, also when fewer are allowed but
         the tokens outside lie below min-p's threshold under the best allowed one (they can never
         be drawn) and top-p's cut among the allowed ones is certain whatever up to 40 - n of them
         would add to the top 40's sum (``_cut_certain``, as in ``engine.sampling``; ``outside()``:
@@ -215,8 +216,11 @@ class GrammarPasses(Sampling):
         ok = np.isfinite(after)  # rejected logits become -inf
         allowed = int(np.count_nonzero(ok))
         self._allowed_best = float(after[ok].max()) if allowed else None
-        if allowed >= need or (need == TOP_K and allowed and self.sampling != "reference"
-                               and self._cut_certain(after[ok], bound, outside)):
+        # only allowed tokens at or above the bound outrank every token outside: the end-of-generation
+        # tokens added from below it do not count (the best allowed token outside may lie between)
+        ranked = int(np.count_nonzero(after >= bound))
+        if ranked >= need or (need == TOP_K and allowed and self.sampling != "reference"
+                              and self._cut_certain(after[ok], bound, outside)):
             return self._select(chain, c, arr, self._part_ref)
         return None
 
