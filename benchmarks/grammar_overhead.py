@@ -102,7 +102,7 @@ def main() -> None:
                 raise SystemExit(f"T={t}: the kept end set changed a reply; it must not")
     eng.close()
 
-    rows, out = [], {"model": str(path), "machine": machine(), "gpu_layers": ngl, "replies_per_run": a.n,
+    rows, out = [], {"model": path.name, "machine": machine(), "gpu_layers": ngl, "replies_per_run": a.n,
                      "rounds": a.rounds, "results": {}}
     for name, runs in raw.items():
         us = statistics.median(r["us_per_token"] for r in runs)
