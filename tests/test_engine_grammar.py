@@ -123,7 +123,7 @@ def test_tokens_allowed_after_the_json_value_are_what_the_grammar_allows_over_th
 def test_the_end_of_a_json_value_is_found_past_strings_escapes_and_nesting():
     """The root value ends at the brace or bracket that closes it, not at one inside a string (escaped
     quotes included) or a nested value; the bytes after it are kept up to a few, then no longer."""
-    from engine.grammar import JsonEnd
+    from engine.json_end import JsonEnd
 
     end = JsonEnd()
     for piece in (b'{"a": "x}', b'\\"', b'}\\\"}', b'", "b": [1, {"c": ', b'"]"}', b"]"):

@@ -35,6 +35,7 @@ from typing import Any
 
 from core.errors import ShootoutError
 from engine import chargroups
+from engine.json_end import JsonEnd
 from engine.sampling import MIN_P, TOP_K, Sampling, top_p_cut_certain
 
 PARTIAL_PASS = 256  # candidates the grammar sees first when the sampled token is rejected
@@ -42,45 +43,6 @@ PARTIAL_SIZES = (PARTIAL_PASS, 4096)  # then these many, before the whole (prefi
 _MIN_P_REACH = math.log(MIN_P) - 1e-3  # below the best allowed logit: min-p's threshold, with a margin
 _REACH_WIDTHS = (-_MIN_P_REACH + 0.01, 8.0)  # nats below the best allowed logit checked in a reach pass
 REACH_PASS = 32768  # at most these many candidates in a reach pass (the grammar checks ~2 per microsecond)
-_END_SUFFIX = 8  # bytes after the root value's end kept as a key of the allowed tokens (more: no key)
-
-
-class JsonEnd:
-    """Where the root value of a JSON document ends, read byte by byte as the grammar accepts them:
-    strings (with their escapes) skipped, objects and arrays counted. ``after`` is None until the
-    root object or array has closed, then the bytes accepted since (None again past ``_END_SUFFIX``:
-    no state is keyed by them). Roots that are not objects or arrays never close here."""
-
-    __slots__ = ("depth", "in_str", "esc", "after")
-
-    def __init__(self) -> None:
-        self.depth, self.in_str, self.esc, self.after = 0, False, False, None
-
-    def feed(self, piece: bytes) -> None:
-        for i, b in enumerate(piece):
-            if self.after is not None:
-                self.after += piece[i:]
-                if len(self.after) > _END_SUFFIX:
-                    self.depth = -1  # too long a suffix to key: stop following
-                    self.after = None
-                return
-            if self.depth < 0:
-                return
-            if self.in_str:
-                if self.esc:
-                    self.esc = False
-                elif b == 0x5C:  # backslash
-                    self.esc = True
-                elif b == 0x22:  # quote
-                    self.in_str = False
-            elif b == 0x22:
-                self.in_str = True
-            elif b in (0x7B, 0x5B):  # { [
-                self.depth += 1
-            elif b in (0x7D, 0x5D):  # } ]
-                self.depth -= 1
-                if self.depth == 0:
-                    self.after = b""
 
 
 @functools.lru_cache(maxsize=8)
