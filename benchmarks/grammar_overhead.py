@@ -45,7 +45,7 @@ def one_run(eng: LlamaCppBackend, prompts, schema, temperature: float, max_token
         return full(chain, grammar)
 
     eng._sample, eng._sample_full = timed, counted
-    before = dict(eng.stats)
+    ends_before = eng.stats["grammar_end_passes"]
     toks = gen = 0.0
     texts, lengths = [], []
     try:
@@ -58,10 +58,8 @@ def one_run(eng: LlamaCppBackend, prompts, schema, temperature: float, max_token
             lengths.append(r.completion_tokens)
     finally:
         del eng._sample, eng._sample_full
-    passes = {k: eng.stats[k] - before[k] for k in eng.stats}
     return {"us_per_token": spent[0] / toks * 1e6, "tok_s": (toks - len(prompts)) / gen, "texts": texts,
-            "lengths": lengths,
-            "full_steps": past[0], "end_passes": passes["grammar_end_passes"]}
+            "lengths": lengths, "full_steps": past[0], "end_passes": eng.stats["grammar_end_passes"] - ends_before}
 
 
 def main() -> None:

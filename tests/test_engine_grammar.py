@@ -87,19 +87,14 @@ def test_tokens_allowed_after_the_json_value_are_what_the_grammar_allows_over_th
     kept set of allowed tokens is exactly the set llama.cpp's grammar leaves of all 262,144 tokens,
     reply after reply: the end of the turn (every end-of-generation token) and the space, then the
     end of the turn alone."""
-    import numpy as np
-
-    L, schema = engine.L, SENTIMENT.constraint().schema
+    schema = SENTIMENT.constraint().schema
     seen = {}
     original = engine._sample
 
     def checking(chain, grammar):
         end = engine._json_end
         if end is not None and end.after is not None:
-            c = engine._cand_np
-            engine._fill(c, engine._cand_arr, engine._ids, 0.0)
-            L.llama_sampler_apply(grammar, engine._cand_ref)
-            whole = np.flatnonzero(np.isfinite(c["logit"]))
+            whole = engine._allowed_among(grammar, engine._ids)  # the grammar over all 262,144 tokens
             kept = engine._end_allowed(grammar)
             assert kept is not None and sorted(kept.tolist()) == whole.tolist()
             seen[end.after] = [engine._piece_of(int(t)) for t in whole]
@@ -171,10 +166,7 @@ def test_greedy_pick_after_the_json_value_is_the_best_allowed_token_of_the_whole
         for temperature, seed in ((0.0, 0), (0.8, 3)):
             grammar = engine._grammar(schema)
             for t in engine.tokenize('{"reasoning": "ok", "sentiment": 0.5, "confidence": 0.5}'):
-                engine.L.llama_sampler_accept(grammar, t)
-                engine._tail = (engine._tail + engine._piece_of(t))[-4:]
-                if engine._json_end is not None:
-                    engine._json_end.feed(engine._piece_of(t))
+                engine._accept(grammar, t)
             engine._greedy = temperature <= 0
             chain = engine._chain(temperature, seed)
             try:

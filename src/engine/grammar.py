@@ -315,16 +315,20 @@ class GrammarPasses(Sampling):
         if end is None or end.after is None:
             return None
         ids = self._end_memo.get(end.after)
-        if ids is None:
-            np = self._np
+        if ids is None:  # the first time: the exact pass
             pool = self._grammar_prefilter(grammar)
-            pool = self._ids if pool is None else pool.astype(np.int32)
-            c, arr = self._cand_np, self._cand_arr
-            self._fill(c, arr, pool, 0.0)
-            self.L.llama_sampler_apply(grammar, self._cand_ref)
-            ids = pool[np.isfinite(c["logit"][:len(pool)])].astype(np.int32)
-            self._end_memo[end.after] = ids
+            ids = self._end_memo[end.after] = self._allowed_among(grammar, self._ids if pool is None else pool)
         return ids if 0 < len(ids) <= REACH_PASS else None
+
+    def _allowed_among(self, grammar, ids):
+        """Those of the tokens ``ids`` the grammar allows now, in their order (llama.cpp's grammar on
+        them, in the whole-vocabulary buffer)."""
+        np = self._np
+        ids = ids.astype(np.int32, copy=False)
+        c = self._cand_np
+        self._fill(c, self._cand_arr, ids, 0.0)
+        self.L.llama_sampler_apply(grammar, self._cand_ref)
+        return ids[np.isfinite(c["logit"][:len(ids)])]
 
     def _sample_full_logits(self, chain, grammar, need: int) -> int:
         logits = self._logits()
@@ -356,7 +360,6 @@ class GrammarPasses(Sampling):
         return self._apply_chain(chain, self._cand_np, self._cand_arr, self._cand_ref, ids, logits, grammar)
 
     def _sample(self, chain, grammar) -> int:
-        L = self.L
         if grammar is None:
             return self._sample_free(chain)
         if self.grammar_mode == "fast":
@@ -365,10 +368,15 @@ class GrammarPasses(Sampling):
                 token = self._sample_full(chain, grammar)
         else:
             token = self._sample_full(chain, grammar)
-        L.llama_sampler_accept(grammar, token)
+        self._accept(grammar, token)
+        return token
+
+    def _accept(self, grammar, token: int) -> None:
+        """The grammar takes ``token``; the bytes it read so far are followed (the last few, for the
+        first-character filter; where a schema's JSON value ends)."""
+        self.L.llama_sampler_accept(grammar, token)
         piece = self._piece_of(token)
         self._tail = (self._tail + piece)[-4:]
         if self._json_end is not None:
             self._json_end.feed(piece)
-        return token
 
