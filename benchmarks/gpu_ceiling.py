@@ -13,7 +13,10 @@ Side by side in one run:
   ``device``: llama.cpp's top-k on the GPU, the chain over its candidates on the host; ``auto``, the
   default: ``device`` for unconstrained calls on a GPU, ``fast`` otherwise; ``device:K``: K
   candidates) and the earlier one (``reference``: llama.cpp's sampler over the whole vocabulary): median and range over
-  ``--runs`` runs, each the tokens over the seconds of ``--n`` replies; valid replies counted;
+  ``--runs`` rounds, each the tokens over the seconds of ``--n`` replies; valid replies counted. Each
+  round runs every configuration once, and llama-bench's tg128 at depth once, in an order reversed
+  every other round (ABBA), so that part 5's ratios are paired per round (neighbours in time): the
+  geometric mean of the rounds' ratios with a 95% t interval on the log scale, rounds the units;
 - the decode loop alone (llama_decode + llama_synchronize, no logits read, no sampling) after the
   same prompt: what Python and the engine's loop cost before any sampling;
 - label scoring against label generation, seconds per call item by item, on classification
@@ -140,14 +143,39 @@ def llama_bench(binary: str, model: str, ngl: int, depth: int, reps: int, thread
         runs.append(["-p", "0", "-n", "128", "-d", str(depth)])
     rows = []
     for extra in runs:
-        cmd = [binary, "-m", model, "-ngl", str(ngl), "-r", str(reps), "-o", "json", *extra]
-        if threads:
-            cmd += ["-t", str(threads)]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(f"llama-bench failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
-        rows += json.loads(out.stdout)
+        rows += llama_bench_rows(binary, model, ngl, threads, ["-r", str(reps), *extra])
     return rows
+
+
+def llama_bench_tg_depth(binary: str, model: str, ngl: int, depth: int, threads: int | None) -> float:
+    """llama-bench's tg128 at ``depth`` once (one repetition after its warm-up), tokens/s: the
+    figure a round of the engine's runs is paired with."""
+    rows = llama_bench_rows(binary, model, ngl, threads, ["-r", "1", "-p", "0", "-n", "128", "-d", str(depth)])
+    return float(rows[0]["avg_ts"])
+
+
+def llama_bench_rows(binary: str, model: str, ngl: int, threads: int | None, extra: list[str]) -> list[dict]:
+    cmd = [binary, "-m", model, "-ngl", str(ngl), "-o", "json", *extra] + (["-t", str(threads)] if threads else [])
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"llama-bench failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
+def paired(num: list[float], den: list[float]) -> dict:
+    """Per-round ratios num/den (the two measured in the same round, next to each other in time):
+    their geometric mean with a 95% t interval on the log scale (rounds as the independent units),
+    and their range."""
+    import math
+
+    from scipy import stats
+
+    logs = [math.log(x / y) for x, y in zip(num, den)]
+    n = len(logs)
+    mean = statistics.fmean(logs)
+    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(logs) / math.sqrt(n) if n > 1 else float("nan")
+    return {"ratio": math.exp(mean), "ci95": [math.exp(mean - half), math.exp(mean + half)],
+            "per_round": [math.exp(x) for x in logs], "rounds": n}
 
 
 def bench_label(row: dict) -> str:
@@ -272,14 +300,23 @@ def main() -> None:
     # the decode loop alone, three times
     res["decode_only"] = summary([decode_only(eng, eng.prompt_tokens(prompts[0])) for _ in range(a.runs)])
 
-    # the engine: every configuration once per round, the rounds repeated (drift hits all alike)
+    # the engine: every configuration once per round, and llama-bench's tg128 at depth once per round
+    # when it is there; the order reversed every other round (ABBA), so that a drift of the machine
+    # falls on every configuration alike and each round's ratios compare neighbours in time
     configs = [(m, t, c) for m in modes for t in temps for c in (False, True)]
     raw: dict = {f"{m} T={t} {'constrained' if c else 'free'}": [] for m, t, c in configs}
-    for _ in range(a.runs):
-        for m, t, c in configs:
+    per_round_bench: list[float] = []
+    steps = configs + ([None] if a.llama_bench else [])
+    for r in range(a.runs):
+        for step in (steps if r % 2 == 0 else steps[::-1]):
+            if step is None:
+                per_round_bench.append(llama_bench_tg_depth(a.llama_bench, str(path), ngl, depth, a.threads))
+                continue
+            m, t, c = step
             use_mode(eng, m)
             raw[f"{m} T={t} {'constrained' if c else 'free'}"].append(
                 engine_run(eng, prompts, schema if c else None, t, a.max_tokens, seed0=1000))
+    res["llama_bench_tg_depth_per_round"] = per_round_bench
     # llama-bench's tests in process, on this engine's context (part 3's block)
     res["speed_bench"] = eng.speed_bench(depth=depth, reps=a.bench_reps)
     eng.close()
@@ -373,11 +410,18 @@ def main() -> None:
     mode = "auto" if "auto" in modes else modes[0]  # the engine's default
     res["default_sampling"] = mode
     free_key, con_key = f"{mode} T={hot} free", f"{mode} T={hot} constrained"
+    free_rounds = [r["tok_s"] for r in raw.get(free_key, [])]
+    con_rounds = [r["tok_s"] for r in raw.get(con_key, [])]
+    vs_bench = paired(free_rounds, per_round_bench) if per_round_bench and free_rounds else None
+    vs_free = paired(con_rounds, free_rounds) if con_rounds else None
     part5 = {
-        "free_T_x_tg128_depth": {"value": res["summary"].get(free_key, {}).get("x_tg128_depth"), "target": ">= 0.95",
-                                 "what": f"free decoding at T={hot} / llama-bench tg128 at depth {depth}"},
-        "constrained_x_free_T": {"value": res["summary"].get(con_key, {}).get("x_free"), "target": ">= 0.90",
-                                 "what": f"schema-constrained / free decoding at T={hot}"},
+        "free_T_x_tg128_depth": {"value": vs_bench["ratio"] if vs_bench else res["summary"].get(free_key, {}).get(
+                                     "x_tg128_depth"), "paired": vs_bench, "target": ">= 0.95",
+                                 "what": f"free decoding at T={hot} / llama-bench tg128 at depth {depth}"
+                                         + (" (per round, paired)" if vs_bench else " (medians)")},
+        "constrained_x_free_T": {"value": vs_free["ratio"] if vs_free else None, "paired": vs_free,
+                                 "target": ">= 0.90",
+                                 "what": f"schema-constrained / free decoding at T={hot} (per round, paired)"},
         "label_scoring_x_generation": {
             "value": max((g["x_generate_median"] for g in res["label_scoring"].values() if "error" not in g),
                          default=None), "target": "<= 1.0",
@@ -389,8 +433,11 @@ def main() -> None:
         val = v["value"]
         ok = None if val is None else (val <= 1.0 if k.startswith("label") else
                                        val >= (0.95 if k.startswith("free") else 0.90))
-        print(f"  {v['what']}: " + ("-" if val is None else f"{val:.3f}") + f" (target {v['target']}"
-              + ("" if ok is None else (", met" if ok else ", NOT met")) + ")")
+        pr = v.get("paired")
+        print(f"  {v['what']}: " + ("-" if val is None else f"{val:.3f}")
+              + (f" [95% CI {pr['ci95'][0]:.3f}-{pr['ci95'][1]:.3f}; rounds "
+                 + ", ".join(f"{x:.3f}" for x in pr["per_round"]) + "]" if pr else "")
+              + f" (target {v['target']}" + ("" if ok is None else (", met" if ok else ", NOT met")) + ")")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2, default=str))
 
