@@ -11,9 +11,10 @@ Side by side in one run:
 - this engine's generation tokens/s on the sentiment few-shot prompts, unconstrained and
   schema-constrained, at each temperature, per sampling mode (``fast``: numpy over the logits;
   ``device``: llama.cpp's top-k on the GPU, the chain over its candidates on the host; ``auto``, the
-  default: ``device`` for unconstrained calls on a GPU, ``fast`` otherwise; ``device:K``: K
-  candidates) and the earlier one (``reference``: llama.cpp's sampler over the whole vocabulary): median and range over
-  ``--runs`` rounds, each the tokens over the seconds of ``--n`` replies; valid replies counted. Each
+  default: ``device`` for unconstrained calls on a GPU, ``fast`` otherwise; ``auto:device``: the
+  same with constrained calls on the device too, a candidate default; ``device:K``: K candidates)
+  and the earlier one (``reference``: llama.cpp's sampler over the whole vocabulary): median and
+  range over ``--runs`` rounds, each the tokens over the seconds of ``--n`` replies; valid replies counted. Each
   round runs every configuration once, and llama-bench's tg128 at depth once, in an order reversed
   every other round (ABBA), so that part 5's ratios are paired per round (neighbours in time): the
   geometric mean of the rounds' ratios with a 95% t interval on the log scale, rounds the units;
@@ -196,10 +197,12 @@ def fmt(s: dict) -> str:
 
 
 def use_mode(eng: LlamaCppBackend, spec: str) -> None:
-    """A sampling mode, ``device:K`` naming the device's candidate count."""
+    """A sampling mode, ``device:K`` naming the device's candidate count; ``auto:device`` is ``auto``
+    with constrained calls sampled on the device as well (the default keeps them on the host)."""
     mode, _, k = spec.partition(":")
     if mode == "device":
         eng.device_top_k = int(k) if k else DEVICE_TOP_K
+    eng.auto_constrained = mode == "auto" and k == "device"
     eng.set_sampling(mode)
 
 

@@ -115,3 +115,31 @@ def test_auto_on_a_gpu_samples_free_calls_on_the_device_and_constrained_ones_on_
     assert got == fast
     assert attached == [True, True, False, False] * len(ARTICLES)
     assert dev.stats["device_redecodes"] == before
+
+
+def test_auto_with_constrained_calls_on_the_device_as_a_gpu_load_resolves_it(dev):
+    """``auto_constrained`` (what benchmarks/gpu_ceiling.py tries as ``auto:device``): on a load that
+    reports every layer on a GPU, ``auto`` samples constrained calls on the device too; emulated on
+    the CPU backend with those offload facts, the replies are the fast sampler's."""
+    fast = _replies(dev, "fast")
+    facts = dict(dev.offload)
+    dev.offload.update(gpu_offload_supported=True, layers_offloadable=19, layers_offloaded=19)
+    try:
+        for constrained_too in (False, True):
+            dev.auto_constrained = constrained_too
+            dev.set_sampling("auto")
+            assert (dev.sampling, dev.device_constrained) == ("device", constrained_too)
+        got = []
+        for i, art in enumerate(ARTICLES):
+            msgs = SENTIMENT.messages(art.to_item(), "zero_shot")
+            for schema in (None, SENTIMENT.constraint().schema):
+                for temperature in (0.0, 0.8):
+                    dev.clear_cache()
+                    got.append(dev.chat(msgs, schema=schema, temperature=temperature, seed=7 + i, max_tokens=40).text)
+                    assert dev._dev_chain is not None  # constrained calls keep the device sampler
+        assert got == fast
+    finally:
+        dev.auto_constrained = False
+        dev.offload.clear()
+        dev.offload.update(facts)
+        dev.set_sampling("device")

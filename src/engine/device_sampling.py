@@ -42,7 +42,8 @@ class DeviceSampling:
     _top_k: int  # the chain's top-k (engine.sampling.TOP_K, set by Sampling)
     _dev_chain = None  # the attached top-k chain (None: nothing attached)
     device_top_k = DEVICE_TOP_K  # candidates the device keeps (set before load to try another)
-    device_constrained = True  # constrained calls sample on the device too (``auto``: no, see the text)
+    device_constrained = True  # constrained calls sample on the device too
+    auto_constrained = False  # ``auto`` samples constrained calls on the device too (benchmarks try it)
 
     def set_sampling(self, mode: str) -> None:
         """Switch the loaded engine's sampling mode (``auto`` resolved again), for benchmarks that
@@ -59,7 +60,7 @@ class DeviceSampling:
         sampling buffers are prepared)."""
         wanted = self.sampling_requested
         self.sampling_note = ""
-        self.device_constrained = wanted == "device"
+        self.device_constrained = wanted == "device" or (wanted == "auto" and self.auto_constrained)
         if wanted == "auto":
             off = self.offload
             on_gpu = bool(off.get("gpu_offload_supported")) and bool(off.get("layers_offloadable")) and \
