@@ -63,6 +63,12 @@ BROKEN = {
                                   ["models[1].options.api_key (line 15)", "'api_key' is an option of the openai and mlx backends",
                                    "not of llamacpp", "Options allowed here: temperature, num_ctx, num_predict, "
                                    "n_threads, n_gpu_layers, chat_template", "set backend: openai or mlx"]),
+    "iterations_true": (("iterations: 2", "iterations: true"),
+                        ["run.iterations (line 3)", "expected a number, not a yes/no"]),
+    "concurrency_true": (("iterations: 2", "iterations: 2\n  concurrency: true"),
+                         ["run.concurrency (line 4)", "expected a number, not a yes/no"]),
+    "option_num_ctx_true": (("    quant: Q8_0\n", "    quant: Q8_0\n    options:\n      num_ctx: true\n"),
+                            ["models[1].options.num_ctx (line 14)", "expected a number, not a yes/no"]),
     "unknown_sampling_mode": (("    quant: Q8_0\n", "    quant: Q8_0\n    options:\n      sampling: gpu\n"),
                               ["models[1].options.sampling (line 14)", "'gpu'",
                                "use one of 'auto', 'fast', 'device' or 'reference'"]),
@@ -87,6 +93,27 @@ def test_broken_config_one_clear_message_exit_2(tmp_path, gguf, case):
         for needle in expected:
             assert needle in message, (needle, res.stderr)
     assert not (tmp_path / "reports").exists(), "nothing may run on a broken config"
+
+
+def test_a_yes_no_where_a_number_belongs_is_refused_everywhere_but_where_a_bool_is_one_of_the_choices(tmp_path):
+    """YAML reads yes/no/true/false as booleans, and pydantic would read them as 1 and 0: a task block's
+    count is refused like the run's; ``speed_bench: true`` (a bool or a number) is still taken."""
+    classify = ROOT / "examples" / "sst2" / "config.yaml"
+    text = classify.read_text()
+    for old, new, field in (("few_shot: {k: 2, seed: 0}", "few_shot: {k: true, seed: 0}", "few_shot.k"),
+                            ("  iterations: 3", "  iterations: 3\n  speed_bench: true", None)):
+        assert old in text
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(text.replace(old, new))
+        (tmp_path / "data").mkdir(exist_ok=True)
+        for f in (ROOT / "examples" / "sst2" / "data").iterdir():
+            (tmp_path / "data" / f.name).write_bytes(f.read_bytes())
+        res = shootout("validate", "-c", str(cfg))
+        if field is None:
+            assert res.returncode == 0, res.stderr
+        else:
+            assert res.returncode == 2 and field in res.stderr and "not a yes/no" in res.stderr, res.stderr
+            assert "Traceback" not in res.stderr
 
 
 def test_every_problem_is_listed(tmp_path):

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
+from pydantic import (BaseModel, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 from benchmark import metrics as M
@@ -24,14 +24,15 @@ from benchmark.backends.base import BackendOptions
 from benchmark.tasks.classify import ClassifyTaskSpec
 from benchmark.tasks.score import ScoreTaskSpec
 from core.errors import ConfigError
+from core.settings import SettingsModel
 from core.naming import series
 
 DEFAULT_RSS_URL = "https://feeds.finance.yahoo.com/rss/2.0/headline?s={ticker}&region=US&lang=en-US"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+class _Strict(SettingsModel):
+    pass
 
 
 ModelOptions = BackendOptions  # the run overrides every backend takes; each backend's options model adds its own

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from core.errors import ShootoutError
+from core.settings import SettingsModel
 from engine.types import LabelScores, PromptTooLong, Reply
 
 __all__ = ["Backend", "BackendOptions", "BackendSpec", "BackendUnavailable", "CallFailed", "Capabilities",
@@ -85,11 +86,9 @@ CAPABILITY_TEXT = {
 }
 
 
-class BackendOptions(BaseModel):
+class BackendOptions(SettingsModel):
     """Per-model overrides of the run settings, taken by every backend. A backend's own options
     model subclasses this one and adds its engine knobs."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     temperature: float | None = Field(None, ge=0, le=2)
     num_ctx: int | None = Field(None, ge=256)

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from benchmark.tasks.base import Item, TaskProblem
 from core.errors import ShootoutError
+from core.settings import SettingsModel
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+class _Spec(SettingsModel):
+    pass
 
 
 class DataSource(_Spec):
