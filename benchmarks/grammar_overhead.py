@@ -1,7 +1,9 @@
 """What a schema's grammar costs per generated token on the host, side by side in one process: the
-sampler step's own time (``_sample``: the draw, the grammar's check and passes, the accept; decode
-excluded) for free replies and for schema-constrained ones, the latter with and without the kept
-set of tokens allowed after the JSON value has ended (engine.grammar, ``_end_allowed``):
+sampler step's own time (``_draw``: the draw, the grammar's check and passes; decode excluded) and,
+apart, the grammar taking the token (``_accept``, which ``chat`` runs after launching the next
+decode: on a GPU it overlaps the device's work, on a CPU it adds to it), for free replies and for
+schema-constrained ones, the latter with and without the kept set of tokens allowed after the JSON
+value has ended (engine.grammar, ``_end_allowed``):
 
     python benchmarks/grammar_overhead.py [--model GGUF] [--n 12] [--rounds 3] [--temperatures 0,0.7]
 
@@ -30,21 +32,23 @@ from engine.llamacpp import LlamaCppBackend
 
 def one_run(eng: LlamaCppBackend, prompts, schema, temperature: float, max_tokens) -> dict:
     """One reply per prompt (``max_tokens``: one limit, or one per prompt)."""
-    spent, past = [0.0], [0]
-    original, full = eng._sample, eng._sample_full
+    spent, past = {"draw": 0.0, "accept": 0.0}, [0]
+    draw, accept, full = eng._draw, eng._accept, eng._sample_full
 
-    def timed(chain, grammar):
-        t0 = time.perf_counter()
-        try:
-            return original(chain, grammar)
-        finally:
-            spent[0] += time.perf_counter() - t0
+    def timing(step, key):
+        def timed(*args):
+            t0 = time.perf_counter()
+            try:
+                return step(*args)
+            finally:
+                spent[key] += time.perf_counter() - t0
+        return timed
 
     def counted(chain, grammar):
         past[0] += 1
         return full(chain, grammar)
 
-    eng._sample, eng._sample_full = timed, counted
+    eng._draw, eng._accept, eng._sample_full = timing(draw, "draw"), timing(accept, "accept"), counted
     ends_before = eng.stats["grammar_end_passes"]
     toks = gen = 0.0
     texts, lengths = [], []
@@ -57,8 +61,8 @@ def one_run(eng: LlamaCppBackend, prompts, schema, temperature: float, max_token
             texts.append(r.text)
             lengths.append(r.completion_tokens)
     finally:
-        del eng._sample, eng._sample_full
-    return {"us_per_token": spent[0] / toks * 1e6, "tok_s": (toks - len(prompts)) / gen, "texts": texts,
+        del eng._draw, eng._accept, eng._sample_full
+    return {"us_per_token": spent["draw"] / toks * 1e6, "accept_us_per_token": spent["accept"] / toks * 1e6, "tok_s": (toks - len(prompts)) / gen, "texts": texts,
             "lengths": lengths, "full_steps": past[0], "end_passes": eng.stats["grammar_end_passes"] - ends_before}
 
 
@@ -108,13 +112,15 @@ def main() -> None:
         t = name.split(" ")[0]
         free = statistics.median(r["tok_s"] for r in raw[t + " free"])
         same = statistics.median(r["tok_s"] for r in raw[t + " free, constrained lengths"])
-        rows.append([name, f"{us:.1f}", runs[0]["full_steps"], runs[0]["end_passes"], f"{tok_s:.1f}",
+        acc = statistics.median(r["accept_us_per_token"] for r in runs)
+        rows.append([name, f"{us:.1f}", f"{acc:.1f}", runs[0]["full_steps"], runs[0]["end_passes"], f"{tok_s:.1f}",
                      f"{tok_s / free:.3f}", f"{tok_s / same:.3f}"])
         out["results"][name] = {"us_per_token": [r["us_per_token"] for r in runs],
+                                "accept_us_per_token": [r["accept_us_per_token"] for r in runs],
                                 "tok_s": [r["tok_s"] for r in runs], "full_steps": runs[0]["full_steps"],
                                 "end_passes": runs[0]["end_passes"]}
     print(f"{path.name}, layers offloaded {ngl}, {a.n} few-shot sentiment replies per run, {a.rounds} rounds\n")
-    print(table(["configuration", "sampler us/token", "steps past the check", "of them: kept end set",
+    print(table(["configuration", "draw us/token", "accept us/token", "steps past the check", "of them: kept end set",
                  "tokens/s", "x free", "x free at the same lengths"], rows))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))

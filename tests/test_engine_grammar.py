@@ -13,7 +13,7 @@ from benchmark.tasks.sentiment.news import load_snapshot
 def _capture(engine, messages, temperature, seed, max_tokens):
     """A constrained reply with the logits of every step (copies) and the tokens chosen."""
     steps, tokens = [], []
-    original = engine._sample
+    original = engine._draw
 
     def recording(chain, grammar):
         steps.append(engine._logits().copy())
@@ -21,12 +21,12 @@ def _capture(engine, messages, temperature, seed, max_tokens):
         tokens.append(token)
         return token
 
-    engine._sample = recording
+    engine._draw = recording
     try:
         engine.chat(messages, schema=SENTIMENT.constraint().schema, temperature=temperature, seed=seed,
                     max_tokens=max_tokens)
     finally:
-        del engine._sample
+        del engine._draw
     return steps, tokens
 
 
@@ -89,7 +89,7 @@ def test_tokens_allowed_after_the_json_value_are_what_the_grammar_allows_over_th
     end of the turn alone."""
     schema = SENTIMENT.constraint().schema
     seen = {}
-    original = engine._sample
+    original = engine._draw
 
     def checking(chain, grammar):
         end = engine._json_end
@@ -100,14 +100,14 @@ def test_tokens_allowed_after_the_json_value_are_what_the_grammar_allows_over_th
             seen[end.after] = [engine._piece_of(int(t)) for t in whole]
         return original(chain, grammar)
 
-    engine._sample = checking
+    engine._draw = checking
     try:
         for i, art in enumerate(load_snapshot()[:4]):
             r = engine.chat(SENTIMENT.messages(art.to_item(), "few_shot"), schema=schema, temperature=0.9,
                             seed=40 + i, max_tokens=160)
             assert r.text.rstrip().endswith("}")
     finally:
-        del engine._sample
+        del engine._draw
     assert b"" in seen
     eog = {engine._piece_of(int(t)) for t in engine._eog}
     assert eog <= set(seen[b""]) and b" " in seen[b""]

@@ -360,6 +360,15 @@ class GrammarPasses(Sampling):
         return self._apply_chain(chain, self._cand_np, self._cand_arr, self._cand_ref, ids, logits, grammar)
 
     def _sample(self, chain, grammar) -> int:
+        """The next token, drawn and taken by the grammar (``_draw``, then ``_accept``)."""
+        token = self._draw(chain, grammar)
+        if grammar is not None:
+            self._accept(grammar, token)
+        return token
+
+    def _draw(self, chain, grammar) -> int:
+        """The next token as the chain under the grammar draws it; the grammar has not taken it yet
+        (``chat`` has it take the token while the device computes the next logits)."""
         if grammar is None:
             return self._sample_free(chain)
         if self.grammar_mode == "fast":
@@ -368,7 +377,6 @@ class GrammarPasses(Sampling):
                 token = self._sample_full(chain, grammar)
         else:
             token = self._sample_full(chain, grammar)
-        self._accept(grammar, token)
         return token
 
     def _accept(self, grammar, token: int) -> None:

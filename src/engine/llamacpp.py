@@ -67,7 +67,7 @@ class LlamaCppBackend(LabelScoring, SpeedBench, GrammarPasses, Session):
         t1 = time.perf_counter()
         try:
             for _ in range(max_tokens):
-                token = self._sample(chain, grammar)
+                token = self._draw(chain, grammar)
                 if self._is_end(token):
                     finish = "stop"
                     break
@@ -75,6 +75,8 @@ class LlamaCppBackend(LabelScoring, SpeedBench, GrammarPasses, Session):
                 if len(self._kv) >= self.n_ctx:
                     break
                 self._decode_one(token)
+                if grammar is not None:  # a GPU computes the next logits meanwhile (llama_decode returns first)
+                    self._accept(grammar, token)
         finally:
             L.llama_sampler_free(chain)
         gen_s = time.perf_counter() - t1
