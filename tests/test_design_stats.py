@@ -437,3 +437,24 @@ def test_with_two_iterations_the_vote_gains_nothing_over_one_call():
     tied = L.vote(d.counts(), np.broadcast_to(d.gold, s["accuracy"].shape))[2]
     assert tied.sum() > 30  # many items tie at two iterations
     np.testing.assert_allclose(s["vote_accuracy"], s["accuracy"])
+
+
+def test_a_models_memory_is_the_median_of_its_loads_whatever_the_order_they_ran_in():
+    """Counterbalanced runs load every model once per block; the first load of a process takes more
+    than a later load of the same model, so the largest load would rank the rungs by when they ran
+    first. The Summary shows the median of a model's loads, the same for any order of those loads."""
+    import pandas as pd
+
+    calls = pd.DataFrame([{"model": m, "family": "f", "quant": q, "backend": "llamacpp", "prompt_style": "few_shot",
+                           "item_id": "i", "iteration": 0, "wall_seconds": 1.0, "valid": True, "prompt_seconds": 0.5,
+                           "gen_seconds": 0.5, "prompt_tokens": 10, "cached_tokens": 0, "completion_tokens": 5,
+                           "finish_reason": "stop"} for m, q in (("a", "Q4_0"), ("b", "Q8_0"))])
+    first_a = [("a", 385.3), ("b", 296.9), ("a", 296.8), ("b", 290.9), ("a", 296.8), ("b", 291.0)]
+    first_b = [("b", 380.0), ("a", 296.8), ("b", 290.9), ("a", 296.8), ("b", 291.0), ("a", 297.0)]
+    got = []
+    for order in (first_a, first_b):
+        loads = pd.DataFrame([{"model": m, "load_seconds": 1.0, "rss_mb": r} for m, r in order])
+        t = common.timing(calls, loads).set_index("model")["rss_mb"]
+        got.append((t["a"], t["b"]))
+    assert got[0] == pytest.approx((296.8, 291.0)) and got[1] == pytest.approx((296.8, 291.0))
+    # the largest load would rank them by which went first: a above b, then b above a

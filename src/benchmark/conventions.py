@@ -10,6 +10,12 @@ sheet and that each sheet's note states the conventions its columns follow.
 
 from __future__ import annotations
 
+# the variance of a speed figure, one sentence shared by the conventions that use it
+_CLUSTERED = ("clustered by {noun} and by block (Cameron-Gelbach-Miller two-way; Satterthwaite degrees of freedom, "
+              "at most blocks - 1); where that two-way variance falls below the larger one-way variance (no sign of "
+              "the other clustering), the larger one-way variance is used, with its own degrees of freedom (its "
+              "clusters - 1)")
+
 CONVENTIONS: dict[str, str] = {
     # the design every test shares
     "paired": ("Every test pairs models by {noun} (the same {noun}s go to every model) and reduces each "
@@ -21,7 +27,9 @@ CONVENTIONS: dict[str, str] = {
                  "one-sided tests); NON-INFERIOR = its upper end (the worse side) is below the margin; WORSE = the "
                  "one-sided test of 'worse' rejects at 5% after Holm's adjustment across the family (every candidate "
                  "of one reference x every quality metric); SHIFTED (a mean {value}, no better direction) = the "
-                 "two-sided test rejects after Holm across the family's candidates; TOO FEW ITEMS = fewer than "
+                 "two-sided test rejects after Holm across the family's candidates; LESS CONSISTENT = the one-sided "
+                 "test that the within-{noun} variance ratio exceeds 1 (not the margin) rejects after Holm across "
+                 "the family's candidates; TOO FEW ITEMS = fewer than "
                  "report.min_items ({min_items}) {noun}s, or the MDE80 is at least three margins; INCONCLUSIVE = none "
                  "of these. Not significantly different never means 'as good'."),
     "overall": ("A candidate is WORSE if any quality metric (error, direction, accuracy) is worse; SHIFTED if its "
@@ -42,21 +50,24 @@ CONVENTIONS: dict[str, str] = {
                     "half-width is the largest per-{noun} difference x (1 - 0.05^(1/n))."),
     "consistency_margin": ("Consistency in the Decision: the margin is a ratio of within-{noun} variances (e.g. 1.5); "
                            "non-inferior when the 90% interval's upper end of the geometric-mean ratio is below it."),
-    "speed": ("Speed vs reference: the geometric-mean ratio of the reference's seconds per call to the candidate's "
-              "(above 1 = faster) over calls paired by ({noun}, iteration block), with its 95% interval clustered by "
-              "{noun} and block (a drift of the machine that falls on some blocks widens it); 'not distinguishable' "
-              "when the interval holds 1. Pareto: no other rung of the family is at least as good on quality "
+    "speed": ("Seconds per sample: a call's wall time (request to parsed reply), the mean over every call, its 95% "
+              "interval " + _CLUSTERED + ". Speed vs reference: the geometric-mean ratio of the reference's seconds "
+              "per call to the candidate's (above 1 = faster) over calls paired by ({noun}, iteration block), its 95% "
+              "interval on the log ratios clustered the same way (a drift of the machine that falls on some blocks "
+              "widens it); 'not distinguishable' when the interval holds 1. Pareto: no other rung of the family is at least as good on quality "
               "(point estimate), seconds per sample and {sizes}, and better on one."),
     "speed_tests": ("Seconds per sample and token rates in Comparisons: the geometric-mean ratio candidate / "
-                    "reference of the per-call figure over calls paired by ({noun}, iteration block), t on the log "
-                    "ratios with the variance clustered by {noun} and by block (Cameron-Gelbach-Miller two-way; "
-                    "Satterthwaite degrees of freedom, at most blocks - 1): repeated calls are never counted as "
-                    "independent, and a drift of the machine between blocks widens the interval."),
+                    "reference of the per-call figure (seconds: a call's wall time) over calls paired by ({noun}, "
+                    "iteration block), t on the log ratios with the variance " + _CLUSTERED + ": repeated calls are "
+                    "never counted as independent, and a drift of the machine between blocks widens the interval."),
+    "direction": ("Each row's direction ('better' / 'worse' for the candidate, 'differs' where no direction is "
+                  "better, 'not distinguishable') and ci95_excludes_null follow that row's own 95% interval, "
+                  "unadjusted; p_holm adjusts its p across the pairs of one metric (Holm)."),
     "order": ("Order: {order}. Counterbalanced: the models take turns per iteration block, their order rotated and "
               "reversed block by block (seeded, stored), so a drift of the machine falls on every model alike. "
               "Grouped: every call of one model in a row; a drift between the models' runs is in no interval."),
     "drift": ("Drift: each model against itself, its early iteration blocks (first half) against its late ones "
-              "(second half), per {noun} (mean log seconds per call, late - early), paired t over {noun}s, Holm "
+              "(second half; the middle block left out when their number is odd; the blocks are named by number), per {noun} (mean log seconds per call, late - early), paired t over {noun}s, Holm "
               "across models; a warning when the move is significant and beyond {tolerance:.0%} "
               "(report.drift_tolerance)."),
     "bench": ("llama-bench figures (in-process models): pp512 (512 random tokens as one prompt), tg128 (128 "
@@ -102,7 +113,8 @@ CONVENTIONS: dict[str, str] = {
                   "(1 when the {noun}'s gold is that class) and against guessing at the gold shares (the share of "
                   "the {noun}'s gold class): one-sided paired t over {noun}s at 5%; a model not significantly "
                   "better is called 'no better than' that baseline."),
-    "anova": ("Repeated-measures ANOVA on per-{noun} means with the {noun} as block; p is Greenhouse-Geisser "
+    "anova": ("Repeated-measures ANOVA on the per-{noun} mean {value} (the models' level, not their error) with "
+              "the {noun} as block; p is Greenhouse-Geisser "
               "corrected (both df x epsilon, given per row; 'p_uncorrected' beside it)."),
     "friedman": ("Friedman: the same ANOVA on each {noun}'s ranks of the models (average ranks for ties: the "
                  "Iman-Davenport F), Greenhouse-Geisser corrected; scipy's chi-square form beside it (chi2, p_chi2)."),

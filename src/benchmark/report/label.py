@@ -246,7 +246,7 @@ def build(run) -> Report:
                    "(matched calls share the sampling seed). Below: Cochran's Q (same tied-vote rule as McNemar), "
                    f"and the paired measures in long format (paired t over {noun}s for accuracy, vote accuracy, "
                    "validity and consistency; answer disagreement over pairs of different iterations against "
-                   "the reference's own). " + CV.says(["jackknife", "mde", "speed_tests", "token_rates"], **fill),
+                   "the reference's own). " + CV.says(["jackknife", "mde", "speed_tests", "token_rates", "direction"], **fill),
               appendix=[("Cochran's Q across all models (per-item majority-vote correctness)", "cochran_q",
                          pd.DataFrame([q])),
                         (f"Paired measures, per {noun} (long format)", "paired_measures", vs.comparisons)]),

@@ -141,8 +141,7 @@ def build(run) -> Report:
                    "candidate vs reference (value_cand) beside the reference vs itself (value_ref); the estimate is "
                    "the excess (the runner gives both models the same seed per iteration, so same-iteration pairs "
                    "agree more: 'same_seed' shows them, without a baseline). "
-                   f"{CV.says(['correlation', 'jackknife', 'token_rates'], **fill)} Holm across pairs within each "
-                   "metric."),
+                   f"{CV.says(['correlation', 'jackknife', 'token_rates', 'direction'], **fill)}"),
         Sheet("ANOVA", "anova", anova_df, sig_cols=("p",),
               note=f"All models, {noun}s every model answered: {CV.says(['anova', 'friedman'], **fill)} Family x "
                    "quant: two-way ANOVA where the grid is complete. All pairs: "

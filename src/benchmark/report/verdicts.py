@@ -149,7 +149,7 @@ def headline(row, long: pd.DataFrame, labels: dict[str, str], value_name: str, n
                     f"{_fmt(shifted['diff'].iloc[0], shifted['metric'].iloc[0], True)}" if len(shifted) else
                     f"Do not ship in place of {ref} unnoticed: its answers are shifted"),
         "less consistent": f"Less consistent than {ref}: its answers to the same item vary more",
-        "too few items": f"Nothing can be decided at this size: {need}",
+        "too few items": f"Too few {noun}s for at least one metric to reach a verdict: {need}",
         "inconclusive": f"No decision yet: {need}",
         "no verdict": ("No decision: fewer than two items were answered by both this model and the reference, "
                        "so there is no interval yet; run more items"),

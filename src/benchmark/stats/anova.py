@@ -91,7 +91,8 @@ def rm_anova(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> dict:
     answered validly), Greenhouse-Geisser corrected."""
     mat = item_matrix(calls) if mat is None else mat
     n, k = mat.shape
-    res = {"test": "repeated-measures ANOVA (item as block), Greenhouse-Geisser corrected", "items": n, "models": k,
+    res = {"test": "repeated-measures ANOVA (item as block), Greenhouse-Geisser corrected", "metric": "mean_value",
+           "items": n, "models": k,
            "assumes": "per-item means; normal residuals; sphericity not assumed (Greenhouse-Geisser epsilon)"}
     if n < 2 or k < 2:
         res["note"] = "needs at least 2 models and 2 items answered by all"
@@ -106,7 +107,8 @@ def rm_anova(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> dict:
 def friedman(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> dict:
     mat = item_matrix(calls) if mat is None else mat
     n, k = mat.shape
-    res = {"test": "Friedman (ANOVA on within-item ranks, Greenhouse-Geisser corrected)", "items": n, "models": k,
+    res = {"test": "Friedman (ANOVA on within-item ranks, Greenhouse-Geisser corrected)", "metric": "mean_value",
+           "items": n, "models": k,
            "assumes": "per-item means; ranks within item"}
     if k < 3 or n < 2:
         res["note"] = "needs at least 3 models (with 2, read the pair's paired t in Comparisons)"
@@ -166,6 +168,7 @@ def family_quant_anova(calls: pd.DataFrame, mat: pd.DataFrame | None = None) -> 
     rows.append({"source": "Residual", "sum_sq": float(res["Residual"]["sum_sq"]), "df": res["Residual"]["df"]})
     table = pd.DataFrame(rows)
     table["test"] = "two-way ANOVA family x quant, item as block (balanced)"
+    table["metric"] = "mean_value"
     table["items"] = n_a
     table["assumes"] = "per-item means; normal residuals; one model per family x quant cell"
     return table

@@ -63,7 +63,7 @@ def timing(calls: pd.DataFrame, loads: pd.DataFrame | None = None, price_per_hou
     generation rate is all generated tokens over all generation seconds, and none for calls that scored
     labels in log-probability mode),
     latency percentiles, token-limit hits, load time, cost per 1,000 calls and the memory of the
-    model's largest load (MiB; NaN where the backend does not say)."""
+    model's loads (MiB, their median; NaN where the backend does not say)."""
     order = model_order(calls)
     g = calls.groupby("model", sort=False)
     timed_p, timed_g = calls["prompt_seconds"].notna(), calls["gen_seconds"].notna()  # (blanked: ran under load)
@@ -92,8 +92,9 @@ def timing(calls: pd.DataFrame, loads: pd.DataFrame | None = None, price_per_hou
     # NVML's energy counter over each call (GPU machines; the whole GPU, so only calls that ran alone count)
     out["joules_per_call"] = (g["energy_j"].mean() if "energy_j" in calls and calls["energy_j"].notna().any()
                               else np.nan)
-    for col in MEMORY_COLUMNS:  # the largest load of the model (several loads: endpoints, resumed runs)
-        out[col] = (loads.groupby("model")[col].max().reindex(out.index)
+    for col in MEMORY_COLUMNS:  # the median of the model's loads (one per block when counterbalanced: the first
+        # load of a process takes more than a later one of the same model, so the largest depends on the order)
+        out[col] = (loads.groupby("model")[col].median().reindex(out.index)
                     if loads is not None and col in loads and loads[col].notna().any() else np.nan)
     if "variant" in out and out["variant"].isna().all():
         out = out.drop(columns=["variant"])

@@ -210,7 +210,7 @@ def pair(ms: Measure, a: int, b: int, alpha: float = 0.05, power: float = 0.8) -
         row.update(items=int(r["items"]), informative=int(r["n"]), value_ref=value_ref, value_cand=float(ms.value(b)),
                    estimate=float(r["mean"]), ci95_low=float(r["ci_low"]), ci95_high=float(r["ci_high"]),
                    p=float(r["p"]), sd_diff=float(r["sd"]), mde80=mde)
-    row["significant"] = _excludes(row, ms.kind)
+    row["ci95_excludes_null"] = _excludes(row, ms.kind)
     row["direction"] = _direction(row, ms)
     return row
 
@@ -229,7 +229,7 @@ def _excludes(row: dict, kind: str) -> bool:
 def _direction(row: dict, ms: Measure) -> str:
     """"better" / "worse" (significantly, for the candidate), "differs" (no better direction), or
     "not distinguishable"."""
-    if not row["significant"]:
+    if not row["ci95_excludes_null"]:
         return "not distinguishable"
     up = row["estimate"] > (1.0 if ms.kind in RATIOS else 0.0)
     if ms.kind == "agreement":
@@ -264,7 +264,7 @@ def compare(measures: list[Measure], models: list[str], pairs: list[tuple[str, s
         out.loc[g.index, "p_holm"] = holm(g["p"].to_numpy(dtype=float))
     cols = ["reference", "candidate", "metric", "test", "items", "blocks", "informative", "value_ref", "value_cand",
             "estimate",
-            "ci95_low", "ci95_high", "p", "df", "p_holm", "mde80", "direction", "significant", "effect_dz", "sd_diff",
+            "ci95_low", "ci95_high", "p", "df", "p_holm", "mde80", "direction", "ci95_excludes_null", "effect_dz", "sd_diff",
             "same_seed", "ratio", "c", "estimate_is"]
     return out[[c for c in cols if c in out]]
 
