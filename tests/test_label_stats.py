@@ -92,6 +92,24 @@ def test_a_run_whose_items_share_one_gold_label_scores_without_warnings(hand):
     assert pm.loc["B", "accuracy"] == pm.loc["B", "balanced_accuracy"] == 0.5
 
 
+def test_a_label_no_item_has_is_left_out_of_macro_f1(hand):
+    """A task that lists a label none of its items has (a 'neutral' the data never uses): a model right on
+    every call scores macro-F1 1, not 2/3 (the absent label's F1 of 0 in the average), and a model that
+    answers that label wrongly is still penalized (its calls are misses of the items' labels)."""
+    calls, items = hand
+    right = calls.copy()
+    right["label"] = right["item_id"].map(dict(zip(items["item_id"], items["target_label"])))
+    right["valid"] = True
+    three = ["spam", "ham", "neutral"]
+    pm = L.per_model(right, items, three).set_index("model")
+    assert pm.loc["A", "accuracy"] == 1.0 and pm.loc["A", "macro_f1"] == pytest.approx(1.0)
+    wrong = right.copy()
+    wrong.loc[wrong["item_id"] == "i1", "label"] = "neutral"  # i1 (spam) answered 'neutral' every time
+    pm = L.per_model(wrong, items, three).set_index("model")
+    # spam: recall 1/2, precision 1 -> F1 2/3; ham: F1 1; averaged over the two labels the items have
+    assert pm.loc["A", "macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
+
+
 def test_hand_made_case_by_eye(hand):
     calls, items = hand
     pm = L.per_model(calls, items, BIN, positive="spam", betas=(0.5,), price_per_hour=3.6).set_index("model")
@@ -408,8 +426,9 @@ def test_table_metrics_equal_sklearn_on_weighted_rows():
             y, yhat, sw = g.ravel()[keep], p.ravel()[keep], w[keep]
             with warnings_off():
                 assert LI.table_metric("accuracy", K)(t) == pytest.approx(accuracy_score(y, yhat, sample_weight=sw))
+                # macro over the labels that occur as gold (a class no item has is left out)
                 assert LI.table_metric("macro_f1", K)(t.ravel()) == pytest.approx(
-                    f1_score(y, yhat, labels=np.arange(K), average="macro", sample_weight=sw, zero_division=0))
+                    f1_score(y, yhat, labels=np.unique(y), average="macro", sample_weight=sw, zero_division=0))
                 assert LI.table_metric("kappa", K)(t) == pytest.approx(cohen_kappa_score(y, yhat, sample_weight=sw),
                                                                      nan_ok=True)
                 if len(np.unique(y)) == K:

@@ -168,11 +168,11 @@ class NewsSettings(_Strict):
 
 
 class RunSettings(_Strict):
-    iterations: int = Field(3, ge=1)
+    iterations: int = Field(3, ge=1, le=1000)
     temperature: float = Field(0.7, ge=0, le=2)
-    num_ctx: int = Field(2048, ge=256)
-    num_predict: int = Field(256, ge=1)
-    seed: int = Field(1234, ge=0)
+    num_ctx: int = Field(2048, ge=256, le=2**21)
+    num_predict: int = Field(256, ge=1, le=2**21)
+    seed: int = Field(1234, ge=0, le=2**32 - 1, description="the run's seed (samplers take 32 bits)")
     structured_output: bool = True
     warmup: bool = True
     database: str = "reports/shootout.sqlite"

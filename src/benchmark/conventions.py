@@ -60,6 +60,9 @@ CONVENTIONS: dict[str, str] = {
                     "reference of the per-call figure (seconds: a call's wall time) over calls paired by ({noun}, "
                     "iteration block), t on the log ratios with the variance " + _CLUSTERED + ": repeated calls are "
                     "never counted as independent, and a drift of the machine between blocks widens the interval."),
+    "macro": ("Macro-F1 (and a macro F-beta) average the per-label figure over the labels that occur among the "
+              "{noun}s' gold labels: a label of the task that no {noun} has is left out (it would add an F1 of 0 to "
+              "every model whatever it answered)."),
     "direction": ("Each row's direction ('better' / 'worse' for the candidate, 'differs' where no direction is "
                   "better, 'not distinguishable') and ci95_excludes_null follow that row's own 95% interval, "
                   "unadjusted; p_holm adjusts its p across the pairs of one metric (Holm)."),

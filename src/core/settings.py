@@ -1,6 +1,6 @@
 """The base of every model that reads a settings block of config.yaml (run, report, models, a task's
-block, a backend's options): unknown keys refused, defaults validated, and a YAML truth value refused
-where a number is asked for.
+block, a backend's options): unknown keys refused, defaults validated, a YAML truth value refused
+where a number is asked for, and no whole number beyond what SQLite stores (64 bits).
 
 Why the last: pydantic's lax mode reads ``true`` as 1 for an int (and 1.0 for a float), so
 ``iterations: yes`` or ``concurrency: true`` would pass as a one. A field whose type admits a bool
@@ -11,6 +11,9 @@ from __future__ import annotations
 import typing
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+
+_INT64 = 2**63 - 1  # what SQLite stores (run settings are kept with the run)
 
 
 def _wants_number_not_bool(annotation) -> bool:
@@ -39,4 +42,6 @@ class SettingsModel(BaseModel):
         if isinstance(value, bool) and info.field_name in cls.model_fields and \
                 _wants_number_not_bool(cls.model_fields[info.field_name].annotation):
             raise ValueError("expected a number, not a yes/no")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _INT64:
+            raise ValueError(f"is too large ({value:.3g}); no setting takes a number beyond {_INT64:,}")
         return value

@@ -91,8 +91,8 @@ class BackendOptions(SettingsModel):
     model subclasses this one and adds its engine knobs."""
 
     temperature: float | None = Field(None, ge=0, le=2)
-    num_ctx: int | None = Field(None, ge=256)
-    num_predict: int | None = Field(None, ge=1)
+    num_ctx: int | None = Field(None, ge=256, le=2**21)
+    num_predict: int | None = Field(None, ge=1, le=2**21)
 
 
 @dataclass(frozen=True)

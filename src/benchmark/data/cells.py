@@ -11,8 +11,26 @@ from typing import Any
 from core.errors import ShootoutError
 
 
+# characters that show nothing: a text made only of them (and whitespace) is empty
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+
+
+def is_blank(text: str) -> bool:
+    """Whether a text shows nothing: whitespace and zero-width characters only."""
+    return not text.strip().strip(INVISIBLE).strip()
+
+
+def regular_file(p: Path) -> None:
+    """Refuse what is not a plain file (a pipe or a device would block the reader or never end)."""
+    if p.exists() and not p.is_file() and not p.is_dir():
+        raise ShootoutError(f"{p} is not a regular file (a pipe, a socket or a device)",
+                            "point the dataset at a file or a folder of files")
+
+
 def decode_file(p: Path, encoding: str) -> str:
-    """The file's text; a decoding problem names the file, the line and the encoding option."""
+    """The file's text; a decoding problem names the file, the line and the encoding option; a NUL
+    character is refused (a binary or damaged file: no text of a dataset holds one)."""
+    regular_file(p)
     try:
         raw = p.read_bytes()
     except OSError as exc:
@@ -28,6 +46,10 @@ def decode_file(p: Path, encoding: str) -> str:
             f"{p} is not valid {encoding}: byte {raw[exc.start:exc.start + 1]!r} on line {line} cannot be decoded",
             "save the file as UTF-8, or set the dataset's encoding option to the file's encoding "
             "(e.g. cp1252, latin-1, shift_jis)") from None
+    nul = s.find("\x00")
+    if nul >= 0:
+        raise ShootoutError(f"{p} holds a NUL character on line {s.count(chr(10), 0, nul) + 1} (a binary or damaged "
+                            "file?)", "remove it, or re-export the dataset as plain text")
     return s[1:] if s.startswith("\ufeff") else s
 
 
@@ -37,6 +59,9 @@ def cell_text(v: Any, p: Path, where: str, column: str) -> str | None:
     if v is None:
         return None
     if isinstance(v, str):
+        if "\x00" in v:
+            raise ShootoutError(f"{p}, {where}: column '{column}' holds a NUL character",
+                                "remove it from the data (no text of a dataset holds one)")
         return v
     if isinstance(v, bool):
         return str(v)

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmark.data.cells import decode_file, hash_id
+from benchmark.data.cells import decode_file, hash_id, is_blank
 from benchmark.data.items import Item
 from core.errors import ShootoutError
 
@@ -39,6 +39,11 @@ def read_folder(root: Path, *, encoding: str, header_lines: int, header_names: S
                             "the folder format reads one subfolder per label, each holding one file per item")
     items = []
     for d in classes:
+        nested = sorted(x.name for x in d.iterdir() if x.is_dir() and not x.name.startswith("."))
+        if nested:
+            raise ShootoutError(f"{d} holds subfolder(s) {', '.join(nested[:5])}: the folder format reads the files "
+                                "directly inside each class folder", "move their files up into the class folder, or "
+                                "remove the subfolders")
         files = sorted((f for f in d.iterdir() if f.is_file() and not f.name.startswith(".")
                         and not any(fnmatch.fnmatch(f.name.lower(), g) for g in patterns)),
                        key=lambda f: _natural_key(f.name))
@@ -49,7 +54,7 @@ def read_folder(root: Path, *, encoding: str, header_lines: int, header_names: S
             lines = decode_file(f, encoding).replace("\r\n", "\n").split("\n")
             head = [line.strip() for line in lines[:header_lines]]
             body = "\n".join(lines[header_lines:]).strip()
-            if len(head) < header_lines or not body:
+            if len(head) < header_lines or is_blank(body):
                 what = f"after its {header_lines} header lines" if header_lines else ""
                 raise ShootoutError(f"{f}: no text {what}".rstrip(),
                                     "remove the file, or check header_lines" if header_lines else "remove the file")

@@ -51,7 +51,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmark.data.cells import cell_text, decode_file, hash_id
+from benchmark.data.cells import cell_text, decode_file, hash_id, is_blank, regular_file
 from benchmark.data.folder import FOLDER_IGNORE, LIVEDOOR_HEADER, read_folder
 from benchmark.data.items import Item
 from benchmark.data.records import from_alpaca, from_sharegpt, read_json_records
@@ -117,6 +117,7 @@ def read_items(path: str | os.PathLike, *, format: str | None = None, text: str 
 def _format_of(p: Path, format: str | None) -> str:
     if not p.exists():
         raise ShootoutError(f"dataset {p} not found", "check the path (relative paths are relative to the config file)")
+    regular_file(p)
     if format is not None:
         fmt = format.lower().lstrip(".")
         if fmt not in FORMATS:
@@ -159,6 +160,17 @@ def _read_delimited(p: Path, fmt: str, encoding: str) -> tuple[list[str], list[t
                 if fmt == "tsv" else "check the quoting of the row named above (a text with commas "
                                      "needs double quotes around it)")
         raise ShootoutError(f"{p}: cannot parse it as {fmt.upper()}: {msg}", hint) from None
+    header = next(csv.reader([s.lstrip("\ufeff").splitlines()[0]], **({"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+                                                                       if fmt == "tsv" else {})), [])
+    twice = sorted({c.strip() for c in header if [h.strip() for h in header].count(c.strip()) > 1})
+    if twice:
+        raise ShootoutError(f"{p}: the header names the column(s) {', '.join(repr(c) for c in twice)} more than once",
+                            "give every column of the header its own name")
+    if len(header) == 1 and ("," if fmt == "tsv" else "\t") in header[0]:
+        other = "csv" if fmt == "tsv" else "tsv"
+        raise ShootoutError(f"{p}: read as {fmt.upper()}, its header is one column '{header[0][:80]}'",
+                            f"the file looks like {other.upper()}: set the dataset's format to {other} (or fix the "
+                            f"file's separators)")
     df.columns = [str(c).strip() for c in df.columns]
     rows = [(f"row {n}", rec) for n, rec in enumerate(df.to_dict("records"), 1)]
     return list(df.columns), rows
@@ -200,9 +212,11 @@ def _items_from_rows(p: Path, columns: list[str], rows: list[tuple[str, dict]], 
             return rec[col]
 
         t = cell(text, "text")
-        if not isinstance(t, str):
-            t = cell_text(t, p, where, text)
-        if t is None or not t.strip():
+        if isinstance(t, bool):
+            raise ShootoutError(f"{p}, {where}: the text ('{text}') is {str(t).lower()}, a yes/no, not a text",
+                                "point the text column at the column holding the text")
+        t = cell_text(t, p, where, text)
+        if t is None or is_blank(t):
             raise ShootoutError(f"{p}, {where}: the text ('{text}') is empty",
                                 "remove the row, or point the text column at the column holding the text")
         lab = None

@@ -225,7 +225,7 @@ def build(run) -> Report:
               note=f"Run {run.run_id}: {len(ev_items)} {noun}s{split_note} x {n_it} iterations per model. Every call "
                    "counts; an invalid reply counts as wrong (accuracy of answered calls beside it). Baselines "
                    "(majority class, each constant label, stratified random guessing) are rows of the same table; "
-                   f"the Decision tests each model against them. {CV.says(['vote', 'token_rates'], **fill)} "
+                   f"the Decision tests each model against them. {CV.says(['vote', 'macro', 'token_rates'], **fill)} "
                    f"{logprob}{missing} {legend}"),
         Sheet("Model Details", "model_details", details, best=True, colour=True,
               note="Timing over all calls (valid or not); quality figures from scikit-learn on every call. "

@@ -76,6 +76,14 @@ def check_config(path: Path):
     from benchmark.tasks import task_for
 
     cfg = load_config(path)
+    from benchmark.store.db import Store
+
+    Store.preflight(cfg.resolve(cfg.run.database), lock_wait_s=cfg.run.lock_wait_s)
+    for key in ("reports_dir", "heatmaps_dir"):
+        out = cfg.resolve(getattr(cfg.output, key))
+        if out.exists() and not out.is_dir():
+            raise ShootoutError(f"output.{key}: {out} is a file, not a folder",
+                                f"point output.{key} at a folder (it is made when missing)")
     if isinstance(cfg.task, str):
         return cfg, None
     items = task_for(cfg).all_items()  # a classification task: its data must read too

@@ -9,7 +9,8 @@ Design that every figure here respects:
   outcome per item per model (majority-vote correctness);
 - an invalid reply (not valid, no label, or a label outside ``labels``) counts as wrong: its predicted
   label is the sentinel ``INVALID``, which is kept out of the averaged classes (macro-F1, per-class
-  tables) but counts as a miss in recall and accuracy. Accuracy over answered calls only is reported
+  tables) but counts as a miss in recall and accuracy. Macro averages run over the labels that occur
+  among the items' gold labels (a label of the task that no item has is left out of them). Accuracy over answered calls only is reported
   beside it as ``accuracy_answered``.
 
 Majority vote (``vote_*``): per (model, item), the label given most often among the VALID answers over
@@ -210,8 +211,10 @@ def _cells(K: int, table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _metrics(g: np.ndarray, p: np.ndarray, w: np.ndarray, K: int, pos: int | None, betas) -> dict:
-    """Metric columns of one model (or baseline) from weighted (gold, predicted) codes; code K = INVALID."""
-    lab = np.arange(K)
+    """Metric columns of one model (or baseline) from weighted (gold, predicted) codes; code K = INVALID.
+    Macro averages run over the labels that occur as gold (a label no item has would add an F1 of 0
+    to every model whatever it answered)."""
+    lab = np.unique(g[w > 0]) if (w > 0).any() else np.arange(K)
     ans = p < K
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)

@@ -155,9 +155,11 @@ def table_metric(name: str, K: int, positive: int | None = None):
             _, r, _, rows = prf(s)
             with np.errstate(invalid="ignore", divide="ignore"):
                 return (r * (rows > 0)).sum(-1) / (rows > 0).sum(-1)
-    elif name == "macro_f1":
+    elif name == "macro_f1":  # over the labels that occur as gold, as balanced accuracy
         def fn(s):
-            return prf(s)[2].mean(-1)
+            _, _, f, rows = prf(s)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return (f * (rows > 0)).sum(-1) / (rows > 0).sum(-1)
     elif name == "kappa":
         def fn(s):
             t, diag, rows, cols = parts(s)
@@ -175,8 +177,11 @@ def table_metric(name: str, K: int, positive: int | None = None):
         beta = float(name[len("f_beta_"):])
 
         def fn(s):
-            f = prf(s, beta)[2]
-            return f[..., positive] if positive is not None else f.mean(-1)
+            _, _, f, rows = prf(s, beta)
+            if positive is not None:
+                return f[..., positive]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return (f * (rows > 0)).sum(-1) / (rows > 0).sum(-1)
     else:
         raise ValueError(f"no table metric {name!r}")
     return fn

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
-import shutil
 import sqlite3
 import sys
 import time
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from benchmark.store import files, migrations, rows
+from benchmark.store.files import free_bytes, is_disk_full
 from benchmark.store.reads import RunSummary, StoreReads
 from benchmark.store.rows import ArmFacts, CallRow, ItemRow, LoadRow, WriterRow
 from benchmark.store.speed import SpeedFacts
@@ -45,34 +44,6 @@ CALL_FIELDS = rows.names(CallRow)  # the columns a call row gives, in insert ord
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
-
-
-def free_bytes(path: str | Path) -> int | None:
-    """Free bytes on the disk holding ``path`` (its nearest existing folder); None if unknown."""
-    p = Path(path).absolute()
-    for folder in (p, *p.parents):
-        if folder.is_dir():
-            try:
-                return shutil.disk_usage(folder).free
-            except OSError:
-                return None
-    return None
-
-
-def is_disk_full(exc: BaseException, path: str | Path | None = None) -> bool:
-    """Whether an SQLite or OS error means the disk (or the quota) is full."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return True
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
-        return True
-    if "disk is full" in str(exc).lower():
-        return True
-    # an I/O error while writing on a disk with (almost) nothing left is the same thing
-    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and path is not None:
-        free = free_bytes(Path(path).parent)
-        return free is not None and free < (1 << 20)
-    return False
 
 
 def _mb(n: int) -> str:
@@ -103,14 +74,7 @@ class Store(StoreReads, SpeedFacts):
         self._claims: set[str] = set()
         if not create and not self.path.is_file():
             raise ShootoutError(f"results database not found: {self.path}", "pass the file a run wrote (run.database)")
-        if self.path.exists() and not self.path.is_file():
-            raise ShootoutError(f"results database {self.path} is a folder, not a file",
-                                "point run.database (or --db) at a file")
-        cause = files.not_writable(self.path)
-        if create and cause:
-            raise ShootoutError(f"cannot write the results: {cause}",
-                                "make it writable, or set run.database (or --db) to a file in a folder you can "
-                                "write; `shootout report` can still read this one")
+        cause = files.refuse_path(self.path, create)
         if create:  # preflight: nothing is created on a disk too full to hold a run
             free = free_bytes(self.path.parent)
             if free is not None and free < min_free_bytes:
@@ -146,6 +110,22 @@ class Store(StoreReads, SpeedFacts):
                 for suffix in ("", "-wal", "-shm", "-journal"):
                     Path(str(self.path) + suffix).unlink(missing_ok=True)
             raise
+
+    @classmethod
+    def preflight(cls, path: str | Path, *, lock_wait_s: float = LOCK_WAIT_S,
+                  check_s: float = files.CHECK_SECONDS) -> None:
+        """Every refusal a run's opening of ``path`` would make, found without creating or changing
+        anything (``shootout validate``)."""
+        path = Path(path)
+        files.refuse_path(path, True)
+        if path.exists():
+            probe = files.open_readonly(path, timeout=lock_wait_s)
+            try:
+                store = cls.__new__(cls)
+                store.path, store.lock_wait_s = path, lock_wait_s
+                store._inspect(probe, True, check_s)
+            finally:
+                probe.close()
 
     def _inspect(self, con: sqlite3.Connection, create: bool, check_s: float) -> int:
         """The layout of an existing file, read without writing; refuses what must not be opened."""

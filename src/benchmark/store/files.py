@@ -8,13 +8,16 @@ damaged files, locks held by other processes, and the process writing each run.
 - Damage: ``inspect`` reads the layout on a read-only connection and runs ``PRAGMA quick_check``
   within a time bound before anything opens the file for writing.
 - Locks: ``is_busy`` tells SQLite's "database is locked" apart; the store waits and says so.
+- Disks: ``free_bytes`` and ``is_disk_full`` (SQLite's and the system's ways of saying so).
 - Writers: ``alive`` tells whether the process that claimed a run is still running (same pid, same
   start time, on this host).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import socket
 import sqlite3
 import time
@@ -82,6 +85,49 @@ def not_writable(path: Path) -> str | None:
         if side.exists() and not os.access(side, os.W_OK):
             return f"{side} (SQLite's file beside the results file) is read-only for this user"
     return None
+
+
+def refuse_path(path: Path, create: bool) -> str | None:
+    """What refuses ``path`` before anything is opened (not a file; not writable, for a run); the
+    reason it cannot be written, where it is only read."""
+    if path.exists() and not path.is_file():
+        raise ShootoutError(f"results database {path} is a folder, not a file",
+                            "point run.database (or --db) at a file")
+    cause = not_writable(path)
+    if create and cause:
+        exists = "; `shootout report` can still read this one" if path.exists() else ""
+        raise ShootoutError(f"cannot write the results: {cause}",
+                            f"make it writable, or set run.database (or --db) to a file in a folder you can "
+                            f"write{exists}")
+    return cause
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free bytes on the disk holding ``path`` (its nearest existing folder); None if unknown."""
+    p = Path(path).absolute()
+    for folder in (p, *p.parents):
+        if folder.is_dir():
+            try:
+                return shutil.disk_usage(folder).free
+            except OSError:
+                return None
+    return None
+
+
+def is_disk_full(exc: BaseException, path: str | Path | None = None) -> bool:
+    """Whether an SQLite or OS error means the disk (or the quota) is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return True
+    if "disk is full" in str(exc).lower():
+        return True
+    # an I/O error while writing on a disk with (almost) nothing left is the same thing
+    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and path is not None:
+        free = free_bytes(Path(path).parent)
+        return free is not None and free < (1 << 20)
+    return False
 
 
 def _uri(path: Path, **params: str) -> str:

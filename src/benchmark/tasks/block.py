@@ -46,6 +46,16 @@ class DataSource(_Spec):
     def _one_or_many(cls, v):
         return [v] if isinstance(v, str) else v
 
+    @field_validator("evaluate")
+    @classmethod
+    def _some_splits_once_each(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("names no split; name the split(s) to ask about, e.g. [test]")
+        twice = sorted({x for x in v if v.count(x) > 1})
+        if twice:
+            raise ValueError(f"names {', '.join(repr(x) for x in twice)} twice; name each split once")
+        return v
+
     @model_validator(mode="after")
     def _one_source(self) -> "DataSource":
         if bool(self.path) == bool(self.files):

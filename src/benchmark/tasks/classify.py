@@ -28,6 +28,14 @@ class DataSpec(DataSource):
     label: str = Field("label", description="the label column")
     label_map: dict[str, str] | None = Field(None, description="raw label -> label name (e.g. '0': negative)")
 
+    @field_validator("label")
+    @classmethod
+    def _not_the_text(cls, v: str, info: ValidationInfo) -> str:
+        if v == info.data.get("text"):
+            raise ValueError(f"is '{v}', the text column too: the model would be shown the answer; name the column "
+                             "that holds the gold label")
+        return v
+
 
 class ClassifyTaskSpec(_Spec):
     name: str = Field(pattern=NAME)
@@ -61,6 +69,16 @@ class ClassifyTaskSpec(_Spec):
                              "give each label once")
         if len(names) < 2:
             raise ValueError(f"a classification needs at least two labels, got {names}")
+        blank = [n for n in names if not n.strip()]
+        if blank:
+            raise ValueError("holds an empty label; give every label a name")
+        folded = {}
+        for n in names:
+            folded.setdefault(n.strip().casefold(), []).append(n)
+        alike = [" and ".join(repr(x) for x in group) for group in folded.values() if len(group) > 1]
+        if alike:
+            raise ValueError(f"{'; '.join(alike)} differ only in case or spaces, which a reply cannot tell apart; "
+                             "merge them (task.merge) or rename one")
         return v
 
     @field_validator("positive")

@@ -1,0 +1,78 @@
+"""Broken datasets and settings through `shootout validate`, each a copy of the sst2 example with one
+thing wrong: one message naming it (and a fix), exit code 2, no traceback, and nothing hangs (a pipe
+or a device where a file belongs is refused before it is read). What `run` would refuse at its start
+(a results file that is a folder or another program's, an output folder that is a file) is found by
+`validate` too."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, shootout
+
+EXAMPLE = ROOT / "examples" / "sst2"
+
+
+def _config(tmp_path: Path) -> Path:
+    shutil.copytree(EXAMPLE / "data", tmp_path / "data")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text((EXAMPLE / "config.yaml").read_text())
+    return cfg
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def _fifo(d: Path) -> None:
+    (d / "data" / "dev.tsv").unlink()
+    os.mkfifo(d / "data" / "dev.tsv")
+
+
+CASES = {
+    # the data
+    "a pipe where the file belongs": (_fifo, "is not a regular file"),
+    "a NUL character in a file": (lambda d: _edit(d / "data" / "dev.tsv", "never builds", "never\x00 builds"),
+                                  "holds a NUL character on line 2"),
+    "a column named twice": (lambda d: _edit(d / "data" / "dev.tsv", "sentence\tlabel", "sentence\tsentence\tlabel"),
+                             "names the column(s) 'sentence' more than once"),
+    "a TSV that is CSV": (lambda d: (d / "data" / "dev.tsv").write_text("sentence,label\nfine film,1\nbad,0\n"),
+                          "set the dataset's format to csv"),
+    "a text of zero-width spaces": (lambda d: _edit(d / "data" / "dev.tsv", "never builds any real suspense",
+                                                    "\u200b\u200b"), "row 1: the text ('sentence') is empty"),
+    # the settings
+    "a split evaluated twice": (lambda d: _edit(d / "config.yaml", "evaluate: validation", "evaluate: [validation, validation]"),
+                                "task.data.evaluate"),
+    "no split evaluated": (lambda d: _edit(d / "config.yaml", "evaluate: validation", "evaluate: []"), "names no split"),
+    "the label column is the text": (lambda d: _edit(d / "config.yaml", "label: label", "label: sentence"),
+                                     "the model would be shown the answer"),
+    "labels that differ in case": (lambda d: _edit(d / "config.yaml", "labels: [negative, positive]",
+                                                   "labels: [negative, positive, Positive]"), "differ only in case"),
+    "an iteration count beyond 64 bits": (lambda d: _edit(d / "config.yaml", "iterations: 3",
+                                                          "iterations: 100000000000000000000"), "is too large"),
+    # where the results go
+    "a results file that is a folder": (lambda d: (d / "results.sqlite").mkdir(), "is a folder, not a file"),
+    "a results file that is not SQLite": (lambda d: (d / "results.sqlite").write_text("notes\n"),
+                                          "is not an SQLite database"),
+    "a reports folder that is a file": (lambda d: (d / "reports").write_text("x"), "output.reports_dir"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_validate_names_what_is_wrong_and_exits_2(tmp_path, case):
+    cfg = _config(tmp_path)
+    assert shootout("validate", "-c", str(cfg)).returncode == 0  # the copy is fine before the change
+    change, needle = CASES[case]
+    change(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = shootout("validate", "-c", str(cfg), timeout=60)
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, out
+    assert "Traceback" not in out and needle in " ".join(out.split()), out
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # validate creates nothing
