@@ -54,6 +54,9 @@ CASES = {
                                      "the model would be shown the answer"),
     "labels that differ in case": (lambda d: _edit(d / "config.yaml", "labels: [negative, positive]",
                                                    "labels: [negative, positive, Positive]"), "differ only in case"),
+    "few-shot examples from the evaluated split": (lambda d: _edit(d / "config.yaml", "few_shot: {k: 2, seed: 0}",
+                                                                   "few_shot: {k: 2, seed: 0, split: validation}"),
+                                                   "also an evaluated split"),
     "an iteration count beyond 64 bits": (lambda d: _edit(d / "config.yaml", "iterations: 3",
                                                           "iterations: 100000000000000000000"), "is too large"),
     # where the results go
@@ -76,3 +79,18 @@ def test_validate_names_what_is_wrong_and_exits_2(tmp_path, case):
     assert res.returncode == 2, out
     assert "Traceback" not in out and needle in " ".join(out.split()), out
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # validate creates nothing
+
+
+def test_validate_warns_of_repeated_texts_and_of_a_text_too_long_for_the_context(tmp_path):
+    """Not refused (a run can go on), but said: the same text twice with different gold labels, and a
+    text of about 3,000 tokens where the context holds 2,048 (its calls would fail)."""
+    cfg = _config(tmp_path)
+    dev = tmp_path / "data" / "dev.tsv"
+    rows = dev.read_text().splitlines()
+    text, label = rows[1].split("\t")
+    dev.write_text("\n".join(rows + [f"{text}\t{1 - int(label)}", f"{'word ' * 2400}\t1"]) + "\n")
+    res = shootout("validate", "-c", str(cfg))
+    assert res.returncode == 0, res.stderr
+    said = " ".join(res.stderr.split())
+    assert "1 text(s) occur more than once in the data (1 with different labels" in said
+    assert "the longest text (12,000 characters" in said and "over run.num_ctx (2,048)" in said

@@ -460,6 +460,9 @@ def _format_error(err: dict, data: Any) -> str:
         return f"{at}: unknown key '{key}'. Allowed keys here: {allowed}. Check the spelling or remove it."
     if kind == "missing":
         return f"{at}: required but missing. Add '{key}: ...'."
+    if kind == "string_type" and loc == ("task",):
+        return (f"{at}: expected a built-in task's name or a task block (name, kind, labels or range, data), got "
+                f"{_describe(value)}.")
     if kind == "string_type":
         return (f"{at}: expected a string, got {_describe(value)}. "
                 f"Quote it, e.g. {key}: \"{value}\".")
@@ -471,6 +474,8 @@ def _format_error(err: dict, data: Any) -> str:
         return f"{at}: expected true or false, got {_describe(value)}."
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
+        if loc == ("task", "kind"):  # an unknown kind is read as the default block's: name every kind
+            expected = " or ".join(repr(k) for k in TASK_FORMS if k != "name")
         return f"{at}: {_describe(value)} is not allowed; use one of {expected}."
     if kind == "string_pattern_mismatch":
         return (f"{at}: {_describe(value)} is not a valid name; use letters, digits and . _ : + - "

@@ -85,6 +85,29 @@ def check_config(path: Path):
             raise ShootoutError(f"output.{key}: {out} is a file, not a folder",
                                 f"point output.{key} at a folder (it is made when missing)")
     if isinstance(cfg.task, str):
-        return cfg, None
+        return cfg, None, []
     items = task_for(cfg).all_items()  # a classification task: its data must read too
-    return cfg, {split: c["items"] for split, c in data.summarize(items)["splits"].items()}
+    return cfg, {split: c["items"] for split, c in data.summarize(items)["splits"].items()}, data_warnings(cfg, items)
+
+
+def data_warnings(cfg, items) -> list[str]:
+    """What a run would not refuse but a reader should know of its data: the same text more than once
+    (with different labels: contradictory gold; in two splits: an evaluated item seen elsewhere), and
+    texts too long for the context (about 4 characters a token: a rough estimate)."""
+    out = []
+    seen: dict[str, list] = {}
+    for it in items:
+        seen.setdefault(" ".join(it.text.split()).casefold(), []).append(it)
+    twice = [group for group in seen.values() if len(group) > 1]
+    if twice:
+        labels = sum(len({it.label for it in g}) > 1 for g in twice)
+        splits = sum(len({it.split for it in g}) > 1 for g in twice)
+        out.append(f"{len(twice)} text(s) occur more than once in the data ({labels} with different labels, {splits} "
+                   f"in more than one split); e.g. '{twice[0][0].text[:60]}'. Remove the copies: contradictory gold "
+                   "labels, or an evaluated item also seen in another split, blur what the run measures")
+    longest = max(items, key=lambda it: len(it.text), default=None)
+    if longest is not None and len(longest.text) / 4 > cfg.run.num_ctx:
+        out.append(f"the longest text ({len(longest.text):,} characters, item {longest.id}) is about "
+                   f"{len(longest.text) // 4:,} tokens, over run.num_ctx ({cfg.run.num_ctx:,}): its calls would fail; "
+                   "raise num_ctx or shorten the text")
+    return out

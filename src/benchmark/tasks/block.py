@@ -150,6 +150,11 @@ def preflight(task, cfg) -> list[tuple[tuple, str]]:
         return problems
     task._pool = items
     spec = task.spec
+    ks = [spec.few_shot.k] + [vs.few_shot_k for vs in spec.variants.values() if vs.few_shot_k is not None]
+    if spec.few_shot.split in spec.data.evaluate and any(ks):
+        problems.append((("task", "few_shot", "split"),
+                         f"'{spec.few_shot.split}' is also an evaluated split: an item could be shown with its own "
+                         f"answer as an example; draw the examples from another split (e.g. train)"))
     wanted = [(("task", "few_shot", "k"), spec.few_shot.k)]
     wanted += [(("task", "variants", v, "few_shot_k"), vs.few_shot_k) for v, vs in spec.variants.items()
                if vs.few_shot_k is not None]

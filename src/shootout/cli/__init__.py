@@ -30,8 +30,8 @@ _USER_ERRNOS = {"ENOSPC": "free some space on that disk", "EDQUOT": "free some s
                 "EEXIST": "a file stands where a folder is needed: move it, or name another folder",
                 "ENOTDIR": "a file stands where a folder is needed: move it, or name another folder",
                 "EISDIR": "a folder stands where a file is needed: name a file",
-                "EACCES": "choose a place you can write, or fix the permissions",
-                "EPERM": "choose a place you can write, or fix the permissions",
+                "EACCES": "fix the permissions: this user must read the inputs and write where the outputs go",
+                "EPERM": "fix the permissions: this user must read the inputs and write where the outputs go",
                 "EROFS": "that disk is read-only: choose another place"}
 
 

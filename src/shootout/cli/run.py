@@ -65,7 +65,9 @@ def validate(config: Path = CONFIG_OPT):
     """Check config.yaml and report every problem found (exit code 2 if any)."""
     from benchmark.run.launch import check_config
 
-    cfg, splits = check_config(config)
+    cfg, splits, warnings = check_config(config)
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
     extra = "; items " + ", ".join(f"{s} {n}" for s, n in splits.items()) if splits is not None else ""
     typer.echo(f"{config}: ok ({len(cfg.models)} models, {len(cfg.compare)} comparison pairs{extra})")
 
