@@ -45,7 +45,7 @@ CASES = {
     "a TSV that is CSV": (lambda d: (d / "data" / "dev.tsv").write_text("sentence,label\nfine film,1\nbad,0\n"),
                           "set the dataset's format to csv"),
     "a text of zero-width spaces": (lambda d: _edit(d / "data" / "dev.tsv", "never builds any real suspense",
-                                                    "\u200b\u200b"), "row 1: the text ('sentence') is empty"),
+                                                    "\u200b \u200b \u200b"), "row 1: the text ('sentence') is empty"),
     # the settings
     "a split evaluated twice": (lambda d: _edit(d / "config.yaml", "evaluate: validation", "evaluate: [validation, validation]"),
                                 "task.data.evaluate"),

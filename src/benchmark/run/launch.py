@@ -76,7 +76,7 @@ def check_config(path: Path):
     from benchmark.tasks import task_for
 
     cfg = load_config(path)
-    from benchmark.store.db import Store
+    from benchmark.store import Store
 
     Store.preflight(cfg.resolve(cfg.run.database), lock_wait_s=cfg.run.lock_wait_s)
     for key in ("reports_dir", "heatmaps_dir"):

@@ -85,7 +85,7 @@ class Store(StoreReads, SpeedFacts):
         if existed:
             probe = files.open_readonly(self.path, timeout=lock_wait_s)
             try:
-                found = self._inspect(probe, create, check_s)
+                found = self._inspect(self.path, probe, create, check_s, lock_wait_s)
                 if not create and cause:  # read where it lies, writing nothing
                     self.readonly = True
                     self.db = self._readable(probe, found)
@@ -121,37 +121,37 @@ class Store(StoreReads, SpeedFacts):
         if path.exists():
             probe = files.open_readonly(path, timeout=lock_wait_s)
             try:
-                store = cls.__new__(cls)
-                store.path, store.lock_wait_s = path, lock_wait_s
-                store._inspect(probe, True, check_s)
+                cls._inspect(path, probe, True, check_s, lock_wait_s)
             finally:
                 probe.close()
 
-    def _inspect(self, con: sqlite3.Connection, create: bool, check_s: float) -> int:
-        """The layout of an existing file, read without writing; refuses what must not be opened."""
+    @staticmethod
+    def _inspect(path: Path, con: sqlite3.Connection, create: bool, check_s: float, lock_wait_s: float) -> int:
+        """The layout of the existing file ``path`` (open read-only on ``con``), read without writing;
+        refuses what must not be opened."""
         try:
             found = migrations.version(con)
             problem = files.quick_check(con, check_s) if found else None
         except sqlite3.DatabaseError as exc:
             if files.is_damage(exc):
-                raise files.Damaged(self.path, str(exc)) from None
+                raise files.Damaged(path, str(exc)) from None
             if files.is_busy(exc):
-                raise files.StoreBusy(f"{self.path} stayed locked by another process for {self.lock_wait_s:.0f} s",
+                raise files.StoreBusy(f"{path} stayed locked by another process for {lock_wait_s:.0f} s",
                                       "let the other process finish, then run the command again") from None
-            raise ShootoutError(f"{self.path} is not an SQLite database ({exc})",
+            raise ShootoutError(f"{path} is not an SQLite database ({exc})",
                                 "pass the results file a run wrote (run.database), or a new file name") from None
         if problem:
-            raise files.Damaged(self.path, f"quick_check: {problem}")
+            raise files.Damaged(path, f"quick_check: {problem}")
         if found is None:
-            raise ShootoutError(f"{self.path} is an SQLite database of another program; gguf-shootout leaves it "
+            raise ShootoutError(f"{path} is an SQLite database of another program; gguf-shootout leaves it "
                                 "untouched", "name a new file (run.database or --db) for the results")
         if found == 0 and not create:
-            raise ShootoutError(f"{self.path} holds no gguf-shootout results (an empty database); it is left untouched",
+            raise ShootoutError(f"{path} holds no gguf-shootout results (an empty database); it is left untouched",
                                 "pass the results file a run wrote (run.database)")
         try:
             migrations.check(found)
         except ValueError as exc:
-            raise ShootoutError(f"{self.path}: {exc}", "upgrade gguf-shootout, or name a new results file") from None
+            raise ShootoutError(f"{path}: {exc}", "upgrade gguf-shootout, or name a new results file") from None
         return found
 
     @staticmethod
