@@ -44,6 +44,8 @@ CASES = {
                              "names the column(s) 'sentence' more than once"),
     "a TSV that is CSV": (lambda d: (d / "data" / "dev.tsv").write_text("sentence,label\nfine film,1\nbad,0\n"),
                           "set the dataset's format to csv"),
+    "a row missing a field": (lambda d: _edit(d / "data" / "dev.tsv", "never builds any real suspense\t0",
+                                              "never builds any real suspense"), "row 1 has 1 field(s), the header 2"),
     "a text of zero-width spaces": (lambda d: _edit(d / "data" / "dev.tsv", "never builds any real suspense",
                                                     "\u200b \u200b \u200b"), "row 1: the text ('sentence') is empty"),
     # the settings
@@ -94,3 +96,30 @@ def test_validate_warns_of_repeated_texts_and_of_a_text_too_long_for_the_context
     said = " ".join(res.stderr.split())
     assert "1 text(s) occur more than once in the data (1 with different labels" in said
     assert "the longest text (12,000 characters" in said and "over run.num_ctx (2,048)" in said
+
+
+def test_a_json_object_giving_a_key_twice_is_refused_not_read_as_its_last_value(tmp_path):
+    """Python's json keeps the last of two values for one key: a record with two labels would be read as
+    whichever came second. validate names the line and the key."""
+    shutil.copytree(ROOT / "examples" / "sarcasm", tmp_path / "ex")
+    data = tmp_path / "ex" / "data" / "headlines.jsonl"
+    lines = data.read_text().splitlines()
+    lines[2] = lines[2].rstrip("}") + ', "is_sarcastic": 1}'
+    data.write_text("\n".join(lines) + "\n")
+    res = shootout("validate", "-c", str(tmp_path / "ex" / "config.yaml"))
+    said = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and "line 3: the object gives the key 'is_sarcastic' twice" in said, said
+    assert "Traceback" not in said
+
+
+@pytest.mark.parametrize("ending", ["\r\n", "\r"])
+def test_other_line_endings_read_as_the_same_items(tmp_path, ending):
+    """Windows (CRLF) and old Mac (CR) line endings: the same items as the file as it ships."""
+    cfg = _config(tmp_path)
+    before = shootout("validate", "-c", str(cfg))
+    for name in ("dev.tsv", "train.tsv"):
+        f = tmp_path / "data" / name
+        f.write_bytes(f.read_bytes().replace(b"\n", ending.encode()))
+    after = shootout("validate", "-c", str(cfg))
+    assert before.returncode == after.returncode == 0, after.stderr
+    assert after.stdout == before.stdout  # "ok (...; items train 40, validation 40)"

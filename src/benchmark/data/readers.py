@@ -160,8 +160,14 @@ def _read_delimited(p: Path, fmt: str, encoding: str) -> tuple[list[str], list[t
                 if fmt == "tsv" else "check the quoting of the row named above (a text with commas "
                                      "needs double quotes around it)")
         raise ShootoutError(f"{p}: cannot parse it as {fmt.upper()}: {msg}", hint) from None
-    header = next(csv.reader([s.lstrip("\ufeff").splitlines()[0]], **({"delimiter": "\t", "quoting": csv.QUOTE_NONE}
-                                                                       if fmt == "tsv" else {})), [])
+    # the rows again as the csv module reads them (any line ending; blank lines skipped), for what pandas
+    # does not say: a header naming a column twice, a file of the other separator, a short row
+    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    try:
+        records = [r for r in csv.reader(io.StringIO(s.lstrip("\ufeff"), newline=None), **dialect) if r]
+    except csv.Error:  # pandas read it: leave the finer checks out
+        records = []
+    header, records = (records[0], records[1:]) if records else ([], [])
     twice = sorted({c.strip() for c in header if [h.strip() for h in header].count(c.strip()) > 1})
     if twice:
         raise ShootoutError(f"{p}: the header names the column(s) {', '.join(repr(c) for c in twice)} more than once",
@@ -171,6 +177,10 @@ def _read_delimited(p: Path, fmt: str, encoding: str) -> tuple[list[str], list[t
         raise ShootoutError(f"{p}: read as {fmt.upper()}, its header is one column '{header[0][:80]}'",
                             f"the file looks like {other.upper()}: set the dataset's format to {other} (or fix the "
                             f"file's separators)")
+    short = next(((n, len(r)) for n, r in enumerate(records, 1) if len(r) < len(header)), None)
+    if short:  # pandas fills a short row's last columns with empty cells: name the row instead
+        raise ShootoutError(f"{p}: row {short[0]} has {short[1]} field(s), the header {len(header)}",
+                            "give every row as many fields as the header (an empty field still needs its separator)")
     df.columns = [str(c).strip() for c in df.columns]
     rows = [(f"row {n}", rec) for n, rec in enumerate(df.to_dict("records"), 1)]
     return list(df.columns), rows

@@ -14,13 +14,29 @@ USER_ROLES = {"human", "user"}
 ASSISTANT_ROLES = {"gpt", "assistant", "model", "bot"}
 
 
+class _KeyTwice(ValueError):
+    pass
+
+
+def _one_value_per_key(pairs: list) -> dict:
+    """A JSON object as a dict, refusing a key given twice (``json`` would keep the last silently)."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise _KeyTwice(k)
+        out[k] = v
+    return out
+
+
 def read_json_records(p: Path, encoding: str, *, lines: bool) -> list[tuple[str, dict]]:
     s = decode_file(p, encoding)
     if not s.strip():
         raise ShootoutError(f"{p} is empty", "a JSON dataset is a list of records, or one record per line (JSONL)")
     if not lines:
         try:
-            data = json.loads(s)
+            data = json.loads(s, object_pairs_hook=_one_value_per_key)
+        except _KeyTwice as exc:
+            raise ShootoutError(f"{p}: an object gives the key '{exc}' twice", "keep one of the two") from None
         except json.JSONDecodeError as exc:
             if exc.msg == "Extra data":  # one object per line, under a .json name
                 return _json_lines(p, s)
@@ -40,7 +56,9 @@ def _json_lines(p: Path, s: str) -> list[tuple[str, dict]]:
         if not line:
             continue
         try:
-            rec = json.loads(line)
+            rec = json.loads(line, object_pairs_hook=_one_value_per_key)
+        except _KeyTwice as exc:
+            raise ShootoutError(f"{p}, line {n}: the object gives the key '{exc}' twice", "keep one of the two") from None
         except json.JSONDecodeError as exc:
             raise ShootoutError(f"{p}, line {n}: not valid JSON: {exc.msg} (column {exc.colno})",
                                 "a JSONL file holds one JSON object per line") from None
