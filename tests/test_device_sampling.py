@@ -27,18 +27,25 @@ def dev(embedded_gguf):
         yield b
 
 
-def _replies(eng, mode: str, top_k: int = DEVICE_TOP_K) -> list[str]:
-    eng.device_top_k = top_k
-    eng.set_sampling(mode)
-    assert eng.sampling == mode
+def _calls(eng, after=lambda: None) -> list[str]:
+    """Every article free and schema-constrained, greedy and at T=0.8, from an empty cache (the same
+    state in every mode: bit-identical logits); ``after()`` runs after each call."""
     out = []
     for i, art in enumerate(ARTICLES):
         msgs = SENTIMENT.messages(art.to_item(), "zero_shot")
         for schema in (None, SENTIMENT.constraint().schema):
             for temperature in (0.0, 0.8):
-                eng.clear_cache()  # the same cache state in both modes: bit-identical logits
+                eng.clear_cache()
                 out.append(eng.chat(msgs, schema=schema, temperature=temperature, seed=7 + i, max_tokens=40).text)
+                after()
     return out
+
+
+def _replies(eng, mode: str, top_k: int = DEVICE_TOP_K) -> list[str]:
+    eng.device_top_k = top_k
+    eng.set_sampling(mode)
+    assert eng.sampling == mode
+    return _calls(eng)
 
 
 def test_auto_is_fast_without_a_gpu_and_says_what_was_asked(engine):
@@ -104,14 +111,8 @@ def test_auto_on_a_gpu_samples_free_calls_on_the_device_and_constrained_ones_on_
     dev.set_sampling("device")
     dev.device_constrained = False
     before = dev.stats["device_redecodes"]
-    got, attached = [], []
-    for i, art in enumerate(ARTICLES):
-        msgs = SENTIMENT.messages(art.to_item(), "zero_shot")
-        for schema in (None, SENTIMENT.constraint().schema):
-            for temperature in (0.0, 0.8):
-                dev.clear_cache()
-                got.append(dev.chat(msgs, schema=schema, temperature=temperature, seed=7 + i, max_tokens=40).text)
-                attached.append(dev._dev_chain is not None)
+    attached = []
+    got = _calls(dev, lambda: attached.append(dev._dev_chain is not None))
     assert got == fast
     assert attached == [True, True, False, False] * len(ARTICLES)
     assert dev.stats["device_redecodes"] == before
@@ -129,14 +130,9 @@ def test_auto_with_constrained_calls_on_the_device_as_a_gpu_load_resolves_it(dev
             dev.auto_constrained = constrained_too
             dev.set_sampling("auto")
             assert (dev.sampling, dev.device_constrained) == ("device", constrained_too)
-        got = []
-        for i, art in enumerate(ARTICLES):
-            msgs = SENTIMENT.messages(art.to_item(), "zero_shot")
-            for schema in (None, SENTIMENT.constraint().schema):
-                for temperature in (0.0, 0.8):
-                    dev.clear_cache()
-                    got.append(dev.chat(msgs, schema=schema, temperature=temperature, seed=7 + i, max_tokens=40).text)
-                    assert dev._dev_chain is not None  # constrained calls keep the device sampler
+        attached = []
+        got = _calls(dev, lambda: attached.append(dev._dev_chain is not None))
+        assert all(attached)  # constrained calls keep the device sampler
         assert got == fast
     finally:
         dev.auto_constrained = False

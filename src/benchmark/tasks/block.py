@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from benchmark.tasks.base import Item, TaskProblem
 from core.errors import ShootoutError
@@ -54,6 +54,14 @@ class DataSource(_Spec):
         twice = sorted({x for x in v if v.count(x) > 1})
         if twice:
             raise ValueError(f"names {', '.join(repr(x) for x in twice)} twice; name each split once")
+        return v
+
+    @field_validator("label", "value", check_fields=False)  # the gold column of a subclass (classify, score)
+    @classmethod
+    def _gold_is_not_the_text(cls, v: str, info: ValidationInfo) -> str:
+        if v == info.data.get("text"):
+            raise ValueError(f"is '{v}', the text column too: the model would be shown the answer; name the column "
+                             f"that holds the gold {info.field_name}")
         return v
 
     @model_validator(mode="after")

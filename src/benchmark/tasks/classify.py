@@ -28,14 +28,6 @@ class DataSpec(DataSource):
     label: str = Field("label", description="the label column")
     label_map: dict[str, str] | None = Field(None, description="raw label -> label name (e.g. '0': negative)")
 
-    @field_validator("label")
-    @classmethod
-    def _not_the_text(cls, v: str, info: ValidationInfo) -> str:
-        if v == info.data.get("text"):
-            raise ValueError(f"is '{v}', the text column too: the model would be shown the answer; name the column "
-                             "that holds the gold label")
-        return v
-
 
 class ClassifyTaskSpec(_Spec):
     name: str = Field(pattern=NAME)

@@ -39,14 +39,6 @@ class ScoreDataSpec(DataSource):
 
     value: str = Field("value", description="the column holding each item's gold value (a number in the range)")
 
-    @field_validator("value")
-    @classmethod
-    def _not_the_text(cls, v: str, info: ValidationInfo) -> str:
-        if v == info.data.get("text"):
-            raise ValueError(f"is '{v}', the text column too: the model would be shown the answer; name the column "
-                             "that holds the gold value")
-        return v
-
 
 class ScoreTaskSpec(_Spec):
     name: str = Field(pattern=NAME)
